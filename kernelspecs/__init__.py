@@ -1,0 +1,1 @@
+"""The kernelspec template and logos, installed as ``rk_jupyter.kernelspecs``."""

@@ -1,0 +1,90 @@
+"""The contract between the agent's session and an engine (Mathics3, a Wolfram kernel, ...).
+
+One engine instance serves one kernel session.  The agent calls ``start`` once, then
+``evaluate``/``complete``/``inspect`` one at a time from the session's evaluation thread, and
+``interrupt``/``abort``/``close``/``alive`` from any thread at any time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ...link.expr import Function
+
+
+class EngineError(Exception):
+    """A failure that the user must see verbatim: its text names the cause and the fix."""
+
+
+class InputAborted(Exception):
+    """Raised by ``EngineHost.read_input`` when the evaluation was aborted while it waited."""
+
+
+@dataclass
+class EngineInfo:
+    """What ``%rkernel status`` shows of the engine."""
+
+    name: str
+    version: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EngineHost(Protocol):
+    """The session's side, given to the engine at construction."""
+
+    def emit(self, packet: Function) -> None:
+        """Send a packet to the kernel now (live Print/messages); safe from any thread."""
+
+    def read_input(self, prompt: Function) -> str:
+        """Send an InputPacket/InputStringPacket and block until the kernel answers.
+
+        Raises InputAborted if the evaluation is interrupted meanwhile.
+        """
+
+
+class Engine(ABC):
+    """An evaluator of Wolfram Language that speaks in packets (see ``rk_jupyter.link.packets``)."""
+
+    def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
+        self.host = host
+        self.options = options
+
+    @abstractmethod
+    def start(self, timeout: float) -> EngineInfo:
+        """Start the engine and wait (at most ``timeout`` s) until it can evaluate.
+
+        Raises EngineError, with the engine's own last words when it has any, if it cannot.
+        """
+
+    @abstractmethod
+    def evaluate(self, code: str) -> None:
+        """Evaluate one cell's text like a notebook front end's EnterTextPacket.
+
+        Emits, live and in order: TextPacket for Print, MessagePacket for messages,
+        SyntaxPacket on a syntax error, OutputNamePacket + ReturnPacket(MIME bundle) unless the
+        result is Null, ReturnPacket($Aborted) when interrupted, and finally InputNamePacket
+        for the next line.  Returns once InputNamePacket was emitted.  Raises EngineError if
+        the engine died (the session then reports RKEngineDied).
+        """
+
+    @abstractmethod
+    def complete(self, prefix: str) -> list[str]:
+        """Names of symbols that start with ``prefix`` (for Jupyter's complete_request)."""
+
+    @abstractmethod
+    def inspect(self, name: str) -> dict[str, str] | None:
+        """A MIME bundle documenting symbol ``name`` (its usage), or None when unknown."""
+
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Abort the running evaluation, keeping every definition; no-op when idle."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the engine process has ended."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """End the engine and every process it started; idempotent."""

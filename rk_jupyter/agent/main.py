@@ -1,0 +1,114 @@
+"""Command line of the agent: ``python -m rk_jupyter.agent``.
+
+Prints exactly one line on stdout once it listens::
+
+    RKJ-AGENT-READY {"port": 40123, "pid": 4242, "protocol": 1, "version": "0.1.0", ...}
+
+The token comes from ``--token-file`` (read, then deleted), from the first line of stdin
+(``--token-stdin``) or from the RK_AGENT_TOKEN environment variable — never from argv, which
+every user of the host can read in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .. import __version__
+from ..link.compression import available_codecs
+from ..link.handshake import PROTOCOL_VERSION
+from .server import AgentServer
+
+READY_PREFIX = "RKJ-AGENT-READY "
+TOKEN_ENV = "RK_AGENT_TOKEN"
+
+log = logging.getLogger("rk_jupyter.agent")
+
+
+def read_token(args: argparse.Namespace) -> bytes:
+    if args.token_file:
+        with open(args.token_file, "rb") as f:
+            token = f.read().strip()
+        os.unlink(args.token_file)
+    elif args.token_stdin:
+        token = sys.stdin.buffer.readline().strip()
+    else:
+        token = os.environ.pop(TOKEN_ENV, "").encode()
+    if len(token) < 16:
+        raise SystemExit(
+            "rk_jupyter agent: no token (or one shorter than 16 bytes); pass it with "
+            f"--token-file, --token-stdin or ${TOKEN_ENV}"
+        )
+    return token
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rk_jupyter.agent", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--token-file", help="file holding the token; deleted once read")
+    source.add_argument("--token-stdin", action="store_true", help="token on stdin's first line")
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="end (with every engine) when stdin closes, i.e. when the launcher is gone",
+    )
+    parser.add_argument("--log-file", help="log here instead of stderr")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s agent[%(process)d] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
+    token = read_token(args)
+    try:
+        server = AgentServer(token, args.host, args.port)
+    except (ValueError, OSError) as exc:
+        print(f"rk_jupyter agent: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.exit_on_stdin_eof:
+        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready = {
+        "port": server.port,
+        "pid": os.getpid(),
+        "protocol": PROTOCOL_VERSION,
+        "version": __version__,
+        "codecs": available_codecs(),
+        "python": sys.version.split()[0],
+    }
+    sys.stdout.write(READY_PREFIX + json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    log.info("listening on %s:%d (rk_jupyter %s)", args.host, server.port, __version__)
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping: ending every session")
+    server.shutdown()
+    return 0
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    log.info("stdin closed: the launcher is gone")
+    stop.set()

@@ -1,0 +1,1 @@
+"""The Jupyter side: an ipykernel kernel that translates Jupyter messages into link packets."""

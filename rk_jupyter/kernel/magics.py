@@ -1,0 +1,87 @@
+"""``%rkernel`` lines in a cell: link status and ping, rendered for text and HTML front ends."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+from .client import AgentClient, AgentError
+
+USAGE = "usage: %rkernel status | %rkernel ping"
+
+
+def is_magic(code: str) -> bool:
+    return code.lstrip().startswith("%rkernel")
+
+
+def run_magic(code: str, client: AgentClient | None, start_error: str | None) -> dict[str, str]:
+    """The MIME bundle that answers one ``%rkernel ...`` line; raises ValueError on bad usage."""
+    words = code.split()
+    command = words[1] if len(words) > 1 else ""
+    if command == "status":
+        return render_status(status_rows(client, start_error))
+    if command == "ping":
+        if client is None:
+            raise ValueError(f"not connected: {start_error}")
+        rtts = [client.ping() * 1000 for _ in range(5)]
+        text = (f"ping {client.endpoint.description or client.endpoint.transport}: "
+                f"min {min(rtts):.2f} ms, avg {sum(rtts) / len(rtts):.2f} ms, "
+                f"max {max(rtts):.2f} ms (5 round trips)")
+        return {"text/plain": text}
+    raise ValueError(USAGE)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def status_rows(client: AgentClient | None, start_error: str | None) -> list[tuple[str, str]]:
+    """(label, value) pairs of ``%rkernel status``; pings the agent for a fresh RTT."""
+    if client is None:
+        return [("state", f"not connected: {start_error}")]
+    ep = client.endpoint
+    info: dict[str, Any] = client.engine_info
+    rows = [
+        ("transport", ep.transport),
+        ("endpoint", ep.description or f"{ep.host}:{ep.port}"),
+        ("engine", f"{info.get('name', ep.engine)} {info.get('version', '')}".strip()),
+    ]
+    try:
+        rtt = f"{client.ping() * 1000:.2f} ms"
+        state = "connected"
+    except AgentError as exc:
+        rtt, state = "-", f"down: {exc}"
+    uptime = int(time.time() - client.started)
+    rows += [("state", state), ("uptime", f"{uptime // 3600}h {uptime // 60 % 60:02d}m "
+                                           f"{uptime % 60:02d}s"), ("rtt", rtt)]
+    if client.link is not None:
+        stats = client.link.stats
+        for label, d in (("sent", stats.sent), ("received", stats.received)):
+            rows.append((
+                label,
+                f"{d.packets} packets, {_size(d.raw_bytes)} raw, {_size(d.wire_bytes)} on the wire",
+            ))
+        raw = stats.sent.raw_bytes + stats.received.raw_bytes
+        wire = stats.sent.wire_bytes + stats.received.wire_bytes
+        ratio = wire / raw if raw else 1.0
+        rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
+    return rows
+
+
+def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:
+    width = max(len(label) for label, _ in rows)
+    text = "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+        f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+        for label, value in rows
+    )
+    return {
+        "text/plain": text,
+        "text/html": f"<table class='rk-status'><caption>rk_jupyter link</caption>{body}</table>",
+    }

@@ -1,0 +1,161 @@
+"""The versioned handshake that opens every link.
+
+Agent (server)                          Kernel (client)
+  PREAMBLE + Hello{protocol, codecs, nonce, agent}  →
+                                        ←  PREAMBLE + Auth{protocol, codec, nonce, mac}
+  Welcome{codec, mac}  or  Refused{reason}          →
+
+``mac`` values are HMAC-SHA256 over both nonces under the per-launch token, so neither side
+ever sends the token and each proves it holds it: the agent refuses a peer without the token,
+and the kernel refuses an "agent" that is some other program listening on the port.  After
+Welcome both directions switch to the agreed compression codec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from .. import __version__
+from .compression import available_codecs, choose_codec
+from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout
+
+PREAMBLE = b"RKJL"
+PROTOCOL_VERSION = 1
+HANDSHAKE_MAX_FRAME = 64 * 1024
+
+
+class HandshakeError(LinkError):
+    """The handshake failed; the message names the cause (wrong token, version mismatch, ...)."""
+
+
+@dataclass
+class Negotiated:
+    codec: str
+    peer_version: str
+    peer_protocol: int
+
+
+def _mac(token: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(token, label + first + second, hashlib.sha256).digest()
+
+
+def _read_preamble(sock: socket.socket, deadline: float, who: str) -> None:
+    reader = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME).reader
+    got = bytes(reader.read_exact(len(PREAMBLE), deadline))
+    if got != PREAMBLE:
+        raise HandshakeError(
+            f"the {who} is not an rk_jupyter link (it sent {got!r}); "
+            "is something else listening on that port?"
+        )
+
+
+def _recv_dict(sock: socket.socket, deadline: float) -> dict:
+    channel, message = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME).recv(
+        max(deadline - time.monotonic(), 0.001)
+    )
+    if channel != 0 or not isinstance(message, dict):
+        raise HandshakeError("malformed handshake message")
+    return message
+
+
+def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> Negotiated:
+    """Run the agent's side on a freshly accepted socket.
+
+    Returns what was agreed; raises HandshakeError (after telling the peer why, where that
+    is safe) when the peer lacks the token, speaks another protocol version or times out.
+    """
+    deadline = time.monotonic() + timeout
+    writer = FrameWriter(sock, "none")
+    nonce = os.urandom(32)
+    sock.sendall(PREAMBLE)
+    writer.send(
+        0,
+        {
+            "protocol": PROTOCOL_VERSION,
+            "codecs": available_codecs(),
+            "nonce": nonce,
+            "agent": __version__,
+        },
+    )
+    try:
+        _read_preamble(sock, deadline, "peer")
+        auth = _recv_dict(sock, deadline)
+    except LinkTimeout:
+        raise HandshakeError("peer did not complete the handshake in time") from None
+    protocol = auth.get("protocol")
+    if protocol != PROTOCOL_VERSION:
+        reason = (
+            f"protocol version mismatch: agent speaks {PROTOCOL_VERSION}, kernel speaks "
+            f"{protocol}; install the same rk_jupyter version on both sides"
+        )
+        writer.send(0, {"refused": reason})
+        raise HandshakeError(reason)
+    peer_nonce = auth.get("nonce")
+    mac = auth.get("mac")
+    if not (isinstance(peer_nonce, bytes) and len(peer_nonce) == 32 and isinstance(mac, bytes)):
+        raise HandshakeError("malformed handshake message")
+    if not hmac.compare_digest(mac, _mac(token, b"rkj-kernel", nonce, peer_nonce)):
+        writer.send(0, {"refused": "authentication failed: the peer does not hold the token"})
+        raise HandshakeError("authentication failed: the peer does not hold the token")
+    codec = auth.get("codec")
+    if codec not in available_codecs():
+        codec = "none"
+    writer.send(0, {"codec": codec, "mac": _mac(token, b"rkj-agent", peer_nonce, nonce)})
+    return Negotiated(codec, str(auth.get("kernel", "?")), protocol)
+
+
+def client_handshake(
+    sock: socket.socket, token: bytes, codec: str = "brotli", timeout: float = 10.0
+) -> Negotiated:
+    """Run the kernel's side on a connected socket; raise HandshakeError naming the cause."""
+    deadline = time.monotonic() + timeout
+    try:
+        _read_preamble(sock, deadline, "agent")
+        hello = _recv_dict(sock, deadline)
+    except LinkTimeout:
+        raise HandshakeError(
+            "the agent did not greet within the timeout; is the port forwarded to the agent?"
+        ) from None
+    protocol = hello.get("protocol")
+    if protocol != PROTOCOL_VERSION:
+        raise HandshakeError(
+            f"protocol version mismatch: agent speaks {protocol} (rk_jupyter "
+            f"{hello.get('agent')}), kernel speaks {PROTOCOL_VERSION} (rk_jupyter "
+            f"{__version__}); install the same rk_jupyter version on both sides"
+        )
+    server_nonce = hello.get("nonce")
+    offered = hello.get("codecs")
+    if not isinstance(server_nonce, bytes) or not isinstance(offered, list):
+        raise HandshakeError("malformed handshake message from the agent")
+    chosen = choose_codec(codec, offered)
+    nonce = os.urandom(32)
+    sock.sendall(PREAMBLE)
+    FrameWriter(sock, "none").send(
+        0,
+        {
+            "protocol": PROTOCOL_VERSION,
+            "codec": chosen,
+            "nonce": nonce,
+            "mac": _mac(token, b"rkj-kernel", server_nonce, nonce),
+            "kernel": __version__,
+        },
+    )
+    try:
+        welcome = _recv_dict(sock, deadline)
+    except LinkTimeout:
+        raise HandshakeError("the agent did not answer the handshake in time") from None
+    except LinkError as exc:
+        raise HandshakeError(f"the agent closed the link during the handshake: {exc}") from None
+    if "refused" in welcome:
+        raise HandshakeError(f"the agent refused the link: {welcome['refused']}")
+    mac = welcome.get("mac")
+    if not isinstance(mac, bytes) or not hmac.compare_digest(
+        mac, _mac(token, b"rkj-agent", nonce, server_nonce)
+    ):
+        raise HandshakeError("the agent could not prove it holds the token; refusing it")
+    return Negotiated(str(welcome.get("codec", "none")), str(hello.get("agent")), protocol)

@@ -1,0 +1,106 @@
+"""The packet vocabulary spoken over the link.
+
+Packets are MathLink/WSTP packets (same names, same numeric codes as ``wstp.h``) carried as
+WXF expressions ``Function(Symbol(name), *args)``.  Where a WSTP packet holds an expression the
+front end would format itself, rk_jupyter's dialect carries what Jupyter needs instead:
+
+======================  =====================  ===================================================
+packet                  direction              arguments in rk_jupyter's dialect
+======================  =====================  ===================================================
+EnterTextPacket         kernel → agent         cell text (str)
+EvaluatePacket          kernel → agent         an expression, evaluated without In/Out bookkeeping
+TextPacket              both                   agent → kernel: Print output; kernel → agent: the
+                                               answer to an InputPacket/InputStringPacket
+MessagePacket           agent → kernel         symbol (str), tag (str), formatted message (str)
+SyntaxPacket            agent → kernel         1-based character position of the syntax error
+InputNamePacket         agent → kernel         "In[n]:= "; ends every evaluation
+OutputNamePacket        agent → kernel         "Out[n]= "; precedes a ReturnPacket
+ReturnPacket            agent → kernel         MIME bundle (dict str → str), or Symbol("$Aborted")
+ReturnTextPacket        agent → kernel         OutputForm text (engines that have no MIME bundle)
+InputPacket             agent → kernel         prompt of ``Input[]``
+InputStringPacket       agent → kernel         prompt of ``InputString[]``
+MenuPacket              agent → kernel         (code, title) of an interrupt menu
+======================  =====================  ===================================================
+
+Control messages (not WSTP packets; WSTP sends these out of band as ``WSPutMessage``):
+
+``RKInterrupt[]``/``RKAbort[]``/``RKTerminate[]`` (kernel → agent) stop an evaluation or end the
+session; ``RKPing[t]`` is answered by ``RKPong[t]``; ``RKOpenSession[opts]`` is answered by
+``RKSessionReady[info]`` or ``RKError[text]``; ``RKComplete[prefix]`` by ``RKCompletions[list]``;
+``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
+engine ended on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .expr import Function, Symbol
+
+# Packet codes, as in wstp.h (and mathlink.h before it).
+PACKET_CODES: dict[str, int] = {
+    "IllegalPacket": 0,
+    "InputPacket": 1,
+    "TextPacket": 2,
+    "ReturnPacket": 3,
+    "ReturnTextPacket": 4,
+    "MessagePacket": 5,
+    "MenuPacket": 6,
+    "CallPacket": 7,
+    "InputNamePacket": 8,
+    "OutputNamePacket": 9,
+    "SyntaxPacket": 10,
+    "DisplayPacket": 11,
+    "DisplayEndPacket": 12,
+    "EvaluatePacket": 13,
+    "EnterTextPacket": 14,
+    "EnterExpressionPacket": 15,
+    "ReturnExpressionPacket": 16,
+    "SuspendPacket": 17,
+    "ResumePacket": 18,
+    "BeginDialogPacket": 19,
+    "EndDialogPacket": 20,
+    "InputStringPacket": 21,
+}
+PACKET_NAMES: dict[int, str] = {code: name for name, code in PACKET_CODES.items()}
+
+# Out-of-band message codes, as in wstp.h (WSTerminateMessage, ...).
+MESSAGE_CODES: dict[str, int] = {"RKTerminate": 1, "RKInterrupt": 2, "RKAbort": 3}
+
+CONTROL_NAMES = frozenset(
+    {
+        "RKInterrupt",
+        "RKAbort",
+        "RKTerminate",
+        "RKPing",
+        "RKPong",
+        "RKOpenSession",
+        "RKSessionReady",
+        "RKError",
+        "RKComplete",
+        "RKCompletions",
+        "RKInspect",
+        "RKInspection",
+        "RKEngineDied",
+    }
+)
+
+ABORTED = Symbol("$Aborted")
+
+
+def packet(name: str, *args: Any) -> Function:
+    """Build the packet or control message ``name[args...]``."""
+    if name not in PACKET_CODES and name not in CONTROL_NAMES:
+        raise ValueError(f"unknown packet {name!r}")
+    return Function(Symbol(name), *args)
+
+
+def packet_name(expr: Any) -> str | None:
+    """The packet's name, or None when ``expr`` is not ``Symbol[...]``."""
+    if isinstance(expr, Function) and isinstance(expr.head, Symbol):
+        return expr.head.name
+    return None
+
+
+def is_packet(expr: Any, name: str) -> bool:
+    return packet_name(expr) == name

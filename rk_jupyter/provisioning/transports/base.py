@@ -1,0 +1,52 @@
+"""The contract between the provisioner and a transport."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+class TransportError(RuntimeError):
+    """The agent cannot be reached or started; the message names the cause and the fix.
+
+    Raised from the provisioner's ``pre_launch``, so JupyterLab shows it in its
+    "Error Starting Kernel" dialog.
+    """
+
+
+@dataclass
+class AgentEndpoint:
+    """Where the kernel process finds the agent, seen from this machine."""
+
+    host: str
+    port: int
+    description: str
+
+
+class Transport(ABC):
+    """Starts an agent for one kernel launch and keeps the way to it open.
+
+    The provisioner calls ``start`` from ``pre_launch`` (once per launch, also on restart),
+    ``alive`` from ``poll`` (often, so it must be cheap), and ``stop`` from ``cleanup``.
+    """
+
+    name: str
+
+    @abstractmethod
+    async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
+        """Start the agent with ``token`` and return its endpoint once it listens.
+
+        Raises TransportError within a bounded time when it cannot.
+        """
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the agent or the way to it is gone."""
+
+    @abstractmethod
+    def death_reason(self) -> str:
+        """Why ``alive`` turned False (the agent's last words where known)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """End the agent (and with it every engine it runs for this launch); idempotent."""

@@ -1,0 +1,106 @@
+"""The ``local`` transport: the agent runs on this machine (the embedded default)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from ...agent.main import READY_PREFIX, TOKEN_ENV
+from .base import AgentEndpoint, Transport, TransportError
+
+AGENT_START_TIMEOUT = 30.0
+
+
+def read_ready_line(stream: Any, prefix: str = READY_PREFIX) -> dict[str, Any]:
+    """Parse the agent's one ready line; skip anything a login script printed before it."""
+    while True:
+        line = stream.readline()
+        if not line:
+            raise EOFError("the agent exited before it was ready")
+        if isinstance(line, bytes):
+            line = line.decode(errors="replace")
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+
+
+def tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+class LocalTransport(Transport):
+    """Runs ``python -m rk_jupyter.agent`` as a child in its own process group.
+
+    Its stdin stays open as a lifeline: if the Jupyter server dies, the pipe closes and the
+    agent ends its engines (``--exit-on-stdin-eof``).
+    """
+
+    name = "local"
+
+    def __init__(self, config: dict[str, Any], log_path: str) -> None:
+        self.python = config.get("python") or sys.executable
+        self.timeout = float(config.get("agent_start_timeout", AGENT_START_TIMEOUT))
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
+        env = dict(os.environ, **{TOKEN_ENV: token.decode()})
+        cmd = [self.python, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof",
+               "--log-file", self.log_path]
+        try:
+            self.process = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=open(self.log_path, "ab"), env=env, start_new_session=True,
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot run the agent with {self.python}: {exc}") from None
+        process = self.process
+        try:
+            ready = await asyncio.wait_for(
+                asyncio.to_thread(read_ready_line, process.stdout), self.timeout
+            )
+        except (asyncio.TimeoutError, EOFError, ValueError) as exc:
+            await self.stop()
+            if isinstance(exc, asyncio.TimeoutError):
+                why = f"did not report ready within {self.timeout:.0f} s"
+            else:
+                why = str(exc)
+            raise TransportError(
+                f"the local agent ({self.python} -m rk_jupyter.agent) {why}. "
+                f"Its log {self.log_path} ends with:\n{tail(self.log_path)}"
+            ) from None
+        return AgentEndpoint("127.0.0.1", int(ready["port"]),
+                             f"local agent pid {ready['pid']} on 127.0.0.1:{ready['port']}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def death_reason(self) -> str:
+        code = self.process.poll() if self.process else None
+        return f"the local agent exited (status {code}); its log ends with:\n{tail(self.log_path)}"
+
+    async def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            try:
+                await asyncio.to_thread(process.wait, 5.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.wait, 5.0)
+        for stream in (process.stdin, process.stdout):
+            if stream:
+                stream.close()

@@ -1,0 +1,92 @@
+"""Driving a kernel through jupyter_client exactly as JupyterLab does, and reading iopub."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+
+
+@dataclass
+class Execution:
+    reply: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    def streams(self, name: str) -> str:
+        return "".join(m["content"]["text"] for m in self.outputs
+                       if m["msg_type"] == "stream" and m["content"]["name"] == name)
+
+    def results(self) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.outputs if m["msg_type"] == "execute_result"]
+
+    def displays(self) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.outputs if m["msg_type"] == "display_data"]
+
+    def first(self, msg_type: str) -> dict[str, Any]:
+        return next(m for m in self.outputs if m["msg_type"] == msg_type)
+
+
+def execute(kc: BlockingKernelClient, code: str, timeout: float = 60.0,
+            **kwargs: Any) -> Execution:
+    """Run ``code`` and collect iopub messages of this request until the kernel is idle."""
+    msg_id = kc.execute(code, **kwargs)
+    return collect(kc, msg_id, timeout)
+
+
+def collect(kc: BlockingKernelClient, msg_id: str, timeout: float = 60.0) -> Execution:
+    outputs = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        msg["received"] = time.monotonic()
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if msg["msg_type"] in ("stream", "execute_result", "display_data", "error"):
+            outputs.append(msg)
+    reply = kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
+    assert reply["parent_header"]["msg_id"] == msg_id
+    return Execution(reply["content"], outputs)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Wait for the processes to end; return those still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if pid_alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if pid_alive(p)]
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant of ``pid`` from the process table."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found

@@ -1,0 +1,191 @@
+"""The kernel on the embedded default (rk-local), driven through jupyter_client as JupyterLab
+drives it: real agent process, real link, real Mathics3 engine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from kernel_helpers import children_of, collect, execute, wait_gone
+
+
+@pytest.fixture(scope="module")
+def kernel(rk_local: str):
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def test_result_and_execution_count_follow_the_engine_line(kernel) -> None:
+    _, kc = kernel
+    first = execute(kc, "1 + 1")
+    assert first.reply["status"] == "ok"
+    [result] = first.results()
+    assert result["data"]["text/plain"] == "2"
+    second = execute(kc, "%^2")
+    assert second.results()[0]["data"]["text/plain"] == "4"
+    assert second.reply["execution_count"] == first.reply["execution_count"] + 1
+    assert second.results()[0]["execution_count"] == second.reply["execution_count"]
+
+
+def test_print_arrives_before_the_result(kernel) -> None:
+    _, kc = kernel
+    run = execute(kc, 'Print["early"]; Pause[1.5]; 42')
+    stream = run.first("stream")
+    result = run.first("execute_result")
+    assert stream["content"] == {"name": "stdout", "text": "early\n"}
+    assert result["received"] - stream["received"] > 1.0
+    assert result["content"]["data"]["text/plain"] == "42"
+
+
+def test_messages_go_to_stderr(kernel) -> None:
+    _, kc = kernel
+    run = execute(kc, "1/0")
+    assert "Power::infy" in run.streams("stderr")
+    assert "Infinite expression" in run.streams("stderr")
+    assert run.results()[0]["data"]["text/plain"] == "ComplexInfinity"
+
+
+def test_math_comes_with_tex_and_plots_with_svg(kernel) -> None:
+    _, kc = kernel
+    tex = execute(kc, "Integrate[x^2, x]").results()[0]["data"]
+    assert "x^3" in tex["text/latex"]
+    svg = execute(kc, "Plot[Sin[x], {x, 0, 6}]", timeout=120).results()[0]["data"]
+    assert "<svg" in svg["image/svg+xml"]
+
+
+def test_syntax_error_is_an_error_reply(kernel) -> None:
+    _, kc = kernel
+    run = execute(kc, "f[1,,")
+    assert run.reply["status"] == "error"
+    assert run.reply["ename"] == "SyntaxError"
+    assert "Syntax" in run.streams("stderr")
+
+
+def test_trailing_semicolon_gives_no_result(kernel) -> None:
+    _, kc = kernel
+    run = execute(kc, "y = 5;")
+    assert run.reply["status"] == "ok" and run.results() == []
+    assert execute(kc, "y + 1").results()[0]["data"]["text/plain"] == "6"
+
+
+def test_completion_inspection_and_is_complete(kernel) -> None:
+    _, kc = kernel
+    reply = kc.complete("Integ", 5, reply=True, timeout=30)["content"]
+    assert "Integrate" in reply["matches"]
+    assert (reply["cursor_start"], reply["cursor_end"]) == (0, 5)
+    reply = kc.inspect("Sin[x]", 2, reply=True, timeout=30)["content"]
+    assert reply["found"] and "sine" in reply["data"]["text/plain"].lower()
+    assert kc.is_complete("f[", reply=True, timeout=10)["content"]["status"] == "incomplete"
+    assert kc.is_complete("f[x]", reply=True, timeout=10)["content"]["status"] == "complete"
+    assert kc.is_complete("f[x]]", reply=True, timeout=10)["content"]["status"] == "invalid"
+
+
+def test_input_asks_the_front_end(kernel) -> None:
+    _, kc = kernel
+    msg_id = kc.execute('InputString["name? "] <> "!"', allow_stdin=True)
+    request = kc.get_stdin_msg(timeout=30)
+    assert request["msg_type"] == "input_request"
+    assert request["content"]["prompt"].startswith("name?")
+    kc.input("Ada")
+    run = collect(kc, msg_id)
+    assert run.results()[0]["data"]["text/plain"] == "Ada!"
+
+
+def test_status_magic_figures_change_after_traffic(kernel) -> None:
+    _, kc = kernel
+    before = execute(kc, "%rkernel status").displays()[0]["data"]
+    execute(kc, "Range[2000]")
+    after = execute(kc, "%rkernel status").displays()[0]["data"]
+    for label in ("transport", "endpoint", "engine", "state", "uptime", "rtt", "sent",
+                  "received", "compression"):
+        assert label in before["text/plain"]
+    assert "<table" in before["text/html"] and "Mathics3" in before["text/plain"]
+
+    def received_bytes(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("received"))
+
+    assert received_bytes(before["text/plain"]) != received_bytes(after["text/plain"])
+    ping = execute(kc, "%rkernel ping").displays()[0]["data"]["text/plain"]
+    assert "ms" in ping
+    bad = execute(kc, "%rkernel frobnicate")
+    assert bad.reply["status"] == "error" and "usage" in bad.reply["evalue"]
+
+
+def _interrupt_loop(km: KernelManager, kc, how: str) -> None:
+    execute(kc, "x = 0;")
+    msg_id = kc.execute("While[True, x++]")
+    time.sleep(2.0)
+    start = time.monotonic()
+    if how == "message":
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+    else:
+        km.provisioner.send_signal(signal.SIGINT)  # what interrupt_mode "signal" does
+    run = collect(kc, msg_id, timeout=30)
+    elapsed = time.monotonic() - start
+    assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted"
+    assert elapsed < 1.5, f"interrupt took {elapsed:.2f} s"
+    assert execute(kc, "x > 0").results()[0]["data"]["text/plain"] == "True"
+
+
+@pytest.mark.parametrize("how", ["message", "signal"])
+def test_interrupt_aborts_and_keeps_definitions(kernel, how: str) -> None:
+    km, kc = kernel
+    _interrupt_loop(km, kc, how)
+
+
+def _agent_and_engine(km: KernelManager) -> list[int]:
+    agent = km.provisioner.transport.process.pid
+    pids = [agent, *children_of(agent)]
+    assert len(pids) >= 2, "expected the agent and its engine worker"
+    return pids
+
+
+def test_shutdown_leaves_no_agent_or_engine(rk_local: str) -> None:
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    assert execute(kc, "1").reply["status"] == "ok"
+    pids = _agent_and_engine(km)
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+    assert wait_gone(pids) == []
+
+
+def test_kill_leaves_no_agent_or_engine(rk_local: str) -> None:
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    pids = _agent_and_engine(km)
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+    assert wait_gone(pids) == []
+
+
+def test_restart_gives_a_fresh_engine(rk_local: str) -> None:
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    try:
+        execute(kc, "z = 7;")
+        old = _agent_and_engine(km)
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=90)
+        assert wait_gone(old) == []
+        assert execute(kc, "z").results()[0]["data"]["text/plain"] == "z"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_agent_death_is_seen_by_the_manager(rk_local: str) -> None:
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    try:
+        agent = km.provisioner.transport.process
+        agent.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while km.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not km.is_alive()
+    finally:
+        kc.stop_channels()
+        threading.Thread(target=km.shutdown_kernel, kwargs={"now": True}).start()
