@@ -87,4 +87,4 @@ class RemoteKernelProvisioner(LocalProvisioner):
         await super().cleanup(restart)
         if self.transport is not None:
             transport, self.transport = self.transport, None
-            await transport.stop()
+            await transport.stop(restart)

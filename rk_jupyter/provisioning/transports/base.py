@@ -48,5 +48,9 @@ class Transport(ABC):
         """Why ``alive`` turned False (the agent's last words where known)."""
 
     @abstractmethod
-    async def stop(self) -> None:
-        """End the agent (and with it every engine it runs for this launch); idempotent."""
+    async def stop(self, restart: bool = False) -> None:
+        """End this launch's agent side (its engines end with it); idempotent.
+
+        ``restart`` is True when KernelManager restarts the kernel: a transport may keep
+        what the next launch can reuse (an SSH connection) instead of closing it.
+        """

@@ -87,7 +87,7 @@ class LocalTransport(Transport):
         code = self.process.poll() if self.process else None
         return f"the local agent exited (status {code}); its log ends with:\n{tail(self.log_path)}"
 
-    async def stop(self) -> None:
+    async def stop(self, restart: bool = False) -> None:
         process, self.process = self.process, None
         if process is None:
             return
