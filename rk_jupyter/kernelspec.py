@@ -43,7 +43,7 @@ def install(
             with resources.as_file(assets.joinpath(logo)) as src:
                 shutil.copy(src, Path(tmp) / logo)
         return KernelSpecManager().install_kernel_spec(
-            tmp, spec_name(name), user=user, prefix=prefix, replace=True
+            tmp, spec_name(name), user=user, prefix=prefix
         )
 
 

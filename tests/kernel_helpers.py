@@ -48,9 +48,17 @@ def collect(kc: BlockingKernelClient, msg_id: str, timeout: float = 60.0) -> Exe
             break
         if msg["msg_type"] in ("stream", "execute_result", "display_data", "error"):
             outputs.append(msg)
-    reply = kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
-    assert reply["parent_header"]["msg_id"] == msg_id
-    return Execution(reply["content"], outputs)
+    return Execution(shell_reply(kc, msg_id, deadline - time.monotonic())["content"], outputs)
+
+
+def shell_reply(kc: BlockingKernelClient, msg_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The shell reply to ``msg_id``, skipping replies to earlier requests
+    (wait_for_ready's kernel_info probes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 0.01))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
 
 
 def pid_alive(pid: int) -> bool:

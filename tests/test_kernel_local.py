@@ -10,7 +10,7 @@ import time
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
 
-from kernel_helpers import children_of, collect, execute, wait_gone
+from kernel_helpers import children_of, collect, execute, shell_reply, wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def test_completion_inspection_and_is_complete(kernel) -> None:
     assert (reply["cursor_start"], reply["cursor_end"]) == (0, 5)
     reply = kc.inspect("Sin[x]", 2, reply=True, timeout=30)["content"]
     assert reply["found"] and "sine" in reply["data"]["text/plain"].lower()
-    assert kc.is_complete("f[", reply=True, timeout=10)["content"]["status"] == "incomplete"
-    assert kc.is_complete("f[x]", reply=True, timeout=10)["content"]["status"] == "complete"
-    assert kc.is_complete("f[x]]", reply=True, timeout=10)["content"]["status"] == "invalid"
+    for code, status in (("f[", "incomplete"), ("f[x]", "complete"), ("f[x]]", "invalid"),
+                         ('"abc', "incomplete"), ("(* open", "incomplete")):
+        assert shell_reply(kc, kc.is_complete(code))["content"]["status"] == status, code
 
 
 def test_input_asks_the_front_end(kernel) -> None:
@@ -125,7 +125,7 @@ def _interrupt_loop(km: KernelManager, kc, how: str) -> None:
     if how == "message":
         kc.control_channel.send(kc.session.msg("interrupt_request", {}))
     else:
-        km.provisioner.send_signal(signal.SIGINT)  # what interrupt_mode "signal" does
+        km.signal_kernel(signal.SIGINT)  # what interrupt_mode "signal" does
     run = collect(kc, msg_id, timeout=30)
     elapsed = time.monotonic() - start
     assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted"

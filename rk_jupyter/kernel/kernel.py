@@ -80,6 +80,7 @@ class WolframKernel(Kernel):
         allow_stdin: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        self._allow_stdin = allow_stdin
         if is_magic(code):
             return self._magic(code, silent)
         if self.client is None:

@@ -185,7 +185,7 @@ class FrameReader:
         else:
             payload = body
         try:
-            expr = wxf.loads(payload)
+            expr = wxf.loads(payload, max_size=self.max_frame)
         except wxf.WXFError as exc:
             raise FrameError(f"malformed frame payload: {exc}") from None
         self.stats.packets += 1

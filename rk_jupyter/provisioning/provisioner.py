@@ -9,6 +9,7 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
+from traitlets import Dict, Float, Unicode
 
 from .transports import Transport, TransportError, create_transport
 
@@ -19,28 +20,48 @@ CODECS = ("brotli", "zlib", "none")
 class RemoteKernelProvisioner(LocalProvisioner):
     """Launches an agent through a transport, then the local kernel process that talks to it.
 
-    Configured from the kernelspec's ``metadata.kernel_provisioner.config``:
-    ``transport`` ("local"), ``engine`` ("mathics" | "wolfram"), ``engine_options``
-    (e.g. ``kernel_path``), ``compression`` ("brotli" | "zlib" | "none").
-    The kernel process itself is a local child, managed exactly as LocalProvisioner does;
-    this class adds the agent's life cycle around it.
+    jupyter_client passes the kernelspec's ``metadata.kernel_provisioner.config`` as these
+    traits.  The kernel process itself is a local child, managed exactly as LocalProvisioner
+    does; this class adds the agent's life cycle around it.
     """
+
+    transport_name = Unicode("local", help="how to reach the agent: 'local'").tag(config=True)
+    engine = Unicode("mathics", help="'mathics' or 'wolfram'").tag(config=True)
+    engine_options = Dict(help="engine options, e.g. kernel_path").tag(config=True)
+    compression = Unicode("brotli", help="'brotli', 'zlib' or 'none'").tag(config=True)
+    python = Unicode("", help="Python that runs a local agent (default: this one)").tag(
+        config=True
+    )
+    agent_start_timeout = Float(30.0, help="seconds to wait for the agent's ready line").tag(
+        config=True
+    )
 
     transport: Transport | None = None
 
+    def __init__(self, **kwargs: Any) -> None:
+        if "transport" in kwargs:  # the kernelspec key; ``transport`` holds the live object
+            kwargs["transport_name"] = kwargs.pop("transport")
+        super().__init__(**kwargs)
+
     def _settings(self) -> dict[str, Any]:
-        config = dict(self.config or {})
-        if config.get("engine", "mathics") not in ENGINES:
+        if self.engine not in ENGINES:
             raise TransportError(
-                f"unknown engine {config.get('engine')!r} in the kernelspec; use one of "
+                f"unknown engine {self.engine!r} in the kernelspec; use one of "
                 f"{', '.join(ENGINES)}"
             )
-        if config.get("compression", "brotli") not in CODECS:
+        if self.compression not in CODECS:
             raise TransportError(
-                f"unknown compression {config.get('compression')!r} in the kernelspec; use one "
+                f"unknown compression {self.compression!r} in the kernelspec; use one "
                 f"of {', '.join(CODECS)}"
             )
-        return config
+        return {
+            "transport": self.transport_name,
+            "engine": self.engine,
+            "engine_options": dict(self.engine_options),
+            "compression": self.compression,
+            "python": self.python,
+            "agent_start_timeout": self.agent_start_timeout,
+        }
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Called by KernelManager before each launch (also on restart): starts the agent and
@@ -64,9 +85,9 @@ class RemoteKernelProvisioner(LocalProvisioner):
                 "RK_AGENT_TOKEN": token.decode(),
                 "RK_TRANSPORT": self.transport.name,
                 "RK_ENDPOINT": endpoint.description,
-                "RK_ENGINE": config.get("engine", "mathics"),
-                "RK_ENGINE_OPTIONS": json.dumps(config.get("engine_options") or {}),
-                "RK_COMPRESSION": config.get("compression", "brotli"),
+                "RK_ENGINE": config["engine"],
+                "RK_ENGINE_OPTIONS": json.dumps(config["engine_options"]),
+                "RK_COMPRESSION": config["compression"],
                 "RK_KERNEL_ID": kernel_id,
             }
         )
