@@ -1,0 +1,461 @@
+"""WolframEngine: a licensed Wolfram kernel (WolframKernel) driven over WSTP through ctypes.
+
+The engine opens a listening link, starts the kernel itself in its own process group with
+``-wstp -linkprotocol P -linkconnect -linkname NAME`` (as Wolfram's own wstp-rs does) and waits
+for it to connect.  Starting the process ourselves, rather than with ``-linkmode launch``, gives
+its pid and process group (to kill it and every subkernel), and its stdout/stderr: the words a
+kernel without a licence prints before it exits.  ``WSActivate`` waits forever for a kernel that
+never connects, so it runs in a thread under a watchdog that watches the process and the clock.
+
+One reader thread owns reading: it polls ``WSReady`` and turns each packet into an event on a
+queue.  The evaluation thread sends requests and runs the conversation (``session``) over those
+events; ``interrupt`` (from any thread) only queues an event, so that the conversation, on the
+evaluation thread, sends the WSTP messages and answers the menus.  Every WSTP call holds the
+link's lock.  Cells are evaluated by the helper package ``agent/wl/RKJupyter.wl``, loaded at
+start: EvaluatePacket[RKJupyter`Evaluate["cell text"]].
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any
+
+from ....link.expr import Function, Symbol
+from ....link.packets import packet
+from ..base import Engine, EngineError, EngineHost, EngineInfo
+from . import discovery, wstp
+from .session import Call, Cell, Conversation, Escalation, Event, converse, start_failure
+
+log = logging.getLogger(__name__)
+
+HELPER = Path(__file__).resolve().parents[2] / "wl" / "RKJupyter.wl"
+DEFAULT_PROTOCOL = "SharedMemory"
+REQUEST_TIMEOUT = 30.0
+_MIN_POLL, _MAX_POLL = 0.001, 0.05  # reader's WSReady polling, backing off while idle
+_MAX_ILLEGAL = 100  # unreadable packets in a row before the link counts as broken
+_OUTPUT_LINES = 100
+# A symbol name or its beginning: letters, digits, $ and context marks (no pattern syntax).
+_SYMBOLISH = re.compile(r"(?:[$`]|[^\W_])+")
+
+
+class WolframEngine(Engine):
+    """A Wolfram kernel.  Options: ``kernel_path`` (executable or installation directory),
+    ``kernel_args`` (extra command-line arguments, e.g. ``["-pwfile", path]``),
+    ``link_protocol`` (``SharedMemory``, the default, or ``TCPIP``), ``request_timeout``
+    (seconds for completion and inspection, default 30)."""
+
+    def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
+        super().__init__(host, options)
+        self.request_timeout = float(options.get("request_timeout", REQUEST_TIMEOUT))
+        self.escalation = Escalation()
+        self.installation: discovery.Installation | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._link: wstp.Link | None = None
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._output: deque[str] = deque(maxlen=_OUTPUT_LINES)
+        self._output_done = threading.Event()
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _closed, _in_flight, _next_id
+        self._closed = False
+        self._in_flight: int | None = None
+        self._next_id = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float) -> EngineInfo:
+        deadline = time.monotonic() + timeout
+        if self._closed or self._proc is not None:
+            raise EngineError("the Wolfram engine was already started or closed")
+        if not HELPER.is_file():
+            raise EngineError(f"rk_jupyter's helper package is missing: {HELPER}; reinstall "
+                              "rk_jupyter on this host")
+        inst = discovery.locate(self.options.get("kernel_path"))
+        self.installation = inst
+        library = wstp.load(inst.library, inst.api)
+        protocol = str(self.options.get("link_protocol") or DEFAULT_PROTOCOL)
+        try:
+            link = wstp.Link.listen(library, protocol)
+            with link.lock:
+                name = link.name()
+        except wstp.WSTPError as exc:
+            raise EngineError(f"cannot open a {protocol} link with {inst.library}: {exc}") from None
+        extra = self.options.get("kernel_args") or []
+        extra = shlex.split(extra) if isinstance(extra, str) else [str(a) for a in extra]
+        argv = [str(inst.kernel), inst.link_flag, "-linkprotocol", protocol, "-linkconnect",
+                "-linkname", name, *extra]
+        group = ({"start_new_session": True} if os.name == "posix"
+                 else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, **group)
+        except OSError as exc:
+            with link.lock:
+                link.close()
+            raise EngineError(f"cannot run the Wolfram kernel {inst.kernel}: {exc}") from None
+        assert self._proc.stdout is not None
+        threading.Thread(target=self._read_output, args=(self._proc.stdout,), daemon=True,
+                         name=f"wolfram-output-{self._proc.pid}").start()
+        try:
+            self._activate(link, deadline, timeout)
+            self._link = link
+            self._reader = threading.Thread(target=self._read_packets, daemon=True,
+                                            name=f"wolfram-link-{self._proc.pid}")
+            self._reader.start()
+            call = Call(_LinkKernel(self), time.monotonic, self.escalation,
+                        max(1.0, deadline - time.monotonic()))
+            try:
+                self._run(call, Function(Symbol("CompoundExpression"),
+                                         Function(Symbol("Get"), str(HELPER)),
+                                         Function(Symbol("RKJupyter`Info"))))
+            except EngineError:
+                if call.died is None:
+                    raise
+                words = "\n".join([*call.output, *self._output])
+                raise start_failure(str(inst.kernel), words, _exit_code(self._proc)) from None
+        except BaseException:
+            self.close()
+            raise
+        info = call.value
+        if not isinstance(info, dict):
+            self.close()
+            said = "\n".join(call.output) or "nothing"
+            if call.aborted:
+                raise EngineError(f"the Wolfram kernel {inst.kernel} did not finish starting "
+                                  f"(loading {HELPER}) within {timeout:g} s; it said: {said}")
+            raise EngineError(f"the Wolfram kernel {inst.kernel} could not load rk_jupyter's "
+                              f"helper {HELPER}: it answered {info!r}; it said: {said}")
+        return EngineInfo(
+            name="Wolfram",
+            version=str(info.get("version", "")),
+            extra={"kernel": str(inst.kernel), "library": str(inst.library),
+                   "pid": self._proc.pid, "system_id": str(info.get("systemID", "")),
+                   "protocol": protocol},
+        )
+
+    def alive(self) -> bool:
+        proc = self._proc
+        return (not self._closed and self._link is not None and proc is not None
+                and _exit_code(proc) is None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        proc, link = self._proc, self._link
+        if proc is not None and _exit_code(proc) is None:
+            if link is not None and link.lock.acquire(timeout=1.0):
+                try:
+                    link.put_message(wstp.TERMINATE_MESSAGE)  # ask first: it may save nothing,
+                except wstp.WSTPError:  # but it can end its subkernels cleanly
+                    pass
+                finally:
+                    link.lock.release()
+            _wait_exit(proc, 2.0)
+        self._kill()
+        if proc is not None:
+            try:
+                proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                log.error("Wolfram kernel %d did not end after SIGKILL", proc.pid)
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        if link is not None and not (self._reader and self._reader.is_alive()):
+            if link.lock.acquire(timeout=1.0):
+                try:
+                    link.close()
+                finally:
+                    link.lock.release()
+        self._events.put(("LinkDied", ("the engine was closed",)))  # wakes a waiting request
+
+    # -- requests -------------------------------------------------------------------------
+
+    def evaluate(self, code: str) -> None:
+        cell = Cell(self.host, _LinkKernel(self), time.monotonic, self.escalation)
+        self._run(cell, Function(Symbol("RKJupyter`Evaluate"), code))
+
+    def complete(self, prefix: str) -> list[str]:
+        if not _SYMBOLISH.fullmatch(prefix) or prefix[0].isdigit():
+            return []
+        names = self._request(Function(Symbol("RKJupyter`Complete"), prefix))
+        return [str(name) for name in names] if isinstance(names, list) else []
+
+    def inspect(self, name: str) -> dict[str, str] | None:
+        if not _SYMBOLISH.fullmatch(name) or name[0].isdigit() or name.endswith("`"):
+            return None
+        bundle = self._request(Function(Symbol("RKJupyter`Inspect"), name))
+        if isinstance(bundle, dict) and bundle:
+            return {str(key): str(value) for key, value in bundle.items()}
+        return None
+
+    def interrupt(self) -> None:
+        with self._lock:
+            request = self._in_flight
+        if request is not None:
+            self._events.put(("RKInterrupt", (request,)))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _request(self, expr: Any) -> Any:
+        call = Call(_LinkKernel(self), time.monotonic, self.escalation, self.request_timeout)
+        self._run(call, expr)
+        if call.aborted:
+            log.warning("Wolfram kernel: request %s aborted after %g s", expr.head.name,
+                        self.request_timeout)
+            return None
+        return call.value
+
+    def _run(self, conversation: Conversation, expr: Any) -> None:
+        """Send EvaluatePacket[expr] and converse until it is answered; EngineError if the
+        kernel died meanwhile."""
+        with self._lock:
+            if self._closed or self._link is None:
+                raise EngineError("the Wolfram engine is not running")
+            self._next_id += 1
+            request = self._in_flight = self._next_id
+        try:
+            self._drain_idle_events()
+            conversation.kernel.evaluate(expr)
+            converse(conversation, lambda wait: self._next_event(request, wait))
+        finally:
+            with self._lock:
+                self._in_flight = None
+        if conversation.died is not None:
+            raise EngineError(conversation.died)
+
+    def _next_event(self, request: int, wait: float) -> Event | None:
+        try:
+            name, args = self._events.get(timeout=max(0.0, wait))
+        except queue.Empty:
+            return None
+        if name == "RKInterrupt":
+            return ("RKInterrupt", ()) if args == (request,) else None
+        if name == "LinkDied":
+            self._events.put((name, args))  # every later wait sees it too
+        return name, args
+
+    def _drain_idle_events(self) -> None:
+        """Deal with what the kernel sent between requests: text from background tasks is
+        shown, a menu is answered, anything else left over is dropped."""
+        message: tuple[Any, ...] | None = None
+        while True:
+            try:
+                name, args = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if name == "LinkDied":
+                self._events.put((name, args))
+                raise EngineError(str(args[0]))
+            if name == "MenuPacket":
+                _LinkKernel(self).answer("a")
+            elif name == "MessagePacket":
+                message = args
+            elif name == "TextPacket" and args:
+                text = str(args[0]).removesuffix("\n")
+                if message is not None and len(message) == 2:
+                    symbol, tag = (getattr(x, "name", x) for x in message)
+                    self.host.emit(packet("MessagePacket", str(symbol), str(tag), text))
+                else:
+                    self.host.emit(packet("TextPacket", text))
+                message = None
+            else:
+                log.debug("Wolfram kernel: dropping %s%r sent between requests", name, args)
+
+    def _activate(self, link: wstp.Link, deadline: float, timeout: float) -> None:
+        """Wait for the kernel to connect, or for it to end, or for the deadline."""
+        proc, inst = self._proc, self.installation
+        assert proc is not None and inst is not None
+        done = threading.Event()
+        failure: list[wstp.WSTPError] = []
+
+        def activate() -> None:
+            try:
+                with link.lock:
+                    link.activate()
+            except wstp.WSTPError as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+        # If the kernel never connects, this thread stays blocked in WSActivate and the link
+        # stays open (closing it under the call would be unsafe): a small, bounded leak.
+        threading.Thread(target=activate, daemon=True, name=f"wstp-activate-{proc.pid}").start()
+        while not done.wait(0.05):
+            code = _exit_code(proc)
+            if code is not None:
+                self._output_done.wait(2.0)
+                raise start_failure(str(inst.kernel), self._words(), code)
+            if time.monotonic() >= deadline:
+                self._kill()
+                self._output_done.wait(2.0)
+                words = self._words()
+                error = start_failure(str(inst.kernel), words, None) if words else None
+                raise EngineError(
+                    f"the Wolfram kernel {inst.kernel} did not connect within {timeout:g} s "
+                    "and was stopped"
+                    + (f"; {error}" if error else ": it printed nothing. Check that it starts "
+                       f"when run by hand on this host: `{inst.kernel}`")
+                )
+        if failure:
+            code = _wait_exit(proc, 1.0)
+            self._output_done.wait(1.0)
+            if code is not None:
+                raise start_failure(str(inst.kernel), self._words(), code)
+            raise EngineError(f"the WSTP connection with {inst.kernel} failed: {failure[0]}"
+                              + (f"; the kernel said:\n{self._words()}" if self._output else ""))
+
+    def _read_packets(self) -> None:
+        """Reader thread: the kernel's packets, decoded, become events; then LinkDied."""
+        link, proc = self._link, self._proc
+        assert link is not None and proc is not None
+        poll, illegal = _MIN_POLL, 0
+        while not self._stop.is_set():
+            try:
+                with link.lock:
+                    event = link.read_packet() if link.ready() else None
+                    if event is None and link.error() != wstp.WSEOK:
+                        raise link.failure("the link to the kernel failed")
+                illegal = illegal + 1 if event and event[0] == "IllegalPacket" else 0
+                if illegal > _MAX_ILLEGAL:
+                    raise wstp.WSTPError(f"{illegal} unreadable packets in a row")
+            except wstp.WSTPError as exc:
+                self._events.put(("LinkDied", (self._death(str(exc)),)))
+                return
+            if event is not None:
+                name, args = event
+                self._events.put((name, tuple(wstp.to_python(a) for a in args)))
+                poll = _MIN_POLL
+            elif _exit_code(proc) is not None:
+                self._events.put(("LinkDied", (self._death("its link closed"),)))
+                return
+            else:
+                self._stop.wait(poll)
+                poll = min(poll * 2, _MAX_POLL)
+
+    def _death(self, reason: str) -> str:
+        """Why the kernel is gone, with its last words."""
+        proc = self._proc
+        assert proc is not None
+        code = _wait_exit(proc, 2.0)
+        self._output_done.wait(1.0)
+        if self._closed:
+            return "the Wolfram engine was closed"
+        if code is None:
+            how = f"broke its link ({reason})"
+        elif code < 0:
+            how = f"was killed by signal {_signal_name(-code)}"
+        elif code == 0:
+            how = "exited (Quit[] and Exit[] end the kernel)"
+        else:
+            how = f"exited with code {code} ({reason})"
+        words = self._words()
+        return f"the Wolfram kernel (pid {proc.pid}) {how}" + (
+            f"; its last words:\n{words}" if words else "")
+
+    def _kill(self) -> None:
+        """Kill the kernel's process group (its subkernels too), unless it was reaped."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        if os.name == "posix":
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        else:
+            proc.kill()
+
+    def _read_output(self, stream: IO[bytes]) -> None:
+        """Reader thread: keep the kernel's last stdout/stderr lines for error reports."""
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    self._output.append(line[:500])
+                    log.debug("wolfram kernel: %s", line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._output_done.set()
+
+    def _words(self) -> str:
+        return "\n".join(self._output)
+
+
+class _LinkKernel:
+    """``session.Kernel`` over the engine's link; a failed write means the link is broken."""
+
+    def __init__(self, engine: WolframEngine) -> None:
+        self.engine = engine
+
+    def evaluate(self, expr: Any) -> None:
+        self._put(lambda link: link.put_packet(Function(Symbol("EvaluatePacket"), expr)))
+
+    def answer(self, text: str) -> None:
+        self._put(lambda link: link.put_answer(text))
+
+    def enter_text(self, text: str) -> None:
+        self._put(lambda link: link.put_packet(Function(Symbol("EnterTextPacket"), text)))
+
+    def message(self, code: int) -> None:
+        self._put(lambda link: link.put_message(code))
+
+    def kill(self) -> None:
+        self.engine._kill()
+
+    def _put(self, write: Any) -> None:
+        link = self.engine._link
+        if link is None:
+            raise EngineError("the Wolfram engine is not running")
+        try:
+            with link.lock:
+                if link.closed:
+                    raise EngineError("the Wolfram engine was closed")
+                write(link)
+        except wstp.WSTPError as exc:
+            raise EngineError(self.engine._death(str(exc))) from None
+
+
+def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
+    """The kernel's exit status (negative: the signal that killed it), None while it runs.
+
+    On POSIX the process is not reaped (WNOWAIT), so its pid, which is also its process group
+    id, cannot be reused before ``close`` waits for it.
+    """
+    if proc.returncode is not None:
+        return proc.returncode
+    if os.name != "posix":
+        return proc.poll()
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return proc.poll()
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while (code := _exit_code(proc)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return code
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,459 @@
+"""What a front end says to a Wolfram kernel, as pure logic: packets in, packets and actions out.
+
+No ctypes, threads or clock of its own, so that it can be tested against packet sequences
+written down from the WSTP documentation.  The engine feeds it events ``(name, args)``: the
+kernel's packets as WSTP delivers them (``("TextPacket", ("hello\\n",))``), ``RKInterrupt``
+when the user interrupts, ``LinkDied`` when the link fails.  It answers through ``Kernel``
+(the link) and ``EngineHost`` (rk_jupyter's side).
+
+Interrupts escalate while the kernel does not answer (``Escalation``): an abort message
+(``WSAbortMessage``, what the notebook's "Abort Evaluation" sends; the WSTP reference
+recommends it over interrupting for simply stopping an evaluation), then an interrupt message
+(whose menu, ``MenuPacket[1, "Interrupt> "]``, is answered "a" for abort), then a terminate
+message, then the kernel's process group is killed.  Any MenuPacket is answered "a".
+
+After an abort, the kernel may still owe a ``ReturnPacket[$Aborted]`` (an abort that arrives
+just as the evaluation ends is applied to the next one).  So whenever an interrupt was sent,
+or the evaluation ended in $Aborted, the conversation ends with a synchronisation: it sends
+``EvaluatePacket[{token, $Line}]`` and discards every answer until that token comes back
+(sending it again when a stale abort hits it), which also tells the current line number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ....link.expr import Function, Symbol
+from ....link.packets import ABORTED, packet
+from ..base import EngineError, EngineHost, InputAborted
+from .wstp import ABORT_MESSAGE, INTERRUPT_MESSAGE, TERMINATE_MESSAGE
+
+Event = tuple[str, tuple[Any, ...]]
+
+ABORT_CHOICE = "a"  # the interrupt menu's "abort" choice
+DIALOG_EXIT = "Return[$Failed]"
+SYNC_ATTEMPTS = 5
+_tokens = itertools.count(1)
+
+
+class Kernel(Protocol):
+    """The link, as the conversation uses it."""
+
+    def evaluate(self, expr: Any) -> None:
+        """Send EvaluatePacket[expr]."""
+
+    def answer(self, text: str) -> None:
+        """Send a bare string: the reply to MenuPacket, InputPacket or InputStringPacket."""
+
+    def enter_text(self, text: str) -> None:
+        """Send EnterTextPacket[text] (what a Dialog[] subsession reads)."""
+
+    def message(self, code: int) -> None:
+        """Send an out-of-band message (WSPutMessage)."""
+
+    def kill(self) -> None:
+        """End the kernel's whole process group now."""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Seconds after an interrupt (without the kernel answering) for each harder step."""
+
+    interrupt_after: float = 5.0
+    terminate_after: float = 15.0
+    kill_after: float = 20.0
+    give_up_after: float = 25.0
+
+    def steps(self) -> tuple[tuple[float, str], ...]:
+        """(seconds after the interrupt, action), in order."""
+        return (
+            (0.0, "abort"),
+            (self.interrupt_after, "interrupt"),
+            (self.terminate_after, "terminate"),
+            (self.kill_after, "kill"),
+            (self.give_up_after, "give up"),
+        )
+
+
+class Conversation:
+    """One request to the kernel and its answer.  ``done`` once complete; ``died`` then holds
+    the reason when the kernel is gone (or was killed)."""
+
+    def __init__(
+        self, kernel: Kernel, clock: Callable[[], float], escalation: Escalation
+    ) -> None:
+        self.kernel = kernel
+        self.clock = clock
+        self.escalation = escalation
+        self.done = False
+        self.died: str | None = None
+        self._ladder_start: float | None = None
+        self._step = 0
+        self._dialogs = 0
+        self._sync_token: str | None = None
+        self._sync_attempts = 0
+
+    # -- driving --------------------------------------------------------------------------
+
+    def handle(self, name: str, args: tuple[Any, ...]) -> None:
+        """Take one event (a kernel packet, RKInterrupt or LinkDied)."""
+        if self.done:
+            return
+        if name == "LinkDied":
+            self._end_died(str(args[0]) if args else "the link to the kernel died")
+        elif name == "RKInterrupt":
+            self.interrupt()
+        elif name == "MenuPacket":
+            self.kernel.answer(ABORT_CHOICE)
+            if not self.interrupted:
+                self._ladder_start, self._step = self.clock(), 1  # "a" was the abort
+        elif name == "BeginDialogPacket":
+            self._dialogs += 1
+            self.on_output("TextPacket", ("Dialog[] needs a notebook front end; it returned "
+                                          "$Failed here.",))
+            self.kernel.enter_text(DIALOG_EXIT)
+        elif name == "EndDialogPacket":
+            self._dialogs = max(0, self._dialogs - 1)
+        elif self._dialogs and name in ("InputNamePacket", "OutputNamePacket",
+                                        "ReturnTextPacket"):
+            pass  # the dialog's own prompts, before our Return[] closes it
+        elif name == "CallPacket":
+            self.on_output("TextPacket", ("The kernel asked for a front end service, which "
+                                          "this front end cannot provide; aborting.",))
+            self.interrupt()
+        elif name in ("TextPacket", "MessagePacket", "SyntaxPacket"):
+            self.on_output(name, args)
+        elif name in ("InputPacket", "InputStringPacket"):
+            self._on_input(name, args)
+        elif name == "ReturnPacket":
+            value = args[0] if args else None
+            if self._sync_token is not None:
+                self._on_sync_return(value)
+            else:
+                self.on_return(value)
+        elif name == "InputNamePacket" and self.interrupted and self._sync_token is None:
+            # Back at the main loop without a ReturnPacket: the evaluation was aborted.
+            self.on_return(ABORTED)
+        # Anything else (the kernel's first In[1]:= prompt, OutputNamePacket, ...) says nothing
+        # to a front end that evaluates through EvaluatePacket.
+        self.tick()
+
+    def interrupt(self) -> None:
+        """Start the escalation (no-op when already started or done)."""
+        if not self.done and not self.interrupted:
+            self._ladder_start, self._step = self.clock(), 0
+            self.tick()
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the escalation has begun (an abort was sent or a menu answered)."""
+        return self._ladder_start is not None and self.clock() >= self._ladder_start
+
+    def tick(self) -> None:
+        """Take the escalation steps that are due."""
+        steps = self.escalation.steps()
+        while (
+            not self.done
+            and self._ladder_start is not None
+            and self._step < len(steps)
+            and self.clock() >= self._ladder_start + steps[self._step][0]
+        ):
+            action = steps[self._step][1]
+            self._step += 1
+            if action == "abort":
+                self.kernel.message(ABORT_MESSAGE)
+            elif action == "interrupt":
+                self.kernel.message(INTERRUPT_MESSAGE)
+            elif action == "terminate":
+                self.kernel.message(TERMINATE_MESSAGE)
+            elif action == "kill":
+                self.kernel.kill()
+            else:
+                self._end_died("the kernel did not end even after its processes were killed")
+
+    def wait(self) -> float | None:
+        """Seconds until the next escalation step (None: nothing is scheduled)."""
+        steps = self.escalation.steps()
+        if self.done or self._ladder_start is None or self._step >= len(steps):
+            return None
+        return max(0.0, self._ladder_start + steps[self._step][0] - self.clock())
+
+    def schedule_interrupt(self, delay: float) -> None:
+        """Interrupt by itself if still not done ``delay`` seconds from now."""
+        if self._ladder_start is None:
+            self._ladder_start, self._step = self.clock() + delay, 0
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    def on_output(self, name: str, args: tuple[Any, ...]) -> None:
+        """A TextPacket, MessagePacket or SyntaxPacket of the evaluation."""
+
+    def on_return(self, value: Any) -> None:
+        """The ReturnPacket of the request itself."""
+
+    def on_synced(self, line: int) -> None:
+        """The synchronisation came back: the link is clean and $Line is ``line``."""
+
+    def on_input(self, name: str, prompt: str) -> str:
+        """The answer to Input[]/InputString[]; InputAborted to abort the evaluation."""
+        raise InputAborted()
+
+    def sync(self) -> None:
+        """Send the synchronisation; it is always bounded by the escalation."""
+        self._sync_token = f"rk-sync-{next(_tokens)}"
+        self._sync_attempts += 1
+        self.kernel.evaluate(Function(Symbol("List"), self._sync_token, Symbol("$Line")))
+        self.schedule_interrupt(self.escalation.interrupt_after)
+
+    def finish(self) -> None:
+        """The request is answered and the link is clean."""
+        self.done = True
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _on_input(self, name: str, args: tuple[Any, ...]) -> None:
+        prompt = args[0] if args and isinstance(args[0], str) else ""
+        try:
+            text = self.on_input(name, prompt)
+        except InputAborted:
+            self.interrupt()
+            text = "$Aborted"  # the kernel waits for an answer; the abort is already on its way
+        self.kernel.answer(text)
+
+    def _on_sync_return(self, value: Any) -> None:
+        if isinstance(value, list) and len(value) == 2 and value[0] == self._sync_token:
+            self._sync_token = None
+            self.on_synced(int(value[1]))
+        elif value == ABORTED:
+            if self._sync_attempts >= SYNC_ATTEMPTS:
+                self._end_died("the kernel keeps aborting every evaluation")
+            else:
+                self.sync()
+        # Anything else is an answer left over from before: dropped.
+
+    def _end_died(self, reason: str) -> None:
+        self.died = reason
+        self.done = True
+
+
+class Cell(Conversation):
+    """A cell sent as EvaluatePacket[RKJupyter`Evaluate[code]], translated to rk_jupyter's
+    packets: TextPacket for Print, MessagePacket(symbol, tag, text) for a message (the kernel
+    sends MessagePacket[symbol, tag] and then the text in a TextPacket), SyntaxPacket,
+    OutputNamePacket + ReturnPacket(bundle), ReturnPacket($Aborted), and InputNamePacket last.
+    """
+
+    def __init__(
+        self,
+        host: EngineHost,
+        kernel: Kernel,
+        clock: Callable[[], float],
+        escalation: Escalation,
+    ) -> None:
+        super().__init__(kernel, clock, escalation)
+        self.host = host
+        self.line: int | None = None
+        self._message: tuple[str, str] | None = None
+
+    def on_output(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "MessagePacket":
+            self._flush_message()
+            symbol = args[0] if args else ""
+            tag = args[1] if len(args) > 1 else ""
+            self._message = (_name(symbol), _name(tag))
+            return
+        arg = args[0] if args else ""
+        if name == "TextPacket" and self._message is not None:
+            symbol, tag = self._message
+            self._message = None
+            self.host.emit(packet("MessagePacket", symbol, tag, _line(arg)))
+            return
+        self._flush_message()
+        if name == "TextPacket":
+            self.host.emit(packet("TextPacket", _line(arg)))
+        elif isinstance(arg, int):  # SyntaxPacket[position]
+            self.host.emit(packet("SyntaxPacket", arg))
+
+    def on_input(self, name: str, prompt: str) -> str:
+        self._flush_message()
+        return self.host.read_input(packet(name, prompt))
+
+    def on_return(self, value: Any) -> None:
+        self._flush_message()
+        if value == ABORTED:
+            self.host.emit(packet("ReturnPacket", ABORTED))
+            self.sync()
+            return
+        if not isinstance(value, dict) or not isinstance(value.get("line"), int):
+            self.host.emit(packet("TextPacket", f"unexpected answer from the kernel: {value!r}"))
+            self.sync()
+            return
+        for result in value.get("results") or []:
+            bundle = {str(k): str(v) for k, v in result.items() if k != "line"}
+            self.host.emit(packet("OutputNamePacket", f"Out[{result.get('line')}]= "))
+            self.host.emit(packet("ReturnPacket", bundle))
+        if isinstance(value.get("syntax"), int):
+            self.host.emit(packet("SyntaxPacket", value["syntax"]))
+        self.line = value["line"]
+        if self.interrupted:
+            self.sync()  # an abort is still on its way: catch it before the next cell does
+        else:
+            self._end()
+
+    def on_synced(self, line: int) -> None:
+        self.line = line
+        self._end()
+
+    def _end(self) -> None:
+        self.host.emit(packet("InputNamePacket", f"In[{self.line}]:= "))
+        self.finish()
+
+    def _flush_message(self) -> None:
+        """A message whose text never came (the kernel went on): emit it without text."""
+        if self._message is not None:
+            symbol, tag = self._message
+            self._message = None
+            self.host.emit(packet("MessagePacket", symbol, tag, ""))
+
+
+class Call(Conversation):
+    """A request of the engine's own (start, completion, inspection): its output is collected
+    instead of shown, and it is aborted after ``timeout`` seconds."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        clock: Callable[[], float],
+        escalation: Escalation,
+        timeout: float,
+    ) -> None:
+        super().__init__(kernel, clock, escalation)
+        self.output: list[str] = []
+        self.value: Any = None
+        self.aborted = False
+        self.schedule_interrupt(timeout)
+
+    def on_output(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "TextPacket" and args:
+            self.output.append(_line(args[0]))
+
+    def on_return(self, value: Any) -> None:
+        self.value = value
+        self.aborted = value == ABORTED
+        if self.interrupted or self.aborted:
+            self.sync()
+        else:
+            self.finish()
+
+    def on_synced(self, line: int) -> None:
+        self.finish()
+
+
+def converse(
+    conversation: Conversation,
+    next_event: Callable[[float], Event | None],
+    poll: float = 1.0,
+) -> None:
+    """Feed ``conversation`` events until it is done; ``next_event(timeout)`` returns None when
+    nothing came within ``timeout`` seconds, and the escalation then moves on."""
+    while not conversation.done:
+        wait = conversation.wait()
+        event = next_event(poll if wait is None else min(wait, poll))
+        if event is None:
+            conversation.tick()
+        else:
+            conversation.handle(*event)
+
+
+def _name(value: Any) -> str:
+    return value.name if isinstance(value, Symbol) else str(value)
+
+
+def _line(text: Any) -> str:
+    """Kernel text without the newline that ends each Print and message."""
+    text = str(text)
+    return text[:-1] if text.endswith("\n") else text
+
+
+# -- the kernel's own words when it cannot start ------------------------------------------
+
+LICENCE_PROBLEMS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"cannot find a valid password|no valid password|not activated"
+                   r"|could not be activated|activation attempt|activation key", re.I),
+        "the kernel is not activated for this user on this host. Fix: run the kernel once by "
+        "hand here (`{kernel}`) and complete its activation, or run `wolframscript -activate`; "
+        "then check with `{kernel} -licenseinfo`",
+    ),
+    (
+        re.compile(r"licen[cs]e.{0,40}expired|password.{0,40}expired|has expired", re.I),
+        "the licence has expired. Fix: renew it, then reactivate the kernel by running "
+        "`{kernel}` once by hand",
+    ),
+    (
+        re.compile(r"(too many|maximum number|max\w*|limit|exceeded|all)\W.{0,60}"
+                   r"(kernels?|processes|licen[cs]es|seats)|licen[cs]es?\s+(are\s+)?(all\s+)?in use"
+                   r"|licen[cs]e limit", re.I),
+        "every kernel process the licence allows is in use. Fix: close other kernels or "
+        "notebooks running on this licence (`{kernel} -licenseinfo` prints the licence id, "
+        "the process limit and the processes still available), then retry",
+    ),
+    (
+        re.compile(r"mathlm|licen[cs]e server|network licen[cs]e", re.I),
+        "the licence server (MathLM) did not grant a licence. Fix: check that it is reachable "
+        "from this host (`{kernel} -lmverbose` shows the conversation) or ask its administrator",
+    ),
+    (
+        re.compile(r"licen[cs]e|licensing|mathpass|password", re.I),
+        "the kernel reported a licensing problem. Fix: run `{kernel}` once by hand on this "
+        "host to see and resolve it; `{kernel} -licenseinfo` shows the licence it finds",
+    ),
+)
+BANNER = re.compile(r"^\s*(Wolfram Language|Mathematica|Wolfram)\b.*\b(Kernel|Engine) for\b"
+                    r"|^\s*Copyright 19\d\d-\d{4} Wolfram Research", re.I)
+
+
+def licence_problem(text: str) -> tuple[str, str] | None:
+    """(the kernel's line that shows it, the explanation with its fix) for a licensing
+    failure in the kernel's output, or None."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for pattern, explanation in LICENCE_PROBLEMS:
+        for line in lines:
+            if pattern.search(line):
+                return line, explanation
+    return None
+
+
+def start_failure(kernel: str, words: str, exit_code: int | None) -> EngineError:
+    """The error for a kernel that ended (or never connected) during start, in its words."""
+    words = words.strip()
+    how = "is still running" if exit_code is None else f"exited with code {exit_code}"
+    problem = licence_problem(words)
+    if problem is not None:
+        line, explanation = problem
+        return EngineError(
+            f"the Wolfram kernel {kernel} could not start: it said “{line}”: "
+            + explanation.format(kernel=kernel)
+            + f". (It {how}; all it said:\n{words})"
+        )
+    lines = [line for line in words.splitlines() if line.strip()]
+    if exit_code is not None and lines and all(BANNER.search(line) for line in lines):
+        return EngineError(
+            f"the Wolfram kernel {kernel} printed only its banner and exited (code {exit_code}) "
+            "without connecting: that is what a kernel does when every kernel process its "
+            "licence allows is already running. Fix: close other kernels or notebooks using "
+            f"this licence (`{kernel} -licenseinfo` shows the processes still available), then "
+            f"retry. (Its banner:\n{words})"
+        )
+    if words:
+        return EngineError(
+            f"the Wolfram kernel {kernel} {how} before it could evaluate; its last words:\n{words}"
+        )
+    return EngineError(
+        f"the Wolfram kernel {kernel} {how} before it could evaluate, without a word. Check "
+        f"that it runs when started by hand on this host: `{kernel}`"
+    )

@@ -1,0 +1,1128 @@
+"""The Wolfram engine, as far as it can be tested without a licensed Wolfram kernel.
+
+No Wolfram kernel runs here.  What is tested for real: discovery on fake installation trees;
+the ctypes binding against a stand-in WSTP library compiled with gcc at test time (a loopback
+that keeps what is put and gives it back, so that every signature is exercised through C);
+the packet conversation against packet sequences written down from the WSTP documentation
+(with a fake clock for the interrupt escalation); the recognition of licence failures in the
+kernel's own words; ``WolframEngine.start`` up to the WSTP connection, with fake kernels
+(scripts) that fail the way real ones do; and the helper package RKJupyter.wl, loaded and
+evaluated by Mathics3 where Mathics3 has the functions it uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rk_jupyter.agent.engines import create_engine
+from rk_jupyter.agent.engines.base import EngineError, InputAborted
+from rk_jupyter.agent.engines.wolfram import WolframEngine, discovery, engine, wstp
+from rk_jupyter.agent.engines.wolfram.session import (
+    ABORT_CHOICE,
+    DIALOG_EXIT,
+    Call,
+    Cell,
+    Escalation,
+    converse,
+    licence_problem,
+    start_failure,
+)
+from rk_jupyter.link.expr import Function, Symbol
+from rk_jupyter.link.packets import ABORTED, packet
+
+HELPER = Path(engine.__file__).resolve().parents[2] / "wl" / "RKJupyter.wl"
+
+
+# -- discovery on fake installation trees -------------------------------------------------
+
+
+def touch(path: Path, executable: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    path.chmod(0o755 if executable else 0o644)
+    return path
+
+
+def linux_install(root: Path, sid: str = "Linux-x86-64", kernel: str = "WolframKernel",
+                  library: str | None = "libWSTP64i4.so", kit: str = "WSTP") -> Path:
+    touch(root / "Executables" / kernel, executable=True)
+    (root / "SystemFiles" / "Kernel").mkdir(parents=True, exist_ok=True)
+    if library:
+        touch(root / "SystemFiles/Links" / kit / "DeveloperKit" / sid / "CompilerAdditions"
+              / library)
+    return root / "Executables" / kernel
+
+
+def test_linux_kernel_path_finds_its_wstp_library(tmp_path: Path) -> None:
+    root = tmp_path / "usr/local/Wolfram/Wolfram/14.3"
+    kernel = linux_install(root)
+    inst = discovery.locate(str(kernel), system="Linux", machine="x86_64")
+    assert inst.kernel == kernel
+    assert inst.library == (root / "SystemFiles/Links/WSTP/DeveloperKit/Linux-x86-64"
+                            / "CompilerAdditions/libWSTP64i4.so")
+    assert (inst.api, inst.system_id, inst.link_flag) == ("WS", "Linux-x86-64", "-wstp")
+
+
+def test_installation_directory_as_kernel_path(tmp_path: Path) -> None:
+    root = tmp_path / "opt/Wolfram/WolframEngine/14.1"
+    kernel = linux_install(root, sid="Linux-ARM64")
+    inst = discovery.locate(str(root), system="Linux", machine="aarch64")
+    assert inst.kernel == kernel and inst.system_id == "Linux-ARM64"
+    assert inst.library.parent.parent.name == "Linux-ARM64"
+
+
+def test_default_search_prefers_the_newest_version(tmp_path: Path) -> None:
+    linux_install(tmp_path / "usr/local/Wolfram/Mathematica/13.0")
+    newest = linux_install(tmp_path / "usr/local/Wolfram/Mathematica/14.2")
+    linux_install(tmp_path / "usr/local/Wolfram/Mathematica/9.0")
+    inst = discovery.locate(system="Linux", machine="x86_64", search_path=False,
+                            install_globs=(str(tmp_path / "usr/local/Wolfram/*/*"),))
+    assert inst.kernel == newest
+
+
+def test_library_in_system_files_libraries(tmp_path: Path) -> None:
+    root = tmp_path / "w/14.3"
+    kernel = linux_install(root, library=None)
+    lib = touch(root / "SystemFiles/Libraries/Linux-x86-64/libWSTP64i4.so")
+    assert discovery.locate(str(kernel), system="Linux", machine="x86_64").library == lib
+
+
+def test_symlinked_launcher_resolves_to_its_installation(tmp_path: Path) -> None:
+    root = tmp_path / "usr/local/Wolfram/Mathematica/13.3"
+    kernel = linux_install(root, kernel="math")
+    link = tmp_path / "usr/local/bin/math"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(kernel)
+    inst = discovery.locate(str(link), system="Linux", machine="x86_64")
+    assert inst.kernel == link and inst.library.name == "libWSTP64i4.so"
+
+
+def test_legacy_mathlink_installation(tmp_path: Path) -> None:
+    root = tmp_path / "usr/local/Wolfram/Mathematica/9.0"
+    kernel = linux_install(root, kernel="MathKernel", library="libML64i4.so", kit="MathLink")
+    inst = discovery.locate(str(kernel), system="Linux", machine="x86_64")
+    assert (inst.api, inst.link_flag, inst.library.name) == ("ML", "-mathlink", "libML64i4.so")
+
+
+def test_wstp_is_preferred_when_mathlink_is_also_shipped(tmp_path: Path) -> None:
+    root = tmp_path / "usr/local/Wolfram/Mathematica/12.0"
+    kernel = linux_install(root)
+    touch(root / "SystemFiles/Links/MathLink/DeveloperKit/Linux-x86-64/CompilerAdditions"
+          / "libML64i4.so")
+    assert discovery.locate(str(kernel), system="Linux", machine="x86_64").api == "WS"
+
+
+def test_macos_app_bundle(tmp_path: Path) -> None:
+    contents = tmp_path / "Applications/Mathematica.app/Contents"
+    kernel = touch(contents / "MacOS/WolframKernel", executable=True)
+    framework = touch(contents / "SystemFiles/Links/WSTP/DeveloperKit/MacOSX-ARM64"
+                      / "CompilerAdditions/wstp.framework/wstp")
+    for path in (kernel, tmp_path / "Applications/Mathematica.app"):
+        inst = discovery.locate(str(path), system="Darwin", machine="arm64")
+        assert (inst.kernel, inst.library, inst.system_id) == (kernel, framework, "MacOSX-ARM64")
+
+
+def test_windows_installation(tmp_path: Path) -> None:
+    root = tmp_path / "Program Files/Wolfram Research/Mathematica/14.0"
+    kernel = touch(root / "WolframKernel.exe")
+    dll = touch(root / "SystemFiles/Libraries/Windows-x86-64/wstp64i4.dll")
+    inst = discovery.locate(str(root), system="Windows", machine="AMD64")
+    assert (inst.kernel, inst.library, inst.system_id) == (kernel, dll, "Windows-x86-64")
+
+
+def test_missing_kernel_path_names_the_path_and_the_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere/Executables/WolframKernel"
+    with pytest.raises(EngineError) as error:
+        discovery.locate(str(missing), system="Linux", machine="x86_64")
+    assert str(missing) in str(error.value) and "does not exist" in str(error.value)
+    assert "rk-jupyter add NAME --engine wolfram --kernel-path" in str(error.value)
+
+
+def test_kernel_that_is_not_executable(tmp_path: Path) -> None:
+    kernel = linux_install(tmp_path / "w/14.3")
+    kernel.chmod(0o644)
+    with pytest.raises(EngineError, match="not an executable file"):
+        discovery.locate(str(kernel), system="Linux", machine="x86_64")
+
+
+def test_directory_without_a_kernel(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EngineError) as error:
+        discovery.locate(str(tmp_path / "empty"), system="Linux", machine="x86_64")
+    assert "no Wolfram kernel executable" in str(error.value)
+    assert str(tmp_path / "empty" / "Executables") in str(error.value)
+
+
+def test_missing_library_lists_where_it_looked(tmp_path: Path) -> None:
+    root = tmp_path / "w/14.3"
+    kernel = linux_install(root, library=None)
+    with pytest.raises(EngineError) as error:
+        discovery.locate(str(kernel), system="Linux", machine="x86_64")
+    text = str(error.value)
+    assert "WSTP library" in text and "--kernel-path" in text
+    assert str(root / "SystemFiles/Links/WSTP/DeveloperKit/Linux-x86-64/CompilerAdditions"
+               / "libWSTP64i4.so") in text
+
+
+def test_kernel_outside_any_installation(tmp_path: Path) -> None:
+    kernel = touch(tmp_path / "bin/WolframKernel", executable=True)
+    with pytest.raises(EngineError, match="not inside a Wolfram installation"):
+        discovery.locate(str(kernel), system="Linux", machine="x86_64")
+
+
+def test_nothing_installed(tmp_path: Path) -> None:
+    with pytest.raises(EngineError) as error:
+        discovery.locate(system="Linux", machine="x86_64", search_path=False,
+                         install_globs=(str(tmp_path / "usr/local/Wolfram/*/*"),))
+    assert "no Wolfram kernel found" in str(error.value) and "--kernel-path" in str(error.value)
+
+
+def test_unsupported_platform() -> None:
+    with pytest.raises(EngineError, match="not made for this platform"):
+        discovery.system_id("Linux", "ppc64le")
+
+
+# -- the ctypes binding --------------------------------------------------------------------
+
+
+def test_signatures_follow_the_c_prototypes() -> None:
+    """WSLINK/WSENV are pointers; strings the library allocates come back as raw pointers (so
+    they can be released); out-parameters are pointers; integers are C ints or 64-bit."""
+    pointer_types = (ctypes.c_void_p, ctypes.c_char_p)
+    for name, (restype, argtypes) in wstp.SIGNATURES.items():
+        assert restype in (None, ctypes.c_int, ctypes.c_void_p), name
+        assert argtypes and argtypes[0] is ctypes.c_void_p, name  # the link or environment
+        for arg in argtypes[1:]:
+            assert arg in (ctypes.c_int, ctypes.c_int64, ctypes.c_double, *pointer_types) or (
+                issubclass(arg, ctypes._Pointer)), (name, arg)
+        if name.startswith("Release"):
+            assert restype is None
+            assert name.removeprefix("Release") in {
+                n.removeprefix("Get") for n in wstp.SIGNATURES} | {"LinkName", "ErrorMessage"}
+    assert wstp.OPTIONAL <= set(wstp.SIGNATURES)
+    assert (wstp.TERMINATE_MESSAGE, wstp.INTERRUPT_MESSAGE, wstp.ABORT_MESSAGE) == (1, 2, 3)
+
+
+def test_loading_a_file_that_is_not_a_library(tmp_path: Path) -> None:
+    bogus = tmp_path / "libWSTP64i4.so"
+    bogus.write_text("not a library")
+    with pytest.raises(EngineError) as error:
+        wstp.Library(bogus)
+    assert str(bogus) in str(error.value) and "cannot load the WSTP library" in str(error.value)
+
+
+FAKE_WSTP_C = r"""
+/* A stand-in for libWSTP: a loopback link that gives back what was put, token by token. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define CAT(a, b) a##b
+#define XCAT(a, b) CAT(a, b)
+#define API(name) XCAT(PFX, name)
+
+typedef struct { int type; char *s; int n; int64_t i; double r; } token;
+static token q[65536];
+static int head, tail, err, fail_puts, released, messages[64], nmessages;
+static volatile int stop;
+static char open_args[4096], last_code[4096], last_answer[256];
+static int env_object, link_object, packet_start = -1, evaluations, line_no = 7;
+
+static void push(token t) { if (packet_start < 0) packet_start = tail; q[tail++] = t; }
+static token *peek(void) { return head < tail ? &q[head] : NULL; }
+static char *copy(const char *s, int n) { char *c = malloc(n + 1); memcpy(c, s, n); c[n] = 0;
+                                          return c; }
+
+void *API(Initialize)(void *p) { return &env_object; }
+void *API(OpenArgcArgv)(void *env, int argc, char **argv, int *e) {
+    open_args[0] = 0;
+    for (int i = 0; i < argc; i++) { strcat(open_args, argv[i]); strcat(open_args, " "); }
+    *e = 0; return &link_object; }
+const char *API(LinkName)(void *l) { return strdup("fake-link-name"); }
+void API(ReleaseLinkName)(void *l, const char *s) { free((void *)s); released++; }
+int API(Activate)(void *l) {
+    const char *mode = getenv("FAKE_WSTP_ACTIVATE");
+    if (mode && strcmp(mode, "ok") == 0) return 1;
+    for (int waited = 0; !stop && waited < 30000; waited += 10) usleep(10000);
+    err = 1; return 0; }
+void API(Close)(void *l) {}
+int API(Error)(void *l) { return err; }
+int API(ClearError)(void *l) { err = 0; return 1; }
+const char *API(ErrorMessage)(void *l) { return strdup(err ? "fake link error" : "no error"); }
+void API(ReleaseErrorMessage)(void *l, const char *m) { free((void *)m); released++; }
+int API(Ready)(void *l) { return head < tail; }
+int API(Flush)(void *l) { return 1; }
+int API(PutMessage)(void *l, int m) { messages[nmessages++] = m; return 1; }
+/* With FAKE_WSTP_KERNEL set, it plays the kernel's side: what a front end sends (EvaluatePacket,
+   EnterTextPacket, bare answers) is taken, not given back, and EvaluatePacket[{token, $Line}]
+   is answered with ReturnPacket[{token, line}]; other packets are given back as usual. */
+static int is_head(int s, const char *name) {
+    return q[s].type == 'F' && s + 1 < tail && strcmp(q[s + 1].s, name) == 0; }
+int API(EndPacket)(void *l) {
+    int s = packet_start;
+    packet_start = -1;
+    if (s >= 0 && getenv("FAKE_WSTP_KERNEL")) {
+        if (q[s].type == '"') { snprintf(last_answer, sizeof last_answer, "%s", q[s].s);
+                                tail = s; return 1; }
+        if (is_head(s, "EvaluatePacket") || is_head(s, "EnterTextPacket")) {
+            char id[256] = "";
+            int sync = s + 4 < tail && is_head(s + 2, "List") && q[s + 4].type == '"';
+            if (sync) snprintf(id, sizeof id, "%s", q[s + 4].s);
+            else { evaluations++;
+                   for (int i = s; i < tail; i++)
+                       if (q[i].type == '"') snprintf(last_code, sizeof last_code, "%s", q[i].s); }
+            tail = s;
+            if (sync) {
+                push((token){'F', NULL, 1}); push((token){'#', strdup("ReturnPacket"), 12});
+                push((token){'F', NULL, 2}); push((token){'#', strdup("List"), 4});
+                push((token){'"', strdup(id), (int)strlen(id)});
+                push((token){'+', NULL, 0, line_no});
+                packet_start = -1;
+                q[tail++] = (token){'E'};
+            }
+            return 1;
+        }
+    }
+    q[tail++] = (token){'E'};
+    return 1; }
+int API(PutFunction)(void *l, const char *s, int n) {
+    if (fail_puts) { err = 5; return 0; }
+    push((token){'F', NULL, n}); push((token){'#', strdup(s), (int)strlen(s)}); return 1; }
+int API(PutUTF8String)(void *l, const char *s, int n) { push((token){'"', copy(s, n), n});
+                                                        return 1; }
+int API(PutUTF8Symbol)(void *l, const char *s, int n) { push((token){'#', copy(s, n), n});
+                                                        return 1; }
+int API(PutInteger64)(void *l, int64_t i) { push((token){'+', NULL, 0, i}); return 1; }
+int API(PutReal64)(void *l, double r) { push((token){'*', NULL, 0, 0, r}); return 1; }
+int API(GetType)(void *l) {
+    token *t = peek();
+    if (!t || t->type == 'E') { err = 24; return 0; }
+    return t->type == 'F' ? 70 : t->type == '"' ? 34 : t->type == '#' ? 35
+         : t->type == '+' ? 43 : 42; }
+int API(GetArgCount)(void *l, int *n) { *n = q[head++].n; return 1; }
+static int get_text(int type, const unsigned char **s, int *b, int *c) {
+    token *t = peek();
+    if (!t || t->type != type) { err = 3; return 0; }
+    head++; *s = (const unsigned char *)copy(t->s, t->n); *b = t->n; *c = 0;
+    for (int i = 0; i < t->n; i++) *c += ((unsigned char)t->s[i] & 0xC0) != 0x80;
+    return 1; }
+int API(GetUTF8String)(void *l, const unsigned char **s, int *b, int *c) {
+    return get_text('"', s, b, c); }
+int API(GetUTF8Symbol)(void *l, const unsigned char **s, int *b, int *c) {
+    return get_text('#', s, b, c); }
+void API(ReleaseUTF8String)(void *l, const unsigned char *s, int n) { free((void *)s);
+                                                                       released++; }
+void API(ReleaseUTF8Symbol)(void *l, const unsigned char *s, int n) { free((void *)s);
+                                                                       released++; }
+int API(GetInteger64)(void *l, int64_t *i) { *i = q[head++].i; return 1; }
+int API(GetReal64)(void *l, double *r) { *r = q[head++].r; return 1; }
+static const char *names[] = {"", "InputPacket", "TextPacket", "ReturnPacket", "",
+                              "MessagePacket", "MenuPacket", "", "InputNamePacket", "", "", "",
+                              "", "EvaluatePacket"};
+int API(NextPacket)(void *l) {
+    while (head < tail && q[head].type != 'F') head++;
+    if (head + 1 >= tail) { err = 1; return 0; }
+    head++;
+    const char *name = q[head++].s;
+    for (int code = 1; code < 14; code++) if (strcmp(names[code], name) == 0) return code;
+    err = 23; return 0; }
+int API(NewPacket)(void *l) {
+    while (head < tail && q[head].type != 'E') head++;
+    if (head < tail) head++;
+    return 1; }
+
+/* for the tests */
+const char *fake_open_args(void) { return open_args; }
+int fake_released(void) { return released; }
+int fake_message_count(void) { return nmessages; }
+int fake_message(int i) { return messages[i]; }
+int fake_pending(void) { return tail - head; }
+void fake_fail_puts(int on) { fail_puts = on; }
+void fake_stop(void) { stop = 1; }
+int fake_evaluations(void) { return evaluations; }
+const char *fake_last_code(void) { return last_code; }
+const char *fake_last_answer(void) { return last_answer; }
+void fake_set_line(int n) { line_no = n; }
+"""
+
+
+def compile_library(tmp_path: Path, source: str, name: str, prefix: str = "WS") -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the stand-in WSTP library")
+    c_file = tmp_path / f"{name}.c"
+    c_file.write_text(source)
+    library = tmp_path / name
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-DPFX={prefix}", "-o", str(library),
+                    str(c_file)], check=True, capture_output=True)
+    return library
+
+
+@pytest.fixture(scope="module")
+def fake_wstp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_library(tmp_path_factory.mktemp("fakewstp"), FAKE_WSTP_C, "libWSTP64i4.so")
+
+
+def fresh_link(path: Path, api: str = "WS") -> tuple[wstp.Link, Any]:
+    library = wstp.Library(path, api)
+    return wstp.Link(library, library.environment()), ctypes.CDLL(str(path))
+
+
+def test_library_lacking_functions(tmp_path: Path) -> None:
+    path = compile_library(tmp_path, "void *WSInitialize(void *p) { return p; }\n", "libpart.so")
+    with pytest.raises(EngineError) as error:
+        wstp.Library(path)
+    assert "WSActivate" in str(error.value) and "WSGetUTF8String" in str(error.value)
+    assert "WSReleaseLinkName" not in str(error.value)  # optional (newer than 10)
+
+
+def test_listen_link_arguments_and_name(fake_wstp: Path) -> None:
+    library = wstp.load(fake_wstp)
+    link = wstp.Link.listen(library, "SharedMemory")
+    fake = ctypes.CDLL(str(fake_wstp))
+    fake.fake_open_args.restype = ctypes.c_char_p
+    assert fake.fake_open_args().decode() == (
+        "-wstp -linkmode listen -linkprotocol SharedMemory -linkoptions MLDontInteract ")
+    released = fake.fake_released()
+    with link.lock:
+        assert link.name() == "fake-link-name"
+    assert fake.fake_released() == released + 1
+
+
+def test_expressions_round_trip_through_c(fake_wstp: Path) -> None:
+    link, fake = fresh_link(fake_wstp)
+    text = 'x = "\\[Alpha]" <> "∫ é \\\\ \\n"'  # backslashes must arrive untouched
+    cell = Function(Symbol("EvaluatePacket"), Function(Symbol("RKJupyter`Evaluate"), text))
+    with link.lock:
+        link.put_packet(cell)
+        assert link.get_expr() == cell
+        link.lib.NewPacket(link.handle)
+        data = [2**62, -(2**63), 2.5, True, None, "ü", Symbol("System`$Aborted"), [1, [2]]]
+        link.put_packet(Function(Symbol("ReturnPacket"), data))
+        name, (value,) = link.read_packet()
+    assert name == "ReturnPacket"
+    assert wstp.to_python(value) == [2**62, -(2**63), 2.5, True, None, "ü", ABORTED, [1, [2]]]
+    assert fake.fake_pending() == 0
+
+
+def test_packets_as_the_kernel_sends_them(fake_wstp: Path) -> None:
+    link, _ = fresh_link(fake_wstp)
+    association = Function(Symbol("Association"),
+                           Function(Symbol("Rule"), "line", 2),
+                           Function(Symbol("Rule"), "results", Function(
+                               Symbol("List"), Function(Symbol("Association"),
+                                                        Function(Symbol("Rule"), "line", 1),
+                                                        Function(Symbol("Rule"), "text/plain",
+                                                                 "2")))))
+    with link.lock:
+        link.put_packet(Function(Symbol("MessagePacket"), Symbol("Power"), "infy"))
+        link.put_packet(Function(Symbol("MenuPacket"), 1, "Interrupt> "))
+        link.put_packet(Function(Symbol("ReturnPacket"), association))
+        link.put_packet(Function(Symbol("InputPacket")))  # fewer arguments than usual
+        assert link.read_packet() == ("MessagePacket", (Symbol("Power"), "infy"))
+        assert link.read_packet() == ("MenuPacket", (1, "Interrupt> "))
+        name, (value,) = link.read_packet()
+        assert link.read_packet() == ("InputPacket", ())
+        link.put_packet(Function(Symbol("NoSuchPacket"), 1))  # WSNextPacket: ILLEGALPKT
+        link.put_packet(Function(Symbol("TextPacket"), "after"))
+        assert link.read_packet()[0] == "IllegalPacket"
+        assert link.read_packet() == ("TextPacket", ("after",))
+        assert not link.ready()
+    assert wstp.to_python(value) == {"line": 2, "results": [{"line": 1, "text/plain": "2"}]}
+
+
+def test_answers_and_messages(fake_wstp: Path) -> None:
+    link, fake = fresh_link(fake_wstp)
+    before = fake.fake_message_count()
+    with link.lock:
+        link.put_answer(ABORT_CHOICE)
+        link.put_message(wstp.ABORT_MESSAGE)
+        assert link.get_expr() == "a"
+        link.lib.NewPacket(link.handle)
+    assert fake.fake_message(before) == 3
+
+
+def test_failed_put_reports_the_library_error(fake_wstp: Path) -> None:
+    link, fake = fresh_link(fake_wstp)
+    fake.fake_fail_puts(1)
+    try:
+        with link.lock, pytest.raises(wstp.WSTPError) as error:
+            link.put_packet(Function(Symbol("EvaluatePacket"), 1))
+    finally:
+        fake.fake_fail_puts(0)
+        with link.lock:
+            link.lib.ClearError(link.handle)
+    assert "fake link error" in str(error.value) and error.value.code == 5
+
+
+def test_mathlink_prefix(tmp_path: Path) -> None:
+    path = compile_library(tmp_path, FAKE_WSTP_C, "libML64i4.so", prefix="ML")
+    link, _ = fresh_link(path, "ML")
+    with link.lock:
+        link.put_packet(Function(Symbol("TextPacket"), "old"))
+        assert link.read_packet() == ("TextPacket", ("old",))
+
+
+def test_unsendable_values(fake_wstp: Path) -> None:
+    link, _ = fresh_link(fake_wstp)
+    with link.lock:
+        with pytest.raises(ValueError):
+            link.put_expr(2**64)
+        with pytest.raises(TypeError):
+            link.put_expr(object())
+
+
+# -- the packet conversation ----------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Script:
+    """The kernel's side of the link: events, and seconds of silence (floats), in order."""
+
+    def __init__(self, clock: FakeClock, items: list[Any]) -> None:
+        self.clock = clock
+        self.items = list(items)
+
+    def next_event(self, timeout: float) -> Any:
+        if self.items and isinstance(self.items[0], float):
+            step = min(timeout, self.items[0])
+            self.clock.now += step
+            self.items[0] -= step
+            if self.items[0] <= 1e-9:
+                self.items.pop(0)
+            return None
+        if self.items:
+            return self.items.pop(0)
+        self.clock.now += timeout  # the kernel says nothing, ever
+        return None
+
+
+class FakeKernel:
+    """Records what the conversation sends (with the time); answers a synchronisation as a
+    kernel would, after ``stale_aborts`` leftover $Aborted answers."""
+
+    def __init__(self, script: Script, line: int = 7, stale_aborts: int = 0) -> None:
+        self.script = script
+        self.line = line
+        self.stale_aborts = stale_aborts
+        self.actions: list[tuple[float, str, Any]] = []
+
+    def record(self, action: str, value: Any = None) -> None:
+        self.actions.append((self.script.clock.now, action, value))
+
+    def evaluate(self, expr: Any) -> None:
+        self.record("evaluate", expr)
+        if isinstance(expr, Function) and expr.head == Symbol("List"):
+            token = expr.args[0]
+            if self.stale_aborts:
+                self.stale_aborts -= 1
+                self.script.items.append(("ReturnPacket", (ABORTED,)))
+            else:
+                self.script.items.append(("ReturnPacket", ([token, self.line],)))
+
+    def answer(self, text: str) -> None:
+        self.record("answer", text)
+
+    def enter_text(self, text: str) -> None:
+        self.record("enter_text", text)
+
+    def message(self, code: int) -> None:
+        self.record("message", code)
+
+    def kill(self) -> None:
+        self.record("kill")
+
+    def kinds(self) -> list[tuple[str, Any]]:
+        return [(a, v if a != "evaluate" else "sync") for _, a, v in self.actions]
+
+
+class FakeHost:
+    def __init__(self, answer: str | None = None) -> None:
+        self.emitted: list[Function] = []
+        self.prompts: list[Function] = []
+        self.answer = answer
+
+    def emit(self, pkt: Function) -> None:
+        self.emitted.append(pkt)
+
+    def read_input(self, prompt: Function) -> str:
+        self.prompts.append(prompt)
+        if self.answer is None:
+            raise InputAborted()
+        return self.answer
+
+
+def run_cell(items: list[Any], *, answer: str | None = None, line: int = 7,
+             stale_aborts: int = 0) -> tuple[Cell, FakeHost, FakeKernel, Script]:
+    clock = FakeClock()
+    script = Script(clock, items)
+    kernel = FakeKernel(script, line, stale_aborts)
+    host = FakeHost(answer)
+    cell = Cell(host, kernel, clock, Escalation())
+    converse(cell, script.next_event)
+    return cell, host, kernel, script
+
+
+def ret(line: int, *results: dict[str, Any], **extra: Any) -> tuple[str, tuple[Any, ...]]:
+    return ("ReturnPacket", ({"line": line, "results": list(results), **extra},))
+
+
+def test_normal_cell() -> None:
+    cell, host, kernel, _ = run_cell([
+        ("InputNamePacket", ("In[1]:= ",)),  # the kernel's first prompt, before any request
+        ret(2, {"line": 1, "text/plain": "2"}),
+    ])
+    assert host.emitted == [packet("OutputNamePacket", "Out[1]= "),
+                            packet("ReturnPacket", {"text/plain": "2"}),
+                            packet("InputNamePacket", "In[2]:= ")]
+    assert kernel.actions == [] and cell.died is None
+
+
+def test_print_message_and_tex_result() -> None:
+    bundle = {"line": 3, "text/plain": "1/2", "text/latex": "$$\\frac{1}{2}$$"}
+    _, host, _, _ = run_cell([
+        ("TextPacket", ("hello\n",)),
+        ("MessagePacket", (Symbol("Power"), "infy")),
+        ("TextPacket", ("Power::infy: Infinite expression 1/0 encountered.\n",)),
+        ret(4, bundle),
+    ])
+    assert host.emitted == [
+        packet("TextPacket", "hello"),
+        packet("MessagePacket", "Power", "infy",
+               "Power::infy: Infinite expression 1/0 encountered."),
+        packet("OutputNamePacket", "Out[3]= "),
+        packet("ReturnPacket", {"text/plain": "1/2", "text/latex": "$$\\frac{1}{2}$$"}),
+        packet("InputNamePacket", "In[4]:= "),
+    ]
+
+
+def test_null_result_and_message_without_text() -> None:
+    _, host, _, _ = run_cell([("MessagePacket", (Symbol("General"), "stop")), ret(3)])
+    assert host.emitted == [packet("MessagePacket", "General", "stop", ""),
+                            packet("InputNamePacket", "In[3]:= ")]
+
+
+def test_syntax_error() -> None:
+    _, host, _, _ = run_cell([
+        ("MessagePacket", (Symbol("Syntax"), "sntxf")),
+        ("TextPacket", ('Syntax::sntxf: "1 +" cannot be followed by "* 2".\n',)),
+        ret(3, syntax=4),
+    ])
+    assert host.emitted == [
+        packet("MessagePacket", "Syntax", "sntxf",
+               'Syntax::sntxf: "1 +" cannot be followed by "* 2".'),
+        packet("SyntaxPacket", 4),
+        packet("InputNamePacket", "In[3]:= "),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["InputPacket", "InputStringPacket"])
+def test_input_is_asked_of_the_front_end(kind: str) -> None:
+    _, host, kernel, _ = run_cell([(kind, ("n = ",)), ret(2, {"line": 1, "text/plain": "41"})],
+                                  answer="41")
+    assert host.prompts == [packet(kind, "n = ")]
+    assert kernel.kinds() == [("answer", "41")]
+    assert host.emitted[-1] == packet("InputNamePacket", "In[2]:= ")
+
+
+def test_aborted_input_aborts_the_cell() -> None:
+    _, host, kernel, script = run_cell([("InputPacket", ("n = ",)), 0.1,
+                                        ("ReturnPacket", (ABORTED,))], answer=None, line=5)
+    assert kernel.kinds() == [("message", 3), ("answer", "$Aborted"), ("evaluate", "sync")]
+    assert host.emitted == [packet("ReturnPacket", ABORTED), packet("InputNamePacket", "In[5]:= ")]
+    assert script.items == []
+
+
+def test_interrupt_answered_by_the_abort_message() -> None:
+    _, host, kernel, _ = run_cell([1.0, ("RKInterrupt", ()), 0.5, ("ReturnPacket", (ABORTED,))],
+                                  line=6)
+    assert kernel.kinds() == [("message", 3), ("evaluate", "sync")]
+    assert host.emitted == [packet("ReturnPacket", ABORTED), packet("InputNamePacket", "In[6]:= ")]
+
+
+def test_interrupt_menu_answered_with_abort() -> None:
+    """The kernel ignores the abort message; the interrupt message brings its menu."""
+    _, host, kernel, _ = run_cell([("RKInterrupt", ()), 6.0,
+                                   ("MenuPacket", (1, "Interrupt> ")),
+                                   ("ReturnPacket", (ABORTED,))])
+    times = {(a, v): t - kernel.actions[0][0] for t, a, v in kernel.actions}
+    assert kernel.kinds() == [("message", 3), ("message", 2), ("answer", "a"),
+                              ("evaluate", "sync")]
+    assert times[("message", 2)] == pytest.approx(5.0)
+    assert host.emitted == [packet("ReturnPacket", ABORTED), packet("InputNamePacket", "In[7]:= ")]
+
+
+def test_trailing_aborted_is_drained_not_taken_for_a_result() -> None:
+    """The interrupt arrives as the cell finishes: the result is shown, and the $Aborted the
+    late abort causes is consumed by the synchronisation, not left for the next cell."""
+    _, host, kernel, script = run_cell([("RKInterrupt", ()),
+                                        ret(9, {"line": 8, "text/plain": "done"})],
+                                       line=9, stale_aborts=1)
+    assert host.emitted == [packet("OutputNamePacket", "Out[8]= "),
+                            packet("ReturnPacket", {"text/plain": "done"}),
+                            packet("InputNamePacket", "In[9]:= ")]
+    assert kernel.kinds() == [("message", 3), ("evaluate", "sync"), ("evaluate", "sync")]
+    assert script.items == []
+
+
+def test_back_at_the_main_loop_without_return_packet() -> None:
+    _, host, kernel, _ = run_cell([("RKInterrupt", ()), ("InputNamePacket", ("In[4]:= ",))],
+                                  line=4)
+    assert host.emitted == [packet("ReturnPacket", ABORTED), packet("InputNamePacket", "In[4]:= ")]
+
+
+def test_menu_without_an_interrupt_is_answered_with_abort() -> None:
+    _, host, kernel, _ = run_cell([("MenuPacket", (1, "Interrupt> ")),
+                                   ("ReturnPacket", (ABORTED,))])
+    assert kernel.kinds() == [("answer", ABORT_CHOICE), ("evaluate", "sync")]
+    assert host.emitted[0] == packet("ReturnPacket", ABORTED)
+
+
+def test_escalation_when_the_kernel_never_answers() -> None:
+    cell, host, kernel, _ = run_cell([("RKInterrupt", ())])
+    start = kernel.actions[0][0]
+    assert [(t - start, a, v) for t, a, v in kernel.actions] == [
+        (0.0, "message", 3), (5.0, "message", 2), (15.0, "message", 1), (20.0, "kill", None)]
+    assert cell.died == "the kernel did not end even after its processes were killed"
+    assert not any(p.head == Symbol("InputNamePacket") for p in host.emitted)
+
+
+def test_escalation_ends_when_the_killed_kernel_is_gone() -> None:
+    cell, _, kernel, _ = run_cell([("RKInterrupt", ()), 20.5,
+                                   ("LinkDied", ("the Wolfram kernel (pid 9) was killed",))])
+    assert [a for _, a, _ in kernel.actions][-1] == "kill"
+    assert cell.died == "the Wolfram kernel (pid 9) was killed"
+
+
+def test_kernel_quits_during_a_cell() -> None:
+    cell, host, _, _ = run_cell([("TextPacket", ("bye\n",)),
+                                 ("LinkDied", ("the Wolfram kernel exited",))])
+    assert host.emitted == [packet("TextPacket", "bye")]
+    assert cell.done and cell.died == "the Wolfram kernel exited"
+
+
+def test_dialog_is_closed() -> None:
+    _, host, kernel, _ = run_cell([("BeginDialogPacket", (1,)),
+                                   ("InputNamePacket", ("In[3]:= ",)),
+                                   ("EndDialogPacket", (1,)),
+                                   ret(3, {"line": 2, "text/plain": "x"})])
+    assert kernel.kinds() == [("enter_text", DIALOG_EXIT)]
+    assert host.emitted[0].head == Symbol("TextPacket") and "Dialog" in host.emitted[0].args[0]
+    assert host.emitted[-1] == packet("InputNamePacket", "In[3]:= ")
+
+
+def run_call(items: list[Any], timeout: float = 30.0) -> tuple[Call, FakeKernel]:
+    clock = FakeClock()
+    script = Script(clock, items)
+    kernel = FakeKernel(script)
+    call = Call(kernel, clock, Escalation(), timeout)
+    converse(call, script.next_event)
+    return call, kernel
+
+
+def test_call_collects_output_and_value() -> None:
+    call, kernel = run_call([("TextPacket", ("loading\n",)), ("ReturnPacket", ({"a": 1},))])
+    assert (call.value, call.output, call.aborted, kernel.actions) == ({"a": 1}, ["loading"],
+                                                                       False, [])
+
+
+def test_call_is_aborted_after_its_timeout() -> None:
+    call, kernel = run_call([3.0, ("ReturnPacket", (ABORTED,))], timeout=2.0)
+    assert call.aborted and call.done and call.died is None
+    assert kernel.kinds() == [("message", 3), ("evaluate", "sync")]
+    assert kernel.actions[0][0] == pytest.approx(1002.0)
+
+
+# -- licence failures, in the kernel's own words ------------------------------------------
+
+# Verbatim kernel/wolframscript output, as quoted in public bug reports.
+REAL_LICENCE_TEXTS = [
+    # WolframResearch/AgentTools#165 (a 14.3 kernel started without activation)
+    ("Mathematica 14.3.0 Kernel for Linux x86 (64-bit)\nCopyright 1988-2025 Wolfram Research, "
+     "Inc.\n\nMathematica 14.3.0 Kernel cannot find a valid password.\n\nFor automatic Web "
+     "Activation enter your activation key\n(enter return to skip Web Activation): ",
+     "Mathematica 14.3.0 Kernel cannot find a valid password.", "activation"),
+    # millejoh/emacs-ipython-notebook#613 (WolframKernel -script)
+    ("No valid password found.", "No valid password found.", "activation"),
+    # njpipeorgan/wolfram-language-notebook#3 (wolframscript)
+    ("Your Wolfram Engine installation is not activated or is experiencing a license-related "
+     "problem.\n\nPlease run wolframscript with the -activate option, and then try\n your "
+     "original wolframscript command again.",
+     "Your Wolfram Engine installation is not activated or is experiencing a license-related "
+     "problem.", "activation"),
+    ("The Wolfram Engine could not be activated using your Wolfram ID.",
+     "The Wolfram Engine could not be activated using your Wolfram ID.", "activation"),
+    # mmatera/iwolfram#17
+    ("The product exited during an activation attempt because an error occurred.",
+     "The product exited during an activation attempt because an error occurred.",
+     "activation"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "kind"), REAL_LICENCE_TEXTS)
+def test_real_licence_failures_are_recognised(text: str, line: str, kind: str) -> None:
+    problem = licence_problem(text)
+    assert problem is not None and problem[0] == line
+    assert "activat" in problem[1]
+    error = start_failure("/opt/w/WolframKernel", text, 1)
+    assert line in str(error) and "/opt/w/WolframKernel -licenseinfo" in str(error)
+
+
+def test_other_licence_wordings() -> None:
+    """Not verbatim from a kernel (none was found in public reports): the wordings the
+    patterns are meant to catch for expiry, the process limit and the licence server."""
+    assert "expired" in licence_problem("Your license has expired.")[1]
+    assert "in use" in licence_problem("Too many kernels are running for this license.")[1]
+    assert "MathLM" in licence_problem("Unable to contact the MathLM license server.")[1]
+    assert licence_problem("Segmentation fault (core dumped)") is None
+
+
+def test_banner_then_exit_means_no_free_kernel_process() -> None:
+    """WolframLanguageForJupyter#25: with every licensed process in use, the kernel "prints
+    the usual header, then exits without a word"."""
+    banner = ("Wolfram Language 12.0.0 Engine for Linux x86 (64-bit)\n"
+              "Copyright 1988-2019 Wolfram Research, Inc.")
+    error = str(start_failure("/opt/w/WolframKernel", banner, 0))
+    assert "printed only its banner" in error and "-licenseinfo" in error and banner in error
+
+
+def test_other_start_failures() -> None:
+    assert "its last words:\nSegmentation fault" in str(
+        start_failure("/k", "Segmentation fault", -11))
+    assert "without a word" in str(start_failure("/k", "", 127))
+
+
+# -- WolframEngine.start with fake kernels ------------------------------------------------
+
+
+def test_create_engine_gives_the_wolfram_engine() -> None:
+    assert isinstance(create_engine("wolfram", FakeHost(), {}), WolframEngine)
+
+
+def test_start_with_a_missing_kernel_path_fails_fast(tmp_path: Path) -> None:
+    missing = tmp_path / "Wolfram/14.3/Executables/WolframKernel"
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(missing)})
+    started = time.monotonic()
+    with pytest.raises(EngineError) as error:
+        eng.start(30.0)
+    assert time.monotonic() - started < 2.0
+    assert str(missing) in str(error.value) and "does not exist" in str(error.value)
+    assert "--kernel-path" in str(error.value)
+    assert not eng.alive()
+
+
+def test_requests_need_a_started_engine() -> None:
+    eng = WolframEngine(FakeHost(), {})
+    assert eng.complete("*") == [] and eng.inspect("f[x_]") is None  # refused before asking
+    with pytest.raises(EngineError, match="not running"):
+        eng.complete("Plo")
+    eng.interrupt()  # idle: nothing to do
+    eng.close()
+    eng.close()
+
+
+@pytest.fixture
+def fake_installation(tmp_path: Path, fake_wstp: Path) -> Iterator[Callable[[str], Path]]:
+    """Makes an installation whose kernel is ``script`` (Python) and whose libWSTP is the
+    stand-in, whose WSActivate waits like a real listening link (until released)."""
+    libraries: list[Path] = []
+
+    def make(script: str) -> Path:
+        root = tmp_path / "Wolfram/14.3"
+        kernel = root / "Executables" / "WolframKernel"
+        kernel.parent.mkdir(parents=True)
+        kernel.write_text(f"#!{sys.executable}\n" + textwrap.dedent(script))
+        kernel.chmod(0o755)
+        kit = (root / "SystemFiles/Links/WSTP/DeveloperKit" / discovery.system_id()
+               / "CompilerAdditions")
+        kit.mkdir(parents=True)
+        libraries.append(kit / "libWSTP64i4.so")
+        shutil.copy(fake_wstp, libraries[-1])
+        return kernel
+
+    yield make
+    for library in libraries:
+        ctypes.CDLL(str(library)).fake_stop()  # release the activation left waiting
+
+
+def test_start_reports_a_licence_failure_in_the_kernels_words(
+    tmp_path: Path, fake_installation: Callable[[str], Path]
+) -> None:
+    args_file = tmp_path / "argv"
+    kernel = fake_installation(f"""
+        import sys
+        open({str(args_file)!r}, "w").write("\\n".join(sys.argv[1:]))
+        print("Mathematica 14.3.0 Kernel for Linux x86 (64-bit)")
+        print("Copyright 1988-2025 Wolfram Research, Inc.")
+        print()
+        print("Mathematica 14.3.0 Kernel cannot find a valid password.")
+        print()
+        print("For automatic Web Activation enter your activation key")
+        print("(enter return to skip Web Activation): ", end="", flush=True)
+        sys.exit(1 if sys.stdin.read() == "" else 0)
+    """)
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(kernel)})
+    started = time.monotonic()
+    with pytest.raises(EngineError) as error:
+        eng.start(30.0)
+    assert time.monotonic() - started < 10.0
+    text = str(error.value)
+    assert "cannot find a valid password" in text and "-licenseinfo" in text
+    assert str(kernel) in text
+    assert args_file.read_text().split("\n") == [
+        "-wstp", "-linkprotocol", "SharedMemory", "-linkconnect", "-linkname", "fake-link-name"]
+
+
+def test_start_gives_up_on_a_kernel_that_never_connects(
+    tmp_path: Path, fake_installation: Callable[[str], Path]
+) -> None:
+    pid_file = tmp_path / "pid"
+    kernel = fake_installation(f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        time.sleep(600)
+    """)
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(kernel)})
+    with pytest.raises(EngineError) as error:
+        eng.start(1.5)
+    assert "did not connect within 1.5 s and was stopped" in str(error.value)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_start_reports_a_banner_only_exit(fake_installation: Callable[[str], Path]) -> None:
+    kernel = fake_installation("""
+        print("Wolfram Language 14.0.0 Engine for Linux x86 (64-bit)")
+        print("Copyright 1988-2023 Wolfram Research, Inc.")
+    """)
+    with pytest.raises(EngineError, match="printed only its banner"):
+        WolframEngine(FakeHost(), {"kernel_path": str(kernel)}).start(30.0)
+
+
+def test_start_with_kernel_args(
+    tmp_path: Path, fake_installation: Callable[[str], Path]
+) -> None:
+    args_file = tmp_path / "argv"
+    kernel = fake_installation(f"""
+        import sys
+        open({str(args_file)!r}, "w").write(" ".join(sys.argv[1:]))
+        print("Segmentation fault")
+        sys.exit(139)
+    """)
+    options = {"kernel_path": str(kernel), "kernel_args": ["-pwfile", "/x/mathpass"],
+               "link_protocol": "TCPIP"}
+    with pytest.raises(EngineError) as error:
+        WolframEngine(FakeHost(), options).start(30.0)
+    assert "exited with code 139" in str(error.value) and "Segmentation fault" in str(error.value)
+    assert args_file.read_text().endswith("-linkprotocol TCPIP -linkconnect -linkname "
+                                          "fake-link-name -pwfile /x/mathpass")
+
+
+class KernelSide:
+    """The test as the kernel: the stand-in library (FAKE_WSTP_KERNEL) takes what the engine
+    sends, and the test puts the kernel's packets on the engine's link for its reader."""
+
+    def __init__(self, eng: WolframEngine, library: Path) -> None:
+        self.eng = eng
+        self.fake = ctypes.CDLL(str(library))
+        self.fake.fake_last_code.restype = ctypes.c_char_p
+        self.fake.fake_last_answer.restype = ctypes.c_char_p
+
+    def send(self, name: str, *args: Any) -> None:
+        link = self.eng._link
+        assert link is not None
+        with link.lock:
+            link.put_packet(Function(Symbol(name), *args))
+
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10.0
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+    def wait_evaluation(self, count: int) -> str:
+        self.wait_for(lambda: self.fake.fake_evaluations() >= count, f"evaluation {count}")
+        return self.fake.fake_last_code().decode()
+
+
+def association(**items: Any) -> Function:
+    return Function(Symbol("Association"),
+                    *(Function(Symbol("Rule"), k.replace("_", "/"), v) for k, v in items.items()))
+
+
+def in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(target())
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_engine_over_a_stand_in_link(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start, evaluate (Print, result), interrupt (abort message, $Aborted, synchronisation),
+    complete, and the kernel's death, through the engine's threads and the ctypes binding."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    kernel = fake_installation("import time\ntime.sleep(600)\n")
+    host = FakeHost()
+    eng = WolframEngine(host, {"kernel_path": str(kernel)})
+    side = KernelSide(eng, kernel.parents[1] / "SystemFiles/Links/WSTP/DeveloperKit"
+                      / discovery.system_id() / "CompilerAdditions/libWSTP64i4.so")
+    try:
+        thread, outcome = in_thread(lambda: eng.start(20.0))
+        assert side.wait_evaluation(1) == str(HELPER)  # Get["…/RKJupyter.wl"]
+        side.send("InputNamePacket", "In[1]:= ")
+        side.send("ReturnPacket", association(version="14.3.0 for Linux x86 (64-bit)",
+                                              systemID="Linux-x86-64", line=1))
+        thread.join(10.0)
+        info = outcome[0]
+        assert info.version == "14.3.0 for Linux x86 (64-bit)" and eng.alive()
+
+        thread, outcome = in_thread(lambda: eng.evaluate('Print["hi"]; 1+1'))
+        assert side.wait_evaluation(2) == 'Print["hi"]; 1+1'
+        side.send("TextPacket", "hi\n")
+        side.send("ReturnPacket", association(line=2, results=Function(
+            Symbol("List"), association(line=1, text_plain="2"))))
+        thread.join(10.0)
+        assert outcome == [None]
+        assert host.emitted == [packet("TextPacket", "hi"),
+                                packet("OutputNamePacket", "Out[1]= "),
+                                packet("ReturnPacket", {"text/plain": "2"}),
+                                packet("InputNamePacket", "In[2]:= ")]
+
+        host.emitted.clear()
+        messages = side.fake.fake_message_count()
+        side.fake.fake_set_line(3)
+        thread, outcome = in_thread(lambda: eng.evaluate("Pause[100]"))
+        side.wait_evaluation(3)
+        eng.interrupt()
+        side.wait_for(lambda: side.fake.fake_message_count() > messages, "the abort message")
+        assert side.fake.fake_message(messages) == wstp.ABORT_MESSAGE
+        side.send("ReturnPacket", Symbol("$Aborted"))  # the synchronisation is answered by C
+        thread.join(10.0)
+        assert outcome == [None]
+        assert host.emitted == [packet("ReturnPacket", ABORTED),
+                                packet("InputNamePacket", "In[3]:= ")]
+
+        thread, outcome = in_thread(lambda: eng.complete("Plo"))
+        assert side.wait_evaluation(4) == "Plo"
+        side.send("ReturnPacket", Function(Symbol("List"), "Plot", "Plot3D"))
+        thread.join(10.0)
+        assert outcome == [["Plot", "Plot3D"]]
+
+        os.kill(eng._proc.pid, signal.SIGKILL)
+        side.wait_for(lambda: not eng.alive(), "the engine to notice the kernel's death")
+        with pytest.raises(EngineError, match="was killed by signal SIGKILL"):
+            eng.evaluate("1")
+    finally:
+        eng.close()
+    assert not eng.alive()
+
+
+# -- the helper package under Mathics3 ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mathics() -> Any:
+    pytest.importorskip("mathics")
+    from mathics.core.load_builtin import import_and_load_builtins
+    from mathics.session import MathicsSession
+
+    import_and_load_builtins()
+    session = MathicsSession()
+    session.evaluate(f'Get["{HELPER}"]')
+    assert session.evaluation.out == []  # it parses and loads without a message
+    return session
+
+
+def from_mathics(expr: Any) -> Any:
+    """A Mathics3 result as Python data (String/Integer/List/Association/Symbol)."""
+    head = expr.get_head_name()
+    if head == "System`List":
+        return [from_mathics(e) for e in expr.elements]
+    if head == "System`Association":
+        return {from_mathics(r.elements[0]): from_mathics(r.elements[1]) for r in expr.elements}
+    if hasattr(expr, "value"):
+        return expr.value
+    return expr.get_name() if hasattr(expr, "get_name") else str(expr)
+
+
+def evaluate_cell(session: Any, code: str) -> tuple[Any, list[str]]:
+    session.evaluation.out.clear()
+    escaped = code.replace("\\", "\\\\").replace('"', '\\"')
+    value = from_mathics(session.evaluate(f'RKJupyter`Evaluate["{escaped}"]'))
+    return value, [str(out.text) for out in session.evaluation.out]
+
+
+def test_helper_evaluates_cells_in_mathics(mathics: Any) -> None:
+    mathics.evaluate("$Line = 1")
+    assert evaluate_cell(mathics, "1+1") == (
+        {"line": 2, "results": [{"line": 1, "text/plain": "2"}]}, [])
+    value, _ = evaluate_cell(mathics, "x = 5;\ny = x^2\n\ny/3")
+    assert value == {"line": 3, "results": [{"line": 2, "text/plain": "25 / 3",
+                                             "text/latex": "$$\\frac{25}{3}$$"}]}
+    assert from_mathics(mathics.evaluate("{Out[2] == 25/3, $Line}")) == [True, 3]
+    value, said = evaluate_cell(mathics, 'Print["hi"]; 1/0')
+    assert said[0] == "hi" and "Infinite expression" in said[1]
+    assert value["line"] == 4 and value["results"][0]["text/plain"] == "ComplexInfinity"
+    assert evaluate_cell(mathics, 'Print["only"]') == ({"line": 5, "results": []}, ["only"])
+    assert evaluate_cell(mathics, "")[0] == {"line": 5, "results": []}  # takes no line
+    assert evaluate_cell(mathics, '"str"')[0]["results"][0]["text/plain"] == "str"
+    assert "text/latex" not in evaluate_cell(mathics, "{1, 2}")[0]["results"][0]
+
+
+def test_helper_reports_syntax_errors_in_mathics(mathics: Any) -> None:
+    mathics.evaluate("$Line = 10")
+    value, said = evaluate_cell(mathics, "a = 1\nf[1,")
+    # Nothing was evaluated, the line is not used, and the position is the end of the cell
+    # (Mathics3 has no SyntaxLength; a Wolfram kernel points at the error itself).
+    assert value == {"line": 10, "results": [], "syntax": 11}
+    assert len(said) == 1 and "Incomplete expression" in said[0]
+    assert from_mathics(mathics.evaluate("ValueQ[a]")) is not True
+
+
+def test_helper_graphics_completion_inspection_in_mathics(mathics: Any) -> None:
+    value, _ = evaluate_cell(mathics, "Graphics[{Disk[]}]")
+    result = value["results"][0]
+    assert result["text/plain"] == "-Graphics-" and "<svg" in result["image/svg+xml"]
+    # No front end (Mathics3 has no UsingFrontEnd and cannot export Graphics3D): a note.
+    result = evaluate_cell(mathics, "Graphics3D[{Sphere[]}]")[0]["results"][0]
+    assert result["text/plain"].startswith("-Graphics3D-\n(not drawn")
+    assert set(result) == {"line", "text/plain"}
+    assert "Plot" in from_mathics(mathics.evaluate('RKJupyter`Complete["Plo"]'))
+    assert from_mathics(mathics.evaluate('RKJupyter`Inspect["Plus"]'))["text/plain"]
+    assert from_mathics(mathics.evaluate('RKJupyter`Inspect["NoSuchSymbol123"]')) == "System`Null"
+    info = from_mathics(mathics.evaluate("RKJupyter`Info[]"))
+    assert set(info) == {"version", "versionNumber", "systemID", "processID", "line"}
+    # Nothing of the helper shadows System` or lands on $ContextPath.
+    assert "RKJupyter`" not in from_mathics(mathics.evaluate("$ContextPath"))
+    assert from_mathics(mathics.evaluate("Context[Evaluate]")) == "System`"
