@@ -44,13 +44,15 @@ def test_frames_round_trip_and_count_bytes(codec: str) -> None:
     writer, reader = FrameWriter(a, codec), FrameReader(b, codec)
     messages = [packet("TextPacket", "hello " * 50), packet("RKPing", 1),
                 {"svg": "<svg>" + "<path d='M0 0 L1 1'/>" * 200 + "</svg>"},
-                os.urandom(100_000)]
+                os.urandom(100_000),
+                # larger than brotli 1.2 hands out in one call (google/brotli#1396)
+                "".join(f"{i},{i * 0.5},row{i % 7}\n" for i in range(60_000))]
     for i, m in enumerate(messages * 3):
         sender = threading.Thread(target=writer.send, args=(i, m))
         sender.start()
         assert reader.recv(5) == (i, m)
         sender.join(5)
-    assert writer.stats.packets == reader.stats.packets == 12
+    assert writer.stats.packets == reader.stats.packets == 15
     assert writer.stats.raw_bytes == reader.stats.raw_bytes
     assert writer.stats.wire_bytes == reader.stats.wire_bytes
     if codec == "none":
@@ -58,7 +60,7 @@ def test_frames_round_trip_and_count_bytes(codec: str) -> None:
     else:
         assert writer.stats.wire_bytes < writer.stats.raw_bytes
         # the stream keeps its dictionary: the repeated SVG costs far less the second time
-        assert writer.stats.compressed_frames >= 6
+        assert writer.stats.compressed_frames >= 9
 
 
 def test_tiny_and_random_frames_bypass_compression() -> None:
