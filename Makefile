@@ -8,6 +8,7 @@ install:
 
 system-packages:
 	bash .ci/install-system-packages.sh
+	PYTHON=$(PYTHON) sh .ci/install-browser.sh
 
 demo: install
 	$(PYTHON) notebooks/run.py notebooks/quickstart.ipynb --kernel rk-local

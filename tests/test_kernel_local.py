@@ -111,8 +111,10 @@ def test_status_magic_figures_change_after_traffic(kernel) -> None:
         return next(line for line in text.splitlines() if line.startswith("received"))
 
     assert received_bytes(before["text/plain"]) != received_bytes(after["text/plain"])
-    ping = execute(kc, "%rkernel ping").displays()[0]["data"]["text/plain"]
-    assert "ms" in ping
+    ping = execute(kc, "%rkernel ping")
+    assert "ms" in ping.displays()[0]["data"]["text/plain"]
+    following = execute(kc, "1")
+    assert following.reply["execution_count"] == ping.reply["execution_count"] + 1
     bad = execute(kc, "%rkernel frobnicate")
     assert bad.reply["status"] == "error" and "usage" in bad.reply["evalue"]
 

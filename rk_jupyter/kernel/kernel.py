@@ -83,6 +83,9 @@ class WolframKernel(Kernel):
         self._allow_stdin = allow_stdin
         if is_magic(code):
             return self._magic(code, silent)
+        return self._evaluate(code, silent, allow_stdin)
+
+    def _evaluate(self, code: str, silent: bool, allow_stdin: bool) -> dict[str, Any]:
         if self.client is None:
             return self._error("EngineUnavailable",
                                f"the engine is not running: {self.start_error}")
@@ -168,6 +171,10 @@ class WolframKernel(Kernel):
         if not silent:
             self.send_response(self.iopub_socket, "display_data",
                                {"data": bundle, "metadata": {}})
+        if self.client is not None:
+            # A magic cell takes an In[n] like any other, so that Jupyter's execution
+            # count and the engine's $Line stay one and the same.
+            self._evaluate("Null", True, False)
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}
 
