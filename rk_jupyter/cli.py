@@ -1,47 +1,142 @@
-"""``rk-jupyter``: add, list and remove Wolfram Language kernelspecs."""
+"""``rk-jupyter``: add, list and remove Wolfram Language kernelspecs.
+
+    rk-jupyter add NAME --local [--engine mathics|wolfram] ...
+    rk-jupyter add NAME --host [user@]host[:port] [--engine ...] [--remote-python PATH]
+                       [--identity FILE] [--proxy-jump HOST] [--known-hosts FILE] ...
+    rk-jupyter list
+    rk-jupyter remove NAME
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+from typing import Any
 
 from . import kernelspec
+from .provisioning.ssh.target import parse_destination
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Options that only mean something for a remote host.
+_SSH_OPTIONS = ("remote_python", "identity", "proxy_jump", "known_hosts", "ssh_config",
+                "host_key_policy", "agent_deploy")
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"rk-jupyter add: {message}")
+
+
+def _existing_file(path: str, what: str) -> str:
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(full):
+        raise _fail(f"{what} {path!r} does not exist")
+    return full
+
+
+def _ssh_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The provisioner config of a remote kernelspec, from validated arguments."""
+    try:
+        dest = parse_destination(args.host)
+    except ValueError as exc:
+        raise _fail(f"--host {exc}") from None
+    config: dict[str, Any] = {"transport": "ssh", "host": dest.host}
+    if dest.user:
+        config["user"] = dest.user
+    if dest.port:
+        config["port"] = dest.port
+    if args.remote_python:
+        config["remote_python"] = args.remote_python
+    if args.identity:
+        config["identity_file"] = _existing_file(args.identity, "--identity")
+    if args.proxy_jump:
+        for hop in args.proxy_jump.split(","):
+            try:
+                parse_destination(hop)
+            except ValueError as exc:
+                raise _fail(f"--proxy-jump {exc}") from None
+        config["proxy_jump"] = args.proxy_jump
+    if args.known_hosts:
+        if args.host_key_policy == "accept-new":
+            config["known_hosts"] = os.path.abspath(os.path.expanduser(args.known_hosts))
+        else:
+            config["known_hosts"] = _existing_file(args.known_hosts, "--known-hosts")
+    if args.ssh_config:
+        config["ssh_config"] = _existing_file(args.ssh_config, "--ssh-config")
+    if args.host_key_policy:
+        config["host_key_policy"] = args.host_key_policy
+    if args.agent_deploy:
+        config["agent_deploy"] = args.agent_deploy
+    return config
+
+
+def default_display_name(name: str, local: bool, engine: str) -> str:
+    """"Wolfram Language (NAME)"; a local Mathics3 spec says so, since it is not the user's
+    Wolfram kernel but the licence-free default."""
+    if local and engine == "mathics":
+        return f"Wolfram Language (Mathics3, {name})"
+    return f"Wolfram Language ({name})"
 
 
 def _add(args: argparse.Namespace) -> int:
     if not _NAME.match(args.name):
-        raise SystemExit(
-            f"rk-jupyter add: invalid name {args.name!r}: use letters, digits, '.', '_', '-'"
-        )
-    if not args.local:
-        raise SystemExit(
-            "rk-jupyter add: say where the engine runs: --local (this machine); "
-            "remote hosts (--host) come with the ssh transport"
-        )
-    config: dict = {"transport": "local", "engine": args.engine, "compression": args.compression}
+        raise _fail(f"invalid name {args.name!r}: use letters, digits, '.', '_', '-'")
+    if args.local and args.host:
+        raise _fail("--local and --host exclude each other: the engine runs either on this "
+                    "machine or on a remote host")
+    if not args.local and not args.host:
+        raise _fail("say where the engine runs: --local (this machine) or "
+                    "--host [user@]host[:port]")
+    if args.kernel_path and args.engine != "wolfram":
+        raise _fail("--kernel-path names a WolframKernel: it needs --engine wolfram")
+    if args.local:
+        given = [f"--{o.replace('_', '-')}" for o in _SSH_OPTIONS if getattr(args, o)]
+        if given:
+            raise _fail(f"{', '.join(given)} only apply to a remote host (--host), "
+                        "not to --local")
+        config: dict[str, Any] = {"transport": "local"}
+    else:
+        config = _ssh_config(args)
+    config.update({"engine": args.engine, "compression": args.compression})
     if args.kernel_path:
         config["engine_options"] = {"kernel_path": args.kernel_path}
-    engine_label = "Mathics3" if args.engine == "mathics" else "Wolfram"
-    display = args.display_name or f"Wolfram Language ({engine_label}, {args.name})"
+    display = args.display_name or default_display_name(args.name, args.local, args.engine)
     where = kernelspec.install(args.name, display, config, user=args.user,
                                prefix=args.prefix or (sys.prefix if args.sys_prefix else None))
     print(f"installed kernelspec {kernelspec.spec_name(args.name)} ({display}) in {where}")
     return 0
 
 
+def describe_host(config: dict[str, Any]) -> str:
+    """``user@host:port via jump`` of a kernelspec config, as ``list`` shows it."""
+    if config.get("transport", "local") != "ssh":
+        return "this machine"
+    host = str(config.get("host", "?"))
+    if config.get("user"):
+        host = f"{config['user']}@{host}"
+    if config.get("port"):
+        host = f"{host}:{config['port']}"
+    if config.get("proxy_jump"):
+        host = f"{host} via {config['proxy_jump']}"
+    return host
+
+
 def _list(args: argparse.Namespace) -> int:
     rows = kernelspec.installed()
     if not rows:
-        print("no rk- kernelspecs; add one with: rk-jupyter add local --local --engine mathics")
+        print("no rk- kernelspecs; add one with: rk-jupyter add NAME --local, or "
+              "rk-jupyter add NAME --host [user@]host[:port]")
         return 0
+    table = [("NAME", "TRANSPORT", "HOST", "ENGINE", "LOCATION")]
     for row in rows:
         cfg = row["config"]
-        host = cfg.get("host") or "this machine"
-        print(f"{row['name']:<16} {cfg.get('transport', 'local'):<6} {host:<24} "
-              f"{cfg.get('engine', 'mathics'):<8} {row['resource_dir']}")
+        table.append((row["name"], cfg.get("transport", "local"), describe_host(cfg),
+                      cfg.get("engine", "mathics"), row["resource_dir"]))
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for r in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=False))
+              + "  " + r[4])
     return 0
 
 
@@ -55,15 +150,32 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rk-jupyter", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rk-jupyter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="install kernelspec rk-NAME")
     add.add_argument("name")
-    add.add_argument("--local", action="store_true", help="run the agent on this machine")
+    place = add.add_argument_group("where the engine runs (one of)")
+    place.add_argument("--local", action="store_true", help="on this machine")
+    place.add_argument("--host", metavar="[USER@]HOST[:PORT]",
+                       help="on a remote host, over SSH (HOST may be an ~/.ssh/config alias)")
     add.add_argument("--engine", choices=("mathics", "wolfram"), default="mathics")
     add.add_argument("--kernel-path", help="WolframKernel executable (engine wolfram)")
     add.add_argument("--compression", choices=("brotli", "zlib", "none"), default="brotli")
-    add.add_argument("--display-name")
+    add.add_argument("--display-name", help='default: "Wolfram Language (NAME)", or '
+                     '"Wolfram Language (Mathics3, NAME)" for --local --engine mathics')
+    ssh = add.add_argument_group("remote hosts (--host)")
+    ssh.add_argument("--remote-python", metavar="PATH",
+                     help="Python 3.10+ on the host that runs the agent (default python3)")
+    ssh.add_argument("--identity", metavar="FILE", help="private key to log in with")
+    ssh.add_argument("--proxy-jump", metavar="HOST", help="jump host(s), as ssh -J")
+    ssh.add_argument("--known-hosts", metavar="FILE",
+                     help="known_hosts file for the host key (default ~/.ssh/known_hosts)")
+    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config (default ~/.ssh/config)")
+    ssh.add_argument("--host-key-policy", choices=("strict", "accept-new"),
+                     help="strict (default): refuse unknown host keys")
+    ssh.add_argument("--agent-deploy", choices=("auto", "zipapp", "installed"),
+                     help="auto (default): use an installed rk_jupyter, else copy the agent")
     where = add.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="in the user's Jupyter data dir")
     where.add_argument("--sys-prefix", action="store_true", help="in sys.prefix (venv/conda)")

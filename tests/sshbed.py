@@ -1169,7 +1169,7 @@ class SSHBed:
         """(pid, cmdline) of the account's processes on this bed's remote, matching a regex."""
         acc = self.accounts[user or self.user]
         mine = set(self._bed_pids())
-        out = _run(["ps", "-u", str(acc.uid), "-o", "pid=,args="], check=False).stdout
+        out = _run(["ps", "-ww", "-u", str(acc.uid), "-o", "pid=,args="], check=False).stdout
         result: list[tuple[int, str]] = []
         for line in out.splitlines():
             parts = line.strip().split(None, 1)

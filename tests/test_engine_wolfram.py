@@ -1126,3 +1126,20 @@ def test_helper_graphics_completion_inspection_in_mathics(mathics: Any) -> None:
     # Nothing of the helper shadows System` or lands on $ContextPath.
     assert "RKJupyter`" not in from_mathics(mathics.evaluate("$ContextPath"))
     assert from_mathics(mathics.evaluate("Context[Evaluate]")) == "System`"
+
+
+def test_helper_package_is_written_out_when_the_agent_runs_from_its_zipapp(tmp_path) -> None:
+    """Over ssh the agent runs from a zipapp, where RKJupyter.wl is no file a kernel can Get."""
+    from rk_jupyter.provisioning.ssh.deploy import agent_zipapp
+
+    pyz = tmp_path / "agent.pyz"
+    pyz.write_bytes(agent_zipapp().data)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from rk_jupyter.agent.engines.wolfram.engine import helper_file; "
+            "print(helper_file())")
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(pyz)], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    written = Path(out)
+    assert written.parent == tmp_path / "home" / ".cache" / "rk_jupyter"
+    assert written.read_bytes() == engine.HELPER.read_bytes()

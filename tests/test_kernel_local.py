@@ -3,12 +3,18 @@ drives it: real agent process, real link, real Mathics3 engine."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
+
+from rk_jupyter import kernelspec
+from rk_jupyter.provisioning.transports import TransportError
 
 from kernel_helpers import children_of, collect, execute, shell_reply, wait_gone
 
@@ -191,3 +197,36 @@ def test_agent_death_is_seen_by_the_manager(rk_local: str) -> None:
     finally:
         kc.stop_channels()
         threading.Thread(target=km.shutdown_kernel, kwargs={"now": True}).start()
+
+
+def test_engine_failure_is_a_start_error_from_the_provisioner(jupyter_env: str, tmp_path) -> None:
+    """JupyterLab shows what start_kernel raises in its "Error Starting Kernel" dialog."""
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    kernelspec.install("nomathics", "Wolfram Language (no Mathics3)", {
+        "transport": "local", "engine": "mathics",
+        "engine_options": {"python": str(venv / "bin" / "python")},
+    }, prefix=jupyter_env)
+    km = KernelManager(kernel_name="rk-nomathics")
+    start = time.monotonic()
+    with pytest.raises(TransportError) as failure:
+        km.start_kernel()
+    assert time.monotonic() - start < 30
+    message = str(failure.value)
+    assert "Mathics3 is not installed" in " ".join(message.split())
+    fix = f"    {venv / 'bin' / 'python'} -m pip install Mathics3"
+    assert fix in message.splitlines(), "the fix is a whole line, ready to copy"
+    assert not km.has_kernel
+
+
+def test_killed_kernel_process_ends_its_engine_at_once(rk_local: str) -> None:
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    try:
+        agent = km.provisioner.transport.process.pid
+        engine = children_of(agent)
+        assert engine
+        os.kill(km.provisioner.pid, signal.SIGKILL)
+        assert wait_gone(engine, timeout=10) == []
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

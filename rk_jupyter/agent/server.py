@@ -30,7 +30,7 @@ def require_loopback(host: str) -> None:
 
 
 class Connection:
-    """One kernel-side link: channel 0 controls, channels ≥ 1 are sessions."""
+    """One kernel-side link: channel 0 controls, channels ≥ 1 are bound to sessions."""
 
     def __init__(self, link: Link, peer: str, server: AgentServer) -> None:
         self.link = link
@@ -40,7 +40,7 @@ class Connection:
         self._lock = threading.Lock()
 
     def serve(self) -> None:
-        """Read until the peer leaves or misbehaves, then end this connection's sessions."""
+        """Read until the peer leaves or misbehaves, then let go of this link's sessions."""
         try:
             while True:
                 try:
@@ -62,37 +62,80 @@ class Connection:
         finally:
             self.link.close()
             for session in list(self.sessions.values()):
-                session.close()
+                if session.unbind(self.link.send):
+                    self.server.release(session)
 
     def _control(self, expr: Any) -> None:
         name = packet_name(expr)
+        request = expr.args[0] if name and expr.args else None
         if name == "RKPing":
             self.link.send(0, packet("RKPong", *expr.args))
-        elif name == "RKOpenSession" and expr.args and isinstance(expr.args[0], dict):
-            self._open(expr.args[0])
+        elif name == "RKOpenSession" and isinstance(request, dict):
+            self._open(request)
+        elif name == "RKAttachSession" and isinstance(request, dict):
+            self._attach(request)
+        elif name == "RKCloseSession" and isinstance(request, str):
+            self.server.close_session(request)
         else:
             log.warning("%s: ignoring unexpected control message %r", self.peer, name or expr)
 
-    def _open(self, request: dict) -> None:
+    def _channel(self, request: dict) -> int | None:
         channel = request.get("channel")
-        engine = request.get("engine", "mathics")
-        options = request.get("options") or {}
         if not isinstance(channel, int) or not 0 < channel <= 0xFFFF or channel in self.sessions:
             self.link.send(0, packet("RKError", f"invalid or busy channel {channel!r}"))
+            return None
+        return channel
+
+    def _open(self, request: dict) -> None:
+        channel = self._channel(request)
+        if channel is None:
             return
-        if not isinstance(options, dict) or not isinstance(engine, str):
+        engine = request.get("engine", "mathics")
+        options = request.get("options") or {}
+        name = request.get("session") or f"{self.peer}/{channel}"
+        keep = request.get("keep", 0)
+        if not (isinstance(options, dict) and isinstance(engine, str) and isinstance(name, str)
+                and isinstance(keep, (int, float))):
             self.link.send(channel, packet("RKError", "malformed RKOpenSession"))
             return
-        log.info("%s: opening session %d (%s) for %s", self.peer, channel, engine,
-                 request.get("kernel", "?"))
-        session = Session(channel, engine, options, self.link.send, self._closed)
-        with self._lock:
-            self.sessions[channel] = session
+        try:
+            session = self.server.new_session(name, engine, options, float(keep))
+        except KeyError:
+            self.link.send(channel, packet("RKError", f"session {name!r} exists already"))
+            return
+        log.info("%s: opening session %s (%s) on channel %d", self.peer, name, engine, channel)
+        self._bind(session, channel)
         session.start()
 
-    def _closed(self, session: Session) -> None:
+    def _attach(self, request: dict) -> None:
+        channel = self._channel(request)
+        if channel is None:
+            return
+        name = request.get("session")
+        session = self.server.named.get(name) if isinstance(name, str) else None
+        if session is None or session.closed:
+            self.link.send(channel, packet(
+                "RKError", f"the agent has no session {name!r} (it ended, or its engine "
+                "failed); restart the kernel"))
+            return
+        log.info("%s: attaching session %s on channel %d", self.peer, name, channel)
+        keep = request.get("keep", 0)
+        session.keep = float(keep) if isinstance(keep, (int, float)) else 0.0
+        self._bind(session, channel)
+        if session.info is not None:
+            self.link.send(channel, packet("RKSessionReady", session.info))
+
+    def _bind(self, session: Session, channel: int) -> None:
         with self._lock:
-            self.sessions.pop(session.channel, None)
+            self.sessions[channel] = session
+        session.bind(self.link.send, channel)
+        self.server.attached(session)
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            for channel, bound in list(self.sessions.items()):
+                if bound is session:
+                    del self.sessions[channel]
 
 
 class AgentServer:
@@ -108,7 +151,61 @@ class AgentServer:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.connections: list[Connection] = []
+        self.named: dict[str, Session] = {}
+        self._expiry: dict[str, threading.Timer] = {}
+        self._lock = threading.Lock()
         self._stopped = threading.Event()
+
+    def new_session(self, name: str, engine: str, options: dict, keep: float) -> Session:
+        """A session registered under ``name``; KeyError if a live one has that name."""
+        with self._lock:
+            old = self.named.get(name)
+            if old is not None and not old.closed:
+                raise KeyError(name)
+            session = Session(name, engine, options, self._session_closed, keep)
+            self.named[name] = session
+            return session
+
+    def attached(self, session: Session) -> None:
+        with self._lock:
+            timer = self._expiry.pop(session.name, None)
+        if timer:
+            timer.cancel()
+
+    def release(self, session: Session) -> None:
+        """The session's link is gone: end it, or keep it ``keep`` seconds for an attach."""
+        if session.keep <= 0:
+            session.close()
+            return
+        log.info("session %s detached; kept %.0f s for its kernel", session.name, session.keep)
+        timer = threading.Timer(session.keep, self._expire, args=(session,))
+        timer.daemon = True
+        with self._lock:
+            self._expiry[session.name] = timer
+        timer.start()
+
+    def _expire(self, session: Session) -> None:
+        with self._lock:
+            self._expiry.pop(session.name, None)
+        if session.bound:
+            return
+        log.info("session %s: nobody attached within %.0f s", session.name, session.keep)
+        session.close()
+
+    def close_session(self, name: str) -> None:
+        session = self.named.get(name)
+        if session is not None:
+            session.close()
+
+    def _session_closed(self, session: Session) -> None:
+        with self._lock:
+            if self.named.get(session.name) is session:
+                del self.named[session.name]
+            timer = self._expiry.pop(session.name, None)
+        if timer:
+            timer.cancel()
+        for connection in list(self.connections):
+            connection.forget(session)
 
     def serve_forever(self) -> None:
         while not self._stopped.is_set():
@@ -149,5 +246,5 @@ class AgentServer:
             pass
         for connection in list(self.connections):
             connection.link.close()
-            for session in list(connection.sessions.values()):
-                session.close()
+        for session in list(self.named.values()):
+            session.close()

@@ -13,53 +13,83 @@ from ..link.expr import Function
 from ..link.frames import LinkError
 from ..link.packets import packet, packet_name
 from .engines import Engine, EngineError, create_engine
-from .engines.base import InputAborted
+from .engines.base import EngineUnsupported, InputAborted
 
 log = logging.getLogger("rk_jupyter.agent")
 
 ENGINE_START_TIMEOUT = 120.0
-_QUEUED = {"EnterTextPacket", "RKComplete", "RKInspect"}
+_QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
 _STOP = object()
 
 
 class Session:
     """Owns an engine; evaluates requests in order on its own thread.
 
-    The link's reader thread calls ``handle`` for each packet of this channel; interrupts act
-    at once, everything else queues behind the running evaluation.  ``send`` delivers packets
-    to the kernel and is given by the connection.
+    A session has a name unique in its agent and is bound to at most one (link, channel) at a
+    time: the link's reader thread calls ``handle`` for each packet of that channel;
+    interrupts act at once, everything else queues behind the running evaluation.  When its
+    link goes, a session with ``keep`` > 0 waits that long to be attached again (the
+    provisioner opens it before the kernel process exists); otherwise it ends.
     """
 
     def __init__(
         self,
-        channel: int,
+        name: str,
         engine_name: str,
         options: dict[str, Any],
-        send: Callable[[int, Function], None],
         on_closed: Callable[[Session], None],
+        keep: float = 0.0,
     ) -> None:
-        self.channel = channel
+        self.name = name
         self.engine_name = engine_name
         self.options = options
-        self._send = send
+        self.keep = keep
+        self.info: dict[str, Any] | None = None
+        self.channel = 0
+        self._send: Callable[[int, Function], None] | None = None
+        self._bind_lock = threading.Lock()
         self._on_closed = on_closed
         self._requests: queue.Queue[Any] = queue.Queue()
         self._answers: queue.Queue[str | None] = queue.Queue()
         self._waiting_input = threading.Event()
         self._closed = threading.Event()
         self.engine: Engine | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"session-{channel}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"session-{name}", daemon=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def bound(self) -> bool:
+        return self._send is not None
+
+    def bind(self, send: Callable[[int, Function], None], channel: int) -> None:
+        """Deliver this session's packets through ``send`` on ``channel`` from now on."""
+        with self._bind_lock:
+            self._send, self.channel = send, channel
+
+    def unbind(self, send: Callable[[int, Function], None]) -> bool:
+        """Forget the link whose ``send`` this is; False if the session was bound elsewhere."""
+        with self._bind_lock:
+            if self._send != send:
+                return False
+            self._send = None
+            return True
 
     def start(self) -> None:
         self._thread.start()
 
     def emit(self, pkt: Function) -> None:
+        with self._bind_lock:
+            send, channel = self._send, self.channel
+        if send is None:
+            log.info("session %s: no link; dropping %s", self.name, packet_name(pkt))
+            return
         try:
-            self._send(self.channel, pkt)
+            send(channel, pkt)
         except LinkError as exc:
-            log.info("session %d: cannot deliver %s: %s", self.channel, packet_name(pkt), exc)
+            log.info("session %s: cannot deliver %s: %s", self.name, packet_name(pkt), exc)
 
     def read_input(self, prompt: Function) -> str:
         while not self._answers.empty():
@@ -81,7 +111,7 @@ class Session:
         elif name == "TextPacket" and expr.args and isinstance(expr.args[0], str):
             self._answers.put(expr.args[0])
         elif name in ("RKInterrupt", "RKAbort"):
-            log.info("session %d: %s", self.channel, name)
+            log.info("session %s: %s", self.name, name)
             if self._waiting_input.is_set():
                 self._answers.put(None)
             if self.engine is not None:
@@ -89,7 +119,7 @@ class Session:
         elif name == "RKTerminate":
             self.close()
         else:
-            log.warning("session %d: ignoring unexpected %r", self.channel, name or expr)
+            log.warning("session %s: ignoring unexpected %r", self.name, name or expr)
 
     def close(self) -> None:
         """End the engine and the session thread; idempotent, callable from any thread."""
@@ -100,7 +130,7 @@ class Session:
         self._requests.put(_STOP)
         if self.engine is not None:
             self.engine.close()
-        log.info("session %d closed", self.channel)
+        log.info("session %s closed", self.name)
         self._on_closed(self)
 
     def _run(self) -> None:
@@ -108,16 +138,17 @@ class Session:
             self.engine = create_engine(self.engine_name, self, self.options)
             info = self.engine.start(float(self.options.get("start_timeout", ENGINE_START_TIMEOUT)))
         except EngineError as exc:
-            log.error("session %d: engine %s failed to start: %s",
-                      self.channel, self.engine_name, exc)
+            log.error("session %s: engine %s failed to start: %s",
+                      self.name, self.engine_name, exc)
             self.emit(packet("RKError", str(exc)))
             self.close()
             return
         if self._closed.is_set():
             self.engine.close()
             return
-        log.info("session %d: %s %s ready", self.channel, info.name, info.version)
-        self.emit(packet("RKSessionReady", asdict(info)))
+        log.info("session %s: %s %s ready", self.name, info.name, info.version)
+        self.info = asdict(info)
+        self.emit(packet("RKSessionReady", self.info))
         while not self._closed.is_set():
             request = self._requests.get()
             if request is _STOP:
@@ -125,7 +156,7 @@ class Session:
             try:
                 self._serve(request)
             except EngineError as exc:
-                log.error("session %d: engine died: %s", self.channel, exc)
+                log.error("session %s: engine died: %s", self.name, exc)
                 self.emit(packet("RKEngineDied", str(exc)))
                 self.close()
 
@@ -138,6 +169,11 @@ class Session:
         assert self.engine is not None
         if name == "EnterTextPacket":
             self.engine.evaluate(arg)
+        elif name == "EvaluatePacket":
+            try:
+                self.engine.evaluate_expression(arg)
+            except EngineUnsupported as exc:
+                self.emit(packet("RKError", str(exc)))
         elif name == "RKComplete":
             self.emit(packet("RKCompletions", self.engine.complete(arg)))
         elif name == "RKInspect":

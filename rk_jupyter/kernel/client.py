@@ -43,6 +43,8 @@ class Endpoint:
     codec: str = "brotli"
     engine: str = "mathics"
     engine_options: dict[str, Any] = field(default_factory=dict)
+    session: str = ""
+    attach: bool = False  # True: the session exists (the provisioner opened it); attach to it
 
 
 class AgentClient:
@@ -61,9 +63,11 @@ class AgentClient:
         self._pongs: dict[int, threading.Event] = {}
         self._ping_ids = itertools.count(1)
 
-    def open(self, timeout: float = 150.0) -> dict[str, Any]:
-        """Connect, authenticate and start the engine; return the engine's info.
+    def open(self, timeout: float = 150.0, keep: float = 0.0) -> dict[str, Any]:
+        """Connect, authenticate and attach to the endpoint's session, or start a new one
+        (named ``endpoint.session`` if set) with its engine; return the engine's info.
 
+        ``keep`` is how long the agent keeps the session when this link goes.
         Raises AgentError naming the cause (unreachable agent, wrong token, engine failure).
         """
         ep = self.endpoint
@@ -72,18 +76,14 @@ class AgentClient:
         except LinkError as exc:
             raise AgentError(str(exc)) from None
         threading.Thread(target=self._read, name="link-reader", daemon=True).start()
-        self.link.send(
-            0,
-            packet(
-                "RKOpenSession",
-                {
-                    "channel": SESSION_CHANNEL,
-                    "engine": ep.engine,
-                    "options": ep.engine_options,
-                    "kernel": self.kernel_id,
-                },
-            ),
-        )
+        request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
+        if ep.attach:
+            self.link.send(0, packet("RKAttachSession", {**request, "session": ep.session}))
+        else:
+            request.update(engine=ep.engine, options=ep.engine_options)
+            if ep.session:
+                request["session"] = ep.session
+            self.link.send(0, packet("RKOpenSession", request))
         reply = self.next_packet(timeout)
         name = packet_name(reply)
         if name == "RKSessionReady":
@@ -149,15 +149,17 @@ class AgentClient:
         self.last_rtt = time.perf_counter() - start
         return self.last_rtt
 
-    def close(self) -> None:
-        """End the session (the agent ends its engine) and the link; idempotent."""
+    def close(self, end_session: bool = True) -> None:
+        """Close the link, ending the session (and its engine) unless ``end_session`` is
+        False, in which case the agent keeps it as long as it was opened to; idempotent."""
         if self.link is None:
             return
         link, self.link = self.link, None
-        try:
-            link.send(SESSION_CHANNEL, packet("RKTerminate"))
-        except LinkError:
-            pass
+        if end_session:
+            try:
+                link.send(SESSION_CHANNEL, packet("RKTerminate"))
+            except LinkError:
+                pass
         link.close()
 
     def _read(self) -> None:

@@ -33,6 +33,8 @@ def endpoint_from_environment() -> Endpoint:
         codec=env.get("RK_COMPRESSION", "brotli"),
         engine=env.get("RK_ENGINE", "mathics"),
         engine_options=json.loads(env.get("RK_ENGINE_OPTIONS", "{}")),
+        session=env.get("RK_SESSION", ""),
+        attach=bool(env.get("RK_SESSION")),
     )
 
 

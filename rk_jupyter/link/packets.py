@@ -8,14 +8,23 @@ front end would format itself, rk_jupyter's dialect carries what Jupyter needs i
 packet                  direction              arguments in rk_jupyter's dialect
 ======================  =====================  ===================================================
 EnterTextPacket         kernel → agent         cell text (str)
-EvaluatePacket          kernel → agent         an expression, evaluated without In/Out bookkeeping
+EvaluatePacket          kernel → agent         code (str), evaluated like ``ToExpression[code]``:
+                                               no In/Out, $Line, $Pre or $Post.  Answered by
+                                               live TextPacket/MessagePacket (SyntaxPacket on a
+                                               syntax error: nothing is evaluated), then exactly
+                                               one ReturnPacket(value) and nothing else (no
+                                               OutputNamePacket, no InputNamePacket); or by
+                                               RKError[text] alone if the engine has no support
 TextPacket              both                   agent → kernel: Print output; kernel → agent: the
                                                answer to an InputPacket/InputStringPacket
 MessagePacket           agent → kernel         symbol (str), tag (str), formatted message (str)
 SyntaxPacket            agent → kernel         1-based character position of the syntax error
-InputNamePacket         agent → kernel         "In[n]:= "; ends every evaluation
+InputNamePacket         agent → kernel         "In[n]:= "; ends every EnterTextPacket
 OutputNamePacket        agent → kernel         "Out[n]= "; precedes a ReturnPacket
-ReturnPacket            agent → kernel         MIME bundle (dict str → str), or Symbol("$Aborted")
+ReturnPacket            agent → kernel         for EnterTextPacket: MIME bundle (dict str → str);
+                                               for EvaluatePacket: the value (see below), or
+                                               $Failed after a syntax error; Symbol("$Aborted")
+                                               when interrupted
 ReturnTextPacket        agent → kernel         OutputForm text (engines that have no MIME bundle)
 InputPacket             agent → kernel         prompt of ``Input[]``
 InputStringPacket       agent → kernel         prompt of ``InputString[]``
@@ -25,10 +34,27 @@ MenuPacket              agent → kernel         (code, title) of an interrupt m
 Control messages (not WSTP packets; WSTP sends these out of band as ``WSPutMessage``):
 
 ``RKInterrupt[]``/``RKAbort[]``/``RKTerminate[]`` (kernel → agent) stop an evaluation or end the
-session; ``RKPing[t]`` is answered by ``RKPong[t]``; ``RKOpenSession[opts]`` is answered by
-``RKSessionReady[info]`` or ``RKError[text]``; ``RKComplete[prefix]`` by ``RKCompletions[list]``;
+session; ``RKPing[t]`` is answered by ``RKPong[t]``.  On channel 0,
+``RKOpenSession[<|"channel", "engine", "options", "session", "keep"|>]`` starts a named
+session with its own engine and binds it to that channel; ``RKAttachSession[<|"channel",
+"session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
+kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
+kernel attaches to it); both are answered on the channel by ``RKSessionReady[info]`` or
+``RKError[text]``; ``keep`` is how many seconds a session outlives its link waiting to be
+attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
+``RKComplete[prefix]`` is answered by ``RKCompletions[list]``;
 ``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
 engine ended on its own.
+
+The value an EvaluatePacket returns is the last expression's result in the Python values of the
+WXF mapping (``rk_jupyter.link.wxf``): Integer → int, machine Real → float, arbitrary-precision
+Real → Decimal, machine Complex → complex, String → str, ByteArray → bytes, True/False/Null →
+True/False/None, Association → dict (RuleDelayed values as ``Delayed``), a rectangular array of
+machine reals (or of machine complex numbers) → PackedArray, which the kernel side decodes as a
+numpy array when numpy is importable, any other List → list (so integer lists stay lists),
+other symbols → Symbol (System symbols without their context: ``Symbol("Pi")``, but
+``Symbol("Global`x")``), anything else → ``Function(head, *args)`` (``Rational[1, 3]``,
+``Complex[1, 2]``, ``Graphics[...]``).
 """
 
 from __future__ import annotations
@@ -75,6 +101,8 @@ CONTROL_NAMES = frozenset(
         "RKPing",
         "RKPong",
         "RKOpenSession",
+        "RKAttachSession",
+        "RKCloseSession",
         "RKSessionReady",
         "RKError",
         "RKComplete",

@@ -18,6 +18,10 @@ class EngineError(Exception):
     """A failure that the user must see verbatim: its text names the cause and the fix."""
 
 
+class EngineUnsupported(EngineError):
+    """The engine cannot serve this kind of request; the engine itself stays usable."""
+
+
 class InputAborted(Exception):
     """Raised by ``EngineHost.read_input`` when the evaluation was aborted while it waited."""
 
@@ -68,6 +72,22 @@ class Engine(ABC):
         for the next line.  Returns once InputNamePacket was emitted.  Raises EngineError if
         the engine died (the session then reports RKEngineDied).
         """
+
+    def evaluate_expression(self, code: str) -> None:
+        """Evaluate text for its value, as ``EvaluatePacket[ToExpression[code]]`` would.
+
+        For front ends that want the result as data (``%%rkernel -o var``): no In/Out, $Line,
+        $Pre or $Post.  Emits, live and in order: TextPacket for Print, MessagePacket for
+        messages, SyntaxPacket on a syntax error (nothing is evaluated), then exactly one
+        ReturnPacket with the value as WXF-able Python values (the rule is in
+        ``rk_jupyter.link.packets``), $Failed after a syntax error, $Aborted when interrupted;
+        nothing after it.  Raises EngineError if the engine died, and EngineUnsupported (the
+        default) if the engine cannot do this.
+        """
+        raise EngineUnsupported(
+            f"evaluating for a value (EvaluatePacket) is not supported by the "
+            f"{type(self).__name__} engine"
+        )
 
     @abstractmethod
     def complete(self, prefix: str) -> list[str]:

@@ -16,11 +16,13 @@ Graphics3D has no SVG there and stays "-Graphics3D-"); results with math in them
 compound expressions, rationals, complex numbers) add "$$...$$" text/latex, while strings,
 numbers, symbols and lists of those stay text only (see ``mathics_worker.wants_tex``).
 Print and messages arrive live; Input[]/InputString[] ask the front end via
-``EngineHost.read_input``.
+``EngineHost.read_input``.  Expressions (EvaluatePacket) are evaluated outside In/Out, and their
+values travel from the worker as JSON trees that ``from_tagged`` turns into WXF Python values.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import queue
@@ -30,9 +32,12 @@ import sys
 import threading
 import time
 from collections import deque
+from decimal import Decimal
 from typing import IO, Any
 
+from ...link.expr import Function, Symbol
 from ...link.packets import ABORTED, packet
+from ...link.wxf import Delayed, NumericArray
 from .base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
 from .mathics_worker import HEADER, decode_payload, encode_frame
 
@@ -41,10 +46,19 @@ log = logging.getLogger(__name__)
 _WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathics_worker.py")
 # Run the worker by path: the chosen interpreter need not have rk_jupyter installed.
 _BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+# In the zipapp deployed by the ssh transport the worker is not a file of its own: then the
+# archive goes on sys.path and the worker runs as a module from it.
+_ARCHIVE = getattr(__loader__, "archive", None)  # set by zipimport
+_ZIP_BOOTSTRAP = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module("
+    "'rk_jupyter.agent.engines.mathics_worker', run_name='__main__', alter_sys=True)"
+)
+_WORKER_ARGV = ["-c", _ZIP_BOOTSTRAP, _ARCHIVE] if _ARCHIVE else ["-c", _BOOTSTRAP, _WORKER_PATH]
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
 _IDLE, _STARTING, _RUNNING, _CLOSED = "idle", "starting", "running", "closed"
 _POLL = 1.0  # how often a wait on the worker checks that it is still alive
 _STDERR_LINES = 50
+_FAILED = Symbol("$Failed")
 
 
 class MathicsEngine(Engine):
@@ -75,7 +89,7 @@ class MathicsEngine(Engine):
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:
                 self._proc = subprocess.Popen(
-                    [self.python, "-c", _BOOTSTRAP, _WORKER_PATH],
+                    [self.python, *_WORKER_ARGV],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -109,11 +123,11 @@ class MathicsEngine(Engine):
             if event.get("missing"):
                 raise EngineError(
                     f"Mathics3 is not installed for the Python interpreter {self.python} "
-                    f"({error}); install it with: {self.python} -m pip install Mathics3"
+                    f"({error}); install it with:\n    {self.python} -m pip install Mathics3"
                 )
             raise EngineError(
-                f"Mathics3 cannot be imported by {self.python}: {error}; reinstall it with: "
-                f"{self.python} -m pip install --force-reinstall Mathics3{self._tail()}"
+                f"Mathics3 cannot be imported by {self.python}: {error}; reinstall it with:\n"
+                f"    {self.python} -m pip install --force-reinstall Mathics3{self._tail()}"
             )
         if event.get("ev") != "ready":
             self.close()
@@ -159,15 +173,31 @@ class MathicsEngine(Engine):
     # -- requests -------------------------------------------------------------------------
 
     def evaluate(self, code: str) -> None:
+        self._run("eval", code)
+
+    def evaluate_expression(self, code: str) -> None:
+        self._run("expr", code)
+
+    def _run(self, op: str, code: str) -> None:
+        """Send an eval/expr request; turn the worker's events into packets until it is done."""
         with self._lock:
             if self._closed:
                 raise EngineError("the Mathics3 engine was closed")
             self._state = _STARTING
             self._pending_interrupt = False
         try:
-            self._send({"op": "eval", "code": code})
-            while not self._dispatch(self._next_event(None)):
-                pass
+            self._send({"op": op, "code": code})
+            returned = False
+            while True:
+                event = self._next_event(None)
+                assert event is not None  # no deadline: _next_event waits or raises
+                if event.get("ev") == "done":
+                    break
+                returned = self._dispatch(event) or returned
+            if op == "eval":
+                self.host.emit(packet("InputNamePacket", f"In[{event.get('next')}]:= "))
+            elif not returned:  # the worker failed (its message says why): still one answer
+                self.host.emit(packet("ReturnPacket", _FAILED))
         except BaseException:
             with self._lock:
                 if self._state != _CLOSED:
@@ -193,9 +223,8 @@ class MathicsEngine(Engine):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _dispatch(self, event: dict[str, Any] | None) -> bool:
-        """Turn one worker event of a cell into packets; True once the cell is done."""
-        assert event is not None  # no deadline: _next_event waits or raises
+    def _dispatch(self, event: dict[str, Any]) -> bool:
+        """Turn one worker event of a request into packets; True if it was the ReturnPacket."""
         kind = event.get("ev")
         emit = self.host.emit
         if kind == "print":
@@ -213,8 +242,16 @@ class MathicsEngine(Engine):
             else:
                 emit(packet("OutputNamePacket", f"Out[{event.get('line')}]= "))
                 emit(packet("ReturnPacket", dict(event.get("bundle") or {})))
-        elif kind == "done":
-            emit(packet("InputNamePacket", f"In[{event.get('next')}]:= "))
+            return True
+        elif kind == "value":
+            try:
+                value = from_tagged(event.get("value"))
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("Mathics3 worker sent a malformed value: %r", exc)
+                emit(packet("MessagePacket", "EvaluatePacket", "value",
+                            f"the engine sent a malformed value ({exc})"))
+                value = _FAILED
+            emit(packet("ReturnPacket", value))
             return True
         return False
 
@@ -395,3 +432,46 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def from_tagged(node: Any) -> Any:
+    """The WXF Python value of a worker's ``value`` tree (format: ``mathics_worker``)."""
+    if isinstance(node, list):
+        return [from_tagged(item) for item in node]
+    if not isinstance(node, dict):
+        return node  # None, True, False, int, float, str
+    if "symbol" in node:
+        return Symbol(str(node["symbol"]))
+    if "head" in node:
+        return Function(from_tagged(node["head"]), *(from_tagged(a) for a in node["args"]))
+    if "assoc" in node:
+        return {
+            _dict_key(from_tagged(key)): Delayed(from_tagged(value)) if delayed
+            else from_tagged(value)
+            for key, value, delayed in node["assoc"]
+        }
+    if "array" in node:
+        data = base64.b64decode(node["data"], validate=True)
+        return NumericArray(str(node["array"]), node["dims"], data, packed=True)
+    if "int" in node:
+        return int(node["int"], 16)
+    if "decimal" in node:
+        return Decimal(str(node["decimal"]))
+    if "complex" in node:
+        real, imag = node["complex"]
+        return complex(real, imag)
+    if "bytes" in node:
+        return base64.b64decode(node["bytes"], validate=True)
+    raise ValueError(f"unknown value tag in {sorted(node)}")
+
+
+def _dict_key(key: Any) -> Any:
+    """A hashable stand-in for an association key, as WXF decoding makes: list → tuple,
+    association → ``Association[Rule[k, v], ...]``."""
+    if isinstance(key, list):
+        return tuple(_dict_key(item) for item in key)
+    if isinstance(key, dict):
+        rule = Symbol("Rule")
+        return Function(Symbol("Association"),
+                        *(Function(rule, k, _dict_key(v)) for k, v in key.items()))
+    return key

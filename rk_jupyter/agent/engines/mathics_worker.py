@@ -12,15 +12,26 @@ each a 4-byte big-endian length and a UTF-8 JSON object.  Stray output cannot co
 worker moves the protocol to private descriptors at once and points fd 0 at /dev/null and fd 1
 (and ``sys.stdout``) at stderr.
 
-Agent → worker: ``{"op": "eval", "code"}``, ``{"op": "complete", "id", "prefix"}``,
+Agent → worker: ``{"op": "eval", "code"}``, ``{"op": "expr", "code"}`` (evaluate for the value,
+outside In/Out: EvaluatePacket), ``{"op": "complete", "id", "prefix"}``,
 ``{"op": "inspect", "id", "name"}``, ``{"op": "input", "id", "text"}`` (answer to an input
 request; ``text`` null means the input was aborted).
 
 Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error}`` once at start;
 per cell ``started``, then any of ``print {text}``, ``message {symbol, tag, text}``,
 ``syntax {pos}``, ``input {id, kind, prompt}``, then ``result {line, bundle}`` or
-``result {aborted: true}`` (none when the result is Null), and last ``done {next}``;
-``reply {id, value}`` answers complete/inspect.
+``result {aborted: true}`` (none when the result is Null), and last ``done {next}``; an
+``expr`` request is answered the same way, except that ``value {value}`` replaces
+``result {line, bundle}`` and comes unless aborted, also for Null and (as $Failed) after a
+syntax error; ``reply {id, value}`` answers complete/inspect.
+
+Values (``value {value}``) are JSON trees that ``MathicsEngine`` turns into the Python values of
+the WXF mapping: null, true, false, strings, arrays (List) and integers below 2^63 stand for
+themselves and a JSON float for a machine Real; the rest are tagged objects: ``{"int": hex}``,
+``{"decimal": digits}`` (arbitrary-precision Real), ``{"complex": [re, im]}`` (machine
+Complex), ``{"bytes": base64}``, ``{"symbol": name}`` (System` context dropped),
+``{"assoc": [[key, value, delayed], ...]}``, ``{"array": type, "dims", "data": base64}`` (a
+packed array, little-endian) and ``{"head": head, "args": [...]}`` for any other expression.
 
 Interrupts: SIGINT is blocked except while a cell evaluates (between ``started`` and the
 result), and a signal left pending from an earlier cell is discarded before ``started``; the
@@ -30,6 +41,7 @@ or the next cell, and frames are written with SIGINT deferred so none is cut in 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -40,6 +52,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct(">I")
@@ -55,6 +68,11 @@ _TEXT_FORMS = frozenset(
     for name in ("FullForm", "InputForm", "OutputForm", "TeXForm", "MathMLForm", "PythonForm")
 )
 _TEX_MAX = 20_000
+# Values nested deeper than this are refused: the link's WXF decoder stops at 512 levels.
+_VALUE_MAX_DEPTH = 400
+_JSON_INT = 1 << 63  # larger integers travel as hex text (JSON text has a digit limit)
+_CONSTANTS = {"System`True": True, "System`False": False, "System`Null": None}
+_RULES = frozenset(("System`Rule", "System`RuleDelayed"))
 _SYMBOL_NAME = re.compile(r"^`?[$A-Za-z][$A-Za-z0-9]*(`[$A-Za-z][$A-Za-z0-9]*)*$")
 
 
@@ -165,8 +183,9 @@ class Worker:
         """Answer requests until the agent closes our stdin."""
         while (request := self.channel.recv()) is not None:
             op = request.get("op")
-            if op == "eval":
-                self.run_cell(str(request.get("code", "")))
+            if op in ("eval", "expr"):
+                evaluate = self.evaluate_cell if op == "eval" else self.evaluate_expression
+                self.run_cell(str(request.get("code", "")), evaluate)
             elif op in ("complete", "inspect"):
                 try:
                     if op == "complete":
@@ -181,8 +200,11 @@ class Worker:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def run_cell(self, code: str) -> None:
-        """Evaluate one cell with SIGINT open, then report its result and the next line."""
+    def run_cell(
+        self, code: str, evaluate: Callable[[str], dict[str, Any] | None]
+    ) -> None:
+        """Evaluate one request (``evaluate_cell`` or ``evaluate_expression``) with SIGINT open,
+        then report its result and the next line."""
         _drain_sigint()
         self.channel.send({"ev": "started"})
         outcome: dict[str, Any] | None = {"ev": "result", "aborted": True}
@@ -191,7 +213,7 @@ class Worker:
         try:
             self.interruptible = True
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGINT)
-            outcome = self.evaluate_cell(code)
+            outcome = evaluate(code)
         except KeyboardInterrupt:
             self.interruptible = False
         except Exception as exc:
@@ -244,6 +266,65 @@ class Worker:
         if value is None:
             return None
         return {"ev": "result", "line": line, "bundle": self.bundle(value)}
+
+    def evaluate_expression(self, code: str) -> dict[str, Any]:
+        """The value of the text's last top-level expression, as ``ToExpression`` gives it.
+
+        Outside the main loop, like EvaluatePacket: no In/Out, $Line, $Pre or $Post.  A syntax
+        error evaluates nothing and gives $Failed, as does a value too deep for the link.
+        """
+        from mathics.core.expression import Expression
+        from mathics.core.interrupt import (
+            AbortInterrupt,
+            BreakInterrupt,
+            ContinueInterrupt,
+            ReturnInterrupt,
+            TimeoutInterrupt,
+            WLThrowInterrupt,
+        )
+        from mathics.core.parser.feed import MathicsMultiLineFeeder
+        from mathics.core.symbols import Symbol, SymbolNull
+        from mathics.core.systemsymbols import SymbolHold, SymbolThrow
+        from mathics_scanner.location import ContainerKind
+
+        failed = {"ev": "value", "value": {"symbol": "$Failed"}}
+        self.reset_evaluation()
+        if not self.syntax_ok(code):
+            return failed
+        feeder = MathicsMultiLineFeeder(code, "", ContainerKind.STRING)
+        value = SymbolNull
+        while not feeder.empty():
+            expr, _ = self.parse(feeder, "the input")
+            if expr is None:
+                continue
+            # What Evaluation.evaluate does around an evaluation, minus the In/Out history.
+            self.evaluation.start_time = time.time()
+            self.evaluation.iteration_count = 0
+            self.evaluation.timeout = False
+            try:
+                value = expr.evaluate(self.evaluation)
+            except (AbortInterrupt, TimeoutInterrupt):
+                return {"ev": "result", "aborted": True}
+            except ReturnInterrupt as exc:
+                value = exc.expr
+            except WLThrowInterrupt as exc:
+                thrown = Expression(SymbolThrow, exc.value, *([exc.tag] if exc.tag else []))
+                self.evaluation.message("Throw", "nocatch", thrown)
+                value = Expression(SymbolHold, thrown)
+            except (BreakInterrupt, ContinueInterrupt) as exc:
+                name = "Break" if isinstance(exc, BreakInterrupt) else "Continue"
+                self.evaluation.message(name, "nofdw")
+                value = Expression(SymbolHold, Expression(Symbol(f"System`{name}")))
+            finally:
+                self.reset_evaluation()
+        try:
+            return {"ev": "value", "value": tagged(value)}
+        except ValueTooDeep:
+            text = f"the value is nested more than {_VALUE_MAX_DEPTH} levels deep"
+            self.channel.send(
+                {"ev": "message", "symbol": "EvaluatePacket", "tag": "depth", "text": text}
+            )
+            return failed
 
     def syntax_ok(self, code: str) -> bool:
         """Parse the whole cell without evaluating; report the first syntax error if any."""
@@ -432,6 +513,111 @@ def wants_tex(value: Any) -> bool:
         stack.append(expr.get_head())
         stack.extend(expr.elements)
     return math
+
+
+class ValueTooDeep(ValueError):
+    """A value nested deeper than the link carries."""
+
+
+def tagged(value: Any) -> Any:
+    """A Mathics3 expression as the JSON tree of a ``value`` event (see the protocol above)."""
+    from mathics.core.atoms import (
+        ByteArray,
+        Complex,
+        Integer,
+        MachineReal,
+        PrecisionReal,
+        Rational,
+        String,
+    )
+    from mathics.core.list import ListExpression
+    from mathics.core.symbols import Atom, Symbol
+
+    def convert(expr: Any, depth: int) -> Any:
+        if depth > _VALUE_MAX_DEPTH:
+            raise ValueTooDeep()
+        if isinstance(expr, String):
+            return expr.value
+        if isinstance(expr, Integer):
+            return _json_int(expr.value)
+        if isinstance(expr, MachineReal):
+            return expr.value
+        if isinstance(expr, PrecisionReal):
+            return {"decimal": str(expr.value)}
+        if isinstance(expr, Symbol):
+            name = expr.get_name()
+            if name in _CONSTANTS:
+                return _CONSTANTS[name]
+            return {"symbol": name.removeprefix("System`")}
+        if isinstance(expr, Complex):
+            if isinstance(expr.real, MachineReal) and isinstance(expr.imag, MachineReal):
+                return {"complex": [expr.real.value, expr.imag.value]}
+            parts = [convert(expr.real, depth + 1), convert(expr.imag, depth + 1)]
+            return {"head": {"symbol": "Complex"}, "args": parts}
+        if isinstance(expr, Rational):
+            ratio = expr.value
+            return {"head": {"symbol": "Rational"},
+                    "args": [_json_int(int(ratio.p)), _json_int(int(ratio.q))]}
+        if isinstance(expr, ByteArray):
+            return {"bytes": base64.b64encode(bytes(expr.value)).decode("ascii")}
+        if isinstance(expr, Atom):  # no Python counterpart: its head and its text
+            return {"head": convert(expr.get_head(), depth + 1), "args": [str(expr)]}
+        if isinstance(expr, ListExpression):
+            array = _machine_array(expr)
+            if array is not None:
+                return array
+            return [convert(element, depth + 1) for element in expr.elements]
+        elements = expr.elements
+        if expr.get_head_name() == "System`Association" and all(
+            rule.get_head_name() in _RULES and len(rule.elements) == 2 for rule in elements
+        ):
+            return {"assoc": [
+                [convert(rule.elements[0], depth + 1), convert(rule.elements[1], depth + 1),
+                 rule.get_head_name() == "System`RuleDelayed"]
+                for rule in elements
+            ]}
+        return {"head": convert(expr.get_head(), depth + 1),
+                "args": [convert(element, depth + 1) for element in elements]}
+
+    return convert(value, 0)
+
+
+def _json_int(n: int) -> Any:
+    return n if -_JSON_INT <= n < _JSON_INT else {"int": hex(n)}
+
+
+def _machine_array(expr: Any) -> dict[str, Any] | None:
+    """A rectangular List of machine reals (or of machine complex numbers) as a packed array,
+    which is what ``N[...]`` gives; None for any other List."""
+    from mathics.core.atoms import Complex, MachineReal
+    from mathics.core.list import ListExpression
+
+    dims: list[int] = []
+    probe = expr
+    while isinstance(probe, ListExpression):
+        if not probe.elements:
+            return None
+        dims.append(len(probe.elements))
+        probe = probe.elements[0]
+    level = [expr]
+    for size in dims:
+        if any(not isinstance(row, ListExpression) or len(row.elements) != size
+               for row in level):
+            return None
+        level = [element for row in level for element in row.elements]
+    if all(isinstance(x, MachineReal) for x in level):
+        kind, values = "Real64", [x.value for x in level]
+    elif all(
+        isinstance(x, Complex)
+        and isinstance(x.real, MachineReal)
+        and isinstance(x.imag, MachineReal)
+        for x in level
+    ):
+        kind, values = "ComplexReal64", [v for x in level for v in (x.real.value, x.imag.value)]
+    else:
+        return None
+    data = struct.pack(f"<{len(values)}d", *values)
+    return {"array": kind, "dims": dims, "data": base64.b64encode(data).decode("ascii")}
 
 
 def _pipe_output(channel: Channel) -> Any:

@@ -16,11 +16,16 @@ class TransportError(RuntimeError):
 
 @dataclass
 class AgentEndpoint:
-    """Where the kernel process finds the agent, seen from this machine."""
+    """Where the kernel process finds the agent, seen from this machine.
+
+    ``token`` is set when the agent is shared by several launches (ssh) and so has a token
+    of its own, which the kernel must use instead of the launch's.
+    """
 
     host: str
     port: int
     description: str
+    token: bytes | None = None
 
 
 class Transport(ABC):

@@ -17,8 +17,10 @@ start: EvaluatePacket[RKJupyter`Evaluate["cell text"]].
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pkgutil
 import queue
 import re
 import shlex
@@ -39,6 +41,7 @@ from .session import Call, Cell, Conversation, Escalation, Event, converse, star
 log = logging.getLogger(__name__)
 
 HELPER = Path(__file__).resolve().parents[2] / "wl" / "RKJupyter.wl"
+HELPER_RESOURCE = ("rk_jupyter.agent", "wl/RKJupyter.wl")
 DEFAULT_PROTOCOL = "SharedMemory"
 REQUEST_TIMEOUT = 30.0
 _MIN_POLL, _MAX_POLL = 0.001, 0.05  # reader's WSReady polling, backing off while idle
@@ -47,6 +50,30 @@ _OUTPUT_LINES = 100
 # A symbol name or its beginning: letters, digits, $ and context marks (no pattern syntax).
 _SYMBOLISH = re.compile(r"(?:[$`]|[^\W_])+")
 
+
+
+def helper_file() -> Path:
+    """The helper package as a file the kernel can ``Get``.
+
+    Inside the agent's zipapp (ssh deploy) it is no file of its own: it is then written once,
+    by content, next to the zipapp's cache."""
+    if HELPER.is_file():
+        return HELPER
+    try:
+        data = pkgutil.get_data(*HELPER_RESOURCE)
+    except OSError:
+        data = None
+    if not data:
+        raise EngineError(f"rk_jupyter's helper package is missing: {HELPER}; reinstall "
+                          "rk_jupyter on this host")
+    target = (Path.home() / ".cache" / "rk_jupyter"
+              / f"RKJupyter-{hashlib.sha256(data).hexdigest()[:16]}.wl")
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        partial.replace(target)
+    return target
 
 class WolframEngine(Engine):
     """A Wolfram kernel.  Options: ``kernel_path`` (executable or installation directory),
@@ -77,9 +104,7 @@ class WolframEngine(Engine):
         deadline = time.monotonic() + timeout
         if self._closed or self._proc is not None:
             raise EngineError("the Wolfram engine was already started or closed")
-        if not HELPER.is_file():
-            raise EngineError(f"rk_jupyter's helper package is missing: {HELPER}; reinstall "
-                              "rk_jupyter on this host")
+        helper = helper_file()
         inst = discovery.locate(self.options.get("kernel_path"))
         self.installation = inst
         library = wstp.load(inst.library, inst.api)
@@ -116,7 +141,7 @@ class WolframEngine(Engine):
                         max(1.0, deadline - time.monotonic()))
             try:
                 self._run(call, Function(Symbol("CompoundExpression"),
-                                         Function(Symbol("Get"), str(HELPER)),
+                                         Function(Symbol("Get"), str(helper)),
                                          Function(Symbol("RKJupyter`Info"))))
             except EngineError:
                 if call.died is None:
@@ -132,9 +157,9 @@ class WolframEngine(Engine):
             said = "\n".join(call.output) or "nothing"
             if call.aborted:
                 raise EngineError(f"the Wolfram kernel {inst.kernel} did not finish starting "
-                                  f"(loading {HELPER}) within {timeout:g} s; it said: {said}")
+                                  f"(loading {helper}) within {timeout:g} s; it said: {said}")
             raise EngineError(f"the Wolfram kernel {inst.kernel} could not load rk_jupyter's "
-                              f"helper {HELPER}: it answered {info!r}; it said: {said}")
+                              f"helper {helper}: it answered {info!r}; it said: {said}")
         return EngineInfo(
             name="Wolfram",
             version=str(info.get("version", "")),

@@ -1,0 +1,269 @@
+"""Benchmark the ssh transport against the real OpenSSH test bed (tests/sshbed.py).
+
+Run as ``python benchmarks/bench_ssh.py`` (root: the bed makes accounts and a namespace).
+All figures come from the same run; exit status is 0 whenever it ran (goals are reported).
+
+1. Time to first result, cold (new SSH connection + agent, copied over SFTP, + engine) and warm
+   (a second kernel on the same host: connection and agent reused), split into SSH connect,
+   agent start (incl. deploy), link (handshake through the forward), engine start and the
+   first cell.  Measured as the kernel process does it (AgentClient on the lease), so that the
+   Jupyter kernel process's own start-up, the same for every transport, is not counted; the
+   same two starts through KernelManager are shown end to end.  Goal: warm ≤ engine start +
+   0.3 s.
+2. Execute round trip of ``1`` through the shaping proxy at 50 ms RTT, against the same on the
+   direct path (evaluation plus local overhead).  Goal: ≤ RTT + evaluation + 5 ms, i.e. one
+   network round trip per cell.
+3. A 5 MB text result over a 2 Mbit/s link (50 ms RTT) with each link codec.  Goal: brotli
+   ≤ 0.33 × none; zlib is shown for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from rk_jupyter.kernel.client import AgentClient, Endpoint, LinkDown  # noqa: E402
+from rk_jupyter.link.connection import Link  # noqa: E402
+from rk_jupyter.link.packets import packet, packet_name  # noqa: E402
+from rk_jupyter.provisioning.ssh.pool import ConnectionPool, ConnectOptions, Lease  # noqa: E402
+from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings  # noqa: E402
+from rk_jupyter.provisioning.ssh.target import SSHTarget, resolve_target  # noqa: E402
+
+from sshbed import SSHBed  # noqa: E402
+
+RTT_MS = 50.0
+RATE_BPS = 2_000_000
+BIG_MB = 5.0
+# ~14 KB of numbers, repeated: cheap in Mathics3 (a Table of strings takes seconds there).
+BIG_SETUP = 'big = StringRepeat[ToString[Range[2500]] <> "\\n", {repeats}];'
+CELL_TIMEOUT = 180.0
+
+
+def target_for(bed: SSHBed, host: str, port: int) -> SSHTarget:
+    return resolve_target(host, port=port, user=bed.user, identity_file=bed.key_file,
+                          known_hosts=bed.known_hosts)
+
+
+def options(bed: SSHBed, log_dir: str, deploy: str = "auto") -> ConnectOptions:
+    return ConnectOptions(agent=AgentSettings(python=bed.remote_python, deploy=deploy),
+                          log_dir=log_dir)
+
+
+def open_client(lease: Lease, codec: str = "brotli") -> tuple[AgentClient, float, float]:
+    """A session on the lease's agent: (client, link seconds, engine start seconds).
+
+    The link alone (TCP through the forward + handshake) is timed on a throwaway link first;
+    the engine start is the rest of the session's opening.
+    """
+    started = time.perf_counter()
+    Link.connect("127.0.0.1", lease.port, lease.token, codec, timeout=15.0).close()
+    link = time.perf_counter() - started
+    client = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, codec=codec))
+    started = time.perf_counter()
+    client.open(CELL_TIMEOUT)
+    return client, link, time.perf_counter() - started - link
+
+
+def cell(client: AgentClient, code: str) -> tuple[float, Any]:
+    """One cell's round trip (send → In[] of the next line) and its result bundle."""
+    started = time.perf_counter()
+    client.send(packet("EnterTextPacket", code))
+    result = None
+    while True:
+        reply = client.next_packet(CELL_TIMEOUT)
+        name = packet_name(reply)
+        if reply is None or isinstance(reply, LinkDown) or name == "RKEngineDied":
+            raise RuntimeError(f"cell {code!r} failed: {reply!r}")
+        if name == "ReturnPacket":
+            result = reply.args[0] if reply.args else None
+        if name == "InputNamePacket":
+            return time.perf_counter() - started, result
+
+
+# -- 1. cold and warm starts ------------------------------------------------------------------
+
+
+def first_result(pool: ConnectionPool, target: SSHTarget, opts: ConnectOptions) -> dict:
+    started = time.perf_counter()
+    lease = pool.acquire(target, opts)
+    acquired = time.perf_counter() - started
+    client, link, engine = open_client(lease)
+    first, _ = cell(client, "1")
+    total = acquired + link + engine + first
+    return {"lease": lease, "client": client, "connect": lease.timings["connect"],
+            "agent": lease.timings["agent"], "link": link, "engine": engine, "first": first,
+            "total": total}
+
+
+def bench_starts(bed: SSHBed, log_dir: str) -> list[str]:
+    bed.run_remote("rm -rf ~/.cache/rk_jupyter")
+    pool = ConnectionPool()
+    target = target_for(bed, bed.host, bed.port)
+    opts = options(bed, log_dir, deploy="zipapp")
+    cold = first_result(pool, target, opts)
+    warm = first_result(pool, target, opts)
+    for run in (warm, cold):
+        run["client"].close()
+        pool.release(run["lease"])
+    km_cold, km_warm = kernel_manager_starts(bed)
+    rows = [f"{'phase':<28}{'cold':>10}{'warm':>10}"]
+    for key, label in (("connect", "SSH connect"), ("agent", "agent start (incl. deploy)"),
+                       ("link", "link through the forward"), ("engine", "engine start"),
+                       ("first", "first cell `1`"), ("total", "time to first result")):
+        rows.append(f"{label:<28}{cold[key]:>9.3f}s{warm[key]:>9.3f}s")
+    rows.append(f"{'KernelManager, end to end':<28}{km_cold:>9.3f}s{km_warm:>9.3f}s")
+    limit = warm["engine"] + 0.3
+    rows.append(f"goal warm ≤ engine start + 0.3 s = {limit:.3f} s: warm {warm['total']:.3f} s "
+                f"-> {'met' if warm['total'] <= limit else 'MISSED'}; warm/cold = "
+                f"{warm['total'] / cold['total']:.2f}")
+    return rows
+
+
+def kernel_manager_starts(bed: SSHBed) -> tuple[float, float]:
+    """Cold and warm start to the first result through jupyter_client, with an rk- spec."""
+    from jupyter_client.manager import start_new_kernel
+
+    from rk_jupyter.cli import main as cli
+
+    from kernel_helpers import execute
+
+    root = tempfile.mkdtemp(prefix="rkj-bench-jupyter-")
+    os.environ.update({"JUPYTER_PATH": f"{root}/share/jupyter",
+                       "JUPYTER_RUNTIME_DIR": f"{root}/runtime",
+                       "JUPYTER_DATA_DIR": f"{root}/data"})
+    cli(["add", "bench", "--host", f"{bed.user}@{bed.host}:{bed.port}", "--identity",
+         bed.key_file, "--known-hosts", bed.known_hosts, "--remote-python", bed.remote_python,
+         "--prefix", root])
+    times, kernels = [], []
+    for _ in range(2):
+        started = time.perf_counter()
+        km, kc = start_new_kernel(kernel_name="rk-bench", startup_timeout=CELL_TIMEOUT)
+        assert execute(kc, "1").results()[0]["data"]["text/plain"] == "1"
+        times.append(time.perf_counter() - started)
+        kernels.append((km, kc))
+    for km, kc in reversed(kernels):
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return times[0], times[1]
+
+
+# -- 2. round trip at 50 ms RTT -----------------------------------------------------------------
+
+
+def round_trips(bed: SSHBed, host: str, port: int, log_dir: str, runs: int) -> dict:
+    pool = ConnectionPool()
+    lease = pool.acquire(target_for(bed, host, port), options(bed, log_dir))
+    client, _, _ = open_client(lease)
+    try:
+        for _ in range(5):
+            cell(client, "1")
+        cells = [cell(client, "1")[0] for _ in range(runs)]
+        pings = [client.ping() for _ in range(runs)]
+    finally:
+        client.close()
+        pool.release(lease)
+    return {"cell": statistics.median(cells), "ping": statistics.median(pings)}
+
+
+def bench_round_trip(bed: SSHBed, log_dir: str, runs: int) -> list[str]:
+    direct = round_trips(bed, bed.host, bed.port, log_dir, runs)
+    proxy = bed.proxy(delay_ms=RTT_MS / 2, rate_bps=None)
+    try:
+        shaped = round_trips(bed, proxy.host, proxy.port, log_dir, runs)
+    finally:
+        proxy.stop()
+    rtt = RTT_MS / 1000
+    limit = rtt + direct["cell"] + 0.005
+    trips = (shaped["cell"] - direct["cell"]) / rtt
+    return [
+        f"{'median of ' + str(runs):<28}{'direct':>10}{'50 ms RTT':>11}",
+        f"{'cell `1` round trip':<28}{direct['cell'] * 1000:>8.1f}ms"
+        f"{shaped['cell'] * 1000:>9.1f}ms",
+        f"{'link ping':<28}{direct['ping'] * 1000:>8.1f}ms{shaped['ping'] * 1000:>9.1f}ms",
+        f"goal ≤ RTT + evaluation + 5 ms = {limit * 1000:.1f} ms: {shaped['cell'] * 1000:.1f} ms "
+        f"-> {'met' if shaped['cell'] <= limit else 'MISSED'} ({trips:.2f} network round trips "
+        "per cell)",
+    ]
+
+
+# -- 3. 5 MB over 2 Mbit/s ----------------------------------------------------------------------
+
+
+def big_result(lease: Lease, codec: str) -> dict:
+    client, _, _ = open_client(lease, codec)
+    try:
+        repeats = int(BIG_MB * 1e6 / 14_000)
+        cell(client, BIG_SETUP.format(repeats=repeats))
+        seconds, bundle = cell(client, "big")
+        stats = client.link.stats.received
+        size = len(bundle["text/plain"]) if isinstance(bundle, dict) else 0
+        return {"seconds": seconds, "size": size, "wire": stats.wire_bytes,
+                "codec": client.link.codec}
+    finally:
+        client.close()
+
+
+def bench_big(bed: SSHBed, log_dir: str) -> list[str]:
+    proxy = bed.proxy(delay_ms=RTT_MS / 2, rate_bps=RATE_BPS)
+    pool = ConnectionPool()
+    lease = pool.acquire(target_for(bed, proxy.host, proxy.port), options(bed, log_dir))
+    results = {}
+    try:
+        for codec in ("brotli", "zlib", "none"):
+            results[codec] = big_result(lease, codec)
+    finally:
+        pool.release(lease)
+        proxy.stop()
+    pool = ConnectionPool()
+    lease = pool.acquire(target_for(bed, bed.host, bed.port), options(bed, log_dir))
+    try:
+        unshaped = big_result(lease, "brotli")
+    finally:
+        pool.release(lease)
+    none = results["none"]["seconds"]
+    rows = [f"{'codec':<8}{'result':>10}{'on the wire':>13}{'time':>9}{'vs none':>9}"]
+    for r in results.values():
+        rows.append(f"{r['codec']:<8}{r['size'] / 1e6:>8.2f}MB{r['wire'] / 1e6:>11.3f}MB"
+                    f"{r['seconds']:>8.2f}s{r['seconds'] / none:>9.2f}")
+    rows.append(f"(same cell unshaped, brotli: {unshaped['seconds']:.2f} s: evaluation and "
+                "formatting)")
+    ratio = results["brotli"]["seconds"] / none
+    rows.append(f"goal brotli ≤ 0.33 × none: {ratio:.3f} -> {'met' if ratio <= 0.33 else 'MISSED'}"
+                f"; brotli/zlib = {results['brotli']['seconds'] / results['zlib']['seconds']:.2f}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="cells per round-trip median")
+    args = parser.parse_args(argv)
+    log_dir = tempfile.mkdtemp(prefix="rkj-bench-ssh-")
+    with SSHBed(users=["rkjtest"]) as bed:
+        print(f"ssh test bed: mode={bed.mode} {bed.user}@{bed.host}:{bed.port}"
+              + (f" (fallback: {bed.fallback_reason})" if bed.fallback_reason else ""))
+        for title, rows in (
+            ("1. time to first result (seconds)", bench_starts(bed, log_dir)),
+            (f"2. execute round trip at {RTT_MS:.0f} ms RTT",
+             bench_round_trip(bed, log_dir, args.runs)),
+            (f"3. {BIG_MB:.0f} MB text result over {RATE_BPS / 1e6:.0f} Mbit/s, "
+             f"{RTT_MS:.0f} ms RTT", bench_big(bed, log_dir)),
+        ):
+            print(f"\n{title}")
+            for row in rows:
+                print("  " + row)
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Opening one authenticated SSH connection (through jump hosts), and keeping watch over it.
+
+paramiko's Transport is used directly, not SSHClient, to order the host-key algorithms by the
+known keys (as ssh does), to bound every phase with ``connect_timeout`` (TCP connect, banner,
+key exchange, each authentication attempt), and to turn every failure into a message that
+names the cause and the fix.  Authentication is by public key only: ssh-agent keys, then
+identity files (a passphrase-protected file is skipped with a hint to ``ssh-add`` it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import paramiko
+
+from ..transports.base import TransportError
+from .hostkeys import HostKeyChecker, fingerprint
+from .target import SSHTarget
+
+log = logging.getLogger("rk_jupyter.ssh")
+
+KEEPALIVE_COUNT_MAX = 3  # like ssh's ServerAliveCountMax
+
+
+class SSHConnection:
+    """An authenticated connection; ``jumps`` are the connections it tunnels through.
+
+    A watchdog thread sends a keepalive request every ``keepalive`` seconds and declares the
+    connection dead (and closes it) when one stays unanswered for KEEPALIVE_COUNT_MAX
+    intervals, so that a silently dead network is noticed (paramiko's own keepalive does not
+    wait for answers).
+    """
+
+    def __init__(self, target: SSHTarget, transport: paramiko.Transport,
+                 jumps: list[SSHConnection], keepalive: float) -> None:
+        self.target = target
+        self.transport = transport
+        self.jumps = jumps
+        self.keepalive = keepalive
+        self.reason = ""
+        self._closed = threading.Event()
+        self._probe_sent: float | None = None
+        if keepalive > 0:
+            for work, name in ((self._probe, "probe"), (self._watch, "watch")):
+                threading.Thread(target=work, name=f"ssh-keepalive-{name}-{target.hostname}",
+                                 daemon=True).start()
+
+    def alive(self) -> bool:
+        return not self.reason and not self._closed.is_set() and self.transport.is_active()
+
+    def death_reason(self) -> str:
+        if self.reason:
+            return self.reason
+        if self._closed.is_set():
+            return f"the SSH connection to {self.target} was closed"
+        if not self.transport.is_active():
+            return f"the SSH connection to {self.target} was lost (closed by the server or " \
+                   "the network)"
+        return ""
+
+    def close(self) -> None:
+        """Close the connection and its jump connections; idempotent."""
+        self._closed.set()
+        self.transport.close()
+        for jump in reversed(self.jumps):
+            jump.close()
+
+    # -- remote commands -------------------------------------------------------------------
+
+    def open_session(self, timeout: float) -> paramiko.Channel:
+        try:
+            return self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"cannot open an SSH session channel to {self.target}: "
+                                 f"{exc or type(exc).__name__}") from None
+
+    def exec(self, command: str, timeout: float, combine: bool = True) -> paramiko.Channel:
+        """Start ``command`` on a new channel (stderr merged into stdout unless ``combine`` is
+        False; then reading the channel gives stdout alone).
+
+        paramiko waits for the server's answer to an exec request without a timeout; a timer
+        closes the channel after ``timeout`` seconds, which ends that wait.
+        """
+        channel = self.open_session(timeout)
+        channel.set_combine_stderr(combine)
+        channel.settimeout(timeout)
+        timer = threading.Timer(timeout, channel.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
+            why = f"no answer within {timeout:g} s" if timer.finished.is_set() else str(exc)
+            raise TransportError(f"cannot run a command on {self.target}: {why}") from None
+        finally:
+            timer.cancel()
+        return channel
+
+    def run(self, command: str, timeout: float, combine: bool = True) -> tuple[int, str]:
+        """Run a short command (stdin empty); return its exit status and combined output
+        (stdout alone if ``combine`` is False: what an SFTP session would see).
+
+        Raises TransportError when it does not finish within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        channel = self.exec(command, timeout, combine)
+        try:
+            channel.shutdown_write()
+            chunks = []
+            while True:
+                channel.settimeout(max(deadline - time.monotonic(), 0.01))
+                data = channel.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+            if not channel.status_event.wait(max(deadline - time.monotonic(), 0.01)):
+                raise TimeoutError
+            return channel.recv_exit_status(), b"".join(chunks).decode("utf-8", "replace")
+        except TimeoutError:
+            raise TransportError(f"a remote command on {self.target} did not finish within "
+                                 f"{timeout:g} s") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"a remote command on {self.target} failed: {exc}") from None
+        finally:
+            channel.close()
+
+    def open_sftp(self, timeout: float) -> paramiko.SFTPClient:
+        try:
+            sftp = paramiko.SFTPClient.from_transport(self.transport)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"cannot start SFTP on {self.target} (is the sftp subsystem "
+                                 f"enabled in its sshd_config?): {exc}") from None
+        if sftp is None:
+            raise TransportError(f"the server {self.target} refused the sftp subsystem")
+        sftp.get_channel().settimeout(timeout)
+        return sftp
+
+    # -- keepalive ---------------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        while not self._closed.wait(self.keepalive):
+            if not self.transport.is_active():
+                return
+            self._probe_sent = time.monotonic()
+            # OpenSSH answers an unknown global request with a failure: any answer will do.
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+            self._probe_sent = None
+
+    def _watch(self) -> None:
+        limit = self.keepalive * KEEPALIVE_COUNT_MAX
+        while not self._closed.wait(min(1.0, self.keepalive)):
+            sent = self._probe_sent
+            if sent is not None and time.monotonic() - sent > limit:
+                self.reason = (f"the SSH connection to {self.target} is dead: no answer to "
+                               f"keepalive for {limit:g} s")
+                log.error("%s", self.reason)
+                self.close()
+                return
+            if not self.transport.is_active():
+                return
+
+
+def connect(target: SSHTarget, policy: str, timeout: float, keepalive: float) -> SSHConnection:
+    """Connect (through ``target.jumps``), check the host key, authenticate.
+
+    Blocking; each phase is bounded by ``timeout``.  Raises TransportError naming the cause.
+    """
+    hops = (*target.jumps, target)
+    jumps: list[SSHConnection] = []
+    try:
+        sock: Any = _tcp_connect(hops[0], timeout)
+        for hop, next_hop in zip(hops, hops[1:], strict=False):
+            jumps.append(_handshake(hop, sock, policy, timeout, keepalive=0))
+            sock = _through(jumps[-1], next_hop, timeout)
+        connection = _handshake(target, sock, policy, timeout, keepalive)
+    except BaseException:
+        for jump in reversed(jumps):
+            jump.close()
+        raise
+    connection.jumps = jumps
+    return connection
+
+
+def _tcp_connect(hop: SSHTarget, timeout: float) -> socket.socket:
+    where = f"{hop.hostname}:{hop.port}"
+    try:
+        sock = socket.create_connection((hop.hostname, hop.port), timeout=timeout)
+    except socket.gaierror as exc:
+        raise TransportError(f"cannot resolve the host name {hop.hostname!r}: "
+                             f"{exc.strerror}") from None
+    except ConnectionRefusedError:
+        raise TransportError(f"{where} refused the connection: is sshd running there, and "
+                             "is the port right?") from None
+    except TimeoutError:
+        raise TransportError(f"no answer from {where} within {timeout:g} s (connect_timeout): "
+                             "the host is down or a firewall drops SSH") from None
+    except OSError as exc:
+        raise TransportError(f"cannot reach {where}: {exc.strerror or exc}") from None
+    # One cell is a few small writes: do not let Nagle hold them for an ACK.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _through(jump: SSHConnection, hop: SSHTarget, timeout: float) -> paramiko.Channel:
+    try:
+        return jump.transport.open_channel("direct-tcpip", (hop.hostname, hop.port),
+                                           ("127.0.0.1", 0), timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise TransportError(f"the jump host {jump.target} could not connect to "
+                             f"{hop.hostname}:{hop.port}: {exc}") from None
+
+
+# -- the phases one by one, public for ``rk-jupyter doctor``, which times and reports each ----
+
+
+def tcp_connect(hop: SSHTarget, timeout: float) -> socket.socket:
+    """The TCP connection to ``hop`` (TransportError: unresolvable, refused, no answer)."""
+    return _tcp_connect(hop, timeout)
+
+
+def tunnel(jump: SSHConnection, hop: SSHTarget, timeout: float) -> paramiko.Channel:
+    """A channel from the jump host ``jump`` to ``hop``'s SSH port."""
+    return _through(jump, hop, timeout)
+
+
+def start_transport(hop: SSHTarget, sock: Any, policy: str, timeout: float) -> paramiko.Transport:
+    """Key exchange and host-key check on ``sock``, no login yet; closed again on failure."""
+    checker = HostKeyChecker(hop, policy)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    transport.auth_timeout = timeout
+    options = transport.get_security_options()
+    options.key_types = checker.preferred_key_types(tuple(options.key_types))
+    try:
+        try:
+            transport.start_client(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"{hop.hostname}:{hop.port} did not complete the SSH "
+                                 f"handshake within {timeout:g} s: {exc}") from None
+        key = transport.get_remote_server_key()
+        checker.verify(key)
+        log.info("host key of %s: %s %s", hop.known_hosts_name, key.get_name(),
+                 fingerprint(key))
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def authenticate(transport: paramiko.Transport, hop: SSHTarget) -> str:
+    """Log in with the first key the server accepts; return that key's label (its file, or
+    ``ssh-agent key SHA256:...``)."""
+    return _authenticate(transport, hop)
+
+
+def _handshake(hop: SSHTarget, sock: Any, policy: str, timeout: float,
+               keepalive: float) -> SSHConnection:
+    transport = start_transport(hop, sock, policy, timeout)
+    try:
+        _authenticate(transport, hop)
+    except BaseException:
+        transport.close()
+        raise
+    return SSHConnection(hop, transport, [], keepalive)
+
+
+def _agent_keys() -> list[paramiko.AgentKey]:
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return []
+    try:
+        return list(paramiko.Agent().get_keys())
+    except (paramiko.SSHException, OSError) as exc:
+        log.warning("ssh-agent ($SSH_AUTH_SOCK) cannot be used: %s", exc)
+        return []
+
+
+def _public_blob(path: str) -> bytes | None:
+    """The public key next to an identity file (``.pub``), to match it with agent keys."""
+    try:
+        with open(path + ".pub") as handle:
+            fields = handle.read().split()
+        return paramiko.PKey.from_type_string(fields[0], base64.b64decode(fields[1])).asbytes()
+    except (OSError, IndexError, ValueError, binascii.Error, paramiko.SSHException):
+        return None
+
+
+def _load_key(path: str, notes: list[str]) -> paramiko.PKey | None:
+    """The private key in ``path``, or None with a note saying why it cannot be used."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        notes.append(f"{path} does not exist")
+    except (paramiko.PasswordRequiredException, TypeError) as exc:
+        # For an encrypted OpenSSH-format key paramiko lets cryptography's TypeError through.
+        if isinstance(exc, TypeError) and "password" not in str(exc):
+            raise
+        notes.append(f"{path} is passphrase-protected (load it into ssh-agent: ssh-add {path})")
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        notes.append(f"{path} cannot be read as a private key: {exc}")
+    return None
+
+
+def _candidate_keys(hop: SSHTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
+    """Keys to offer, in ssh's order (agent, then files), and notes on files left out."""
+    notes: list[str] = []
+    keys: list[tuple[str, paramiko.PKey]] = []
+    agent = _agent_keys()
+    wanted = {b for b in map(_public_blob, hop.identity_files) if b}
+    for key in agent:
+        if not hop.identities_only or key.asbytes() in wanted:
+            keys.append((f"ssh-agent key {fingerprint(key)}", key))
+    offered = {key.asbytes() for _, key in keys}
+    for path in hop.identity_files:
+        if _public_blob(path) in offered:
+            continue
+        key = _load_key(path, notes)
+        if key is not None and key.asbytes() not in offered:
+            keys.append((path, key))
+            offered.add(key.asbytes())
+    return keys, notes
+
+
+def _authenticate(transport: paramiko.Transport, hop: SSHTarget) -> str:
+    keys, notes = _candidate_keys(hop)
+    tried = []
+    for label, key in keys:
+        try:
+            remaining = transport.auth_publickey(hop.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            raise TransportError(
+                f"{hop} does not accept public keys (it allows: "
+                f"{', '.join(exc.allowed_types) or 'nothing'}); rk_jupyter needs key-based "
+                "login (no passwords)"
+            ) from None
+        except paramiko.AuthenticationException:
+            tried.append(label)
+            continue
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransportError(f"authentication with {hop} failed: {exc}") from None
+        if remaining:
+            raise TransportError(f"{hop} wants more than a key ({', '.join(remaining)}); "
+                                 "rk_jupyter can only log in with keys")
+        log.info("authenticated to %s with %s", hop, label)
+        return label
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    if not tried:
+        raise TransportError(
+            f"no usable key to log in to {hop.hostname}:{hop.port} as {hop.user}{extra}: "
+            "set identity_file in the kernelspec to a key without a passphrase, or load the "
+            "key into ssh-agent (ssh-add); passwords are not used."
+        )
+    raise TransportError(
+        f"{hop.hostname}:{hop.port} refused the login of {hop.user}: no offered key was "
+        f"accepted. Tried: {'; '.join(tried)}{extra}. Put your public key in ~{hop.user}/.ssh/"
+        f"authorized_keys on {hop.hostname} (e.g. ssh-copy-id), set identity_file in the "
+        "kernelspec, or load the key into ssh-agent."
+    )

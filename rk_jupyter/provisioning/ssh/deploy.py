@@ -1,0 +1,157 @@
+"""Getting the agent onto a remote host that has only Python: a zip application over SFTP.
+
+The zipapp holds ``rk_jupyter/__init__.py``, ``rk_jupyter/link`` and ``rk_jupyter/agent``
+(engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs the agent.  It is
+cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the directory name
+is a hash of the files, and the file appears there only by an atomic rename after a complete
+upload, so "present" means "this exact version", and a new version gets a new directory.
+
+``launch_command`` is the one shell command that starts the agent: with an installed
+rk_jupyter of the same version (mode "auto"), else with the cached zipapp, else it prints
+DEPLOY_MARKER and exits, and the caller uploads and tries again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import secrets
+import shlex
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from ... import __version__
+from ..transports.base import TransportError
+
+MODES = ("auto", "zipapp", "installed")
+CACHE_DIR = ".cache/rk_jupyter"  # relative to the remote home (SFTP and the shell start there)
+DEPLOY_MARKER = "RKJ-AGENT-DEPLOY"
+NO_PYTHON_MARKER = "RKJ-NO-PYTHON"
+NOT_INSTALLED_MARKER = "RKJ-NOT-INSTALLED"
+MIN_PYTHON = (3, 10)
+_PACKAGE = Path(__file__).resolve().parents[2]  # the rk_jupyter package directory
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so that equal content gives equal archives
+
+# Must run on any Python, so that an old interpreter says why instead of a SyntaxError.
+_MAIN = f"""\
+import sys
+if sys.version_info < {MIN_PYTHON!r}:
+    sys.stderr.write("rk_jupyter's agent needs Python %d.%d or newer; %s is %s\\n"
+                     % ({MIN_PYTHON[0]}, {MIN_PYTHON[1]}, sys.executable, sys.version.split()[0]))
+    sys.exit(3)
+from rk_jupyter.agent.main import main
+sys.exit(main())
+"""
+
+
+@dataclass(frozen=True)
+class Zipapp:
+    data: bytes
+    digest: str  # hex content hash of the packed files (names and bytes)
+
+    @property
+    def remote_path(self) -> str:
+        return f"{CACHE_DIR}/{self.digest}/agent.pyz"
+
+
+def agent_files(package: Path = _PACKAGE) -> dict[str, bytes]:
+    """What the agent needs from rk_jupyter, by archive name: stdlib-only code and data."""
+    wanted = [package / "__init__.py"]
+    for sub in ("link", "agent"):
+        wanted += (p for p in (package / sub).rglob("*") if p.suffix in (".py", ".wl"))
+    return {
+        "rk_jupyter/" + p.relative_to(package).as_posix(): p.read_bytes()
+        for p in sorted(wanted)
+        if "__pycache__" not in p.parts and p.is_file()
+    }
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    """A hash of names and contents (not of the zip bytes, which depend on zlib)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        data = files[name]
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:20]
+
+
+def build_zipapp(files: dict[str, bytes]) -> Zipapp:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            archive.writestr(zipfile.ZipInfo(name, _ZIP_DATE), files[name],
+                             compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr(zipfile.ZipInfo("__main__.py", _ZIP_DATE), _MAIN,
+                         compress_type=zipfile.ZIP_DEFLATED)
+    return Zipapp(buffer.getvalue(), content_hash({**files, "__main__.py": _MAIN.encode()}))
+
+
+@functools.cache
+def agent_zipapp() -> Zipapp:
+    """This installation's agent zipapp (built once per process)."""
+    return build_zipapp(agent_files())
+
+
+def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -> str:
+    """The shell command that starts the agent (see the module docstring).
+
+    It prints a marker instead when the interpreter is missing, or the agent is not there.
+    """
+    if mode not in MODES:
+        raise TransportError(f"unknown agent_deploy {mode!r}; use one of {', '.join(MODES)}")
+    args = shlex.join(agent_args)
+    probe = f'import sys, rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")'
+    steps = [
+        "cd",
+        f"PY={shlex.quote(python)}",
+        f'command -v "$PY" >/dev/null 2>&1 || {{ echo {NO_PYTHON_MARKER}; exit 0; }}',
+    ]
+    if mode != "zipapp":
+        steps.append(f'if "$PY" -c {shlex.quote(probe)} >/dev/null 2>&1; '
+                     f'then exec "$PY" -m rk_jupyter.agent {args}; fi')
+    if mode == "installed":
+        steps.append(f"echo {NOT_INSTALLED_MARKER}")
+    else:
+        steps.append(f"Z={shlex.quote(app.remote_path)}")
+        steps.append(f'if [ -f "$Z" ]; then exec "$PY" "$Z" {args}; fi')
+        steps.append(f"echo {DEPLOY_MARKER}")
+    return "sh -c " + shlex.quote("; ".join(steps))
+
+
+def upload(sftp: paramiko.SFTPClient, app: Zipapp) -> bool:
+    """Copy the zipapp to its cache path unless it is there; True if it was copied.
+
+    The file is written under a temporary name and renamed, so that a reader (or a
+    concurrent upload from another Jupyter) never sees half a file.
+    """
+    path = app.remote_path
+    try:
+        if sftp.stat(path).st_size == len(app.data):
+            return False
+    except FileNotFoundError:
+        pass
+    try:
+        directory = ""
+        for part in path.split("/")[:-1]:
+            directory = f"{directory}/{part}" if directory else part
+            try:
+                if not stat.S_ISDIR(sftp.stat(directory).st_mode or 0):
+                    raise TransportError(f"~/{directory} on the remote is not a directory")
+            except FileNotFoundError:
+                sftp.mkdir(directory, 0o700)
+        temporary = f"{path}.{secrets.token_hex(4)}.part"
+        with sftp.open(temporary, "wb") as handle:
+            handle.set_pipelined(True)
+            handle.write(app.data)
+        sftp.chmod(temporary, 0o600)
+        sftp.posix_rename(temporary, path)
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise TransportError(f"cannot copy the agent to ~/{path} on the remote over SFTP: "
+                             f"{exc}") from None
+    return True

@@ -1,0 +1,127 @@
+"""A local loopback port forwarded to the agent over the shared SSH connection.
+
+Why not sshtunnel's SSHTunnelForwarder: it always opens an SSH connection of its own (it
+builds its own paramiko Transport, so it cannot use the one shared connection), and it fixes
+its tunnels when it starts, while the agent's port is known only after the agent has been
+started on that connection.  What it would do per tunnelled connection is exactly this: open a
+``direct-tcpip`` channel and copy bytes both ways.  Here that runs on the shared Transport, so
+every kernel's TCP connection is one more channel on the one connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+
+import paramiko
+
+log = logging.getLogger("rk_jupyter.ssh")
+
+_CHUNK = 65536
+_ACCEPT_POLL = 0.5  # how often the accept loop notices close()
+
+
+class Forwarder:
+    """Accepts on 127.0.0.1:<port> and connects each client to ``destination`` on the remote.
+
+    Only this machine's loopback listens; the agent still checks the token on every link.
+    """
+
+    def __init__(self, transport: paramiko.Transport, destination: tuple[str, int],
+                 open_timeout: float) -> None:
+        self.transport = transport
+        self.destination = destination
+        self.open_timeout = open_timeout
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port: int = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        self._pairs: set[tuple[socket.socket, paramiko.Channel]] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
+                                        name=f"ssh-forward-{self.port}")
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return not self._closed.is_set() and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop listening and close every forwarded connection; idempotent."""
+        self._closed.set()
+        self._listener.close()
+        with self._lock:
+            pairs, self._pairs = self._pairs, set()
+        for client, channel in pairs:
+            _close(client, channel)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * _ACCEPT_POLL)
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                ready, _, _ = select.select([self._listener], [], [], _ACCEPT_POLL)
+                if not ready:
+                    continue
+                client, peer = self._listener.accept()
+            except (OSError, ValueError):
+                break  # closed under us
+            threading.Thread(target=self._open, args=(client, peer), daemon=True,
+                             name=f"ssh-forward-open-{self.port}").start()
+
+    def _open(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            channel = self.transport.open_channel("direct-tcpip", self.destination, peer,
+                                                  timeout=self.open_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            log.error("forward 127.0.0.1:%d -> remote %s:%d: cannot open a channel: %s",
+                      self.port, *self.destination, exc)
+            client.close()
+            return
+        pair = (client, channel)
+        with self._lock:
+            if self._closed.is_set():
+                _close(client, channel)
+                return
+            self._pairs.add(pair)
+        threading.Thread(target=self._pump_up, args=(pair,), daemon=True,
+                         name=f"ssh-forward-up-{self.port}").start()
+        self._pump_down(pair)
+
+    def _pump_up(self, pair: tuple[socket.socket, paramiko.Channel]) -> None:
+        """Kernel → agent."""
+        client, channel = pair
+        try:
+            while data := client.recv(_CHUNK):
+                channel.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        self._finish(pair)
+
+    def _pump_down(self, pair: tuple[socket.socket, paramiko.Channel]) -> None:
+        """Agent → kernel."""
+        client, channel = pair
+        try:
+            while data := channel.recv(_CHUNK):
+                client.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        self._finish(pair)
+
+    def _finish(self, pair: tuple[socket.socket, paramiko.Channel]) -> None:
+        """Either side ended: end both (the link has no use for half-closed connections)."""
+        with self._lock:
+            self._pairs.discard(pair)
+        _close(*pair)
+
+
+def _close(client: socket.socket, channel: paramiko.Channel) -> None:
+    try:
+        client.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    client.close()
+    channel.close()

@@ -1,0 +1,219 @@
+"""One SSH connection per (user, host, port), shared by every kernel of this Jupyter process.
+
+Each connection carries one agent (per distinct AgentSettings; normally just one) serving
+every kernel as its own session, and one local forward to it: each kernel process opens its
+own TCP connection to the forward, i.e. its own channel on the shared connection.  Kernels
+hold a Lease; the last release ends the agent and closes the connection.  A release for a
+restart keeps both for RESTART_GRACE seconds, so the next launch finds them warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..transports.base import TransportError
+from .connect import SSHConnection, connect
+from .forward import Forwarder
+from .remote_agent import AgentSettings, RemoteAgent
+from .target import SSHTarget
+
+log = logging.getLogger("rk_jupyter.ssh")
+
+RESTART_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Everything acquire needs besides the target."""
+
+    agent: AgentSettings
+    host_key_policy: str = "strict"
+    connect_timeout: float = 10.0
+    keepalive: float = 15.0
+    log_dir: str = "."
+
+
+@dataclass
+class _Slot:
+    """An agent and the forward to it, with the number of kernels using them."""
+
+    settings: AgentSettings
+    agent: RemoteAgent
+    forwarder: Forwarder
+    refs: int = 0
+
+    def alive(self) -> bool:
+        return self.agent.alive() and self.forwarder.alive()
+
+    def stop(self) -> None:
+        self.forwarder.close()
+        self.agent.stop()
+
+
+@dataclass
+class _Shared:
+    """A connection (made by the first acquire) and its agents."""
+
+    target: SSHTarget
+    connection: SSHConnection | None = None
+    slots: list[_Slot] = field(default_factory=list)
+    refs: int = 0
+    keep_until: float = 0.0  # a restart is under way: reap nothing before this (monotonic)
+    setup: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Lease:
+    """One kernel launch's way to its agent; ``timings`` say what this acquire had to do
+    (0.0 for what it found ready: a warm start)."""
+
+    shared: _Shared
+    slot: _Slot
+    timings: dict[str, float]
+
+    @property
+    def port(self) -> int:
+        """The local forwarded port."""
+        return self.slot.forwarder.port
+
+    @property
+    def token(self) -> bytes:
+        return self.slot.agent.token
+
+    @property
+    def agent(self) -> RemoteAgent:
+        return self.slot.agent
+
+    def alive(self) -> bool:
+        return self.slot.alive()
+
+    def death_reason(self) -> str:
+        if reason := self.slot.agent.death_reason():
+            return reason
+        if not self.slot.forwarder.alive():
+            return f"the local forward 127.0.0.1:{self.port} to the agent was closed"
+        return ""
+
+
+class ConnectionPool:
+    """The process-wide table of shared connections (thread-safe; calls block)."""
+
+    def __init__(self, restart_grace: float = RESTART_GRACE) -> None:
+        self.restart_grace = restart_grace
+        self._shared: dict[tuple[str, str, int], _Shared] = {}
+        self._lock = threading.Lock()
+
+    def connections(self) -> list[SSHConnection]:
+        """The live shared connections (for status displays and tests)."""
+        with self._lock:
+            return [s.connection for s in self._shared.values()
+                    if s.connection is not None and s.connection.alive()]
+
+    def acquire(self, target: SSHTarget, options: ConnectOptions) -> Lease:
+        """A lease on the agent for ``target``, connecting and starting it if needed.
+
+        Raises TransportError (bounded by the connect and agent start timeouts).
+        """
+        with self._lock:
+            shared = self._shared.get(target.key)
+            if shared is None or (shared.connection is not None
+                                  and not shared.connection.alive()):
+                shared = self._shared[target.key] = _Shared(target)
+            shared.refs += 1
+            shared.keep_until = 0.0  # the restart it was kept for (if any) has come
+        timings = {"connect": 0.0, "agent": 0.0}
+        try:
+            hops = 1 + len(target.jumps)
+            wait = options.connect_timeout * 4 * hops + options.agent.start_timeout
+            if not shared.setup.acquire(timeout=wait):
+                raise TransportError(f"another kernel's connection to {target} is still being "
+                                     f"set up after {wait:g} s")
+            try:
+                if shared.connection is None:
+                    started = time.monotonic()
+                    shared.connection = connect(target, options.host_key_policy,
+                                                options.connect_timeout, options.keepalive)
+                    timings["connect"] = time.monotonic() - started
+                    log.info("connected to %s in %.2f s", target, timings["connect"])
+                slot = self._take_slot(shared, options.agent)
+                if slot is None:
+                    started = time.monotonic()
+                    slot = self._start_slot(shared.connection, options)
+                    timings["agent"] = time.monotonic() - started
+                    with self._lock:
+                        shared.slots.append(slot)
+                        slot.refs += 1
+            finally:
+                shared.setup.release()
+        except BaseException:
+            self._release(shared, None)
+            raise
+        return Lease(shared, slot, timings)
+
+    def release(self, lease: Lease, keep: bool = False) -> None:
+        """The kernel is gone.  ``keep`` (a restart): keep what is unused for a while."""
+        self._release(lease.shared, lease.slot, keep)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _take_slot(self, shared: _Shared, settings: AgentSettings) -> _Slot | None:
+        with self._lock:
+            for slot in shared.slots:
+                if slot.settings == settings and slot.alive():
+                    slot.refs += 1
+                    return slot
+            return None
+
+    def _start_slot(self, connection: SSHConnection, options: ConnectOptions) -> _Slot:
+        target = connection.target
+        log_path = os.path.join(options.log_dir,
+                                f"rk-ssh-{target.user}@{target.hostname}-{target.port}.log")
+        agent = RemoteAgent(connection, options.agent, secrets.token_urlsafe(32).encode(),
+                            log_path)
+        agent.start()
+        try:
+            forwarder = Forwarder(connection.transport, ("127.0.0.1", agent.port),
+                                  options.connect_timeout)
+        except OSError as exc:
+            agent.stop()
+            raise TransportError(f"cannot listen on a local port for the forward: {exc}") \
+                from None
+        return _Slot(options.agent, agent, forwarder)
+
+    def _release(self, shared: _Shared, slot: _Slot | None, keep: bool = False) -> None:
+        with self._lock:
+            shared.refs -= 1
+            if slot is not None:
+                slot.refs -= 1
+            if keep:
+                shared.keep_until = time.monotonic() + self.restart_grace
+        if keep:
+            timer = threading.Timer(self.restart_grace + 0.1, self._reap, (shared,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._reap(shared)
+
+    def _reap(self, shared: _Shared) -> None:
+        """Stop the agents no kernel uses; close the connection when no kernel uses it."""
+        with self._lock:
+            if time.monotonic() < shared.keep_until:
+                return  # the restart's own timer comes back later
+            idle = [slot for slot in shared.slots if slot.refs <= 0]
+            shared.slots = [slot for slot in shared.slots if slot.refs > 0]
+            close = shared.refs <= 0
+            if close and self._shared.get(shared.target.key) is shared:
+                del self._shared[shared.target.key]
+        for slot in idle:
+            slot.stop()
+        if close and shared.connection is not None:
+            shared.connection.close()
+            log.info("closed the SSH connection to %s (no kernel uses it)", shared.target)
+
+
+POOL = ConnectionPool()

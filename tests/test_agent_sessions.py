@@ -1,0 +1,108 @@
+"""Named sessions on a real agent with real Mathics3 engines: open, detach, attach, expire.
+
+The provisioner opens a kernel's session before the kernel process exists and the kernel
+attaches to it; these are the agent-side rules that make that safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rk_jupyter.kernel.client import AgentClient, AgentError, Endpoint
+from rk_jupyter.link.packets import packet, packet_name
+
+from kernel_helpers import children_of, wait_gone
+
+TOKEN = b"session-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def agent():
+    env = dict(os.environ, RK_AGENT_TOKEN=TOKEN.decode())
+    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
+    yield info["port"], proc.pid
+    proc.stdin.close()
+    proc.wait(20)
+
+
+def client(port: int, session: str = "", attach: bool = False) -> AgentClient:
+    return AgentClient(Endpoint("127.0.0.1", port, TOKEN, session=session, attach=attach))
+
+
+def evaluate(c: AgentClient, code: str) -> str | None:
+    """The text/plain result of one cell (None for Null)."""
+    c.send(packet("EnterTextPacket", code))
+    result = None
+    while True:
+        pkt = c.next_packet(30)
+        assert pkt is not None, "no answer within 30 s"
+        name = packet_name(pkt)
+        if name == "ReturnPacket":
+            result = pkt.args[0]["text/plain"]
+        elif name == "InputNamePacket":
+            return result
+
+
+def test_a_kept_session_survives_its_link_and_is_attached_again(agent) -> None:
+    port, agent_pid = agent
+    first = client(port, "kernel-a")
+    info = first.open(keep=30)
+    assert evaluate(first, "kept = 41;") is None
+    first.close(end_session=False)
+    engines = children_of(agent_pid)
+    second = client(port, "kernel-a", attach=True)
+    assert second.open() == info
+    assert evaluate(second, "kept + 1") == "42"
+    second.close()
+    assert wait_gone(engines) == [], "closing the attached link (keep 0) ends the engine"
+
+
+def test_attaching_to_an_unknown_session_names_the_cause(agent) -> None:
+    port, _ = agent
+    with pytest.raises(AgentError, match="no session 'nobody'"):
+        client(port, "nobody", attach=True).open(timeout=10)
+
+
+def test_a_session_nobody_attaches_to_expires(agent) -> None:
+    port, agent_pid = agent
+    before = set(children_of(agent_pid))
+    orphan = client(port, "kernel-b")
+    orphan.open(keep=1)
+    engine = [p for p in children_of(agent_pid) if p not in before]
+    assert engine
+    orphan.close(end_session=False)
+    assert wait_gone(engine, timeout=15) == []
+    with pytest.raises(AgentError, match="no session"):
+        client(port, "kernel-b", attach=True).open(timeout=10)
+
+
+def test_close_session_ends_a_detached_session(agent) -> None:
+    port, agent_pid = agent
+    before = set(children_of(agent_pid))
+    c = client(port, "kernel-c")
+    c.open(keep=300)
+    engine = [p for p in children_of(agent_pid) if p not in before]
+    c.close(end_session=False)
+    time.sleep(0.5)
+    assert all(os.path.exists(f"/proc/{p}") for p in engine), "kept while detached"
+    closer = client(port)
+    closer.open()
+    closer.link.send(0, packet("RKCloseSession", "kernel-c"))
+    assert wait_gone(engine, timeout=15) == []
+    closer.close()
+
+
+def test_a_session_name_is_unique_while_it_lives(agent) -> None:
+    port, _ = agent
+    owner = client(port, "kernel-d")
+    owner.open()
+    with pytest.raises(AgentError, match="exists already"):
+        client(port, "kernel-d").open(timeout=10)
+    owner.close()
