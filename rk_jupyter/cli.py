@@ -5,17 +5,19 @@
                        [--identity FILE] [--proxy-jump HOST] [--known-hosts FILE] ...
     rk-jupyter list
     rk-jupyter remove NAME
+    rk-jupyter doctor NAME [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 from typing import Any
 
-from . import kernelspec
+from . import doctor, kernelspec
 from .provisioning.ssh.target import parse_destination
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -149,6 +151,19 @@ def _remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    """Each step's line as it ends (a slow step shows where it is), or one JSON list."""
+    checkup = doctor.Checkup(args.name)
+    if args.json:
+        steps = checkup.run()
+        print(json.dumps([step.as_dict() for step in steps], indent=2, ensure_ascii=False))
+    else:
+        print(f"rk-jupyter doctor {args.name}", flush=True)
+        steps = checkup.run(lambda step: print(doctor.format_step(step), flush=True))
+        print(doctor.summary(steps))
+    return 0 if doctor.passed(steps) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rk-jupyter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     remove = sub.add_parser("remove", help="remove kernelspec rk-NAME")
     remove.add_argument("name")
     remove.set_defaults(func=_remove)
+    check = sub.add_parser("doctor", help="check every step from here to kernelspec rk-NAME's "
+                           "engine; exit status 0 only if all pass")
+    check.add_argument("name")
+    check.add_argument("--json", action="store_true",
+                       help="print a JSON list of {step, ok, status, seconds, detail, fix}")
+    check.set_defaults(func=_doctor)
     return parser
 
 

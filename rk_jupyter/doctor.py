@@ -72,13 +72,8 @@ SHELL_MARK = "RKJ-DOCTOR-SHELL"
 _MIN_CAUSE = 12  # a shorter "cause" is a prefix like "@@@ WARNING", not the cause
 _PY_PROBE = ('import sys; sys.stdout.write("%s %d.%d.%d\\n" % '
              "((sys.executable,) + tuple(sys.version_info[:3])))")  # also runs on Python 2
-# What to do when a failure's message names no fix of its own.
+# What to do when a failure's message names no fix of its own (a timeout, mostly).
 HINTS = {
-    "reach": "check host and port in the kernelspec (or ssh_config), and that sshd runs there",
-    "host key": "compare the host's key (ssh-keygen -lf on the host) with your known_hosts",
-    "auth": "put your public key in ~/.ssh/authorized_keys on the host (ssh-copy-id)",
-    "agent": "rerun with agent_deploy 'zipapp' in the kernelspec to use a fresh copy",
-    "link": "this machine and the agent must run the same rk_jupyter version",
     "engine": "check the engine on the host: Mathics3 (pip install Mathics3) or the Wolfram "
               "kernel (engine option kernel_path)",
     "round trip": "the link is up but does not answer: check the network between the hosts",
@@ -220,6 +215,8 @@ class Checkup:
             detail, fix = exc.detail, exc.fix
         except (TransportError, AgentError, OSError) as exc:  # LinkError is an OSError
             detail, fix = split_message(str(exc) or type(exc).__name__)
+        except Exception as exc:  # a doctor reports what it did not foresee, too
+            detail, fix = f"unexpected {type(exc).__name__}: {exc}", ""
         else:
             return Step(name, PASS, time.monotonic() - started, detail)
         return Step(name, FAIL, time.monotonic() - started, detail, fix or HINTS.get(name, ""))
@@ -416,7 +413,8 @@ class Checkup:
                          "set the kernelspec's Python (remote_python, or python for the "
                          "local transport) to a newer interpreter there, e.g. "
                          "/usr/bin/python3.11")
-        return f"{python} on {where} is {fields[0]} {fields[1]}"
+        found = "" if fields[0] == python else f" ({fields[0]})"
+        return f"{python} on {where}: Python {fields[1]}{found}"
 
     def _agent(self) -> str:
         s = self._s
@@ -452,11 +450,13 @@ class Checkup:
         app = agent_zipapp()
         if self.agent.deployed:
             return f"copied the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} over SFTP"
-        _, command = self.connection.run(f"ps -o args= -p {self.agent.pid}",
-                                         self._command_timeout())
-        if "agent.pyz" in command:
+        status, command = self.connection.run(f"ps -o args= -p {self.agent.pid}",
+                                              self._command_timeout())
+        if status == 0 and "agent.pyz" in command:
             return f"runs the copy cached in ~/{app.remote_path}"
-        return "runs the installed rk_jupyter"
+        if status == 0 and "rk_jupyter.agent" in command:
+            return "runs the installed rk_jupyter"
+        return "started"
 
     def _link(self) -> str:
         codec = self._s.get("compression") or "brotli"
@@ -532,7 +532,7 @@ class Checkup:
                     break
         finally:
             link.close()
-        return (f"{size >> 10} KiB to the agent and back in {seconds:.3f} s: "
+        return (f"{_amount(size)} to the agent and back in {seconds:.3f} s: "
                 f"{2 * size / seconds / 1e6:.1f} MB/s ({wire / 2**20:.1f} MiB on the wire)")
 
     def _echo(self, link: Link, payload: bytes) -> float:
@@ -547,7 +547,7 @@ class Checkup:
                 if channel == 0 and packet_name(expr) == "RKPong" and expr.args[:1] == (ident,):
                     break
         except LinkTimeout:
-            raise Failed(f"{len(payload) >> 10} KiB did not come back within "
+            raise Failed(f"{_amount(len(payload))} did not come back within "
                          f"{ECHO_TIMEOUT:g} s") from None
         if expr.args[1:] != (payload,):
             raise Failed("the agent answered the echo without its data",
@@ -557,6 +557,10 @@ class Checkup:
 
 
 # -- reports ---------------------------------------------------------------------------------
+
+
+def _amount(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
 
 
 def format_step(step: Step) -> str:
@@ -578,11 +582,11 @@ def summary(steps: list[Step]) -> str:
     ran = [step for step in steps if step.status != NA]
     if passed(steps):
         na = len(steps) - len(ran)
-        return (f"all {len(ran)} steps passed in {total:.1f} s"
+        return (f"all {len(ran)} steps passed in {total:.2f} s"
                 + (f" ({na} not applicable)" if na else ""))
     failed = next(step for step in steps if step.status == FAIL)
     skipped = sum(step.status == SKIPPED for step in steps)
-    return f"failed at {failed.step} after {total:.1f} s; {skipped} later steps skipped"
+    return f"failed at {failed.step} after {total:.2f} s; {skipped} later steps skipped"
 
 
 def render_text(title: str, steps: list[Step]) -> str:

@@ -299,7 +299,8 @@ def test_status_magic_is_rendered_as_a_table(nb: NotebookPage) -> None:
                                                      table.locator("td").all_inner_texts(),
                                                      strict=True)}
     assert list(rows) == ["transport", "endpoint", "engine", "state", "uptime", "rtt", "sent",
-                          "received", "compression"], rows
+                          "received", "compression", "reconnects"], rows
+    assert rows["reconnects"] == "0", rows
     assert rows["transport"] == "local" and rows["state"] == "connected", rows
     assert rows["engine"].startswith("Mathics3"), rows
     assert re.fullmatch(r"[\d.]+ ms", rows["rtt"]), rows

@@ -219,14 +219,21 @@ def test_engine_failure_is_a_start_error_from_the_provisioner(jupyter_env: str, 
     assert not km.has_kernel
 
 
-def test_killed_kernel_process_ends_its_engine_at_once(rk_local: str) -> None:
-    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+def test_killed_kernel_process_ends_its_engine_after_the_grace(jupyter_env: str) -> None:
+    """kill -9 of the kernel looks like a network drop to the agent: the engine waits the
+    reconnect grace for its kernel, then ends (the manager's own kill ends it at once)."""
+    kernelspec.install("shortgrace", "Wolfram Language (short grace)", {
+        "transport": "local", "engine": "mathics", "reconnect_grace": 4.0,
+    }, prefix=jupyter_env)
+    km, kc = start_new_kernel(kernel_name="rk-shortgrace", startup_timeout=90)
     try:
         agent = km.provisioner.transport.process.pid
         engine = children_of(agent)
         assert engine
         os.kill(km.provisioner.pid, signal.SIGKILL)
-        assert wait_gone(engine, timeout=10) == []
+        time.sleep(2)
+        assert all(os.path.exists(f"/proc/{p}") for p in engine), "kept during the grace"
+        assert wait_gone(engine, timeout=15) == []
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)

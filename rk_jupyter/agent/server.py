@@ -37,6 +37,7 @@ class Connection:
         self.peer = peer
         self.server = server
         self.sessions: dict[int, Session] = {}
+        self.heartbeat = 0.0
         self._lock = threading.Lock()
 
     def serve(self) -> None:
@@ -44,9 +45,11 @@ class Connection:
         try:
             while True:
                 try:
-                    channel, expr = self.link.recv(timeout=None)
+                    channel, expr = self.link.recv(timeout=3 * self.heartbeat or None)
                 except LinkTimeout:
-                    continue
+                    log.warning("%s: no heartbeat for %.0f s; dropping the link (its sessions "
+                                "wait for their kernel)", self.peer, 3 * self.heartbeat)
+                    break
                 if channel == 0:
                     self._control(expr)
                 else:
@@ -62,7 +65,7 @@ class Connection:
         finally:
             self.link.close()
             for session in list(self.sessions.values()):
-                if session.unbind(self.link.send):
+                if session.unbind(self.link):
                     self.server.release(session)
 
     def _control(self, expr: Any) -> None:
@@ -118,18 +121,25 @@ class Connection:
                 "RKError", f"the agent has no session {name!r} (it ended, or its engine "
                 "failed); restart the kernel"))
             return
-        log.info("%s: attaching session %s on channel %d", self.peer, name, channel)
+        seen = request.get("received", 0)
         keep = request.get("keep", 0)
-        session.keep = float(keep) if isinstance(keep, (int, float)) else 0.0
-        self._bind(session, channel)
-        if session.info is not None:
-            self.link.send(channel, packet("RKSessionReady", session.info))
+        if not isinstance(seen, int) or not isinstance(keep, (int, float)):
+            self.link.send(channel, packet("RKError", "malformed RKAttachSession"))
+            return
+        log.info("%s: attaching session %s on channel %d", self.peer, name, channel)
+        heartbeat = request.get("heartbeat", 0)
+        if isinstance(heartbeat, (int, float)) and heartbeat > 0:
+            self.heartbeat = float(heartbeat)
+        session.keep = float(keep)
+        self.link.send(channel, packet(
+            "RKAttached", {**(session.info or {}), "received": session.received}))
+        self._bind(session, channel, seen)
 
-    def _bind(self, session: Session, channel: int) -> None:
+    def _bind(self, session: Session, channel: int, seen: int | None = None) -> None:
         with self._lock:
             self.sessions[channel] = session
-        session.bind(self.link.send, channel)
         self.server.attached(session)
+        session.bind(self.link, channel, seen)
 
     def forget(self, session: Session) -> None:
         with self._lock:

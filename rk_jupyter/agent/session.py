@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from ..link.connection import Link
 from ..link.expr import Function
 from ..link.frames import LinkError
 from ..link.packets import packet, packet_name
@@ -18,6 +20,8 @@ from .engines.base import EngineUnsupported, InputAborted
 log = logging.getLogger("rk_jupyter.agent")
 
 ENGINE_START_TIMEOUT = 120.0
+#: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
+MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
 _STOP = object()
 
@@ -29,7 +33,13 @@ class Session:
     time: the link's reader thread calls ``handle`` for each packet of that channel;
     interrupts act at once, everything else queues behind the running evaluation.  When its
     link goes, a session with ``keep`` > 0 waits that long to be attached again (the
-    provisioner opens it before the kernel process exists); otherwise it ends.
+    provisioner opens it before the kernel process exists; a kernel whose network dropped
+    comes back); otherwise it ends.
+
+    Nothing is lost across links: both sides count the session's packets (every packet on its
+    channel but RKAck and RKAttached), the session keeps what it sent until the kernel
+    acknowledges it (RKAck[count], after every evaluation) and, on attach, sends again
+    exactly what the kernel has not seen, while telling it how many of its packets arrived.
     """
 
     def __init__(
@@ -46,7 +56,10 @@ class Session:
         self.keep = keep
         self.info: dict[str, Any] | None = None
         self.channel = 0
-        self._send: Callable[[int, Function], None] | None = None
+        self.received = 0
+        self._link: Link | None = None
+        self._sent = 0
+        self._unacked: deque[tuple[int, Function]] = deque()
         self._bind_lock = threading.Lock()
         self._on_closed = on_closed
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -62,19 +75,31 @@ class Session:
 
     @property
     def bound(self) -> bool:
-        return self._send is not None
+        return self._link is not None
 
-    def bind(self, send: Callable[[int, Function], None], channel: int) -> None:
-        """Deliver this session's packets through ``send`` on ``channel`` from now on."""
-        with self._bind_lock:
-            self._send, self.channel = send, channel
+    def bind(self, link: Link, channel: int, seen: int | None = None) -> None:
+        """Deliver this session's packets over ``link`` on ``channel`` from now on.
 
-    def unbind(self, send: Callable[[int, Function], None]) -> bool:
-        """Forget the link whose ``send`` this is; False if the session was bound elsewhere."""
+        ``seen`` is how many of our packets the kernel has: the rest is sent again first.
+        A previous link is closed, so that a send stuck on a dead network lets go at once.
+        """
+        old = self._link
+        if old is not None and old is not link:
+            old.close()
         with self._bind_lock:
-            if self._send != send:
+            self._link, self.channel = link, channel
+            if seen is not None:
+                self._drop_acked(seen)
+            for _, pkt in list(self._unacked):
+                if not self._deliver(link, channel, pkt):
+                    break
+
+    def unbind(self, link: Link) -> bool:
+        """Forget ``link``; False if the session was bound to another one meanwhile."""
+        with self._bind_lock:
+            if self._link is not link:
                 return False
-            self._send = None
+            self._link = None
             return True
 
     def start(self) -> None:
@@ -82,14 +107,35 @@ class Session:
 
     def emit(self, pkt: Function) -> None:
         with self._bind_lock:
-            send, channel = self._send, self.channel
-        if send is None:
-            log.info("session %s: no link; dropping %s", self.name, packet_name(pkt))
-            return
+            self._sent += 1
+            self._unacked.append((self._sent, pkt))
+            if len(self._unacked) > MAX_UNACKED:
+                self._unacked.popleft()
+                log.warning("session %s: the kernel acknowledges nothing; a reconnect could "
+                            "now lose output", self.name)
+            if self._link is not None:
+                self._deliver(self._link, self.channel, pkt)
+
+    def _deliver(self, link: Link, channel: int, pkt: Function) -> bool:
         try:
-            send(channel, pkt)
+            link.send(channel, pkt)
+            return True
         except LinkError as exc:
-            log.info("session %s: cannot deliver %s: %s", self.name, packet_name(pkt), exc)
+            log.info("session %s: %s kept for the kernel: %s", self.name, packet_name(pkt), exc)
+            return False
+
+    def _drop_acked(self, seen: int) -> None:
+        while self._unacked and self._unacked[0][0] <= seen:
+            self._unacked.popleft()
+
+    def _acknowledge(self) -> None:
+        """Tell the kernel how many of its packets arrived, so it can forget them."""
+        with self._bind_lock:
+            if self._link is not None:
+                try:
+                    self._link.send(self.channel, packet("RKAck", self.received))
+                except LinkError:
+                    pass
 
     def read_input(self, prompt: Function) -> str:
         while not self._answers.empty():
@@ -106,6 +152,12 @@ class Session:
 
     def handle(self, expr: Any) -> None:
         name = packet_name(expr)
+        if name == "RKAck":
+            if expr.args and isinstance(expr.args[0], int):
+                with self._bind_lock:
+                    self._drop_acked(expr.args[0])
+            return
+        self.received += 1
         if name in _QUEUED:
             self._requests.put(expr)
         elif name == "TextPacket" and expr.args and isinstance(expr.args[0], str):
@@ -155,6 +207,7 @@ class Session:
                 break
             try:
                 self._serve(request)
+                self._acknowledge()
             except EngineError as exc:
                 log.error("session %s: engine died: %s", self.name, exc)
                 self.emit(packet("RKEngineDied", str(exc)))

@@ -10,6 +10,7 @@ import itertools
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,16 +50,35 @@ class Endpoint:
 
 class AgentClient:
     """A session on an agent.  ``next_packet`` is for the kernel's shell thread;
-    ``interrupt``/``ping``/``close`` may be called from any thread."""
+    ``send``/``interrupt``/``ping``/``close`` may be called from any thread.
 
-    def __init__(self, endpoint: Endpoint, kernel_id: str = "") -> None:
+    With ``grace`` > 0 a dropped link is not the end: the reader reconnects to the same
+    endpoint with back-off for up to ``grace`` seconds, attaches to the session again and
+    both sides resend what the other has not seen (see the counting rule in
+    ``rk_jupyter.link.packets``); a heartbeat notices a silent network within
+    ``3 * heartbeat`` seconds.  A running cell simply waits meanwhile.
+    """
+
+    def __init__(self, endpoint: Endpoint, kernel_id: str = "", grace: float = 0.0,
+                 heartbeat: float = 5.0) -> None:
         self.endpoint = endpoint
         self.kernel_id = kernel_id
+        self.grace = grace
+        self.heartbeat = heartbeat
         self.link: Link | None = None
         self.engine_info: dict[str, Any] = {}
         self.started = time.time()
         self.last_rtt: float | None = None
         self.down: str | None = None
+        self.reconnects = 0
+        self.keep = 0.0
+        self.reconnecting_since: float | None = None
+        self.received = 0
+        self._sent = 0
+        self._unacked: deque[tuple[int, Any]] = deque()
+        self._send_lock = threading.Lock()
+        self._closing = False
+        self._last_heard = time.monotonic()
         self._packets: queue.Queue[Any] = queue.Queue()
         self._pongs: dict[int, threading.Event] = {}
         self._ping_ids = itertools.count(1)
@@ -71,19 +91,36 @@ class AgentClient:
         Raises AgentError naming the cause (unreachable agent, wrong token, engine failure).
         """
         ep = self.endpoint
-        try:
-            self.link = Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=15.0)
-        except LinkError as exc:
-            raise AgentError(str(exc)) from None
-        threading.Thread(target=self._read, name="link-reader", daemon=True).start()
+        self.keep = keep
+        self.link = self._connect(15.0)
         request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
         if ep.attach:
-            self.link.send(0, packet("RKAttachSession", {**request, "session": ep.session}))
-        else:
-            request.update(engine=ep.engine, options=ep.engine_options)
-            if ep.session:
-                request["session"] = ep.session
-            self.link.send(0, packet("RKOpenSession", request))
+            info = self._attach(self.link, timeout)
+            self._start_threads()
+            if info.get("name"):
+                self.engine_info = info
+                return info
+            return self._wait_ready(timeout)
+        request.update(engine=ep.engine, options=ep.engine_options)
+        if ep.session:
+            request["session"] = ep.session
+        self._start_threads()
+        self.link.send(0, packet("RKOpenSession", request))
+        return self._wait_ready(timeout)
+
+    def _connect(self, timeout: float) -> Link:
+        ep = self.endpoint
+        try:
+            return Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=timeout)
+        except LinkError as exc:
+            raise AgentError(str(exc)) from None
+
+    def _start_threads(self) -> None:
+        threading.Thread(target=self._read, name="link-reader", daemon=True).start()
+        if self.grace > 0 and self.heartbeat > 0:
+            threading.Thread(target=self._beat, name="link-heartbeat", daemon=True).start()
+
+    def _wait_ready(self, timeout: float) -> dict[str, Any]:
         reply = self.next_packet(timeout)
         name = packet_name(reply)
         if name == "RKSessionReady":
@@ -100,13 +137,48 @@ class AgentClient:
             raise AgentError(f"the engine did not start within {timeout:.0f} s")
         raise AgentError(f"unexpected answer from the agent: {reply!r}")
 
-    def send(self, pkt: Any) -> None:
-        if self.link is None or self.down:
-            raise AgentError(self.down or "not connected")
+    def _attach(self, link: Link, timeout: float) -> dict[str, Any]:
+        """Attach ``link`` to our session (before its reader runs); resend what the agent
+        lacks.  Returns the RKAttached info; raises AgentError if the session is gone."""
+        link.send(0, packet("RKAttachSession", {
+            "channel": SESSION_CHANNEL, "session": self.endpoint.session,
+            "received": self.received, "keep": self.keep, "kernel": self.kernel_id,
+            "heartbeat": self.heartbeat if self.grace > 0 else 0,
+        }))
         try:
-            self.link.send(SESSION_CHANNEL, pkt)
+            channel, reply = link.recv(timeout)
         except LinkError as exc:
-            raise AgentError(f"the link to the agent is down: {exc}") from None
+            raise AgentError(f"the agent did not answer the attach: {exc}") from None
+        name = packet_name(reply)
+        if name == "RKError":
+            raise AgentError(reply.args[0])
+        if name != "RKAttached" or not isinstance(reply.args[0], dict):
+            raise AgentError(f"unexpected answer to an attach: {reply!r}")
+        info = dict(reply.args[0])
+        seen = info.pop("received", 0)
+        with self._send_lock:
+            while self._unacked and self._unacked[0][0] <= seen:
+                self._unacked.popleft()
+            for _, pkt in self._unacked:
+                link.send(SESSION_CHANNEL, pkt)
+            self.link = link
+        return info
+
+    def send(self, pkt: Any) -> None:
+        """Send a session packet; while reconnecting it waits in the resend buffer."""
+        if self.down:
+            raise AgentError(self.down)
+        with self._send_lock:
+            self._sent += 1
+            self._unacked.append((self._sent, pkt))
+            link = self.link
+            if link is None:
+                raise AgentError("not connected")
+            try:
+                link.send(SESSION_CHANNEL, pkt)
+            except LinkError as exc:
+                if self.grace <= 0:
+                    raise AgentError(f"the link to the agent is down: {exc}") from None
 
     def next_packet(self, timeout: float) -> Any:
         """The next packet of our session, a LinkDown, or None after ``timeout`` s."""
@@ -132,14 +204,19 @@ class AgentClient:
 
     def ping(self, timeout: float = 5.0) -> float:
         """Round-trip time to the agent in seconds; raises AgentError on timeout."""
-        if self.link is None or self.down:
-            raise AgentError(self.down or "not connected")
+        link = self.link
+        if self.down:
+            raise AgentError(self.down)
+        if self.reconnecting_since is not None:
+            raise AgentError("reconnecting to the agent")
+        if link is None:
+            raise AgentError("not connected")
         ident = next(self._ping_ids)
         event = threading.Event()
         self._pongs[ident] = event
         start = time.perf_counter()
         try:
-            self.link.send(0, packet("RKPing", ident))
+            link.send(0, packet("RKPing", ident))
             if not event.wait(timeout):
                 raise AgentError(f"the agent did not answer a ping within {timeout:.0f} s")
         except LinkError as exc:
@@ -152,32 +229,102 @@ class AgentClient:
     def close(self, end_session: bool = True) -> None:
         """Close the link, ending the session (and its engine) unless ``end_session`` is
         False, in which case the agent keeps it as long as it was opened to; idempotent."""
+        self._closing = True
         if self.link is None:
             return
         link, self.link = self.link, None
-        if end_session:
-            try:
+        try:
+            if end_session:
                 link.send(SESSION_CHANNEL, packet("RKTerminate"))
-            except LinkError:
-                pass
+            else:
+                link.send(SESSION_CHANNEL, packet("RKAck", self.received))
+        except LinkError:
+            pass
         link.close()
 
     def _read(self) -> None:
-        link = self.link
-        assert link is not None
-        try:
-            while True:
-                channel, expr = link.recv(timeout=None)
-                name = packet_name(expr)
-                if channel == 0 and name == "RKPong":
+        reason = ""
+        while True:
+            link = self.link
+            if link is None:
+                break
+            try:
+                self._read_link(link)
+            except FrameError as exc:
+                reason = f"the agent sent a malformed frame ({exc}); the link was closed"
+                link.close()
+            except LinkError as exc:
+                reason = f"the link to the agent ended: {exc}"
+            if self._closing or not self._reconnect(reason):
+                break
+        self.down = reason or "the link was closed"
+        self._packets.put(LinkDown(self.down))
+
+    def _read_link(self, link: Link) -> None:
+        while True:
+            channel, expr = link.recv(timeout=None)
+            self._last_heard = time.monotonic()
+            name = packet_name(expr)
+            if channel == 0:
+                if name == "RKPong":
                     event = self._pongs.get(expr.args[0] if expr.args else None)
                     if event:
                         event.set()
                 else:
                     self._packets.put(expr)
-        except FrameError as exc:
-            self.down = f"the agent sent a malformed frame ({exc}); the link was closed"
-            link.close()
-        except LinkError as exc:
-            self.down = f"the link to the agent ended: {exc}"
-        self._packets.put(LinkDown(self.down))
+            elif name == "RKAck":
+                if expr.args and isinstance(expr.args[0], int):
+                    with self._send_lock:
+                        while self._unacked and self._unacked[0][0] <= expr.args[0]:
+                            self._unacked.popleft()
+            else:
+                self.received += 1
+                self._packets.put(expr)
+                if name == "InputNamePacket":
+                    link.send(SESSION_CHANNEL, packet("RKAck", self.received))
+
+    def _reconnect(self, reason: str) -> bool:
+        """Reconnect and attach again within the grace period; False when that fails."""
+        if self.grace <= 0 or not self.endpoint.session:
+            return False
+        self.reconnecting_since = time.time()
+        deadline = time.monotonic() + self.grace
+        delays = iter((0.1, 0.25, 0.5, 1.0, 2.0))
+        while not self._closing and time.monotonic() < deadline:
+            time.sleep(min(next(delays, 5.0), max(deadline - time.monotonic(), 0)))
+            try:
+                link = self._connect(min(10.0, max(deadline - time.monotonic(), 0.1)))
+            except AgentError:
+                continue
+            try:
+                self._attach(link, 10.0)
+            except AgentError as exc:
+                link.close()
+                if "no session" in str(exc):
+                    return False
+                continue
+            except LinkError:
+                link.close()
+                continue
+            self.reconnects += 1
+            self.reconnecting_since = None
+            self._last_heard = time.monotonic()
+            return True
+        self.reconnecting_since = None
+        return False
+
+    def _beat(self) -> None:
+        """Ping now and then; a link silent for three beats is closed, so the reader
+        reconnects instead of waiting on a network that no longer delivers."""
+        while not self._closing and not self.down:
+            time.sleep(self.heartbeat)
+            link = self.link
+            if link is None or self.reconnecting_since is not None:
+                continue
+            if time.monotonic() - self._last_heard > 3 * self.heartbeat:
+                link.close()
+                continue
+            try:
+                link.send(0, packet("RKPing", 0))
+            except LinkError:
+                link.close()

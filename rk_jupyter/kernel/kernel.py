@@ -62,8 +62,10 @@ class WolframKernel(Kernel):
         self.client: AgentClient | None = None
         self.start_error: str | None = None
         try:
-            client = AgentClient(endpoint_from_environment(), os.environ.get("RK_KERNEL_ID", ""))
-            info = client.open()
+            grace = float(os.environ.get("RK_RECONNECT_GRACE", "0"))
+            client = AgentClient(endpoint_from_environment(), os.environ.get("RK_KERNEL_ID", ""),
+                                 grace=grace)
+            info = client.open(keep=grace)
         except (AgentError, KeyError, ValueError) as exc:
             self.start_error = str(exc)
             self.log.error("rk_jupyter: cannot start the engine: %s", exc)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import json
+import os
 import time
 from typing import Any
 
 from .client import AgentClient, AgentError
 
-USAGE = "usage: %rkernel status | %rkernel ping"
+USAGE = "usage: %rkernel status | %rkernel ping | %rkernel doctor [NAME]"
 
 
 def is_magic(code: str) -> bool:
@@ -29,7 +31,30 @@ def run_magic(code: str, client: AgentClient | None, start_error: str | None) ->
                 f"min {min(rtts):.2f} ms, avg {sum(rtts) / len(rtts):.2f} ms, "
                 f"max {max(rtts):.2f} ms (5 round trips)")
         return {"text/plain": text}
+    if command == "doctor" and len(words) <= 3:
+        return doctor_bundle(words[2] if len(words) == 3 else None)
     raise ValueError(USAGE)
+
+
+def doctor_bundle(name: str | None) -> dict[str, str]:
+    """``%rkernel doctor [NAME]``: the chain this kernel was started with (the provisioner's
+    settings in RK_SETTINGS), or kernelspec NAME's, checked step by step with a connection
+    and an agent of the doctor's own, so this kernel's link is not disturbed."""
+    from .. import doctor  # paramiko and the ssh modules only when asked
+
+    if name is None:
+        settings = os.environ.get("RK_SETTINGS")
+        if not settings:
+            raise ValueError("this kernel's launch settings are unknown (no RK_SETTINGS); "
+                             "%rkernel doctor NAME checks kernelspec rk-NAME")
+        name = os.environ.get("RK_KERNELSPEC") or "this kernel"
+        checkup = doctor.Checkup(name, json.loads(settings))
+    else:
+        checkup = doctor.Checkup(name)
+    steps = checkup.run()
+    title = f"rk_jupyter doctor: {name}"
+    return {"text/plain": doctor.render_text(title, steps),
+            "text/html": doctor.render_html(title, steps)}
 
 
 def _size(n: int) -> str:
@@ -56,6 +81,9 @@ def status_rows(client: AgentClient | None, start_error: str | None) -> list[tup
         state = "connected"
     except AgentError as exc:
         rtt, state = "-", f"down: {exc}"
+        if client.reconnecting_since is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(client.reconnecting_since))
+            state = f"reconnecting since {since}"
     uptime = int(time.time() - client.started)
     rows += [("state", state), ("uptime", f"{uptime // 3600}h {uptime // 60 % 60:02d}m "
                                            f"{uptime % 60:02d}s"), ("rtt", rtt)]
@@ -70,6 +98,7 @@ def status_rows(client: AgentClient | None, start_error: str | None) -> list[tup
         wire = stats.sent.wire_bytes + stats.received.wire_bytes
         ratio = wire / raw if raw else 1.0
         rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
+    rows.append(("reconnects", str(client.reconnects)))
     return rows
 
 

@@ -39,9 +39,14 @@ session; ``RKPing[t]`` is answered by ``RKPong[t]``.  On channel 0,
 session with its own engine and binds it to that channel; ``RKAttachSession[<|"channel",
 "session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
 kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
-kernel attaches to it); both are answered on the channel by ``RKSessionReady[info]`` or
+kernel attaches to it); RKOpenSession is answered on the channel by ``RKSessionReady[info]``
+or ``RKError[text]``, RKAttachSession by ``RKAttached[<|info, "received"|>]`` or
 ``RKError[text]``; ``keep`` is how many seconds a session outlives its link waiting to be
 attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
+Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep
+what they sent until ``RKAck[count]`` says it arrived; an attach carries the kernel's count
+("received") and RKAttached the agent's, and each side then sends again what the other
+lacks, so that a dropped network loses and duplicates nothing.
 ``RKComplete[prefix]`` is answered by ``RKCompletions[list]``;
 ``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
 engine ended on its own.
@@ -102,6 +107,8 @@ CONTROL_NAMES = frozenset(
         "RKPong",
         "RKOpenSession",
         "RKAttachSession",
+        "RKAttached",
+        "RKAck",
         "RKCloseSession",
         "RKSessionReady",
         "RKError",

@@ -73,6 +73,10 @@ class RemoteKernelProvisioner(LocalProvisioner):
     python = Unicode("", help="Python that runs a local agent (default: this one)").tag(
         config=True
     )
+    reconnect_grace = Float(
+        600.0, help="seconds a kernel may be cut off from its agent (network down, SSH "
+        "reconnecting) before the agent ends its engine; nothing is lost meanwhile"
+    ).tag(config=True)
     agent_start_timeout = Float(
         30.0, help="seconds to wait for the agent's ready line (with ssh: including its upload)"
     ).tag(config=True)
@@ -205,6 +209,10 @@ class RemoteKernelProvisioner(LocalProvisioner):
                 "RK_COMPRESSION": config["compression"],
                 "RK_KERNEL_ID": kernel_id,
                 "RK_SESSION": session,
+                "RK_RECONNECT_GRACE": str(self.reconnect_grace),
+                # For ``%rkernel doctor``, which checks the chain these settings describe.
+                "RK_SETTINGS": json.dumps(config),
+                "RK_KERNELSPEC": os.path.basename(getattr(self.kernel_spec, "resource_dir", "")),
             }
         )
         return kwargs
