@@ -8,11 +8,12 @@ baseline measured in the same run:
     through a recording ``EngineHost``; the packets it emits (agent → kernel) and the
     EnterTextPackets of the cells (kernel → agent) are cached as WXF under ``benchmarks/.cache/``
     so that reruns take a second.  The same payload sequence then goes through ``FrameWriter``
-    with no compression, with the link's zlib fallback and with the negotiated brotli stream, and
-    through the baseline that ``ssh -C`` would apply to uncompressed frames: one zlib level-6
-    stream per direction over the whole session, ``Z_SYNC_FLUSH`` after every frame.  Every
-    compressed frame is decompressed again and compared with its payload.  Goal: brotli bytes
-    ≤ 0.7 × ssh -C bytes.
+    with no compression, with the link's zlib fallback and with the negotiated brotli codec, and
+    through the baseline that ``ssh -C`` would apply to the link's uncompressed frames: one zlib
+    level-6 stream per direction over the whole session, ``Z_SYNC_FLUSH`` after every frame.
+    Every frame is decoded again by a real ``FrameReader`` and compared with its payload.  Goal:
+    brotli bytes ≤ 0.7 × ssh -C bytes.  ``what-if`` measures what the link offers but the
+    session does not use (``send_many`` per burst of packets) and costlier encoder settings.
 
 (b) **Throughput.**  A 50 MB (50·10⁶ B) ByteArray result crosses a TCP loopback ``Link``
     between two processes: a child process plays the agent (``Link.accept``, answers a request
@@ -20,7 +21,9 @@ baseline measured in the same run:
     sending the request to holding the decoded expression).  Payloads: random bytes (should
     bypass compression) and a CSV text (compressible).  Baseline: the same bytes over a plain
     TCP socket between the same processes, ``sendall`` → ``recv_into`` a preallocated buffer.
-    MB/s = 10⁶ B/s of payload, best of ``--repeats``.  Goal: ≥ 100 MB/s.
+    MB/s = 10⁶ B/s of payload, best of ``--repeats``.  Goal: ≥ 100 MB/s.  Extra rows: the
+    bulk context forced on for every chunk, and the agent's sends throttled to an emulated
+    ``--throttle-mb`` network, where the adaptive policy should compress.
 
 Exit status is 0 whenever the benchmark ran: goal misses are reported, not failures.
 """
@@ -35,10 +38,10 @@ import os
 import random
 import socket
 import statistics
+import struct
 import sys
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rk_jupyter.link import compression, wxf  # noqa: E402
-from rk_jupyter.link.compression import StreamDecompressor  # noqa: E402
+from rk_jupyter.link.compression import BULK, MEDIUM, SMALL  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
 from rk_jupyter.link.expr import Function, Symbol  # noqa: E402
-from rk_jupyter.link.frames import COMPRESSED, HEADER, FrameWriter  # noqa: E402
+from rk_jupyter.link.frames import RAW, FrameReader, FrameWriter, decode_header  # noqa: E402
 from rk_jupyter.link.packets import packet  # noqa: E402
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
@@ -61,59 +64,6 @@ THROUGHPUT_GOAL = 100.0  # MB/s
 MB = 1_000_000
 BIG_SIZE = 50 * MB
 CHANNEL = 1
-
-
-# -- brotli ≥ 1.2 returns frames > 32 KB in pieces ----------------------------------------------
-
-
-def brotli_frames_truncate() -> bool:
-    """True when the installed StreamDecompressor fails on a brotli frame > 32 KB: brotli ≥ 1.2's
-    ``Decompressor.process`` may return part of the output and hand out the rest only to further
-    ``process(b"")`` calls (google/brotli#1396), which compression.py does not make."""
-    if "brotli" not in compression.available_codecs():
-        return False
-    payload = random.Random(7).choices(b"<path d='M1,2 L3,4'/>", k=40_000)
-    data = bytes(payload)
-    comp = compression.StreamCompressor("brotli")
-    try:
-        StreamDecompressor("brotli").decompress(comp.compress(data), len(data))
-    except compression.CompressionError:
-        return True
-    return False
-
-
-def _draining_decompress(self: StreamDecompressor, data: bytes | memoryview,
-                         raw_size: int) -> bytes:
-    """StreamDecompressor.decompress for brotli that also drains the pending output."""
-    if self.codec != "brotli":
-        return _ORIGINAL_DECOMPRESS(self, data, raw_size)
-    try:
-        chunks = [self._brotli.process(data, output_buffer_limit=raw_size + 1)]
-        got = len(chunks[0])
-        while got <= raw_size:
-            more = self._brotli.process(b"", output_buffer_limit=raw_size + 1 - got)
-            if not more:
-                break
-            chunks.append(more)
-            got += len(more)
-    except compression.brotli.error as exc:
-        raise compression.CompressionError(f"corrupt compressed frame: {exc}") from None
-    if got != raw_size or not self._brotli.can_accept_more_data():
-        raise compression.CompressionError(
-            f"compressed frame decodes to {got} bytes, header declared {raw_size}")
-    return b"".join(chunks)
-
-
-_ORIGINAL_DECOMPRESS = StreamDecompressor.decompress
-
-
-def work_around_brotli_truncation() -> bool:
-    """Patch the receiving side in this process when needed, so that the link can be measured;
-    True when patched (reported in the output, for compression.py to be fixed)."""
-    if not brotli_frames_truncate():
-        return False
-    StreamDecompressor.decompress = _draining_decompress  # type: ignore[method-assign]
-    return True
 
 
 # -- (a) the reference workload ---------------------------------------------------------------
@@ -297,7 +247,8 @@ def load_workload(refresh: bool) -> tuple[Workload, str]:
 
 
 class SinkSocket:
-    """Stands in for the socket (FrameWriter only calls ``sendall``); keeps each frame's bytes."""
+    """Stands in for the socket (FrameWriter calls ``sendall`` only, as it has no ``sendmsg``);
+    keeps the bytes of each frame."""
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
@@ -316,40 +267,89 @@ class WireResult:
     wire: int
     compress_s: float
     decompress_s: float
-    compressed_frames: int
+    frames: int
+    per_stream: dict[int, int]  # frames per body encoding (RAW, SMALL, MEDIUM, BULK)
+    max_compress_s: float = 0.0
 
 
-def through_link(payloads: list[bytes], codec: str) -> WireResult:
-    """Wire bytes of ``payloads`` sent by FrameWriter with ``codec``; checks every frame."""
-    sink = SinkSocket()
-    writer = FrameWriter(sink, codec)  # type: ignore[arg-type]
-    decompressor = StreamDecompressor(codec)
-    compress_s = decompress_s = 0.0
-    for payload in payloads:
-        started = time.perf_counter()
-        writer.send_payload(CHANNEL, payload)
-        compress_s += time.perf_counter() - started
-        frame = sink.take()
-        flags, _, wire_len, raw_len = HEADER.unpack_from(frame)
-        body = frame[HEADER.size:]
-        assert len(body) == wire_len and raw_len == len(payload)
-        if flags & COMPRESSED:
+class FrameChecker:
+    """Feeds frames to a real FrameReader (through a socket pair) and checks what it decodes;
+    times the reader's decompression alone."""
+
+    def __init__(self, codec: str) -> None:
+        self.a, b = socket.socketpair()
+        self.reader = FrameReader(b, codec)
+        self.decompress_s = 0.0
+        inner = self.reader._decompress
+
+        def timed(body: int, data: Any, limit: int) -> bytes:
             started = time.perf_counter()
-            body = decompressor.decompress(body, raw_len)
-            decompress_s += time.perf_counter() - started
-        if body != payload:
-            raise AssertionError(f"{codec}: a frame did not survive the round trip")
-    return WireResult(writer.stats.wire_bytes, compress_s, decompress_s,
-                      writer.stats.compressed_frames)
+            try:
+                return inner(body, data, limit)
+            finally:
+                self.decompress_s += time.perf_counter() - started
+
+        self.reader._decompress = timed  # type: ignore[method-assign]
+
+    def check(self, frame: bytes, expected: list[bytes]) -> None:
+        self.a.sendall(frame)
+        for payload in expected:
+            _, expr = self.reader.recv(5)
+            if wxf.dumps(expr) != payload:
+                raise AssertionError("a frame did not survive the round trip")
+
+    def close(self) -> None:
+        self.a.close()
+        self.reader.reader.sock.close()
+
+
+def through_link(payloads: list[bytes], codec: str, groups: list[list[bytes]] | None = None,
+                 medium_quality: int | None = None) -> WireResult:
+    """Wire bytes of ``payloads`` sent by FrameWriter with ``codec`` (with ``groups``: one
+    ``send_many`` per group instead); every frame is decoded again by a FrameReader."""
+    saved = compression.MEDIUM_QUALITY
+    if medium_quality is not None:
+        compression.MEDIUM_QUALITY = medium_quality
+    try:
+        sink = SinkSocket()
+        writer = FrameWriter(sink, codec)  # type: ignore[arg-type]
+    finally:
+        compression.MEDIUM_QUALITY = saved
+    checker = FrameChecker(codec)
+    compress_s = max_s = 0.0
+    per_stream: dict[int, int] = {}
+    units: list[list[bytes]] = groups if groups is not None else [[p] for p in payloads]
+    try:
+        for unit in units:
+            if len(unit) == 1:
+                started = time.perf_counter()
+                writer.send_payload(CHANNEL, unit[0])
+            else:
+                exprs = [wxf.loads(p) for p in unit]
+                started = time.perf_counter()
+                writer.send_many(CHANNEL, exprs)
+            took = time.perf_counter() - started
+            compress_s += took
+            max_s = max(max_s, took)
+            frame = sink.take()
+            body = decode_header(frame).body
+            per_stream[body] = per_stream.get(body, 0) + 1
+            checker.check(frame, unit)
+    finally:
+        checker.close()
+    return WireResult(writer.stats.wire_bytes, compress_s, checker.decompress_s,
+                      writer.stats.frames, per_stream, max_s)
 
 
 def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
-                     level: int = 6) -> WireResult:
-    """What ``ssh -C`` puts on the wire for the link's uncompressed frames: one zlib stream per
-    direction, level 6, flushed after each frame.  The goal's baseline uses Z_SYNC_FLUSH;
-    OpenSSH itself flushes each SSH packet with Z_PARTIAL_FLUSH, a few bytes cheaper per frame
-    (shown as its own column).  One flush per frame, not per ≤32 KB SSH packet, favours the
-    baseline slightly on big frames."""
+                     level: int = 6, old_header: bool = False) -> WireResult:
+    """What ``ssh -C`` puts on the wire for the link's frames sent without compression: one
+    zlib stream per direction, level 6, flushed after each frame.  The goal's baseline uses
+    Z_SYNC_FLUSH; OpenSSH itself flushes each SSH packet with Z_PARTIAL_FLUSH, a few bytes
+    cheaper per frame (shown as its own column).  One flush per frame, not per ≤32 KB SSH
+    packet, favours the baseline slightly on big frames.  The frames are the link's own
+    (codec none), so a smaller header makes the baseline smaller too; ``old_header``: with the
+    11-byte header of the link before (flags, channel, two u32 lengths) instead."""
     sink = SinkSocket()
     writer = FrameWriter(sink, "none")  # type: ignore[arg-type]
     deflate = zlib.compressobj(level)
@@ -357,8 +357,11 @@ def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
     wire = 0
     compress_s = decompress_s = 0.0
     for payload in payloads:
-        writer.send_payload(CHANNEL, payload)
-        frame = sink.take()
+        if old_header:
+            frame = OLD_HEADER.pack(0, CHANNEL, len(payload), len(payload)) + payload
+        else:
+            writer.send_payload(CHANNEL, payload)
+            frame = sink.take()
         started = time.perf_counter()
         body = deflate.compress(frame) + deflate.flush(flush)
         compress_s += time.perf_counter() - started
@@ -368,9 +371,12 @@ def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
         if back != frame:
             raise AssertionError("ssh -C baseline: a frame did not survive the round trip")
         wire += len(body)
-    return WireResult(wire, compress_s, decompress_s, len(payloads))
+    return WireResult(wire, compress_s, decompress_s, len(payloads), {})
 
 
+#: The link's frame header when the goal was set (flags u8, channel u16, wire and raw length
+#: u32), for the record: the goal's baseline uses the link's current frames.
+OLD_HEADER = struct.Struct(">BHII")
 WIRE_COLUMNS = ("none", "ssh -C zlib6", "ssh partial", "link zlib", "link brotli")
 
 
@@ -388,6 +394,9 @@ def wire_rows(workload: Workload) -> list[tuple[str, int, int, dict[str, WireRes
         }
         rows.append((name, len(payloads), sum(map(len, payloads)), results))
     return rows
+
+
+STREAM_NAMES = {RAW: "raw", SMALL: "small", MEDIUM: "medium", BULK: "bulk"}
 
 
 def report_wire(workload: Workload, source: str) -> bool:
@@ -411,21 +420,24 @@ def report_wire(workload: Workload, source: str) -> bool:
     ratio = totals["link brotli"] / totals["ssh -C zlib6"]
     print(f"{'session':<15} {frames:>6} {raw:>10} "
           + " ".join(f"{totals[c]:>13}" for c in WIRE_COLUMNS) + f" {ratio:>13.3f}")
-    print("\nCPU per frame, agent → kernel (µs, mean; compression includes the sampling rule):")
+    old = sum(through_ssh_zlib(p, old_header=True).wire
+              for p in (workload.to_kernel, workload.to_agent))
+    print(f"(ssh -C zlib6 over frames with the former 11-byte header: {old} B; link brotli / "
+          f"that = {totals['link brotli'] / old:.3f})")
+    print("\nCPU per frame, agent → kernel (µs, mean; link: FrameWriter.send_payload, i.e. "
+          "sampling, compression and header; decompression alone on the reader):")
     _, n, _, results = rows[0]
     for c in WIRE_COLUMNS[1:]:
         r = results[c]
+        streams = ", ".join(f"{STREAM_NAMES[k]} {v}" for k, v in sorted(r.per_stream.items()))
         print(f"  {c:<13} compress {r.compress_s / n * 1e6:7.1f}   "
-              f"decompress {r.decompress_s / n * 1e6:7.1f}   "
-              f"compressed frames {r.compressed_frames}/{n}")
+              f"decompress {r.decompress_s / n * 1e6:7.1f}"
+              + (f"   max {r.max_compress_s * 1e3:5.2f} ms   frames by body: {streams}"
+                 if streams else ""))
     met = ratio <= WIRE_GOAL
     print(f"goal: brotli ≤ {WIRE_GOAL} × ssh -C zlib6 over the session: "
           f"{ratio:.3f} → {'MET' if met else 'NOT MET'}")
     return met
-
-
-def _varint_len(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
 
 
 def bursts(payloads: list[bytes]) -> list[list[bytes]]:
@@ -441,63 +453,56 @@ def bursts(payloads: list[bytes]) -> list[list[bytes]]:
 
 
 def what_if(workload: Workload) -> None:
-    """Wire bytes of framings that frames.py does not implement, on the same payloads and the
-    same brotli settings: where the bytes go, for whoever changes the frame format."""
-    payloads = workload.to_kernel
-    base = through_ssh_zlib(payloads).wire
-
-    def brotli_wire(units: list[bytes], header: Callable[[int, int], int]) -> int:
-        comp = compression.StreamCompressor("brotli")
-        return sum(header(len(body := comp.compress(u)), len(u)) + len(body) for u in units)
-
-    def varint_header(wire: int, raw: int) -> int:  # flags, channel, wire and raw length
-        return 2 + _varint_len(wire) + _varint_len(raw)
-
-    saved = compression.MIN_COMPRESS_SIZE
-    current = through_link(payloads, "brotli").wire
-    try:
-        compression.MIN_COMPRESS_SIZE = 0
-        every = brotli_wire(payloads, lambda w, r: HEADER.size)
-        varint = brotli_wire(payloads, varint_header)
-        grouped = [b"".join(g) for g in bursts(payloads)]
-        burst = brotli_wire(grouped, varint_header)
-        per_packet_len = sum(_varint_len(len(p)) for p in payloads)
-    finally:
-        compression.MIN_COMPRESS_SIZE = saved
-    print("\nwhat-if, agent → kernel (not implemented; same payloads and brotli settings), "
-          "ratio to ssh -C zlib6:")
-    rows = [
-        ("as measured above", current),
-        ("every frame through the stream", every),
-        ("+ varint header (≈4-6 B, not 11)", varint),
-        (f"+ one frame per burst ({len(grouped)} bursts)", burst + per_packet_len),
-    ]
-    for name, wire in rows:
-        print(f"  {name:<42} {wire:>8} B {wire / base:6.3f}")
+    """Wire bytes of what the link can do but the session does not (yet), on the same
+    payloads: ``send_many`` per burst, and costlier MEDIUM qualities (encoder-only settings)."""
+    to_kernel, to_agent = workload.to_kernel, workload.to_agent
+    base_k = through_ssh_zlib(to_kernel).wire
+    base = base_k + through_ssh_zlib(to_agent).wire
+    groups = bursts(to_kernel)
+    back = through_link(to_agent, "brotli").wire
+    print(f"\nwhat-if (ratios to ssh -C zlib6; agent → kernel and whole session; "
+          f"{len(groups)} bursts of packets that a cell emits together):")
+    print(f"  {'':<44} {'bytes':>8} {'a→k':>6} {'session':>7} {'mean ms':>8} {'max ms':>7}")
+    for name, grouped, quality in (
+        ("as measured above", None, None),
+        ("send_many per burst", groups, None),
+        (f"MEDIUM_QUALITY 10 (not {compression.MEDIUM_QUALITY})", None, 10),
+        ("MEDIUM_QUALITY 11", None, 11),
+        ("send_many per burst + MEDIUM_QUALITY 11", groups, 11),
+    ):
+        r = through_link(to_kernel, "brotli", grouped, quality)
+        units = len(grouped) if grouped else len(to_kernel)
+        print(f"  {name:<44} {r.wire:>8} {r.wire / base_k:6.3f} {(r.wire + back) / base:7.3f} "
+              f"{r.compress_s / units * 1e3:8.3f} {r.max_compress_s * 1e3:7.2f}")
 
 
 def sweep(workload: Workload) -> None:
-    """Wire ratio and CPU cost for other brotli settings (to tune compression.py)."""
+    """Wire ratio and CPU cost for other MEDIUM/SMALL settings (to tune compression.py)."""
     payloads = workload.to_kernel
     base = through_ssh_zlib(payloads).wire
     csv = csv_bytes(8 * MB)
-    print(f"\nbrotli settings, agent → kernel, vs ssh -C zlib6 = {base} B; "
-          "MB/s = one 8 MB CSV frame compressed")
-    print(f"{'quality':>7} {'lgwin':>5} {'ratio':>6} {'µs/frame':>9} {'CSV MB/s':>9}")
-    saved = compression.BROTLI_QUALITY, compression.BROTLI_WINDOW
+    print(f"\nMEDIUM stream settings, agent → kernel, vs ssh -C zlib6 = {base} B; "
+          "CSV MB/s = one 1 MB CSV frame through the MEDIUM context")
+    print(f"{'quality':>7} {'lgwin':>5} {'small<':>6} {'ratio':>6} {'µs/frame':>9} "
+          f"{'max ms':>7} {'CSV MB/s':>9}")
+    saved = (compression.MEDIUM_QUALITY, compression.BROTLI_WINDOW, compression.SMALL_LIMIT)
     try:
-        for quality in range(0, 8):
-            for window in (18, 20, 22, 24):
-                compression.BROTLI_QUALITY, compression.BROTLI_WINDOW = quality, window
+        for quality in (4, 5, 6, 7, 8, 9, 10, 11):
+            for window, small in ((22, 256), (18, 256), (24, 256), (22, 128), (22, 1024)):
+                if quality not in (5, 6) and (window, small) != (22, 256):
+                    continue
+                compression.MEDIUM_QUALITY, compression.BROTLI_WINDOW = quality, window
+                compression.SMALL_LIMIT = small
                 r = through_link(payloads, "brotli")
-                comp = compression.StreamCompressor("brotli")
+                comp = compression.StreamCompressor("brotli", compression.MEDIUM)
                 started = time.perf_counter()
-                comp.compress(csv)
-                rate = len(csv) / (time.perf_counter() - started) / MB
-                print(f"{quality:>7} {window:>5} {r.wire / base:>6.3f} "
-                      f"{r.compress_s / len(payloads) * 1e6:>9.1f} {rate:>9.0f}")
+                comp.compress(csv[:MB])
+                rate = MB / (time.perf_counter() - started) / MB
+                print(f"{quality:>7} {window:>5} {small:>6} {r.wire / base:>6.3f} "
+                      f"{r.compress_s / len(payloads) * 1e6:>9.1f} "
+                      f"{r.max_compress_s * 1e3:>7.2f} {rate:>9.1f}")
     finally:
-        compression.BROTLI_QUALITY, compression.BROTLI_WINDOW = saved
+        compression.MEDIUM_QUALITY, compression.BROTLI_WINDOW, compression.SMALL_LIMIT = saved
 
 
 # -- (b) throughput ----------------------------------------------------------------------------
@@ -523,10 +528,37 @@ def big_payloads(size: int) -> dict[str, bytes]:
 BENCH_TIME = Symbol("BenchSenderTime")
 
 
+class ThrottledSocket:
+    """The agent's socket as if the network behind it carried ``rate`` B/s: a token bucket
+    with a 4 MB burst (what socket buffers absorb before sends block).  FrameWriter sees sends
+    block as on a slow link, the reader sees data arrive at that rate."""
+
+    BURST = 4 * MB
+
+    def __init__(self, sock: socket.socket, rate: float) -> None:
+        self.sock = sock
+        self.rate = rate
+        self.tokens = float(self.BURST)
+        self.stamp = time.monotonic()
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        for pos in range(0, len(view), 65536):
+            piece = view[pos:pos + 65536]
+            now = time.monotonic()
+            self.tokens = min(self.BURST, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens < len(piece):
+                time.sleep((len(piece) - self.tokens) / self.rate)
+                self.tokens = float(len(piece))
+                self.stamp = time.monotonic()
+            self.tokens -= len(piece)
+            self.sock.sendall(piece)
+
+
 def agent_side(conn: Any, token: bytes, size: int) -> None:
     """Child process: plays the agent.  Serves raw requests and Link requests until told to
     stop; each Link request is answered by ``ReturnPacket[data]`` then ``BenchSenderTime[s]``."""
-    work_around_brotli_truncation()
     data = big_payloads(size)
     digests = {k: hashlib.sha256(v).hexdigest() for k, v in data.items()}
     link_listener = socket.create_server(("127.0.0.1", 0))
@@ -539,9 +571,13 @@ def agent_side(conn: Any, token: bytes, size: int) -> None:
             return
         if command == "raw":
             serve_raw(raw, data)
-        elif command == "link":
+        elif command[0] == "link":
+            _, bulk, throttle = command
             sock, _ = link_listener.accept()
             link = Link.accept(sock, token)
+            link.bulk_policy.mode = bulk if link.codec != "none" else "never"
+            if throttle:
+                link._writer.sock = ThrottledSocket(link.sock, throttle)  # type: ignore[assignment]
             try:
                 serve_link(link, data)
             finally:
@@ -617,8 +653,17 @@ def link_round(link: Link, kind: str, size: int, digest: str, repeats: int) -> T
     return Transfer(seconds, wire, sender[seconds.index(min(seconds))])
 
 
-def measure_throughput(size: int, repeats: int, codecs: list[str]) -> list[tuple[str, str,
-                                                                             Transfer]]:
+@dataclass
+class LinkSetup:
+    label: str
+    codec: str
+    bulk: str = "adaptive"
+    throttle: float = 0.0  # B/s of the emulated network, 0: loopback as it is
+    repeats: int | None = None  # None: --repeats
+
+
+def measure_throughput(size: int, repeats: int, setups: list[LinkSetup]
+                       ) -> list[tuple[str, str, Transfer]]:
     """Rows (method, payload, transfer) with the child process as the agent."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -636,13 +681,14 @@ def measure_throughput(size: int, repeats: int, codecs: list[str]) -> list[tuple
             parent.send("raw")
             rows.append(("raw socket", kind, raw_round(raw, kind, size, repeats)))
         raw.close()
-        for codec in codecs:
-            parent.send("link")
-            link = Link.connect("127.0.0.1", link_port, token, codec)
+        for setup in setups:
+            parent.send(("link", setup.bulk, setup.throttle))
+            link = Link.connect("127.0.0.1", link_port, token, setup.codec)
+            label = setup.label.format(codec=link.codec)
             try:
                 for kind in ("random", "compressible"):
-                    rows.append((f"link {link.codec}", kind,
-                                 link_round(link, kind, size, digests[kind], repeats)))
+                    rows.append((label, kind, link_round(link, kind, size, digests[kind],
+                                                         setup.repeats or repeats)))
                 link.send(CHANNEL, packet("EvaluatePacket", "stop"))
             finally:
                 link.close()
@@ -655,18 +701,26 @@ def measure_throughput(size: int, repeats: int, codecs: list[str]) -> list[tuple
     return rows
 
 
-def report_throughput(size: int, repeats: int, codecs: list[str]) -> bool:
+def report_throughput(size: int, repeats: int, codecs: list[str], throttle_mb: float) -> bool:
     """Print the throughput table; True when the negotiated link meets the goal for both."""
     print(f"\n(b) throughput: one {size / MB:g} MB ByteArray result, TCP loopback, agent side and "
           f"kernel side in two processes, best of {repeats}")
-    rows = measure_throughput(size, repeats, codecs)
+    setups = [LinkSetup("link {codec}", codecs[0])]
+    if codecs[0] != "none":
+        setups.append(LinkSetup("link {codec}, bulk compression always", codecs[0], "always"))
+    setups += [LinkSetup("link {codec}", c) for c in codecs[1:]]
+    if throttle_mb:
+        rate = throttle_mb * MB
+        setups += [LinkSetup(f"link {{codec}} @ {throttle_mb:g} MB/s net", c, throttle=rate,
+                             repeats=1) for c in dict.fromkeys((codecs[0], "none"))]
+    rows = measure_throughput(size, repeats, setups)
     raw_best = {kind: t.best for method, kind, t in rows if method == "raw socket"}
-    header = (f"{'method':<12} {'payload':<13} {'best ms':>8} {'median ms':>9} {'MB/s':>7} "
+    width = max(len(method) for method, _, _ in rows)
+    header = (f"{'method':<{width}} {'payload':<13} {'best ms':>8} {'median ms':>9} {'MB/s':>7} "
               f"{'vs raw':>7} {'wire MB':>8} {'sender ms':>9}")
     print(header)
     print("-" * len(header))
-    # the goal is the first codec's, as negotiated (zlib where brotli is missing)
-    goal_method = next(method for method, _, _ in rows if method != "raw socket")
+    goal_method = rows[2][0]  # the first link row: the negotiated codec, adaptive, loopback
     met = True
     for method, kind, t in rows:
         rate = size / t.best / MB
@@ -674,10 +728,11 @@ def report_throughput(size: int, repeats: int, codecs: list[str]) -> bool:
             met &= rate >= THROUGHPUT_GOAL
         sender = f"{t.sender_s * 1e3:9.0f}" if method != "raw socket" else f"{'':>9}"
         median = statistics.median(t.seconds)
-        print(f"{method:<12} {kind:<13} {t.best * 1e3:8.0f} {median * 1e3:9.0f} {rate:7.0f}"
+        print(f"{method:<{width}} {kind:<13} {t.best * 1e3:8.0f} {median * 1e3:9.0f} {rate:7.0f}"
               f" {raw_best[kind] / t.best:7.2f} {t.wire / MB:8.1f} {sender}")
-    print("sender ms: the agent side's wxf.dumps + compression + sendall of that run; "
-          "vs raw: raw time / link time")
+    print("sender ms: the agent side's wxf encoding + compression + sends of that run; vs raw: raw "
+          "time / link time; @ N MB/s net: the agent's sends throttled to N MB/s (4 MB burst), "
+          "one run each")
     print(f"goal: {goal_method} ≥ {THROUGHPUT_GOAL:.0f} MB/s for both payloads: "
           f"{'MET' if met else 'NOT MET'}")
     return met
@@ -692,20 +747,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="throughput: size of the ByteArray in MB")
     parser.add_argument("--codecs", default="brotli,none",
                         help="throughput: link codecs to try, the first is the goal's")
+    parser.add_argument("--throttle-mb", type=float, default=20.0,
+                        help="throughput: also run over an emulated network of this many MB/s "
+                             "(0: skip)")
     parser.add_argument("--only", choices=("wire", "throughput"), help="run one part only")
     parser.add_argument("--sweep", action="store_true",
-                        help="also try other brotli quality/window settings on the workload")
+                        help="also try other MEDIUM quality/window and SMALL_LIMIT settings")
     args = parser.parse_args(argv)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; brotli quality "
-          f"{compression.BROTLI_QUALITY}, lgwin {compression.BROTLI_WINDOW}, frames below "
-          f"{compression.MIN_COMPRESS_SIZE} B uncompressed, sampling from "
-          f"{compression.SAMPLE_FROM_SIZE} B\n")
-    if work_around_brotli_truncation():
-        print("WARNING: compression.StreamDecompressor cannot decode brotli frames > 32 KB with "
-              f"brotli {getattr(compression.brotli, '__version__', '?')} (process() returns "
-              "part of the output, the rest needs process(b'') calls); a link with brotli "
-              "drops on such a frame.  This run patches the decoder in the benchmark's "
-              "processes to measure it.\n")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; frames below "
+          f"{compression.MIN_COMPRESS_SIZE} B uncompressed, below {compression.SMALL_LIMIT} B "
+          f"zlib {compression.ZLIB_LEVEL} (partial flush), then brotli quality "
+          f"{compression.MEDIUM_QUALITY} lgwin {compression.BROTLI_WINDOW}; from "
+          f"{compression.BULK_FROM // 1024} KiB chunks of {compression.CHUNK // 1024} KiB, "
+          f"brotli quality {compression.BULK_QUALITY} when it pays\n")
     if args.only != "throughput" and "brotli" not in compression.available_codecs():
         print("(a) wire bytes: skipped, brotli is not installed in this Python")
     elif args.only != "throughput":
@@ -716,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
             sweep(workload)
     if args.only != "wire":
         report_throughput(int(args.size_mb * MB), max(args.repeats, 1),
-                          [c.strip() for c in args.codecs.split(",") if c.strip()])
+                          [c.strip() for c in args.codecs.split(",") if c.strip()],
+                          args.throttle_mb)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import socket
 import subprocess
@@ -13,16 +14,40 @@ import zlib
 
 import pytest
 
-from rk_jupyter.link import wxf
+from rk_jupyter.link import compression, frames, wxf
 from rk_jupyter.link.compression import (
+    BULK,
+    MEDIUM,
+    SMALL,
+    BulkPolicy,
     StreamCompressor,
     StreamDecompressor,
     available_codecs,
     choose_codec,
 )
 from rk_jupyter.link.connection import Link
-from rk_jupyter.link.frames import HEADER, FrameError, FrameReader, FrameWriter, LinkClosed
-from rk_jupyter.link.handshake import PREAMBLE, HandshakeError
+from rk_jupyter.link.frames import (
+    CHUNK_FLAG,
+    FIRST,
+    LAST,
+    MANY,
+    RAW,
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    LinkClosed,
+    LinkError,
+    LinkTimeout,
+    decode_header,
+    encode_header,
+)
+from rk_jupyter.link.handshake import (
+    PREAMBLE,
+    HandshakeError,
+    Negotiated,
+    client_handshake,
+    server_handshake,
+)
 from rk_jupyter.link.packets import PACKET_CODES, packet, packet_name
 
 TOKEN = b"test-token-0123456789abcdef"
@@ -38,43 +63,97 @@ def test_packet_codes_are_wstp_codes() -> None:
         packet("NoSuchPacket")
 
 
+CSV = "".join(f"{i},{i * 0.5},row{i % 7}\n" for i in range(60_000))  # 1.2 MB: chunked
+
+
+def _send_in_thread(writer: FrameWriter, channel: int, message: object) -> threading.Thread:
+    sender = threading.Thread(target=writer.send, args=(channel, message))
+    sender.start()
+    return sender
+
+
 @pytest.mark.parametrize("codec", ["brotli", "zlib", "none"])
 def test_frames_round_trip_and_count_bytes(codec: str) -> None:
     a, b = socket.socketpair()
-    writer, reader = FrameWriter(a, codec), FrameReader(b, codec)
-    messages = [packet("TextPacket", "hello " * 50), packet("RKPing", 1),
-                {"svg": "<svg>" + "<path d='M0 0 L1 1'/>" * 200 + "</svg>"},
+    writer, reader = FrameWriter(a, codec, bulk="always"), FrameReader(b, codec)
+    svg = {"svg": "<svg>" + "<path d='M0 0 L1 1'/>" * 200 + "</svg>"}
+    messages = [packet("TextPacket", "hello " * 50), packet("RKPing", 1), svg,
                 os.urandom(100_000),
-                # larger than brotli 1.2 hands out in one call (google/brotli#1396)
-                "".join(f"{i},{i * 0.5},row{i % 7}\n" for i in range(60_000))]
+                # larger than brotli 1.2 hands out in one call (google/brotli#1396), and
+                # large enough to travel in chunks through the bulk context
+                CSV]
+    svg_wire = []
     for i, m in enumerate(messages * 3):
-        sender = threading.Thread(target=writer.send, args=(i, m))
-        sender.start()
+        before = writer.stats.wire_bytes
+        sender = _send_in_thread(writer, i, m)
         assert reader.recv(5) == (i, m)
         sender.join(5)
+        if m is svg:
+            svg_wire.append(writer.stats.wire_bytes - before)
     assert writer.stats.packets == reader.stats.packets == 15
+    assert writer.stats.frames == reader.stats.frames > 15  # the CSV went in chunks
     assert writer.stats.raw_bytes == reader.stats.raw_bytes
     assert writer.stats.wire_bytes == reader.stats.wire_bytes
+    assert writer.stats.compressed_frames == reader.stats.compressed_frames
     if codec == "none":
         assert writer.stats.compressed_frames == 0
     else:
         assert writer.stats.wire_bytes < writer.stats.raw_bytes
-        # the stream keeps its dictionary: the repeated SVG costs far less the second time
+        # every compressible frame went through a context: 2 per round, plus CSV chunks
         assert writer.stats.compressed_frames >= 9
+        # the context keeps its dictionary: the repeated SVG costs far less the second time
+        assert svg_wire[1] < svg_wire[0] / 2
 
 
-def test_tiny_and_random_frames_bypass_compression() -> None:
+@pytest.mark.parametrize("bulk", ["adaptive", "always"])
+def test_tiny_and_random_frames_bypass_compression(bulk: str) -> None:
     a, b = socket.socketpair()
-    writer, reader = FrameWriter(a, "brotli"), FrameReader(b, "brotli")
+    writer, reader = FrameWriter(a, "brotli", bulk), FrameReader(b, "brotli")
     writer.send(1, packet("RKPing", 7))
     assert writer.stats.compressed_frames == 0
     assert reader.recv(5) == (1, packet("RKPing", 7))
-    noise = os.urandom(1 << 20)
-    sender = threading.Thread(target=writer.send, args=(1, noise))
-    sender.start()
-    assert reader.recv(5) == (1, noise)
-    sender.join(5)
+    for noise in (os.urandom(100_000), os.urandom(1 << 20)):  # one frame; chunks
+        sender = _send_in_thread(writer, 1, noise)
+        assert reader.recv(5) == (1, noise)
+        sender.join(5)
     assert writer.stats.compressed_frames == 0
+
+
+def test_small_and_medium_frames_use_two_contexts() -> None:
+    """Small frames go through zlib with partial flushes, larger ones through brotli; each
+    context keeps its own history, interleaved frames decode in order."""
+    a, b = socket.socketpair()
+    writer, reader = FrameWriter(a, "brotli"), FrameReader(b, "brotli")
+    small = [packet("InputNamePacket", f"In[{i}]:= ") for i in range(1, 30)]
+    medium = [packet("ReturnPacket", {"text/plain": "x^2 + " * (40 + i)}) for i in range(29)]
+    wires = []
+    for s, m in zip(small, medium, strict=True):
+        for expr, stream in ((s, SMALL), (m, MEDIUM)):
+            before = writer.stats.wire_bytes
+            writer.send(1, expr)
+            wires.append((stream, writer.stats.wire_bytes - before))
+            header = decode_header(b.recv(4, socket.MSG_PEEK))
+            assert header.body == stream and header.channel == 1
+            assert reader.recv(5) == (1, expr)
+    small_wires = [w for stream, w in wires if stream == SMALL]
+    # an In[n] name after the first costs a few bytes, header included
+    assert max(small_wires[5:]) <= 12 and small_wires[0] > max(small_wires[5:])
+    assert writer.stats.compressed_frames == reader.stats.compressed_frames == 58
+
+
+def test_header_is_compact_and_round_trips() -> None:
+    assert len(encode_header(SMALL, 1, 12)) == 1
+    assert len(encode_header(MEDIUM, 2, 300)) == 3
+    assert len(encode_header(RAW, 0, 14)) == 1 and len(encode_header(RAW, 0, 15)) == 2
+    cases = [(RAW, 0, 0, 0, None), (SMALL, 2, 14, 0, None), (MEDIUM, 3, 15, 0, None),
+             (RAW, 65535, 1 << 30, MANY, None), (BULK, 7, 127, 0, None),
+             (BULK, 1, 262144, CHUNK_FLAG | FIRST, 50_000_000),
+             (RAW, 1, 128, CHUNK_FLAG | LAST | MANY, None), (SMALL, 4, 3, MANY, None)]
+    for body, channel, length, flags, total in cases:
+        data = encode_header(body, channel, length, flags, total)
+        h = decode_header(data + b"rest")
+        assert (h.body, h.channel, h.length, h.flags, h.total, h.size) == (
+            body, channel, length, flags, total, len(data))
 
 
 def test_codec_choice() -> None:
@@ -84,50 +163,248 @@ def test_codec_choice() -> None:
     assert "zlib" in available_codecs() and "none" in available_codecs()
 
 
-def _raw_frame(flags: int, channel: int, body: bytes, raw_len: int | None = None) -> bytes:
-    return HEADER.pack(flags, channel, len(body), len(body) if raw_len is None else raw_len) + body
+def _raw_frame(body: int, channel: int, data: bytes, flags: int = 0,
+               total: int | None = None) -> bytes:
+    return encode_header(body, channel, len(data), flags, total) + data
+
+
+PING = wxf.dumps(packet("RKPing", 1))
 
 
 @pytest.mark.parametrize(
     "data, message",
     [
-        (_raw_frame(0x80, 1, b"8:C\x01"), "unknown flags"),
-        (HEADER.pack(0, 1, 1 << 31, 1 << 31), "limit"),
-        (_raw_frame(0, 1, b"8:C\x01", raw_len=99), "two different lengths"),
-        (_raw_frame(0, 1, b"garbage!"), "payload"),
-        (_raw_frame(1, 1, b"\xff\xfe\xfd", raw_len=10), "compressed"),
+        (bytes((0xC1, 0x40, 4)) + b"8:C\x01", "unknown flags"),
+        (encode_header(RAW, 1, 1 << 31), "limit"),
+        (encode_header(RAW, 1, 10, CHUNK_FLAG | FIRST, 1 << 31), "limit"),
+        (_raw_frame(RAW, 1, b"8:C\x01", FIRST), "no chunk"),
+        (bytes((0x0F,)) + b"\xff" * 6, "overlong"),
+        (_raw_frame(RAW, 70_000, PING), "channel"),
+        (_raw_frame(RAW, 1, b"garbage!"), "payload"),
+        (_raw_frame(SMALL, 1, b"\xff\xfe\xfd"), "compressed"),
+        (_raw_frame(MEDIUM, 1, b"\xff\xfe\xfd"), "compressed"),
+        (_raw_frame(RAW, 1, PING, MANY), "MANY"),
+        (_raw_frame(RAW, 1, PING, CHUNK_FLAG), "outside any chunked payload"),
+        (_raw_frame(RAW, 1, PING, CHUNK_FLAG | FIRST | LAST, 100), "shorter than declared"),
+        (_raw_frame(RAW, 1, PING, CHUNK_FLAG | FIRST | LAST, 5), "exceed"),
+        (_raw_frame(RAW, 1, PING[:5], CHUNK_FLAG | FIRST, len(PING))
+         + _raw_frame(RAW, 1, PING[5:], CHUNK_FLAG | FIRST, 9), "inside another"),
+        (_raw_frame(RAW, 1, PING[:5], CHUNK_FLAG | FIRST, len(PING))
+         + _raw_frame(RAW, 2, PING[5:], CHUNK_FLAG | LAST), "no payload in progress"),
     ],
 )
 def test_malformed_frames_raise_frame_error(data: bytes, message: str) -> None:
     a, b = socket.socketpair()
     a.sendall(data)
+    reader = FrameReader(b, "brotli", max_frame=1 << 30)
     with pytest.raises(FrameError, match=message):
-        FrameReader(b, "brotli", max_frame=1 << 30).recv(5)
+        reader.recv(5)
+    with pytest.raises(LinkError, match="unusable"):  # the stream cannot be trusted any more
+        reader.recv(5)
+
+
+def test_compressed_frame_on_a_link_without_compression() -> None:
+    a, b = socket.socketpair()
+    a.sendall(_raw_frame(SMALL, 1, StreamCompressor("zlib", SMALL).compress(PING)))
+    with pytest.raises(FrameError, match="without compression"):
+        FrameReader(b, "none").recv(5)
 
 
 def test_compression_bomb_is_refused() -> None:
-    compressor = StreamCompressor("zlib")
-    body = compressor.compress(b"\x00" * 10_000_000)
+    """A compressed body inflates no further than the frame limit, nor a chunk beyond the size
+    its payload declared."""
     a, b = socket.socketpair()
-    a.sendall(_raw_frame(1, 1, body, raw_len=100))
-    with pytest.raises(FrameError, match="declared 100"):
-        FrameReader(b, "zlib").recv(5)
+    bomb = StreamCompressor("zlib", SMALL).compress(b"\x00" * 10_000_000)
+    a.sendall(_raw_frame(SMALL, 1, bomb))
+    with pytest.raises(FrameError, match="more than 1048576 bytes"):
+        FrameReader(b, "zlib", max_frame=1 << 20).recv(5)
+    a, b = socket.socketpair()
+    bomb = StreamCompressor("brotli", BULK).compress(b"\x00" * 10_000_000)
+    a.sendall(_raw_frame(BULK, 1, bomb, CHUNK_FLAG | FIRST | LAST, 100))
+    with pytest.raises(FrameError, match="more than 100 bytes"):
+        FrameReader(b, "brotli").recv(5)
 
 
 def test_truncated_frame_is_link_closed() -> None:
     a, b = socket.socketpair()
-    a.sendall(_raw_frame(0, 1, wxf.dumps("abc"))[:-2])
+    a.sendall(_raw_frame(RAW, 1, wxf.dumps("abc" * 10))[:-2])
     a.close()
     with pytest.raises(LinkClosed):
         FrameReader(b).recv(5)
 
 
+def test_stall_in_the_middle_of_a_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frames, "BODY_TIMEOUT", 0.2)
+    a, b = socket.socketpair()
+    reader = FrameReader(b)
+    with pytest.raises(LinkTimeout, match="no data"):  # between frames: nothing lost
+        reader.recv(0.05)
+    a.sendall(_raw_frame(RAW, 1, wxf.dumps("abc" * 10))[:-2])
+    with pytest.raises(LinkTimeout, match="stalled in the middle of a frame"):
+        reader.recv(0.05)
+    with pytest.raises(LinkError, match="unusable"):
+        reader.recv(0.05)
+
+
 def test_decompressor_streams_match_across_frames() -> None:
     for codec in ("brotli", "zlib"):
-        c, d = StreamCompressor(codec), StreamDecompressor(codec)
-        for i in range(20):
-            data = f"Out[{i}]= {'x' * i} TextPacket MessagePacket".encode()
-            assert d.decompress(c.compress(data), len(data)) == data
+        for stream in (SMALL, MEDIUM, BULK):
+            c, d = StreamCompressor(codec, stream), StreamDecompressor(codec, stream)
+            for i in range(20):
+                data = f"Out[{i}]= {'x' * i} TextPacket MessagePacket".encode()
+                assert d.decompress(c.compress(data), len(data)) == data
+
+
+def test_send_many_delivers_each_expression_in_order() -> None:
+    a, b = socket.socketpair()
+    writer, reader = FrameWriter(a, "brotli"), FrameReader(b, "brotli")
+    cell_end = [packet("OutputNamePacket", "Out[3]= "), packet("ReturnPacket", {"text/plain": "6"}),
+                packet("InputNamePacket", "In[4]:= ")]
+    writer.send_many(1, cell_end)
+    writer.send_many(1, [packet("RKPing", 1)])  # one expression: a plain frame
+    writer.send_many(1, [])  # nothing at all
+    assert writer.stats.frames == 2 and writer.stats.packets == 4
+    assert [reader.recv(5) for _ in range(4)] == [(1, p) for p in cell_end] + [
+        (1, packet("RKPing", 1))]
+    assert reader.stats.packets == 4 and reader.stats.frames == 2
+    one_by_one = FrameWriter(_SlowNetwork(1e12), "brotli")  # type: ignore[arg-type]
+    for p in cell_end:
+        one_by_one.send(1, p)
+    together = FrameWriter(_SlowNetwork(1e12), "brotli")  # type: ignore[arg-type]
+    together.send_many(1, cell_end)
+    assert together.stats.wire_bytes < one_by_one.stats.wire_bytes
+    # a large batch travels in chunks and still arrives expression by expression
+    big = [b"\x01" * 200_000, "x" * 200_000, 7]
+    sender = threading.Thread(target=writer.send_many, args=(2, big))
+    sender.start()
+    assert [reader.recv(5) for _ in range(3)] == [(2, x) for x in big]
+    sender.join(5)
+
+
+def test_other_frames_pass_between_the_chunks_of_a_large_payload() -> None:
+    """A pong (or an interrupt's answer) does not wait behind a large result."""
+    a, b = socket.socketpair()
+    writer, reader = FrameWriter(a, "brotli"), FrameReader(b, "brotli")
+    asked = []
+    policy = writer.policy.should_compress
+
+    def between_chunks(chunk: memoryview) -> bool:
+        asked.append(len(chunk))
+        if len(asked) == 2:  # the first chunk is out: another thread's frame may go now
+            writer.send(0, packet("RKPong", 1))
+        return policy(chunk)
+
+    writer.policy.should_compress = between_chunks  # type: ignore[method-assign]
+    big = packet("ReturnPacket", os.urandom(3 * compression.CHUNK))
+    sender = _send_in_thread(writer, 1, big)
+    assert reader.recv(5) == (0, packet("RKPong", 1))
+    assert reader.recv(5) == (1, big)
+    sender.join(5)
+    assert len(asked) == 4
+
+
+class _SlowNetwork:
+    """A socket whose sends take as long as a ``rate`` B/s network needs for them."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.data: list[bytes] = []
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        time.sleep(len(data) / self.rate)
+        self.data.append(bytes(data))
+
+
+def test_bulk_compression_adapts_to_the_network() -> None:
+    """Chunks go uncompressed while sends do not block (loopback); once sends are as slow as
+    a 20 MB/s network, compressible chunks go through the bulk brotli context."""
+    payload = CSV.encode() * 2
+    slow_sock = _SlowNetwork(20e6)
+    slow = FrameWriter(slow_sock, "brotli")  # type: ignore[arg-type]
+    slow.send(1, payload)
+    chunks = slow.stats.frames
+    assert chunks == -(-len(wxf.dumps(payload)) // compression.CHUNK)
+    assert slow.stats.compressed_frames >= chunks // 2
+    assert slow.stats.wire_bytes < 0.7 * len(payload)
+    a, b = socket.socketpair()
+    reader = FrameReader(b, "brotli")
+    feeder = threading.Thread(target=a.sendall, args=(b"".join(slow_sock.data),))
+    feeder.start()
+    assert reader.recv(5) == (1, payload)
+    feeder.join(5)
+    # the same payload on a socket that keeps up: no compression
+    a, b = socket.socketpair()
+    fast = FrameWriter(a, "brotli")
+    reader = FrameReader(b, "brotli")
+    sender = _send_in_thread(fast, 1, payload)
+    assert reader.recv(5) == (1, payload)
+    sender.join(5)
+    assert fast.stats.compressed_frames == 0
+
+
+def test_bulk_policy_decisions() -> None:
+    text = CSV.encode()[: compression.CHUNK]
+    noise = os.urandom(compression.CHUNK)
+    policy = BulkPolicy()
+    assert not policy.should_compress(text)  # nothing measured: assume a fast network
+    policy.sent(len(text), len(text) / 1e9)  # 1 GB/s
+    assert not policy.should_compress(text)
+    for _ in range(3):
+        policy.sent(len(text), len(text) / 5e6)  # 5 MB/s
+    assert policy.should_compress(text) and not policy.should_compress(noise)
+    policy.compressed(len(text), len(text) // 3, len(text) / 2e6)  # a 2 MB/s compressor
+    policy.compressed(len(text), len(text) // 3, len(text) / 2e6)
+    assert not policy.should_compress(text)  # slower than the network: not worth it
+    assert BulkPolicy("always").should_compress(text)
+    assert not BulkPolicy("always").should_compress(noise)
+    assert not BulkPolicy("never").should_compress(text)
+    with pytest.raises(ValueError):
+        BulkPolicy("sometimes")
+
+
+def test_large_payloads_are_sent_and_received_without_copies() -> None:
+    """wxf._dump_parts references big binary data instead of copying it; the reader decodes
+    chunked payloads in place from its mmap buffer."""
+    data = os.urandom(300_000)
+    parts = wxf._dump_parts(packet("ReturnPacket", data))
+    assert len(parts) == 2 and parts[1].obj is data
+    assert b"".join(parts) == wxf.dumps(packet("ReturnPacket", data))
+    encoded = wxf.dumps([data, "tail"])
+    buf = mmap.mmap(-1, len(encoded))
+    buf[:] = encoded
+    value = wxf._loads_buffer(buf)
+    buf.close()
+    assert value == [data, "tail"] and type(value[0]) is bytes
+
+
+def test_handshake_does_not_swallow_the_first_frames() -> None:
+    """The agent may send right after Welcome: those bytes belong to the Link's reader."""
+    a, b = socket.socketpair()
+
+    def agent() -> None:
+        server_handshake(a, TOKEN, 5)
+        FrameWriter(a, "zlib").send(0, packet("RKPing", "right after Welcome"))
+
+    thread = threading.Thread(target=agent)
+    thread.start()
+    negotiated = client_handshake(b, TOKEN, "zlib", 5)
+    thread.join(5)
+    assert negotiated.codec == "zlib"
+    assert FrameReader(b, "zlib").recv(5) == (0, packet("RKPing", "right after Welcome"))
+
+
+def test_link_send_many_over_a_socket_pair() -> None:
+    a, b = socket.socketpair()
+    agent = Link(a, Negotiated("brotli", "test", 1), 1 << 30)
+    kernel = Link(b, Negotiated("brotli", "test", 1), 1 << 30)
+    agent.send_many(1, [packet("TextPacket", "a"), packet("TextPacket", "b")])
+    assert [kernel.recv(5) for _ in range(2)] == [(1, packet("TextPacket", "a")),
+                                                  (1, packet("TextPacket", "b"))]
+    assert agent.bulk_policy.mode == "adaptive"
+    agent.close()
+    with pytest.raises(LinkError):
+        agent.send_many(1, [1, 2])
+    kernel.close()
 
 
 # -- against a real agent process -------------------------------------------------------------
@@ -182,7 +459,9 @@ def test_wrong_token_is_refused_and_not_logged(agent) -> None:
         Link.connect("127.0.0.1", port, wrong)
     assert time.monotonic() - start < 2
     _still_serves(port)
-    text = log.read_text()
+    deadline = time.monotonic() + 5  # the agent's thread logs just after sending the refusal
+    while "refused link" not in (text := log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "refused link" in text
     assert TOKEN.decode() not in text and wrong.decode() not in text
 
@@ -242,7 +521,7 @@ def test_garbage_before_the_handshake_leaves_the_agent_serving(agent, garbage: b
 def test_garbage_frames_after_the_handshake_close_only_that_link(agent) -> None:
     port, proc, log = agent
     link = Link.connect("127.0.0.1", port, TOKEN)
-    link.sock.sendall(_raw_frame(0, 0, b"8:\xee\xee\xee"))
+    link.sock.sendall(_raw_frame(RAW, 0, b"8:\xee\xee\xee"))
     with pytest.raises(LinkClosed):
         link.recv(5)
     assert proc.poll() is None

@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 
 from rk_jupyter.link import wxf
 from rk_jupyter.link.connection import Link
-from rk_jupyter.link.frames import HEADER, FrameReader, FrameWriter, LinkError
+from rk_jupyter.link.frames import (
+    CHUNK_FLAG,
+    FIRST,
+    LAST,
+    RAW,
+    FrameReader,
+    FrameWriter,
+    LinkError,
+    encode_header,
+)
 from rk_jupyter.link.handshake import PREAMBLE, client_handshake
 from rk_jupyter.link.packets import packet
 
@@ -26,11 +35,18 @@ FUZZ = settings(max_examples=200, deadline=None,
 
 
 def _valid_frames() -> bytes:
+    """Frames of every kind: raw, both small/medium contexts, a MANY frame, a chunked payload
+    (made by hand: the writer chunks only payloads of 256 KiB and more)."""
     a, b = socket.socketpair()
     writer = FrameWriter(a, "zlib")
-    messages = [packet("TextPacket", "hello " * 20), {"k": [1, 2.5, "x"]}, b"\x00" * 99]
+    messages = [packet("TextPacket", "hello " * 20), {"k": [1, 2.5, "x"]}, b"\x00" * 99,
+                packet("RKPing", 1), "medium " * 60]
     for i, m in enumerate(messages):
         writer.send(i, m)
+    writer.send_many(5, [packet("TextPacket", "a"), packet("InputNamePacket", "In[2]:= ")])
+    payload = wxf.dumps(["chunked", 1, 2.5])
+    a.sendall(encode_header(RAW, 6, 7, CHUNK_FLAG | FIRST, len(payload)) + payload[:7]
+              + encode_header(RAW, 6, len(payload) - 7, CHUNK_FLAG | LAST) + payload[7:])
     a.close()
     chunks = []
     while data := b.recv(65536):
@@ -101,7 +117,7 @@ def test_agent_survives_garbage_in_and_after_the_handshake(agent, junk: bytes,
     port, proc = agent
     if authenticated:
         link = Link.connect("127.0.0.1", port, TOKEN, codec="brotli", timeout=5)
-        link.sock.sendall(HEADER.pack(0, 0, len(junk), len(junk)) + junk)
+        link.sock.sendall(encode_header(RAW, 0, len(junk)) + junk)
         closer = threading.Timer(3, link.close)
         closer.start()
         try:
@@ -123,6 +139,6 @@ def test_agent_survives_garbage_in_and_after_the_handshake(agent, junk: bytes,
 def test_wxf_payload_inside_a_valid_frame_cannot_inflate_past_the_frame_limit() -> None:
     bomb = wxf.dumps(b"\x00" * (4 << 20), compress=True)
     a, b = socket.socketpair()
-    a.sendall(HEADER.pack(0, 1, len(bomb), len(bomb)) + bomb)
+    a.sendall(encode_header(RAW, 1, len(bomb)) + bomb)
     with pytest.raises(LinkError, match="payload"):
         FrameReader(b, "none", max_frame=1 << 20).recv(5)

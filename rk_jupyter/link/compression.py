@@ -1,39 +1,88 @@
-"""Streaming compression of frame payloads, one context per direction.
+"""Streaming compression of frame payloads: three contexts per direction, picked by frame size.
 
-A single compressor lives for the whole link and is flushed after every frame, so each frame
-is decodable on arrival while all earlier traffic serves as the dictionary: repeated packet
-heads, symbol names and SVG boilerplate cost almost nothing after their first appearance.
-brotli is preferred; zlib is the fallback on hosts without brotli; "none" is for debugging.
+Each context lives for the whole link and is flushed after every frame, so each frame decodes on
+arrival while all earlier traffic of that context serves as its dictionary: repeated packet
+heads, symbol names and SVG boilerplate cost almost nothing after their first appearance.  Each
+frame says which context it went through (frames.py), and the two ends keep the contexts in step.
+
+Why three (figures from ``benchmarks/bench_link.py``: 290 Mathics3 cells, 1117 frames, ratio =
+bytes on the wire / what ``ssh -C`` would send for the same session; 1.018 with the former single
+brotli context and 11-byte headers, 0.782 now):
+
+``SMALL`` (frames below ``SMALL_LIMIT``): zlib level 9, flushed with ``Z_PARTIAL_FLUSH`` as
+    OpenSSH does.  Most frames are tiny (In/Out names, short results, cell text: 1062 of 1117
+    below 256 B), and there the flush is what costs: brotli ends each flush with a meta-block
+    header and byte alignment (17.8 B per agent → kernel frame below 200 B at quality 5,
+    17.0 B at quality 11, which also takes ~0.6 ms per call), a deflate partial flush with a
+    static-Huffman block and 10 bits (11.7 B).  Everything through brotli: ratio 0.875;
+    SMALL_LIMIT 128–256: 0.782; 64: 0.791; 512: 0.789.
+``MEDIUM`` (``SMALL_LIMIT`` up to ``BULK_FROM``): brotli, quality ``MEDIUM_QUALITY``, 4 MiB
+    window: results such as tables, TeX and SVG, where brotli beats zlib (the 12 SVG plots:
+    28 kB vs 39 kB).  The quality is the encoder's choice alone (the decoder does not care): a
+    trade between bytes and latency.  Agent → kernel ratio and the slowest frame's compression
+    (load 2–4 on 2 cores): quality 5: 0.783 (5 ms), 6: 0.780 (5 ms), 8: 0.776 (9 ms),
+    9: 0.766 (16 ms), 10: 0.715 (11–27 ms), 11: 0.668 (93–145 ms, for a 37 kB SVG).  From
+    quality 9 on, the extra CPU time (60–900 ms over the session) exceeds the time the saved
+    bytes (0.9–7.3 kB) take on any link faster than about 0.1–0.25 Mbit/s, and a plot's result
+    waits for it; so quality 6 is used.
+``BULK`` (payloads from ``BULK_FROM`` on, sent in ``CHUNK``-sized frames): brotli quality 1
+    (~150 MB/s, ~2.5:1 on CSV text; zlib level 1: ~80 MB/s, ~2.3:1), used only when the network
+    is the bottleneck (``BulkPolicy``): on loopback or a fast LAN the chunks go uncompressed,
+    since no compressor keeps up with memory speed (quality 5: 3–15 MB/s on that CSV here).
+
+With codec ``zlib`` (hosts without brotli) every context is zlib (level 9, bulk level 1);
+``none`` compresses nothing.  Frames below ``MIN_COMPRESS_SIZE`` and frames that sample as
+incompressible skip compression (their context does not see them).
+
+Decoding is bounded: a context never yields more than the caller's limit (the frame limit, or
+what remains of a chunked payload), so a small frame cannot inflate into a memory bomb.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 try:
     import brotli
 except ImportError:  # the agent must run on hosts without brotli
     brotli = None
 
+if brotli is not None:
+    try:  # brotli < 1.2 cannot bound a decompression's output: a bomb could exhaust memory
+        brotli.Decompressor().process(b"", output_buffer_limit=1)
+    except TypeError:
+        brotli = None
+
 CODEC_PREFERENCE = ("brotli", "zlib", "none")
 
-#: Frames shorter than this are sent as they are: control messages (RKPing, RKInterrupt: < 20 B)
-#: skip the compressor.  Every packet with text goes through the stream, where its repeated
-#: parts cost almost nothing: at 48, the In/Out names and short results (589 of 827 frames of
-#: benchmarks/bench_link.py's workload) bypassed it and the session took 1.23x the bytes of
-#: ssh -C; at 20, 1.01x, for about 13 us of CPU per small frame (both ends).
+# Stream identifiers, as frames.py writes them on the wire.
+SMALL = 1
+MEDIUM = 2
+BULK = 3
+
+#: Frames shorter than this are sent as they are (control messages: RKPing, RKInterrupt).
 MIN_COMPRESS_SIZE = 20
-#: Frames at least this long are sampled first; incompressible ones bypass the stream.
+#: Frames from MIN_COMPRESS_SIZE up to this go through the SMALL context.
+SMALL_LIMIT = 256
+#: Payloads from this size on are split into chunks and go through the BULK context (or not).
+BULK_FROM = 256 * 1024
+#: Chunk size of bulk payloads: small enough that other frames interleave quickly and that the
+#: adaptive policy reacts within a few chunks, large enough that the per-chunk cost is nil.
+CHUNK = 256 * 1024
+#: Frames at least this long are sampled first; incompressible ones are sent uncompressed.
 SAMPLE_FROM_SIZE = 16384
 _SAMPLE_CHUNK = 2048
 
-BROTLI_QUALITY = 5
+MEDIUM_QUALITY = 6
 BROTLI_WINDOW = 22
-ZLIB_LEVEL = 6
+BULK_QUALITY = 1
+ZLIB_LEVEL = 9
+ZLIB_BULK_LEVEL = 1
 
 
 class CompressionError(ValueError):
-    """The peer sent a compressed payload that does not decode to its declared size."""
+    """The peer sent a compressed payload that does not decode within its limit."""
 
 
 def available_codecs() -> list[str]:
@@ -52,87 +101,139 @@ def choose_codec(preferred: str, offered: list[str]) -> str:
     return "none"
 
 
+def sample_ratio(data: bytes | memoryview) -> float:
+    """Compressed/raw size of three 2 KiB samples at zlib level 1 (≈ 20 µs)."""
+    n = len(data)
+    mid = n // 2
+    sample = b"".join(bytes(data[a : a + _SAMPLE_CHUNK]) for a in (0, mid, n - _SAMPLE_CHUNK))
+    return len(zlib.compress(sample, 1)) / len(sample)
+
+
 def looks_incompressible(data: bytes | memoryview) -> bool:
     """Cheap estimate on three samples, so that random or already-compressed data
     (PNG, ByteArray of noise) skips the stream instead of costing compression time."""
-    n = len(data)
-    if n < SAMPLE_FROM_SIZE:
-        return False
-    mid = n // 2
-    sample = b"".join(
-        bytes(data[a : a + _SAMPLE_CHUNK]) for a in (0, mid, n - _SAMPLE_CHUNK)
-    )
-    return len(zlib.compress(sample, 1)) > 0.9 * len(sample)
+    return len(data) >= SAMPLE_FROM_SIZE and sample_ratio(data) > 0.9
+
+
+def _stream_params(codec: str, stream: int) -> tuple[str, int]:
+    if codec == "brotli":
+        return {SMALL: ("zlib", ZLIB_LEVEL), MEDIUM: ("brotli", MEDIUM_QUALITY),
+                BULK: ("brotli", BULK_QUALITY)}[stream]
+    if codec == "zlib":
+        return "zlib", ZLIB_BULK_LEVEL if stream == BULK else ZLIB_LEVEL
+    raise ValueError(f"unknown codec {codec!r}")
 
 
 class StreamCompressor:
-    """Compresses successive frame payloads through one context; ``compress`` flushes."""
+    """Compresses successive payloads through one context; ``compress`` flushes each."""
 
-    def __init__(self, codec: str) -> None:
+    def __init__(self, codec: str, stream: int = MEDIUM) -> None:
         self.codec = codec
-        if codec == "brotli":
-            self._brotli = brotli.Compressor(quality=BROTLI_QUALITY, lgwin=BROTLI_WINDOW)
-        elif codec == "zlib":
-            self._zlib = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, -15)
-        elif codec != "none":
-            raise ValueError(f"unknown codec {codec!r}")
-
-    def should_compress(self, payload: bytes | memoryview) -> bool:
-        return (
-            self.codec != "none"
-            and len(payload) >= MIN_COMPRESS_SIZE
-            and not looks_incompressible(payload)
-        )
+        self.algorithm, level = _stream_params(codec, stream)
+        if self.algorithm == "brotli":
+            self._brotli = brotli.Compressor(quality=level, lgwin=BROTLI_WINDOW)
+        else:
+            self._zlib = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
 
     def compress(self, payload: bytes | memoryview) -> bytes:
-        if self.codec == "brotli":
+        if self.algorithm == "brotli":
             return self._brotli.process(payload) + self._brotli.flush()
-        return self._zlib.compress(payload) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+        # Z_PARTIAL_FLUSH: everything so far becomes decodable, without the 4-byte marker of
+        # Z_SYNC_FLUSH; up to 7 bits of the closing empty block travel with the next frame.
+        return self._zlib.compress(payload) + self._zlib.flush(zlib.Z_PARTIAL_FLUSH)
 
 
 class StreamDecompressor:
-    """Inverse of StreamCompressor; refuses output beyond the size the frame declared."""
+    """Inverse of StreamCompressor; refuses output beyond the caller's limit."""
 
-    def __init__(self, codec: str) -> None:
+    def __init__(self, codec: str, stream: int = MEDIUM) -> None:
         self.codec = codec
-        if codec == "brotli":
+        if codec not in ("brotli", "zlib"):
+            raise ValueError(f"unknown codec {codec!r}")
+        self.algorithm, _ = _stream_params(codec, stream)
+        if self.algorithm == "brotli":
             if brotli is None:
                 raise ValueError("brotli is not installed")
             self._brotli = brotli.Decompressor()
-        elif codec == "zlib":
+        else:
             self._zlib = zlib.decompressobj(-15)
-        elif codec != "none":
-            raise ValueError(f"unknown codec {codec!r}")
 
-    def decompress(self, data: bytes | memoryview, raw_size: int) -> bytes:
+    def decompress(self, data: bytes | memoryview, limit: int) -> bytes:
+        """All the output of one compressed frame, which must be at most ``limit`` bytes."""
         try:
-            if self.codec == "brotli":
-                out = self._drain_brotli(data, raw_size)
-                complete = self._brotli.can_accept_more_data()
-            elif self.codec == "zlib":
-                out = self._zlib.decompress(data, raw_size + 1)
-                complete = not self._zlib.unconsumed_tail
+            if self.algorithm == "brotli":
+                out = self._drain_brotli(data, limit)
             else:
-                raise CompressionError("compressed frame on a link without compression")
+                out = self._zlib.decompress(data, limit + 1)
+                if self._zlib.eof:
+                    raise CompressionError("corrupt compressed frame: the stream ended")
         except (zlib.error, getattr(brotli, "error", zlib.error)) as exc:
             raise CompressionError(f"corrupt compressed frame: {exc}") from None
-        if len(out) != raw_size or not complete:
-            raise CompressionError(
-                f"compressed frame decodes to {len(out)}{'+' if not complete else ''} bytes, "
-                f"header declared {raw_size}"
-            )
+        if len(out) > limit:
+            raise CompressionError(f"compressed frame decodes to more than {limit} bytes")
         return out
 
-    def _drain_brotli(self, data: bytes | memoryview, raw_size: int) -> bytes:
+    def _drain_brotli(self, data: bytes | memoryview, limit: int) -> bytes:
         """brotli 1.2 hands out a frame's output in pieces (about 32 KiB per call), the rest
         only through further calls with empty input (google/brotli#1396): collect them,
-        never more than the frame declared plus one byte, which reveals a lying header."""
-        chunks = [self._brotli.process(data, output_buffer_limit=raw_size + 1)]
+        never more than the limit plus one byte, which reveals an oversized frame."""
+        chunks = [self._brotli.process(data, output_buffer_limit=limit + 1)]
         got = len(chunks[0])
-        while got <= raw_size:
-            more = self._brotli.process(b"", output_buffer_limit=raw_size + 1 - got)
+        while got <= limit:
+            more = self._brotli.process(b"", output_buffer_limit=limit + 1 - got)
             if not more:
                 break
             chunks.append(more)
             got += len(more)
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class BulkPolicy:
+    """Decides, chunk by chunk, whether compressing a bulk payload pays.
+
+    Compressing a chunk of n bytes costs ``n·c`` seconds of CPU (c: seconds per byte, measured)
+    and saves ``n·(1 - r)·w`` seconds on the network (r: compressed/raw size, measured;
+    w: seconds per byte the network needs).  w is measured as the time ``sendall`` blocks per
+    byte: while the socket buffer has room (loopback, a fast LAN, a reader keeping up) sends do
+    not block, w stays near 0 and chunks go uncompressed at memory speed; once the network is
+    the bottleneck, sends block for as long as the network needs to drain them, and compression
+    starts.  While compressing, the smaller sends block less, which can switch single chunks back
+    to raw: the mix settles where the compressor and the network are both busy.  Estimates are
+    exponential moving averages that persist across payloads (they describe the link).
+
+    ``mode``: ``"adaptive"`` (the default), ``"always"`` (compress every compressible chunk) or
+    ``"never"``.
+    """
+
+    ALPHA = 0.5
+
+    def __init__(self, mode: str = "adaptive") -> None:
+        if mode not in ("adaptive", "always", "never"):
+            raise ValueError(f"unknown bulk compression mode {mode!r}")
+        self.mode = mode
+        self.wire_spb = 0.0  # network seconds per byte, as sends have blocked
+        self.compress_spb = 1 / 50e6  # pessimistic until measured (brotli q1: ~150 MB/s)
+        self.ratio = 0.5
+        self._incompressible = False  # the last sample's verdict
+
+    def should_compress(self, chunk: bytes | memoryview) -> bool:
+        if self.mode == "never":
+            return False
+        if self.mode == "adaptive" and self.compress_spb >= self.wire_spb * (1 - self.ratio):
+            return False
+        if len(chunk) >= SAMPLE_FROM_SIZE:  # else: a payload's tail, like the chunk before
+            self._incompressible = sample_ratio(chunk) > 0.9
+        return not self._incompressible
+
+    def sent(self, nbytes: int, seconds: float) -> None:
+        if nbytes:
+            self.wire_spb += self.ALPHA * (seconds / nbytes - self.wire_spb)
+
+    def compressed(self, raw: int, out: int, seconds: float) -> None:
+        if raw:
+            self.compress_spb += self.ALPHA * (seconds / raw - self.compress_spb)
+            self.ratio += self.ALPHA * (min(out / raw, 1.0) - self.ratio)
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "wire_MBps": 1e-6 / self.wire_spb if self.wire_spb else None,
+                "compress_MBps": 1e-6 / self.compress_spb, "ratio": round(self.ratio, 3)}

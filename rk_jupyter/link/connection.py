@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
-import threading
+from collections.abc import Iterable
 from typing import Any
 
+from .compression import BulkPolicy
 from .frames import DEFAULT_MAX_FRAME, FrameReader, FrameWriter, LinkError, LinkStats
 from .handshake import Negotiated, client_handshake, server_handshake
 
@@ -16,7 +17,8 @@ SEND_TIMEOUT = 60.0
 class Link:
     """Frames both ways over one socket.
 
-    ``send`` may be called from any thread; ``recv`` from one reader thread only.
+    ``send``/``send_many`` may be called from any thread (frames of a large payload and other
+    frames interleave, see frames.py); ``recv`` from one reader thread only.
     """
 
     def __init__(self, sock: socket.socket, negotiated: Negotiated, max_frame: int) -> None:
@@ -26,7 +28,6 @@ class Link:
         self.codec = negotiated.codec
         self._writer = FrameWriter(sock, negotiated.codec)
         self._reader = FrameReader(sock, negotiated.codec, max_frame)
-        self._send_lock = threading.Lock()
         self.stats = LinkStats(self._writer.stats, self._reader.stats)
         self.closed = False
 
@@ -64,11 +65,22 @@ class Link:
         negotiated = server_handshake(sock, token, timeout)
         return cls(sock, negotiated, max_frame)
 
+    @property
+    def bulk_policy(self) -> BulkPolicy:
+        """When large payloads are compressed (``.mode``: "adaptive", "always", "never")."""
+        return self._writer.policy
+
     def send(self, channel: int, expr: Any) -> None:
-        with self._send_lock:
-            if self.closed:
-                raise LinkError("link is closed")
-            self._writer.send(channel, expr)
+        if self.closed:
+            raise LinkError("link is closed")
+        self._writer.send(channel, expr)
+
+    def send_many(self, channel: int, exprs: Iterable[Any]) -> None:
+        """Send several expressions in one frame; ``recv`` on the other side returns them one
+        by one, in order.  For packets produced together (the end of a cell)."""
+        if self.closed:
+            raise LinkError("link is closed")
+        self._writer.send_many(channel, exprs)
 
     def recv(self, timeout: float | None = None) -> tuple[int, Any]:
         """Next (channel, expression); LinkTimeout if none within ``timeout`` s."""

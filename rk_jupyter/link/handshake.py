@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from .compression import available_codecs, choose_codec
-from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout
+from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout, SocketReader
 
 PREAMBLE = b"RKJL"
 PROTOCOL_VERSION = 1
@@ -44,9 +44,12 @@ def _mac(token: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(token, label + first + second, hashlib.sha256).digest()
 
 
+# The handshake reads without read-ahead: bytes after its last message belong to the Link's
+# own FrameReader, which takes over the socket.
+
+
 def _read_preamble(sock: socket.socket, deadline: float, who: str) -> None:
-    reader = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME).reader
-    got = bytes(reader.read_exact(len(PREAMBLE), deadline))
+    got = SocketReader(sock, readahead=False).read_exact(len(PREAMBLE), deadline)
     if got != PREAMBLE:
         raise HandshakeError(
             f"the {who} is not an rk_jupyter link (it sent {got!r}); "
@@ -55,7 +58,7 @@ def _read_preamble(sock: socket.socket, deadline: float, who: str) -> None:
 
 
 def _recv_dict(sock: socket.socket, deadline: float) -> dict:
-    channel, message = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME).recv(
+    channel, message = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME, readahead=False).recv(
         max(deadline - time.monotonic(), 0.001)
     )
     if channel != 0 or not isinstance(message, dict):

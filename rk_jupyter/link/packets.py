@@ -49,7 +49,9 @@ what they sent until ``RKAck[count]`` says it arrived; an attach carries the ker
 lacks, so that a dropped network loses and duplicates nothing.
 ``RKComplete[prefix]`` is answered by ``RKCompletions[list]``;
 ``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
-engine ended on its own.
+engine ended on its own.  On channel 0, ``RKLog[n]`` is answered by ``RKLogLines[lines, path]``:
+the last ``n`` lines of the agent's log file and its path on the agent's host (no lines and
+"" when the agent logs to stderr only).
 
 The value an EvaluatePacket returns is the last expression's result in the Python values of the
 WXF mapping (``rk_jupyter.link.wxf``): Integer → int, machine Real → float, arbitrary-precision
@@ -117,6 +119,8 @@ CONTROL_NAMES = frozenset(
         "RKInspect",
         "RKInspection",
         "RKEngineDied",
+        "RKLog",
+        "RKLogLines",
     }
 )
 

@@ -204,6 +204,26 @@ _SMALL_INTS = [bytes((0x43, i & 0xFF)) for i in range(-128, 128)]
 _LIST_HEADS = [bytes((0x66, n)) + b"s\x04List" for n in range(128)]
 _MAX_SYMBOL_CACHE = 4096
 _symbol_bytes: dict[str, bytes] = {}
+#: In ``_dump_parts``, binary data (ByteArray, array bodies) at least this long is referenced,
+#: not copied into the encoded bytes.
+_PART_MIN = 64 * 1024
+
+
+class _Parts(bytearray):
+    """The output of ``_dump_parts``: encoded bytes so far, plus ``parts`` already cut off."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, initial: bytes) -> None:
+        super().__init__(initial)
+        self.parts: list[bytes | memoryview] = []
+
+    def add_view(self, view: memoryview) -> None:
+        """Cut the bytes so far off as a part, then reference ``view`` (a byte-format view)."""
+        if self:
+            self.parts.append(bytes(self))
+            del self[:]
+        self.parts.append(view)
 
 
 def _varint(n: int) -> bytes:
@@ -358,11 +378,15 @@ def _enc_dict(o: dict, out: bytearray) -> None:
 
 
 def _enc_bytes(o: Any, out: bytearray) -> None:
-    if o.__class__ is memoryview:
+    if o.__class__ is memoryview and not (o.c_contiguous and o.format in ("B", "b", "c")):
         o = o.tobytes()
+    n = o.nbytes if o.__class__ is memoryview else len(o)
     out.append(0x42)
-    out += _varint(len(o))
-    out += o
+    out += _varint(n)
+    if n >= _PART_MIN and out.__class__ is _Parts:
+        out.add_view(memoryview(o).cast("B"))
+    else:
+        out += o
 
 
 def _enc_bool(o: bool, out: bytearray) -> None:
@@ -418,7 +442,10 @@ def _enc_numeric_array(o: NumericArray, out: bytearray) -> None:
     out += _varint(len(o.dims))
     for d in o.dims:
         out += _varint(d)
-    out += o.data
+    if len(o.data) >= _PART_MIN and out.__class__ is _Parts:
+        out.add_view(memoryview(o.data))
+    else:
+        out += o.data
 
 
 def _enc_delayed(o: Delayed, out: bytearray) -> None:
@@ -440,7 +467,12 @@ def _enc_ndarray(o: Any, out: bytearray) -> None:
     out += _varint(len(shape))
     for d in shape:
         out += _varint(d)
-    out += o.astype(o.dtype.newbyteorder("<"), copy=False).tobytes()
+    le = o.astype(o.dtype.newbyteorder("<"), copy=False)
+    if o.nbytes >= _PART_MIN and out.__class__ is _Parts:
+        np = sys.modules["numpy"]
+        out.add_view(memoryview(np.ascontiguousarray(le).reshape(-1).view(np.uint8)))
+    else:
+        out += le.tobytes()
 
 
 def _enc_numpy_scalar(o: Any, out: bytearray) -> None:
@@ -536,16 +568,34 @@ def dumps(expr: Any, *, compress: bool = False) -> bytes:
 
     Raises WXFError, naming the type, for values with no WXF form (see the module docstring).
     """
-    out = bytearray()
+    if compress:
+        out = bytearray()
+        _enc_top(expr, out)
+        return b"8C:" + zlib.compress(out)
+    parts = _dump_parts(expr)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # one copy of big binary data
+
+
+def _dump_parts(expr: Any) -> list[bytes | memoryview]:
+    """``dumps(expr)`` as a list of pieces to be sent one after the other: ByteArray and array
+    bodies of at least ``_PART_MIN`` bytes stay views of the caller's objects (no copy), so a
+    large payload can go to the socket, or to a compressor, straight from where it lies.  The
+    views are only valid while the caller's objects are unchanged (the link uses them at once).
+    """
+    out = _Parts(b"8:")
+    _enc_top(expr, out)
+    if out or not out.parts:
+        out.parts.append(bytes(out))
+    return out.parts
+
+
+def _enc_top(expr: Any, out: bytearray) -> None:
     try:
         _enc(expr, out)
     except RecursionError:
         raise WXFError("expression nested too deeply (or recursive) to encode") from None
     except UnicodeEncodeError as e:
         raise WXFError(f"string is not encodable as UTF-8 (lone surrogate?): {e}") from None
-    if compress:
-        return b"8C:" + zlib.compress(out)
-    return b"8:" + out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,8 +682,10 @@ def _freeze(v: Any) -> Any:
     return v
 
 
-def _decode(buf: bytes, max_depth: int, use_numpy: bool) -> Any:
-    """Parse one expression that must span all of ``buf``."""
+def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
+    """Parse one expression that must span ``buf[start:]``.  ``buf`` is ``bytes`` or an
+    ``mmap`` (the link's receive buffer): both index to int and slice to ``bytes``, so binary
+    data is copied once, when it is sliced out; offsets in messages are positions in ``buf``."""
     end = len(buf)
     symbols: dict[bytes, Any] = dict(_SPECIAL_SYMBOLS)
     symbol_get = symbols.get
@@ -833,7 +885,7 @@ def _decode(buf: bytes, max_depth: int, use_numpy: bool) -> Any:
             raise WXFError(f"rule outside an association at offset {pos - 1}")
         raise WXFError(f"unknown WXF token 0x{tok:02x} at offset {pos - 1}")
 
-    value, pos = parse(0, max_depth)
+    value, pos = parse(start, max_depth)
     if pos != end:
         if pos > end:
             raise WXFError("truncated WXF input")
@@ -855,11 +907,20 @@ def loads(
     packed/numeric arrays (default: numpy if importable).
     """
     try:
-        view = memoryview(data)  # TypeError (→ WXFError) for non-buffers
+        if data.__class__ is bytes:
+            view = data  # immutable: decoded in place, binary data is copied once when sliced
+        else:
+            view = memoryview(data)  # TypeError (→ WXFError) for non-buffers
         head = bytes(view[:3])
+        start = 0
         if head[:2] == b"8:":
-            # bytes(): our own copy, as the caller's buffer may change under us
-            body = bytes(view[2:]) if len(view) - 2 <= max_size else None
+            start = 2
+            if len(view) - 2 > max_size:
+                body = None
+            elif view is data:
+                body = data
+            else:
+                body = bytes(view)  # our own copy, as the caller's buffer may change under us
         elif head == b"8C:":
             inflater = zlib.decompressobj()
             body = inflater.decompress(view[3:], max(max_size, 0) + 1)
@@ -873,13 +934,35 @@ def loads(
             raise WXFError(f"not WXF: header {head!r} is neither b'8:' nor b'8C:'")
         if body is None:
             raise WXFError(f"WXF body larger than max_size={max_size} bytes")
-        if not body:
+        return _decode_checked(body, start, max_depth, use_numpy)
+    except WXFError:
+        raise
+    except MemoryError:
+        raise WXFError("out of memory while decoding") from None
+    except (zlib.error, ValueError, TypeError) as e:
+        # zlib.error: corrupt 8C: body; ValueError, TypeError: not a buffer or bad sizes.
+        raise WXFError(f"invalid WXF input: {type(e).__name__}: {e}") from None
+
+
+def _loads_buffer(buf: Any, *, max_size: int = _DEFAULT_MAX_SIZE) -> Any:
+    """``loads`` for the link's own receive buffers (``bytes`` or ``mmap``), decoded in place:
+    the caller owns ``buf`` and does not change it while this runs."""
+    head = buf[:3]
+    if head[:2] == b"8:" and len(buf) - 2 <= max_size:
+        return _decode_checked(buf, 2, 512, None)
+    return loads(bytes(buf), max_size=max_size)  # 8C:, or an error to report
+
+
+def _decode_checked(body: Any, start: int, max_depth: int, use_numpy: bool | None) -> Any:
+    """``_decode`` with ``loads``'s argument checks, mapping every failure to WXFError."""
+    try:
+        if len(body) <= start:
             raise WXFError("empty WXF body")
         if use_numpy is None:
             use_numpy = _get_numpy() is not None
         elif use_numpy and _get_numpy() is None:
             raise WXFError("use_numpy=True but numpy is not importable")
-        return _decode(body, max(max_depth, 0), use_numpy)
+        return _decode(body, start, max(max_depth, 0), use_numpy)
     except WXFError:
         raise
     except IndexError:
