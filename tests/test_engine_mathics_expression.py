@@ -188,8 +188,13 @@ class _NoExpressions(Engine):
 
 def test_an_engine_without_support_answers_rkerror() -> None:
     sent: list[Function] = []
+
+    class RecordingLink:
+        def send_many(self, _channel: int, pkts: list[Function]) -> None:
+            sent.extend(pkts)
+
     session = Session("s", "none", {}, lambda _s: None)
-    session.bind(lambda _channel, pkt: sent.append(pkt), 1)
+    session.bind(RecordingLink(), 1)
     session.engine = _NoExpressions(session, {})
     session._serve(packet("EvaluatePacket", "1 + 1"))
     [answer] = sent

@@ -23,6 +23,7 @@ ENGINE_START_TIMEOUT = 120.0
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
+_HELD = {"OutputNamePacket", "ReturnPacket", "ReturnTextPacket"}
 _STOP = object()
 
 
@@ -60,6 +61,7 @@ class Session:
         self._link: Link | None = None
         self._sent = 0
         self._unacked: deque[tuple[int, Function]] = deque()
+        self._held: list[Function] = []
         self._bind_lock = threading.Lock()
         self._on_closed = on_closed
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -90,9 +92,10 @@ class Session:
             self._link, self.channel = link, channel
             if seen is not None:
                 self._drop_acked(seen)
-            for _, pkt in list(self._unacked):
-                if not self._deliver(link, channel, pkt):
-                    break
+            self._held = []
+            resend = [pkt for _, pkt in self._unacked]
+            if resend:
+                self._deliver(link, channel, *resend)
 
     def unbind(self, link: Link) -> bool:
         """Forget ``link``; False if the session was bound to another one meanwhile."""
@@ -106,6 +109,9 @@ class Session:
         self._thread.start()
 
     def emit(self, pkt: Function) -> None:
+        """Send a packet now, except the Out[n] name and the result of a cell, which wait for
+        the packet after them (the next In[n] name) to travel in one frame: the end of a cell
+        then costs one header, one flush and one wake-up of the kernel."""
         with self._bind_lock:
             self._sent += 1
             self._unacked.append((self._sent, pkt))
@@ -113,15 +119,26 @@ class Session:
                 self._unacked.popleft()
                 log.warning("session %s: the kernel acknowledges nothing; a reconnect could "
                             "now lose output", self.name)
-            if self._link is not None:
-                self._deliver(self._link, self.channel, pkt)
+            self._held.append(pkt)
+            if packet_name(pkt) not in _HELD:
+                self._flush_locked()
 
-    def _deliver(self, link: Link, channel: int, pkt: Function) -> bool:
+    def _flush(self) -> None:
+        with self._bind_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        batch, self._held = self._held, []
+        if batch and self._link is not None:
+            self._deliver(self._link, self.channel, *batch)
+
+    def _deliver(self, link: Link, channel: int, *pkts: Function) -> bool:
         try:
-            link.send(channel, pkt)
+            link.send_many(channel, pkts)
             return True
         except LinkError as exc:
-            log.info("session %s: %s kept for the kernel: %s", self.name, packet_name(pkt), exc)
+            log.info("session %s: %d packet(s) kept for the kernel: %s", self.name, len(pkts),
+                     exc)
             return False
 
     def _drop_acked(self, seen: int) -> None:
@@ -207,6 +224,7 @@ class Session:
                 break
             try:
                 self._serve(request)
+                self._flush()
                 self._acknowledge()
             except EngineError as exc:
                 log.error("session %s: engine died: %s", self.name, exc)
