@@ -9,6 +9,7 @@ install:
 system-packages:
 	bash .ci/install-system-packages.sh
 	PYTHON=$(PYTHON) sh .ci/install-browser.sh
+	PYTHON=$(PYTHON) sh .ci/install-hub.sh
 
 demo: install
 	$(PYTHON) notebooks/run.py notebooks/quickstart.ipynb --kernel rk-local

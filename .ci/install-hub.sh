@@ -1,0 +1,46 @@
+#!/bin/sh
+# Install what the JupyterHub test (tests/test_jupyterhub.py) needs: JupyterHub and the
+# single-user server (pip), and configurable-http-proxy (npm, needs Debian's nodejs + npm).
+# Idempotent: pip, apt and npm are only touched when something is missing.
+set -eu
+
+PYTHON="${PYTHON:-python3}"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# The hub and the single-user servers it spawns run on this Python (jupyterhub-singleuser
+# is a jupyter_server extension; websocket-client is what the test talks to kernels with).
+missing=""
+for spec in "jupyterhub:jupyterhub>=5" "jupyter_server:jupyter_server>=2" \
+            "websocket:websocket-client>=1.6"; do
+    module="${spec%%:*}"
+    requirement="${spec#*:}"
+    if ! "$PYTHON" -c "import $module" 2>/dev/null; then
+        missing="$missing $requirement"
+    fi
+done
+if [ -n "$missing" ]; then
+    echo "pip installing:$missing"
+    # shellcheck disable=SC2086  # word splitting of the requirement list is intended
+    "$PYTHON" -m pip install -q $missing
+else
+    echo "python packages present: jupyterhub jupyter_server websocket-client"
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+    echo "installing: nodejs npm"
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+fi
+
+if command -v configurable-http-proxy >/dev/null 2>&1; then
+    echo "configurable-http-proxy present"
+else
+    $SUDO npm install -g --no-audit --no-fund configurable-http-proxy
+fi
+
+"$PYTHON" -c "import jupyterhub; print('jupyterhub', jupyterhub.__version__)"
+echo "configurable-http-proxy $(configurable-http-proxy --version)"

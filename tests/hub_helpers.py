@@ -1,0 +1,458 @@
+"""A real JupyterHub on loopback for tests: local Unix users with their own ~/.ssh, the hub and
+its proxy as processes, the hub's and the single-user servers' REST APIs, and a minimal
+client of jupyter_server's kernel websocket (the JSON protocol, no subprotocol).
+
+Plain module (no pytest), used by tests/test_jupyterhub.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+LOCK_FILE = "/run/lock/rkj-hub-test.lock"
+CMD_TIMEOUT = 30.0
+
+
+class HubError(RuntimeError):
+    """The hub, a server or a kernel did not do what the test needed in time."""
+
+
+def hub_unavailable_reason() -> str | None:
+    """Why a hub cannot be run here (None when it can), for pytest.skip."""
+    if os.geteuid() != 0:
+        return "the JupyterHub test needs root (it creates Unix users and spawns as them)"
+    for module in ("jupyterhub", "jupyter_server", "websocket"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"Python package {module} missing (run .ci/install-hub.sh)"
+    if shutil.which("configurable-http-proxy") is None:
+        return "configurable-http-proxy missing (run .ci/install-hub.sh)"
+    for tool in ("useradd", "setpriv", "ssh-keygen", "ps"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    return None
+
+
+@contextlib.contextmanager
+def exclusive(timeout: float = 300.0) -> Iterator[None]:
+    """One hub test at a time on this machine: the Unix users and their ~/.ssh are shared."""
+    path = LOCK_FILE if os.path.isdir(os.path.dirname(LOCK_FILE)) else "/tmp/rkj-hub-test.lock"
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HubError(f"another hub test held {path} for {timeout:g} s") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+# -- local Unix users -----------------------------------------------------------------------------
+
+
+def ensure_unix_user(name: str) -> pwd.struct_passwd:
+    """The Unix user ``name`` with a home, created if missing (idempotent, never uid 0)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        proc = subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/bash",
+             "--comment", "rk_jupyter JupyterHub test user", name],
+            capture_output=True, text=True, timeout=CMD_TIMEOUT, check=False,
+        )  # fmt: skip
+        try:  # a concurrent run may have made it meanwhile
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise HubError(f"useradd {name}: {proc.stderr.strip()}") from None
+    if entry.pw_uid == 0:
+        raise HubError(f"refusing to use {name}: it is uid 0")
+    if not os.path.isdir(entry.pw_dir):
+        os.makedirs(entry.pw_dir, mode=0o750)
+        os.chown(entry.pw_dir, entry.pw_uid, entry.pw_gid)
+    return entry
+
+
+def run_as(user: pwd.struct_passwd, argv: list[str], timeout: float = CMD_TIMEOUT
+           ) -> subprocess.CompletedProcess[str]:
+    """Run argv as ``user`` with a login-like environment (HOME, USER), in their home."""
+    env = [f"HOME={user.pw_dir}", f"USER={user.pw_name}", f"LOGNAME={user.pw_name}",
+           "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]
+    full = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+            "--", "env", "-i", *env, *argv]
+    return subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                          cwd=user.pw_dir, stdin=subprocess.DEVNULL, check=False)
+
+
+def _write_owned(path: Path, text: str, user: pwd.struct_passwd, mode: int) -> None:
+    path.write_text(text)
+    os.chown(path, user.pw_uid, user.pw_gid)
+    os.chmod(path, mode)
+
+
+@dataclass
+class SSHHome:
+    """What one Jupyter user has in ~/.ssh."""
+
+    user: pwd.struct_passwd
+    key_file: str
+    public_key: str
+    fingerprint: str  # SHA256:..., as sshd logs it
+
+
+def prepare_ssh_home(user: pwd.struct_passwd, ssh_config: str, known_hosts: str | None
+                     ) -> SSHHome:
+    """~/.ssh of ``user``: a key pair of their own (made by them, kept across runs), the given
+    ``config``, and ``known_hosts`` (None: no personal known_hosts file at all)."""
+    ssh_dir = Path(user.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(ssh_dir, user.pw_uid, user.pw_gid)
+    os.chmod(ssh_dir, 0o700)
+    key = ssh_dir / "id_ed25519"
+    if not key.exists() or not Path(f"{key}.pub").exists():
+        for stale in (key, Path(f"{key}.pub")):
+            stale.unlink(missing_ok=True)
+        res = run_as(user, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "",
+                            "-C", f"{user.pw_name}@jupyterhub", "-f", str(key)])
+        if res.returncode != 0:
+            raise HubError(f"ssh-keygen as {user.pw_name}: {res.stderr.strip()}")
+    _write_owned(ssh_dir / "config", ssh_config, user, 0o600)
+    if known_hosts is None:
+        (ssh_dir / "known_hosts").unlink(missing_ok=True)
+    else:
+        _write_owned(ssh_dir / "known_hosts", known_hosts, user, 0o644)
+    public = Path(f"{key}.pub").read_text().strip()
+    listing = subprocess.run(["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True,
+                             text=True, timeout=CMD_TIMEOUT, check=True).stdout
+    return SSHHome(user, str(key), public, listing.split()[1])
+
+
+def processes_of(uid: int, pattern: str | None = None) -> list[tuple[int, str]]:
+    """(pid, cmdline) of the local processes running as ``uid`` (matching a regex)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except (OSError, IndexError):
+            continue
+        if pattern is None or re.search(pattern, cmdline):
+            found.append((int(entry), cmdline))
+    return found
+
+
+TAG = "RKJ_HUB_TEST"  # in the environment of the hub and its proxy: "<pid of the test>"
+
+
+def tagged_processes(owner: int | None = None) -> list[int]:
+    """Processes carrying TAG: of the test process ``owner``, or (None) of test processes
+    that are gone (a hub left behind by a killed run)."""
+    found = []
+    prefix = f"{TAG}=".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                tags = [v for v in handle.read().split(b"\0") if v.startswith(prefix)]
+        except OSError:
+            continue
+        if not tags:
+            continue
+        tagged = int(tags[0][len(prefix):] or 0)
+        if tagged == owner or (owner is None and not Path(f"/proc/{tagged}").exists()):
+            found.append(int(entry))
+    return found
+
+
+def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is left after ``timeout`` (by pid)."""
+    pids = [p for p in pids if p > 1 and p != os.getpid()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+
+def http(method: str, url: str, token: str, body: Any = None, timeout: float = 60.0
+         ) -> tuple[int, Any]:
+    """A JSON request with ``Authorization: token``; (status, decoded body or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    text = raw.decode(errors="replace")
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+# -- the hub -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hub:
+    """``jupyterhub -f CONFIG`` on loopback; its proxy is started by the hub itself."""
+
+    config_file: str
+    state_dir: str
+    port: int
+    env: dict[str, str]
+    admin_token: str
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+    started_in: float = 0.0
+    proxy_pid_file: str = ""
+    _log: Any = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method: str, path: str, token: str | None = None, body: Any = None,
+            timeout: float = 60.0) -> tuple[int, Any]:
+        return http(method, f"{self.url}/hub/api{path}", token or self.admin_token, body,
+                    timeout)
+
+    def start(self, timeout: float = 60.0) -> Hub:
+        self.log_path = os.path.join(self.state_dir, "jupyterhub.log")
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", self.config_file],
+            cwd=self.state_dir, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise HubError(f"jupyterhub exited {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                status, _ = http("GET", f"{self.url}/hub/api/", "", timeout=2)
+                return status == 200
+            return False
+
+        if not wait_for(ready, timeout):
+            raise HubError(f"jupyterhub not answering after {timeout:g} s:\n{self.log_tail()}")
+        self.started_in = time.monotonic() - started
+        return self
+
+    def log_text(self) -> str:
+        if self._log is not None:
+            self._log.flush()
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def proxy_pid(self) -> int | None:
+        try:
+            return int(Path(self.proxy_pid_file).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM: the hub stops the servers it spawned and the proxy it started; whatever
+        outlives ``timeout`` is killed by pid."""
+        proxy = self.proxy_pid()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if proxy is not None and Path(f"/proc/{proxy}").exists():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{proxy}/cmdline").read_bytes()
+                if b"configurable-http-proxy" in cmdline:
+                    kill_pids([proxy])
+        kill_pids(tagged_processes(os.getpid()))  # anything of this hub that is left
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- users and their servers ------------------------------------------------------------
+
+    def user_token(self, name: str) -> str:
+        """A new API token of user ``name`` (its own permissions), made by the admin service."""
+        status, body = self.api("POST", f"/users/{name}/tokens",
+                                body={"note": "rk_jupyter hub test", "expires_in": 900})
+        if status != 201:
+            raise HubError(f"token for {name}: HTTP {status}: {body}")
+        return str(body["token"])
+
+    def server_state(self, name: str, token: str) -> dict[str, Any] | None:
+        status, body = self.api("GET", f"/users/{name}", token)
+        if status != 200:
+            raise HubError(f"GET /users/{name}: HTTP {status}: {body}")
+        return body.get("servers", {}).get("")
+
+    def start_server(self, name: str, token: str) -> None:
+        status, body = self.api("POST", f"/users/{name}/server", token)
+        if status not in (201, 202):
+            raise HubError(f"starting {name}'s server: HTTP {status}: {body}\n{self.log_tail()}")
+
+    def wait_server_ready(self, name: str, token: str, timeout: float = 60.0) -> str:
+        """Wait for ``name``'s server; return its base URL through the proxy."""
+        state: dict[str, Any] | None = None
+
+        def ready() -> bool:
+            nonlocal state
+            state = self.server_state(name, token)
+            return bool(state and state.get("ready"))
+
+        if not wait_for(ready, timeout, step=0.3):
+            raise HubError(f"{name}'s server not ready after {timeout:g} s ({state}):\n"
+                           f"{self.log_tail()}")
+        assert state is not None
+        return self.url + state["url"].rstrip("/")
+
+    def stop_server(self, name: str, token: str) -> None:
+        status, body = self.api("DELETE", f"/users/{name}/server", token)
+        if status not in (202, 204):
+            raise HubError(f"stopping {name}'s server: HTTP {status}: {body}")
+
+    def wait_server_stopped(self, name: str, token: str, timeout: float = 60.0) -> None:
+        if not wait_for(lambda: self.server_state(name, token) is None, timeout, step=0.3):
+            raise HubError(f"{name}'s server still there after {timeout:g} s:\n"
+                           f"{self.log_tail()}")
+
+
+# -- a kernel through a single-user server -------------------------------------------------------
+
+
+@dataclass
+class CellRun:
+    """What one execute_request produced on the kernel's websocket."""
+
+    reply: dict[str, Any]
+    outputs: list[dict[str, Any]]
+
+    def results(self) -> list[str]:
+        return [m["content"]["data"].get("text/plain", "") for m in self.outputs
+                if m["header"]["msg_type"] == "execute_result"]
+
+    def streams(self, name: str) -> str:
+        return "".join(m["content"]["text"] for m in self.outputs
+                       if m["header"]["msg_type"] == "stream" and m["content"]["name"] == name)
+
+
+def start_kernel(server_url: str, token: str, kernel_name: str, timeout: float = 120.0
+                 ) -> dict[str, Any]:
+    status, body = http("POST", f"{server_url}/api/kernels", token, {"name": kernel_name},
+                        timeout=timeout)
+    if status != 201:
+        raise HubError(f"starting kernel {kernel_name} at {server_url}: HTTP {status}: {body}")
+    return dict(body)
+
+
+def run_cell(server_url: str, token: str, kernel_id: str, code: str, username: str,
+             timeout: float = 60.0) -> CellRun:
+    """Send ``code`` as an execute_request over the kernel's websocket; collect its iopub
+    output until the kernel is idle and the shell reply has come."""
+    import websocket  # websocket-client
+
+    session = uuid.uuid4().hex
+    ws_url = (server_url.replace("http://", "ws://", 1)
+              + f"/api/kernels/{kernel_id}/channels?session_id={session}")
+    ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True,
+                                     header=[f"Authorization: token {token}"])
+    try:
+        msg_id = secrets.token_hex(8)
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": session,
+                       "username": username, "version": "5.3",
+                       "date": datetime.now(timezone.utc).isoformat()},
+            "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": True,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        outputs: list[dict[str, Any]] = []
+        reply: dict[str, Any] | None = None
+        idle = False
+        deadline = time.monotonic() + timeout
+        while reply is None or not idle:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HubError(f"no answer to {code!r} within {timeout:g} s "
+                               f"(reply={reply is not None}, idle={idle})")
+            ws.settimeout(left)
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if msg["channel"] == "shell" and kind == "execute_reply":
+                reply = msg["content"]
+            elif kind == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            elif kind in ("stream", "execute_result", "display_data", "error"):
+                outputs.append(msg)
+        return CellRun(reply, outputs)
+    finally:
+        ws.close()
