@@ -7,6 +7,13 @@ Prints exactly one line on stdout once it listens::
 The token comes from ``--token-file`` (read, then deleted), from the first line of stdin
 (``--token-stdin``) or from the RK_AGENT_TOKEN environment variable — never from argv, which
 every user of the host can read in ``ps``.
+
+With ``--exit-on-stdin-eof`` stdin is the launcher's lifeline: a line ``stop`` on it, or its
+end, ends the agent and every session at once.  With ``--keep-sessions-on-stdin-eof`` too (the
+ssh transport), an end without ``stop`` means the SSH connection carrying stdin is gone, and
+its kernels may come back over a new one: sessions kept for their kernels (keep > 0) are not
+ended then; the agent stays up while any is kept (each ends after its own keep time) and exits
+when none is left.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from .server import AgentServer
 
 READY_PREFIX = "RKJ-AGENT-READY "
 TOKEN_ENV = "RK_AGENT_TOKEN"
+#: The line a launcher writes on stdin for a clean shutdown (before closing it).
+STOP_LINE = b"stop"
 
 log = logging.getLogger("rk_jupyter.agent")
 
@@ -57,18 +66,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
-        help="end (with every engine) when stdin closes, i.e. when the launcher is gone",
+        help="end (with every engine) on a 'stop' line on stdin or when stdin closes, i.e. "
+        "when the launcher is gone",
+    )
+    parser.add_argument(
+        "--keep-sessions-on-stdin-eof",
+        action="store_true",
+        help="with --exit-on-stdin-eof: when stdin closes without a 'stop' line (a lost SSH "
+        "connection), end only once no session is kept for its kernel",
     )
     parser.add_argument("--log-file", help="log here instead of stderr")
+    parser.add_argument("--log-stderr", action="store_true",
+                        help="with --log-file, log to stderr too (an ssh launcher reads it)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s agent[%(process)d] %(message)s"))
-    log.addHandler(handler)
+    handlers: list[logging.Handler] = []
+    if args.log_file:
+        handlers.append(logging.FileHandler(args.log_file))
+    if args.log_stderr or not args.log_file:
+        handlers.append(logging.StreamHandler())
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s agent[%(process)d] %(message)s"))
+        log.addHandler(handler)
     log.setLevel(args.log_level.upper())
     token = read_token(args)
     try:
@@ -77,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rk_jupyter agent: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
+    orphaned = threading.Event()  # stdin closed without a stop line
 
     def request_stop(*_: object) -> None:
         stop.set()
@@ -84,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if args.exit_on_stdin_eof:
-        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+        lost = orphaned if args.keep_sessions_on_stdin_eof else stop
+        threading.Thread(target=_watch_stdin, args=(stop, lost), daemon=True).start()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ready = {
         "port": server.port,
@@ -97,18 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(READY_PREFIX + json.dumps(ready) + "\n")
     sys.stdout.flush()
     log.info("listening on %s:%d (rk_jupyter %s)", args.host, server.port, __version__)
-    while not stop.wait(1.0):
-        pass
+    while not stop.wait(0.5):
+        if orphaned.is_set() and not server.kept_sessions():
+            log.info("no session is kept for a kernel (any more)")
+            break
     log.info("stopping: ending every session")
     server.shutdown()
     return 0
 
 
-def _watch_stdin(stop: threading.Event) -> None:
+def _watch_stdin(stop: threading.Event, lost: threading.Event) -> None:
+    """Set ``stop`` on a stop line, ``lost`` when stdin ends without one."""
     try:
-        while sys.stdin.buffer.read(4096):
-            pass
+        for line in sys.stdin.buffer:
+            if line.strip() == STOP_LINE:
+                log.info("stop requested by the launcher")
+                stop.set()
+                return
     except (OSError, ValueError):
         pass
-    log.info("stdin closed: the launcher is gone")
-    stop.set()
+    log.info("stdin closed without a stop: the launcher or its connection is gone")
+    lost.set()

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections import deque
 from typing import Any
 
 from ..link.connection import Link
@@ -27,6 +28,27 @@ def require_loopback(host: str) -> None:
         loopback = host == "localhost"
     if not loopback:
         raise ValueError(f"the agent listens on loopback only, not on {host!r}")
+
+
+LOG_LINES_MAX = 10_000  # RKLog answers at most this many lines (one frame, bounded)
+
+
+def log_tail(lines: int) -> tuple[list[str], str]:
+    """The last ``lines`` lines of the agent's log file and its path, for ``%rkernel log``.
+
+    The file is the one main configured (``--log-file``), found on the logger rather than
+    passed around; ``([], "")`` when the agent logs to stderr only.
+    """
+    path = next((h.baseFilename for h in log.handlers if isinstance(h, logging.FileHandler)),
+                "")
+    if not path or lines == 0:
+        return [], path
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            tail = deque(handle, maxlen=min(lines, LOG_LINES_MAX))
+    except OSError as exc:
+        return [f"(cannot read {path}: {exc.strerror or exc})"], path
+    return [line.rstrip("\n") for line in tail], path
 
 
 class Connection:
@@ -79,6 +101,8 @@ class Connection:
             self._attach(request)
         elif name == "RKCloseSession" and isinstance(request, str):
             self.server.close_session(request)
+        elif name == "RKLog" and isinstance(request, int) and request >= 0:
+            self.link.send(0, packet("RKLogLines", *log_tail(request)))
         else:
             log.warning("%s: ignoring unexpected control message %r", self.peer, name or expr)
 
@@ -132,7 +156,8 @@ class Connection:
             self.heartbeat = float(heartbeat)
         session.keep = float(keep)
         self.link.send(channel, packet(
-            "RKAttached", {**(session.info or {}), "received": session.received}))
+            "RKAttached", {**(session.info or {}), "received": session.received,
+                           "acknowledged": session.acknowledged()}))
         self._bind(session, channel, seen)
 
     def _bind(self, session: Session, channel: int, seen: int | None = None) -> None:
@@ -201,6 +226,12 @@ class AgentServer:
             return
         log.info("session %s: nobody attached within %.0f s", session.name, session.keep)
         session.close()
+
+    def kept_sessions(self) -> int:
+        """Sessions that outlive their link (keep > 0): a launcher lost with the network must
+        not end them before their kernel had its chance to come back."""
+        with self._lock:
+            return sum(1 for s in self.named.values() if s.keep > 0 and not s.closed)
 
     def close_session(self, name: str) -> None:
         session = self.named.get(name)

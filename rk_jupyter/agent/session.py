@@ -141,6 +141,12 @@ class Session:
                      exc)
             return False
 
+    def acknowledged(self) -> int:
+        """How many of our packets are acknowledged (by any link): a kernel that attaches
+        counts on from there, also when another client (the provisioner) saw the first."""
+        with self._bind_lock:
+            return self._unacked[0][0] - 1 if self._unacked else self._sent
+
     def _drop_acked(self, seen: int) -> None:
         while self._unacked and self._unacked[0][0] <= seen:
             self._unacked.popleft()

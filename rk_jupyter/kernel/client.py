@@ -156,6 +156,7 @@ class AgentClient:
             raise AgentError(f"unexpected answer to an attach: {reply!r}")
         info = dict(reply.args[0])
         seen = info.pop("received", 0)
+        self.received = max(self.received, info.pop("acknowledged", 0))
         with self._send_lock:
             while self._unacked and self._unacked[0][0] <= seen:
                 self._unacked.popleft()

@@ -6,11 +6,17 @@ import html
 import json
 import os
 import time
+from collections import deque
 from typing import Any
 
+from ..link.connection import Link
+from ..link.frames import LinkError
+from ..link.packets import packet, packet_name
 from .client import AgentClient, AgentError
 
-USAGE = "usage: %rkernel status | %rkernel ping | %rkernel doctor [NAME]"
+USAGE = "usage: %rkernel status | %rkernel ping | %rkernel log [N] | %rkernel doctor [NAME]"
+LOG_LINES = 20
+LOG_TIMEOUT = 10.0
 
 
 def is_magic(code: str) -> bool:
@@ -31,6 +37,10 @@ def run_magic(code: str, client: AgentClient | None, start_error: str | None) ->
                 f"min {min(rtts):.2f} ms, avg {sum(rtts) / len(rtts):.2f} ms, "
                 f"max {max(rtts):.2f} ms (5 round trips)")
         return {"text/plain": text}
+    if command == "log" and len(words) <= 3:
+        if len(words) == 3 and not words[2].isdigit():
+            raise ValueError(USAGE)
+        return log_bundle(client, int(words[2]) if len(words) == 3 else LOG_LINES)
     if command == "doctor" and len(words) <= 3:
         return doctor_bundle(words[2] if len(words) == 3 else None)
     raise ValueError(USAGE)
@@ -55,6 +65,57 @@ def doctor_bundle(name: str | None) -> dict[str, str]:
     title = f"rk_jupyter doctor: {name}"
     return {"text/plain": doctor.render_text(title, steps),
             "text/html": doctor.render_html(title, steps)}
+
+
+def log_bundle(client: AgentClient | None, lines: int) -> dict[str, str]:
+    """``%rkernel log [N]``: the last N lines of this launch's log on the Jupyter side (its
+    path comes from the provisioner in RK_LAUNCH_LOG) and of the agent's own log on its
+    host, which the agent reads out (RKLog) on a link of its own, so that the session's
+    numbered packet stream is not disturbed."""
+    sections = []
+    path = os.environ.get("RK_LAUNCH_LOG", "")
+    if path:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                local = [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+        except OSError as exc:
+            local = [f"(cannot read it: {exc.strerror or exc})"]
+        sections.append((f"launch log (Jupyter side) {path}", local))
+    else:
+        sections.append(("launch log (Jupyter side)", ["(unknown: no RK_LAUNCH_LOG)"]))
+    try:
+        remote, where = agent_log(client, lines)
+    except AgentError as exc:
+        remote, where = [f"(cannot fetch it: {exc})"], ""
+    label = client.endpoint.transport if client else "agent"
+    sections.append((f"agent log ({label} side) {where or '(stderr only)'}", remote))
+    text = "\n\n".join(f"== {title}\n" + "\n".join(body or ["(empty)"])
+                        for title, body in sections)
+    return {"text/plain": text}
+
+
+def agent_log(client: AgentClient | None, lines: int) -> tuple[list[str], str]:
+    """The agent's last ``lines`` log lines and the log's path on the agent's host."""
+    if client is None:
+        raise AgentError("not connected")
+    ep = client.endpoint
+    try:
+        link = Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=LOG_TIMEOUT)
+    except LinkError as exc:
+        raise AgentError(str(exc)) from None
+    try:
+        link.send(0, packet("RKLog", lines))
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while (remaining := deadline - time.monotonic()) > 0:
+            channel, reply = link.recv(timeout=remaining)
+            if channel == 0 and packet_name(reply) == "RKLogLines" and len(reply.args) == 2:
+                body, where = reply.args
+                return [str(line) for line in body], str(where)
+    except LinkError as exc:
+        raise AgentError(f"the agent did not send its log: {exc}") from None
+    finally:
+        link.close()
+    raise AgentError(f"the agent did not send its log within {LOG_TIMEOUT:g} s")
 
 
 def _size(n: int) -> str:

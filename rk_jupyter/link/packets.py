@@ -40,7 +40,9 @@ session with its own engine and binds it to that channel; ``RKAttachSession[<|"c
 "session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
 kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
 kernel attaches to it); RKOpenSession is answered on the channel by ``RKSessionReady[info]``
-or ``RKError[text]``, RKAttachSession by ``RKAttached[<|info, "received"|>]`` or
+or ``RKError[text]``, RKAttachSession by ``RKAttached[<|info, "received", "acknowledged"|>]``
+(how many of the kernel's packets arrived; how many of the session's were acknowledged by any
+link, from which a kernel attaching for the first time counts on) or
 ``RKError[text]``; ``keep`` is how many seconds a session outlives its link waiting to be
 attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
 Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep

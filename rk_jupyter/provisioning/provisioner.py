@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import logging
 import os
 import secrets
 import textwrap
+import time
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -30,7 +33,14 @@ AGENT_DEPLOY = ("auto", "zipapp", "installed")
 SSH_KEYS = ("host", "port", "user", "identity_file", "proxy_jump", "known_hosts", "ssh_config",
             "host_key_policy", "remote_python", "agent_deploy", "connect_timeout", "keepalive",
             "command_timeout")
-
+#: The kernel's environment variable that names its launch log (for ``%rkernel log``).
+LAUNCH_LOG_ENV = "RK_LAUNCH_LOG"
+#: The kernel whose ``pre_launch`` runs in this context.  ``asyncio.to_thread`` copies the
+#: context into the worker thread that connects and starts the agent, so the ssh modules'
+#: log records land in the log of the launch they belong to, even when several kernels start
+#: at once on one shared connection.
+_LAUNCH: contextvars.ContextVar[str] = contextvars.ContextVar("rk_launch", default="")
+_PACKAGE_LOG = logging.getLogger("rk_jupyter")
 
 
 def readable(message: str, width: int = 88) -> str:
@@ -42,6 +52,51 @@ def readable(message: str, width: int = 88) -> str:
         textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
         for line in message.splitlines()
     )
+
+
+class LaunchLog:
+    """``rk-<kernel_id>.log`` in Jupyter's runtime directory: every step of a launch with its
+    time, like the old tunnel.log, and the ssh modules' records made on the launch's behalf.
+
+    Secrets never reach the file: nothing here formats a token, and as a second line of
+    defence every record is scrubbed of the tokens registered with ``secret`` before it is
+    written (the scrubbed text replaces the record's, so no other handler sees them either).
+    """
+
+    def __init__(self, path: str, kernel_id: str) -> None:
+        self.path = path
+        self.kernel_id = kernel_id
+        self._secrets: set[str] = set()
+        self._handler = logging.FileHandler(path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        self._handler.addFilter(self._mine)
+        if _PACKAGE_LOG.getEffectiveLevel() > logging.INFO:
+            _PACKAGE_LOG.setLevel(logging.INFO)  # the steps are INFO records
+        _PACKAGE_LOG.addHandler(self._handler)
+        self._started = time.monotonic()
+
+    def secret(self, value: bytes | str) -> None:
+        """Never write ``value``."""
+        self._secrets.add(value.decode() if isinstance(value, bytes) else value)
+
+    def step(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+        """One line, with the seconds since the launch began."""
+        _PACKAGE_LOG.log(level, "[%6.2f s] " + message, time.monotonic() - self._started,
+                         *args, extra={"rk_launch": self.kernel_id})
+
+    def close(self) -> None:
+        _PACKAGE_LOG.removeHandler(self._handler)
+        self._handler.close()
+
+    def _mine(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "rk_launch", None) != self.kernel_id \
+                and _LAUNCH.get() != self.kernel_id:
+            return False
+        text = record.getMessage()
+        for value in self._secrets:
+            text = text.replace(value, "[secret]")
+        record.msg, record.args = text, None
+        return True
 
 
 def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: str) -> None:
@@ -128,6 +183,7 @@ class RemoteKernelProvisioner(LocalProvisioner):
 
     transport: Transport | None = None
     _session: tuple[AgentEndpoint, bytes, str, str] | None = None
+    _launch_log: LaunchLog | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         if "transport" in kwargs:  # the kernelspec key; ``transport`` holds the live object
@@ -158,6 +214,7 @@ class RemoteKernelProvisioner(LocalProvisioner):
             "compression": self.compression,
             "python": self.python,
             "agent_start_timeout": self.agent_start_timeout,
+            "reconnect_grace": self.reconnect_grace,
             **{name: getattr(self, name) for name in SSH_KEYS},
         }
 
@@ -174,28 +231,68 @@ class RemoteKernelProvisioner(LocalProvisioner):
         os.makedirs(runtime, exist_ok=True)
         log_path = os.path.join(runtime, f"rk-{kernel_id}-agent.log")
         token = secrets.token_urlsafe(32).encode()
+        if self._launch_log is None:  # a restart appends to the same kernel's log
+            self._launch_log = LaunchLog(os.path.join(runtime, f"rk-{kernel_id}.log"),
+                                         kernel_id)
+        launch = self._launch_log
+        launch.secret(token)
+        where = f" to {config['host']}" if config["transport"] == "ssh" else ""
+        launch.step("launch of kernel %s: transport %s%s, engine %s, compression %s",
+                    kernel_id, config["transport"], where, config["engine"],
+                    config["compression"])
+        context = _LAUNCH.set(kernel_id)
+        try:
+            return await self._launch(kwargs, config, kernel_id, log_path, token, launch)
+        except TransportError as exc:
+            launch.step("launch failed: %s", exc, level=logging.ERROR)
+            self._launch_log = None  # no kernel: KernelManager calls no cleanup
+            launch.close()
+            raise
+        finally:
+            _LAUNCH.reset(context)
+
+    async def _launch(self, kwargs: dict[str, Any], config: dict[str, Any], kernel_id: str,
+                      log_path: str, token: bytes, launch: LaunchLog) -> dict[str, Any]:
+        """pre_launch's steps, each logged with its time."""
         transport = create_transport(config, log_path)
+        started = time.monotonic()
+        launch.step("transport %s: starting the agent", transport.name)
         try:
             endpoint = await transport.start(kernel_id, token)
         except TransportError as exc:
             raise TransportError(readable(str(exc))) from None
         self.transport = transport
         token = endpoint.token or token
+        launch.secret(token)
+        timings = getattr(getattr(transport, "lease", None), "timings", None)
+        launch.step("transport %s started in %.2f s%s: %s", transport.name,
+                    time.monotonic() - started,
+                    f" ({', '.join(f'{k} {v:.2f} s' for k, v in timings.items())})"
+                    if timings else "", endpoint.description)
         session = f"{kernel_id}-{secrets.token_hex(4)}"
         client = AgentClient(Endpoint(
             endpoint.host, endpoint.port, token, codec=config["compression"],
             engine=config["engine"], engine_options=config["engine_options"], session=session,
         ), kernel_id)
+        started = time.monotonic()
+        launch.step("opening session %s: starting the %s engine", session, config["engine"])
         try:
-            await asyncio.to_thread(client.open, ENGINE_START_TIMEOUT, ATTACH_WAIT)
+            info = await asyncio.to_thread(client.open, ENGINE_START_TIMEOUT, ATTACH_WAIT)
         except AgentError as exc:
+            if client.link is None:  # no link at all: the way to the agent, not the engine
+                message = await asyncio.to_thread(self._link_failure, transport, endpoint,
+                                                  str(exc))
+            else:
+                message = (f"the {config['engine']} engine did not start on "
+                           f"{endpoint.description}: {exc}")
             self.transport = None
             await transport.stop()
-            raise TransportError(readable(
-                f"the {config['engine']} engine did not start on "
-                f"{endpoint.description}: {exc}")) from None
+            raise TransportError(readable(message)) from None
         finally:
             client.close(end_session=False)
+        launch.step("engine ready in %.2f s: %s %s (codec %s)", time.monotonic() - started,
+                    info.get("name", config["engine"]), info.get("version", ""),
+                    client.link.codec if client.link else config["compression"])
         self._session = (endpoint, token, config["compression"], session)
         kwargs["env"].update(
             {
@@ -213,16 +310,47 @@ class RemoteKernelProvisioner(LocalProvisioner):
                 # For ``%rkernel doctor``, which checks the chain these settings describe.
                 "RK_SETTINGS": json.dumps(config),
                 "RK_KERNELSPEC": os.path.basename(getattr(self.kernel_spec, "resource_dir", "")),
+                LAUNCH_LOG_ENV: launch.path,
             }
         )
         return kwargs
+
+    def _link_failure(self, transport: Transport, endpoint: AgentEndpoint, error: str) -> str:
+        """Why no link to the agent could be made: a server that forbids forwarding, an
+        agent of another protocol, or the link's own words."""
+        lease = getattr(transport, "lease", None)
+        if lease is not None:
+            from .ssh.remote_agent import forwarding_refused  # paramiko: only for ssh
+
+            refused = forwarding_refused(lease.shared.connection, lease.agent.port,
+                                         self.connect_timeout)
+            if refused:
+                return refused
+        message = f"cannot open a link to the agent ({endpoint.description}): {error}"
+        if "protocol version mismatch" in error and lease is not None:
+            message += (". Or set agent_deploy to 'zipapp' in the kernelspec: this "
+                        "rk_jupyter's own agent is then copied there and used")
+        return message
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        """As LocalProvisioner's, with the kernel process's start in the launch log."""
+        started = time.monotonic()
+        info = await super().launch_kernel(cmd, **kwargs)
+        if self._launch_log is not None:
+            self._launch_log.step("kernel process pid %s launched in %.2f s",
+                                  self.pid, time.monotonic() - started)
+        return info
 
     async def poll(self) -> int | None:
         """As LocalProvisioner's, but a dead agent also counts as a dead kernel: the kernel
         process is ended so that Jupyter's restarter and status see it."""
         status = await super().poll()
         if status is None and self.transport is not None and not self.transport.alive():
-            self.log.error("rk_jupyter: %s", self.transport.death_reason())
+            reason = self.transport.death_reason()
+            self.log.error("rk_jupyter: %s", reason)
+            if self._launch_log is not None:
+                self._launch_log.step("the agent side died, ending the kernel: %s", reason,
+                                      level=logging.ERROR)
             await super().kill()
             status = await super().poll()
         return status
@@ -230,6 +358,7 @@ class RemoteKernelProvisioner(LocalProvisioner):
     async def cleanup(self, restart: bool = False) -> None:
         """Called by KernelManager once the kernel process is gone: ends the session (in case
         the kernel died before it attached) and the agent."""
+        started = time.monotonic()
         await super().cleanup(restart)
         if self._session is not None:
             session, self._session = self._session, None
@@ -238,3 +367,10 @@ class RemoteKernelProvisioner(LocalProvisioner):
         if self.transport is not None:
             transport, self.transport = self.transport, None
             await transport.stop(restart)
+        launch = self._launch_log
+        if launch is not None:
+            launch.step("cleanup done in %.2f s%s", time.monotonic() - started,
+                        " (restart: the connection is kept)" if restart else "")
+            if not restart:
+                self._launch_log = None
+                launch.close()

@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -135,7 +136,7 @@ class SSHConnection:
     def open_sftp(self, timeout: float) -> paramiko.SFTPClient:
         try:
             sftp = paramiko.SFTPClient.from_transport(self.transport)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError) as exc:
             raise TransportError(f"cannot start SFTP on {self.target} (is the sftp subsystem "
                                  f"enabled in its sshd_config?): {exc}") from None
         if sftp is None:
@@ -176,7 +177,13 @@ def connect(target: SSHTarget, policy: str, timeout: float, keepalive: float) ->
     hops = (*target.jumps, target)
     jumps: list[SSHConnection] = []
     try:
-        sock: Any = _tcp_connect(hops[0], timeout)
+        try:
+            sock: Any = _tcp_connect(hops[0], timeout)
+        except TransportError as exc:
+            if not target.jumps:
+                raise
+            raise TransportError(f"the jump host {hops[0]} (proxy_jump, or ProxyJump in "
+                                 f"ssh_config) cannot be reached: {exc}") from None
         for hop, next_hop in zip(hops, hops[1:], strict=False):
             jumps.append(_handshake(hop, sock, policy, timeout, keepalive=0))
             sock = _through(jumps[-1], next_hop, timeout)
@@ -189,21 +196,64 @@ def connect(target: SSHTarget, policy: str, timeout: float, keepalive: float) ->
     return connection
 
 
+def _resolve(hop: SSHTarget, timeout: float) -> list[Any]:
+    """getaddrinfo bounded by ``timeout`` (it takes none, and a resolver that does not answer
+    makes it wait tens of seconds): on a daemon thread, abandoned when late."""
+    box: queue.Queue[Any] = queue.Queue(1)
+
+    def work() -> None:
+        try:
+            box.put(socket.getaddrinfo(hop.hostname, hop.port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            box.put(exc)
+
+    threading.Thread(target=work, name=f"ssh-resolve-{hop.hostname}", daemon=True).start()
+    try:
+        found = box.get(timeout=timeout)
+    except queue.Empty:
+        raise TransportError(f"the resolver gave no answer for {hop.hostname!r} within "
+                             f"{timeout:g} s (connect_timeout): check the DNS servers in "
+                             "/etc/resolv.conf, or give the host as an IP address") from None
+    if isinstance(found, OSError):
+        why = found.strerror if isinstance(found, socket.gaierror) else str(found)
+        raise TransportError(
+            f"cannot resolve the host name {hop.hostname!r} ({why}): check host in the "
+            "kernelspec, or the HostName of that alias in your ssh_config; a name known only "
+            "inside a VPN or a private network needs that network (try: getent hosts "
+            f"{hop.hostname})")
+    return found
+
+
 def _tcp_connect(hop: SSHTarget, timeout: float) -> socket.socket:
     where = f"{hop.hostname}:{hop.port}"
+    started = time.monotonic()
+    sock = None
     try:
-        sock = socket.create_connection((hop.hostname, hop.port), timeout=timeout)
-    except socket.gaierror as exc:
-        raise TransportError(f"cannot resolve the host name {hop.hostname!r}: "
-                             f"{exc.strerror}") from None
+        for family, kind, proto, _, address in _resolve(hop, timeout):  # in order, as ssh
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(max(timeout - (time.monotonic() - started), 0.01))
+            try:
+                sock.connect(address)
+                break
+            except OSError as exc:
+                sock.close()
+                error, sock = exc, None
+        if sock is None:
+            raise error
     except ConnectionRefusedError:
         raise TransportError(f"{where} refused the connection: is sshd running there, and "
-                             "is the port right?") from None
+                             "is the port right (port in the kernelspec, or Port in "
+                             "ssh_config)?") from None
     except TimeoutError:
         raise TransportError(f"no answer from {where} within {timeout:g} s (connect_timeout): "
-                             "the host is down or a firewall drops SSH") from None
+                             "the host is down, or a firewall drops SSH on the way; check the "
+                             "host and port, and that SSH is let through (VPN?); on a slow "
+                             "network raise connect_timeout in the kernelspec") from None
     except OSError as exc:
-        raise TransportError(f"cannot reach {where}: {exc.strerror or exc}") from None
+        raise TransportError(f"cannot reach {where}: {exc.strerror or exc}; check the host "
+                             "and the network route to it") from None
+    log.info("TCP connection to %s (%s) in %.2f s", where, sock.getpeername()[0],
+             time.monotonic() - started)
     # One cell is a few small writes: do not let Nagle hold them for an ACK.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -246,6 +296,10 @@ def start_transport(hop: SSHTarget, sock: Any, policy: str, timeout: float) -> p
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"{hop.hostname}:{hop.port} did not complete the SSH "
                                  f"handshake within {timeout:g} s: {exc}") from None
+        if not transport.is_active() or transport.host_key is None:
+            # start_client returns without an error when its timeout passes mid-exchange.
+            raise TransportError(f"{hop.hostname}:{hop.port} did not complete the SSH "
+                                 f"handshake within {timeout:g} s (no answer)")
         key = transport.get_remote_server_key()
         checker.verify(key)
         log.info("host key of %s: %s %s", hop.known_hosts_name, key.get_name(),
@@ -314,6 +368,8 @@ def _candidate_keys(hop: SSHTarget) -> tuple[list[tuple[str, paramiko.PKey]], li
     notes: list[str] = []
     keys: list[tuple[str, paramiko.PKey]] = []
     agent = _agent_keys()
+    if os.environ.get("SSH_AUTH_SOCK") and not agent:
+        notes.append(f"ssh-agent ({os.environ['SSH_AUTH_SOCK']}) holds no keys")
     wanted = {b for b in map(_public_blob, hop.identity_files) if b}
     for key in agent:
         if not hop.identities_only or key.asbytes() in wanted:

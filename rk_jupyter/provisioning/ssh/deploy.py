@@ -13,6 +13,7 @@ DEPLOY_MARKER and exits, and the caller uploads and tries again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -34,9 +35,12 @@ DEPLOY_MARKER = "RKJ-AGENT-DEPLOY"
 NO_PYTHON_MARKER = "RKJ-NO-PYTHON"
 NOT_INSTALLED_MARKER = "RKJ-NOT-INSTALLED"
 MIN_PYTHON = (3, 10)
+LOG_DIR = f"{CACHE_DIR}/logs"  # the agents' own logs on the remote: agent-<pid>.log
+LOG_DAYS = 14  # older agent logs are removed when an agent starts
 _PACKAGE = Path(__file__).resolve().parents[2]  # the rk_jupyter package directory
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so that equal content gives equal archives
 
+OLD_PYTHON_TEXT = "rk_jupyter's agent needs Python"  # how the zipapp refuses an old one
 # Must run on any Python, so that an old interpreter says why instead of a SyntaxError.
 _MAIN = f"""\
 import sys
@@ -105,12 +109,19 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
     """
     if mode not in MODES:
         raise TransportError(f"unknown agent_deploy {mode!r}; use one of {', '.join(MODES)}")
-    args = shlex.join(agent_args)
+    # "$@": --log-file for the agent's own log (the shell's $$ is the agent's pid after
+    # exec), left out where the directory cannot be made (read-only or full home): the log
+    # then goes to stderr only, which comes back over the channel anyway.
+    args = shlex.join(agent_args) + ' "$@"'
     probe = f'import sys, rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")'
     steps = [
         "cd",
         f"PY={shlex.quote(python)}",
         f'command -v "$PY" >/dev/null 2>&1 || {{ echo {NO_PYTHON_MARKER}; exit 0; }}',
+        f"L={shlex.quote(LOG_DIR)}",
+        'set --; if mkdir -p "$L" 2>/dev/null && chmod 700 "$L" && [ -w "$L" ]; then '
+        f'find "$L" -name "agent-*.log" -mtime +{LOG_DAYS} -exec rm -f {{}} + 2>/dev/null; '
+        'set -- --log-file "$PWD/$L/agent-$$.log" --log-stderr; fi',
     ]
     if mode != "zipapp":
         steps.append(f'if "$PY" -c {shlex.quote(probe)} >/dev/null 2>&1; '
@@ -122,6 +133,15 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
         steps.append(f'if [ -f "$Z" ]; then exec "$PY" "$Z" {args}; fi')
         steps.append(f"echo {DEPLOY_MARKER}")
     return "sh -c " + shlex.quote("; ".join(steps))
+
+
+def copy_probe(app: Zipapp) -> str:
+    """A shell command that writes as many bytes as the zipapp where it is copied to, and
+    fails with the shell's own words (no space, read-only) when ``upload`` would."""
+    directory = shlex.quote(app.remote_path.rsplit("/", 1)[0])
+    return "sh -c " + shlex.quote(
+        f'cd; D={directory}; mkdir -p "$D" && head -c {len(app.data)} /dev/zero '
+        '> "$D/.rkj-space-probe"; r=$?; rm -f "$D/.rkj-space-probe"; exit $r')
 
 
 def upload(sftp: paramiko.SFTPClient, app: Zipapp) -> bool:
@@ -149,6 +169,12 @@ def upload(sftp: paramiko.SFTPClient, app: Zipapp) -> bool:
         with sftp.open(temporary, "wb") as handle:
             handle.set_pipelined(True)
             handle.write(app.data)
+        # Pipelined writes report no error (a full disk's): check what arrived.
+        written = sftp.stat(temporary).st_size
+        if written != len(app.data):
+            with contextlib.suppress(OSError):
+                sftp.remove(temporary)
+            raise OSError(f"only {written} of {len(app.data)} bytes were written")
         sftp.chmod(temporary, 0o600)
         sftp.posix_rename(temporary, path)
     except (OSError, paramiko.SSHException, EOFError) as exc:

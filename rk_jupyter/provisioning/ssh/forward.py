@@ -48,6 +48,19 @@ class Forwarder:
     def alive(self) -> bool:
         return not self._closed.is_set() and self._thread.is_alive()
 
+    def retarget(self, transport: paramiko.Transport) -> None:
+        """Forward through ``transport`` (a new connection to the same host) from now on.
+
+        The listener stays, so kernel processes reconnect to the port they know; the
+        connections forwarded through the old transport are closed (it is dead: their kernels
+        notice at once instead of waiting for a heartbeat).
+        """
+        with self._lock:
+            self.transport = transport
+            pairs, self._pairs = self._pairs, set()
+        for client, channel in pairs:
+            _close(client, channel)
+
     def close(self) -> None:
         """Stop listening and close every forwarded connection; idempotent."""
         self._closed.set()
@@ -77,8 +90,10 @@ class Forwarder:
             channel = self.transport.open_channel("direct-tcpip", self.destination, peer,
                                                   timeout=self.open_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            log.error("forward 127.0.0.1:%d -> remote %s:%d: cannot open a channel: %s",
-                      self.port, *self.destination, exc)
+            # A dead transport is being replaced (the pool reconnects): the kernel retries.
+            report = log.error if self.transport.is_active() else log.info
+            report("forward 127.0.0.1:%d -> remote %s:%d: cannot open a channel: %s",
+                   self.port, *self.destination, exc)
             client.close()
             return
         pair = (client, channel)

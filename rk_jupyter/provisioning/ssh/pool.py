@@ -5,6 +5,14 @@ every kernel as its own session, and one local forward to it: each kernel proces
 own TCP connection to the forward, i.e. its own channel on the shared connection.  Kernels
 hold a Lease; the last release ends the agent and closes the connection.  A release for a
 restart keeps both for RESTART_GRACE seconds, so the next launch finds them warm.
+
+A lost connection (keepalive unanswered, closed by the server or the network) is not the end
+when ``reconnect_grace`` > 0: the pool connects again with back-off for that long, points the
+forwards at the new connection without closing their listeners (kernel processes reconnect to
+the port they know), checks with a link handshake through each forward that its agent still
+runs (it keeps its kernels' sessions meanwhile) and adopts it.  Leases stay alive while this
+goes on, so the provisioner does not kill the kernel; they die with a reason saying so when
+the grace runs out, or when the agent turns out to be gone.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ...link.connection import Link
+from ...link.frames import LinkError
 from ..transports.base import TransportError
 from .connect import SSHConnection, connect
 from .forward import Forwarder
@@ -25,6 +35,9 @@ from .target import SSHTarget
 log = logging.getLogger("rk_jupyter.ssh")
 
 RESTART_GRACE = 30.0
+WATCH_INTERVAL = 0.5  # seconds between checks of a shared connection (reconnect_grace > 0)
+BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between reconnect attempts, then BACKOFF_MAX
+BACKOFF_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,7 @@ class ConnectOptions:
     connect_timeout: float = 10.0
     keepalive: float = 15.0
     log_dir: str = "."
+    reconnect_grace: float = 0.0  # seconds to re-establish a lost connection (0: do not)
 
 
 @dataclass
@@ -46,9 +60,10 @@ class _Slot:
     agent: RemoteAgent
     forwarder: Forwarder
     refs: int = 0
+    lost: str = ""  # why the agent cannot be used after a reconnect (it was gone)
 
     def alive(self) -> bool:
-        return self.agent.alive() and self.forwarder.alive()
+        return not self.lost and self.agent.alive() and self.forwarder.alive()
 
     def stop(self) -> None:
         self.forwarder.close()
@@ -60,11 +75,24 @@ class _Shared:
     """A connection (made by the first acquire) and its agents."""
 
     target: SSHTarget
+    options: ConnectOptions | None = None  # the first acquire's, used to reconnect
     connection: SSHConnection | None = None
     slots: list[_Slot] = field(default_factory=list)
     refs: int = 0
     keep_until: float = 0.0  # a restart is under way: reap nothing before this (monotonic)
     setup: threading.Lock = field(default_factory=threading.Lock)
+    closed: threading.Event = field(default_factory=threading.Event)
+    reconnects: int = 0
+    reconnecting_since: float | None = None  # wall clock, for status displays
+    failure: str = ""  # the connection is lost for good: why
+
+    def reconnecting(self) -> bool:
+        """The connection is lost and the pool is (or is about to be) re-establishing it."""
+        if self.failure or self.closed.is_set() or self.options is None \
+                or self.options.reconnect_grace <= 0:
+            return False
+        return self.reconnecting_since is not None or (
+            self.connection is not None and not self.connection.alive())
 
 
 @dataclass
@@ -90,9 +118,15 @@ class Lease:
         return self.slot.agent
 
     def alive(self) -> bool:
-        return self.slot.alive()
+        """True while the agent is reachable, and while a lost connection is re-established
+        within the grace (the kernel waits meanwhile; it must not be killed)."""
+        if self.shared.failure or self.slot.lost:
+            return False
+        return self.shared.reconnecting() or self.slot.alive()
 
     def death_reason(self) -> str:
+        if reason := self.shared.failure or self.slot.lost:
+            return reason
         if reason := self.slot.agent.death_reason():
             return reason
         if not self.slot.forwarder.alive():
@@ -121,9 +155,10 @@ class ConnectionPool:
         """
         with self._lock:
             shared = self._shared.get(target.key)
+            # One being re-established keeps serving its kernels; a new one is made meanwhile.
             if shared is None or (shared.connection is not None
                                   and not shared.connection.alive()):
-                shared = self._shared[target.key] = _Shared(target)
+                shared = self._shared[target.key] = _Shared(target, options)
             shared.refs += 1
             shared.keep_until = 0.0  # the restart it was kept for (if any) has come
         timings = {"connect": 0.0, "agent": 0.0}
@@ -140,6 +175,9 @@ class ConnectionPool:
                                                 options.connect_timeout, options.keepalive)
                     timings["connect"] = time.monotonic() - started
                     log.info("connected to %s in %.2f s", target, timings["connect"])
+                    if options.reconnect_grace > 0:
+                        threading.Thread(target=self._watch, args=(shared,), daemon=True,
+                                         name=f"ssh-pool-watch-{target.hostname}").start()
                 slot = self._take_slot(shared, options.agent)
                 if slot is None:
                     started = time.monotonic()
@@ -160,6 +198,88 @@ class ConnectionPool:
         self._release(lease.shared, lease.slot, keep)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _watch(self, shared: _Shared) -> None:
+        """Re-establish the shared connection whenever it is lost, until it is closed or a
+        reconnect fails for good."""
+        while not shared.closed.wait(WATCH_INTERVAL):
+            connection = shared.connection
+            if connection is not None and not connection.alive() and not self._reconnect(
+                    shared, connection):
+                return
+
+    def _reconnect(self, shared: _Shared, lost: SSHConnection) -> bool:
+        """Connect again with back-off within the grace, then take the agents over; False
+        when the grace ran out (``shared.failure`` says why) or the pool closed it."""
+        assert shared.options is not None
+        options, target = shared.options, shared.target
+        why = lost.death_reason()
+        started = time.monotonic()
+        deadline = started + options.reconnect_grace
+        shared.reconnecting_since = time.time()
+        log.warning("%s; re-establishing it (for up to %g s)", why, options.reconnect_grace)
+        delays = iter(BACKOFF)
+        last_error = why
+        while not shared.closed.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                connection = connect(target, options.host_key_policy,
+                                     min(options.connect_timeout, remaining), options.keepalive)
+            except Exception as exc:  # noqa: BLE001 - one failed attempt must not end the watch
+                last_error = str(exc) or type(exc).__name__
+                log.info("reconnect to %s failed: %s", target, last_error)
+                shared.closed.wait(min(next(delays, BACKOFF_MAX), remaining))
+                continue
+            if shared.closed.is_set():
+                connection.close()
+                return False
+            if self._take_over(shared, connection):
+                lost.close()
+                shared.reconnects += 1
+                shared.reconnecting_since = None
+                log.info("re-established the SSH connection to %s after %.1f s",
+                         target, time.monotonic() - started)
+                return True
+            last_error = connection.death_reason() or "the new connection failed at once"
+            connection.close()
+        if shared.closed.is_set():
+            return False
+        shared.failure = (f"the SSH connection to {target} was lost ({why}) and could not be "
+                          f"re-established for {options.reconnect_grace:g} s "
+                          f"(reconnect_grace); last error: {last_error}")
+        shared.reconnecting_since = None
+        log.error("%s", shared.failure)
+        return False
+
+    def _take_over(self, shared: _Shared, connection: SSHConnection) -> bool:
+        """Point the forwards at ``connection`` and adopt each agent still running there;
+        a gone agent marks its slot lost.  False if the new connection itself failed."""
+        assert shared.options is not None
+        timeout = shared.options.connect_timeout
+        with self._lock:
+            slots = list(shared.slots)
+        for slot in slots:
+            slot.forwarder.retarget(connection.transport)
+            try:
+                Link.connect("127.0.0.1", slot.forwarder.port, slot.agent.token, "none",
+                             timeout=timeout).close()
+            except LinkError as exc:
+                if not connection.alive():
+                    return False
+                slot.lost = (f"the SSH connection to {shared.target} was re-established, but "
+                             f"the agent (pid {slot.agent.pid}) is gone ({exc}): the sessions "
+                             "of its kernels are lost (did the remote host restart?); restart "
+                             "the kernel")
+                log.error("%s", slot.lost)
+                continue
+            try:
+                slot.agent.adopt(connection)
+            except TransportError as exc:
+                log.info("cannot watch the agent over the new connection: %s", exc)
+                return False
+            log.info("agent pid %d on %s adopted after the reconnect", slot.agent.pid,
+                     shared.target)
+        shared.connection = connection
+        return True
 
     def _take_slot(self, shared: _Shared, settings: AgentSettings) -> _Slot | None:
         with self._lock:
@@ -207,6 +327,8 @@ class ConnectionPool:
             idle = [slot for slot in shared.slots if slot.refs <= 0]
             shared.slots = [slot for slot in shared.slots if slot.refs > 0]
             close = shared.refs <= 0
+            if close:
+                shared.closed.set()
             if close and self._shared.get(shared.target.key) is shared:
                 del self._shared[shared.target.key]
         for slot in idle:

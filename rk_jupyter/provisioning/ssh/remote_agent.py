@@ -1,10 +1,14 @@
 """The agent process on the remote host, run over an exec channel of the shared connection.
 
 The token goes to the agent on the channel's stdin (``--token-stdin``), never on a command
-line; stdin then stays open as its lifeline (``--exit-on-stdin-eof``): closing the channel,
-or losing the connection, ends the agent and with it every engine.  stdout and stderr come
-back merged: the ready line, then the agent's log, which a reader thread copies to a local
-log file (the channel must be drained, or the agent would block once its window is full).
+line; stdin then stays open as its lifeline (``--exit-on-stdin-eof``): a ``stop`` line on it
+ends the agent and every engine at once (a clean shutdown); losing the connection closes it
+without one, and the agent keeps the sessions kept for their kernels until they expire, so
+that the pool can reconnect and ``adopt`` it (an agent outlives its lifeline, which cannot be
+given back: after an adopt a watcher command on the new connection tells when it ends).
+stdout and stderr come back merged: the ready line, then the agent's log, which a reader
+thread copies to a local log file (the channel must be drained, or the agent would block once
+its window is full).
 """
 
 from __future__ import annotations
@@ -20,23 +24,31 @@ from typing import Any
 
 import paramiko
 
-from ...agent.main import READY_PREFIX
+from ... import __version__
+from ...agent.main import READY_PREFIX, STOP_LINE
 from ..transports.base import TransportError
 from .connect import SSHConnection
 from .deploy import (
     DEPLOY_MARKER,
+    LOG_DIR,
+    MIN_PYTHON,
     NO_PYTHON_MARKER,
     NOT_INSTALLED_MARKER,
+    OLD_PYTHON_TEXT,
     agent_zipapp,
+    copy_probe,
     launch_command,
     upload,
 )
 
 log = logging.getLogger("rk_jupyter.ssh")
 
-AGENT_ARGS = ["--host", "127.0.0.1", "--port", "0", "--token-stdin", "--exit-on-stdin-eof"]
-STOP_GRACE = 5.0  # seconds the agent gets to end its engines after its stdin closed
+AGENT_ARGS = ["--host", "127.0.0.1", "--port", "0", "--token-stdin", "--exit-on-stdin-eof",
+              "--keep-sessions-on-stdin-eof"]
+STOP_GRACE = 5.0  # seconds the agent gets to end its engines after a stop
+WATCH_INTERVAL = 1  # seconds between checks of an adopted agent's pid (a whole number: sleep)
 _TAIL = 30
+SHELL_MARK = "RKJ-SHELL-PROBE"
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,51 @@ def python_not_found(python: str, target: str) -> str:
     return (f"the remote Python {python!r} was not found on {target} (not in the login "
             "PATH); set remote_python in the kernelspec to a Python 3.10+ interpreter there "
             "(e.g. /usr/bin/python3)")
+
+
+def login_problem(connection: SSHConnection, timeout: float) -> str:
+    """What is wrong with the account's login, or "": a shell that refuses commands
+    (nologin), or startup files that print on stdout, which garbles every channel that is not
+    a terminal (SFTP's first).  Like ``rk-jupyter doctor``'s remote shell step."""
+    target = connection.target
+    try:
+        status, out = connection.run(f"printf {SHELL_MARK}", timeout, combine=False)
+    except TransportError:
+        return ""
+    if status != 0 or SHELL_MARK not in out:
+        return (f"the account {target.user} on {target.hostname} cannot run commands (exit "
+                f"status {status}, output {out.strip()[:200]!r}): rk_jupyter starts its agent "
+                f"with a command run by the login shell; give {target.user} a shell that runs "
+                "commands (e.g. chsh -s /bin/bash); /usr/sbin/nologin and /bin/false refuse "
+                "them")
+    extra = out.replace(SHELL_MARK, "", 1).strip()
+    if extra:
+        return (f"the login on {target.hostname} prints {extra[:200]!r} on stdout before any "
+                "command: a shell startup file (~/.bashrc, ~/.profile, /etc/bash.bashrc) "
+                "prints even for commands run over SSH, and that text corrupts SFTP, which "
+                "copies the agent. Print only in interactive shells, e.g. with this line "
+                "above the output in ~/.bashrc:\n    [[ $- == *i* ]] || return")
+    return ""
+
+
+def forwarding_refused(connection: SSHConnection, port: int, timeout: float) -> str:
+    """Why a forwarded channel to the agent's ``port`` cannot be opened, or "" if it can:
+    asked only after a kernel's link through the forward failed, to name the cause."""
+    try:
+        channel = connection.transport.open_channel(
+            "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
+    except paramiko.ChannelException as exc:
+        if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+            return (f"the SSH server {connection.target} refuses port forwarding "
+                    f"({exc.text}): rk_jupyter reaches its agent through a forwarded port. "
+                    "Ask its administrator to allow it for your account (AllowTcpForwarding "
+                    "local or yes in sshd_config, and no restrict/no-port-forwarding option "
+                    "on your key in authorized_keys)")
+        return f"the SSH server {connection.target} cannot forward to the agent: {exc.text}"
+    except (paramiko.SSHException, OSError, EOFError):
+        return ""
+    channel.close()
+    return ""
 
 
 class _Run:
@@ -104,6 +161,7 @@ class RemoteAgent:
         self.token = token
         self.log_path = log_path
         self.deployed = False
+        self.adopted = False  # reached over a later connection than the one that started it
         self._run: _Run | None = None
 
     @property
@@ -138,11 +196,15 @@ class RemoteAgent:
                          run.ready.get("version"), run.ready.get("python"))
                 return
             if DEPLOY_MARKER in run.lines and attempt == 0:
-                sftp = self.connection.open_sftp(self.settings.command_timeout)
                 try:
-                    self.deployed = upload(sftp, app)
-                finally:
-                    sftp.close()
+                    sftp = self.connection.open_sftp(self.settings.command_timeout)
+                    try:
+                        self.deployed = upload(sftp, app)
+                    finally:
+                        sftp.close()
+                except TransportError as exc:
+                    run.channel.close()
+                    raise TransportError(self._copy_failure(str(exc))) from None
                 log.info("agent %s copied to ~/%s on %s", app.digest, app.remote_path,
                          self.connection.target)
                 run.channel.close()
@@ -154,27 +216,59 @@ class RemoteAgent:
         run = self._run
         return bool(run and run.ready and not run.ended.is_set() and self.connection.alive())
 
+    def adopt(self, connection: SSHConnection) -> None:
+        """Take over the (still running) agent through a new ``connection``, the old one
+        having been lost with the lifeline; a watcher command on the new connection ends
+        when the agent does, so that ``alive`` keeps telling the truth.  Raises
+        TransportError when the command cannot be started."""
+        ready = self.ready
+        pid = int(ready["pid"])
+        watch = f"while kill -0 {pid} 2>/dev/null; do sleep {WATCH_INTERVAL}; done"
+        channel = connection.exec("sh -c " + shlex.quote(watch), self.settings.command_timeout)
+        channel.settimeout(None)
+        self.connection = connection
+        self.adopted = True
+        run = self._run = _Run(channel)
+        run.ready = ready
+        run.settled.set()
+        threading.Thread(target=run.read, args=(self.log_path,), daemon=True,
+                         name=f"ssh-agent-watch-{connection.target.hostname}").start()
+
     def death_reason(self) -> str:
         if not self.connection.alive():
             return self.connection.death_reason()
         run = self._run
-        if run and run.ended.is_set():
+        if run and run.ended.is_set() and self.adopted:
             return (f"the agent (pid {run.ready.get('pid')}) on {self.connection.target} "
-                    f"exited with status {run.status}; its last lines:\n{run.tail()}")
+                    "ended (its output was lost with the earlier SSH connection; see its "
+                    "log there)")
+        if run and run.ended.is_set():
+            pid = run.ready.get("pid")
+            # paramiko ignores exit-signal: a missing exit status means a signal killed it.
+            how = (f"exited with status {run.status}" if run.status not in (None, -1)
+                   else "exited, killed by a signal (out of memory? a time limit?)")
+            return (f"the agent (pid {pid}) on {self.connection.target} {how}; restart the "
+                    f"kernel to start a new one. Its log there: ~/{LOG_DIR}/agent-{pid}.log; "
+                    f"its last lines:\n{run.tail()}")
         return ""
 
     def stop(self) -> None:
-        """Close the lifeline and give the agent STOP_GRACE seconds to end its engines;
-        then kill its process group (its engines, in their own groups, follow their parent).
+        """Ask the agent to stop (a ``stop`` line on its lifeline, or SIGTERM for an adopted
+        agent, which has none) and give it STOP_GRACE seconds to end its engines; then kill
+        its process group (its engines, in their own groups, follow their parent).
         """
         run = self._run
         if run is None:
             return
         if not run.ended.is_set() and self.connection.alive():
-            try:
-                run.channel.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
+            if self.adopted:
+                self._signal(f"kill -TERM {self.pid}")
+            else:
+                try:
+                    run.channel.sendall(STOP_LINE + b"\n")
+                    run.channel.shutdown_write()
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass
             if not run.ended.wait(STOP_GRACE) and run.ready and self.connection.alive():
                 self._kill(self.pid)
         run.channel.close()
@@ -184,12 +278,14 @@ class RemoteAgent:
     def _kill(self, pid: int) -> None:
         log.warning("agent pid %d on %s did not end within %g s; killing it",
                     pid, self.connection.target, STOP_GRACE)
-        kill = (f"G=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' '); "
-                f'kill -KILL -- "-${{G:-{pid}}}" 2>/dev/null || kill -KILL {pid}')
+        self._signal(f"G=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' '); "
+                     f'kill -KILL -- "-${{G:-{pid}}}" 2>/dev/null || kill -KILL {pid}')
+
+    def _signal(self, command: str) -> None:
         try:
-            self.connection.run("sh -c " + shlex.quote(kill), self.settings.command_timeout)
+            self.connection.run("sh -c " + shlex.quote(command), self.settings.command_timeout)
         except TransportError as exc:
-            log.error("cannot kill agent pid %d: %s", pid, exc)
+            log.error("cannot signal agent pid %d: %s", self.pid, exc)
 
     def _launch(self, command: str) -> _Run:
         channel = self.connection.exec(command, self.settings.command_timeout)
@@ -217,6 +313,34 @@ class RemoteAgent:
             return (f"the agent was copied to ~/{agent_zipapp().remote_path} on {target} over "
                     "SFTP, but the shell does not find it there: do SFTP and the shell see "
                     "the same home directory?")
+        too_old = next((line for line in run.lines if OLD_PYTHON_TEXT in line), "")
+        if too_old:
+            found = too_old.rsplit(" is ", 1)[-1]
+            return (f"{python} on {target} is Python {found}; the agent needs "
+                    f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer: set remote_python in the "
+                    "kernelspec to a newer interpreter there (e.g. /usr/bin/python3.11)")
+        problem = login_problem(self.connection, self.settings.command_timeout)
+        if problem:
+            return problem
         status = "" if run.status is None else f" with status {run.status}"
         return (f"the agent on {target} (run with {python}) exited{status} before it was "
                 f"ready; it said:\n{run.tail()}")
+
+    def _copy_failure(self, error: str) -> str:
+        """Why the SFTP copy failed, in the shell's words: SFTP says just "Failure" for a
+        full disk or a read-only file system, and a login that prints garbles SFTP itself."""
+        problem = login_problem(self.connection, self.settings.command_timeout)
+        if problem:
+            return problem
+        app = agent_zipapp()
+        try:
+            status, out = self.connection.run(copy_probe(app), self.settings.command_timeout)
+        except TransportError:
+            status, out = 0, ""
+        cause = out.strip().splitlines()[-1] if status and out.strip() else error
+        return (f"cannot copy the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} on "
+                f"{self.connection.target}: {cause}. Free space in that home directory or "
+                "make it writable; or install rk_jupyter "
+                f"{__version__} there for {self.settings.python} (pip install "
+                f"rk_jupyter=={__version__}) and set agent_deploy to 'installed', which copies "
+                "nothing")

@@ -1,5 +1,10 @@
 """The ``ssh`` transport: the agent runs on another host, reached through one shared SSH
-connection per (user, host, port) (see ``rk_jupyter.provisioning.ssh``)."""
+connection per (user, host, port) (see ``rk_jupyter.provisioning.ssh``).
+
+A lost connection is re-established by the pool within ``reconnect_grace`` (the provisioner's
+trait, passed in the config); ``alive`` stays True meanwhile, so that ``poll`` leaves the
+kernel running while it waits for its agent.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from ..ssh.pool import POOL, ConnectOptions, Lease
 from ..ssh.remote_agent import AgentSettings
 from ..ssh.target import load_ssh_config, resolve_target
 from .base import AgentEndpoint, Transport, TransportError
+
+#: The provisioner's default reconnect_grace, for a config that does not carry it.
+DEFAULT_RECONNECT_GRACE = 600.0
 
 
 @dataclass
@@ -47,6 +55,7 @@ class SSHTransport(Transport):
             connect_timeout=float(c.get("connect_timeout", 10.0)),
             keepalive=float(c.get("keepalive", 15.0)),
             log_dir=self.log_dir,
+            reconnect_grace=float(c.get("reconnect_grace", DEFAULT_RECONNECT_GRACE)),
         )
         self.lease = lease = await asyncio.to_thread(POOL.acquire, target, options)
         agent = lease.agent

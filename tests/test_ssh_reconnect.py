@@ -1,0 +1,276 @@
+"""A dropped SSH connection loses nothing, and a killed Jupyter side leaves nothing behind.
+
+Real faults on the real bed (tests/sshbed.py): the network in front of sshd goes silent in the
+middle of a cell that prints (ShapingProxy.cut: no FIN, no RST), the kernel process or the
+whole Jupyter-side process is killed with SIGKILL.  Kernels are driven through jupyter_client
+as JupyterLab drives them; their kernelspecs (written by the CLI) get short keepalive,
+connect_timeout and reconnect_grace so that each fault plays out in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import start_new_kernel
+
+from rk_jupyter.cli import main as cli
+from rk_jupyter.kernel.client import AgentClient, Endpoint
+from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
+from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
+from rk_jupyter.provisioning.ssh.target import resolve_target
+
+from kernel_helpers import collect, execute, pid_alive, wait_gone
+from sshbed import ShapingProxy, SSHBed
+
+AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
+WORKER = r"mathics_worker"
+KEEPALIVE = 1.0  # a silent network is noticed after 3 keepalives
+CONNECT_TIMEOUT = 3.0
+PRINTS = 30  # one every 0.5 s: a 15 s cell
+CELL = f'Do[Print[i]; Pause[0.5], {{i, 1, {PRINTS}}}]; "done"'
+CUT_AT, CUT_FOR = 3.0, 8.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_remote(sshbed: SSHBed, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts and must end with no agent or engine of the account on the remote."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # only keys the test chooses
+    assert wait_for(lambda: not sshbed.remote_processes(), 20), sshbed.remote_processes()
+    yield
+    sshbed.kill_remote_processes()  # after a failure, do not spoil the next test
+
+
+def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def add_spec(bed: SSHBed, prefix: str, name: str, port: int, **config: Any) -> str:
+    """rk-NAME for the bed (through ``port``: sshd's, or a proxy's), installed with the CLI as
+    a user would, then given short timeouts in its provisioner config."""
+    host = "127.0.0.1" if port != bed.port else bed.host
+    assert cli(["add", name, "--host", f"{bed.user}@{host}:{port}",
+                "--identity", bed.key_file, "--known-hosts", bed.known_hosts,
+                "--remote-python", bed.remote_python, "--prefix", prefix]) == 0
+    spec = f"rk-{name}"
+    path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir, "kernel.json")
+    with open(path) as handle:
+        kernel_json = json.load(handle)
+    kernel_json["metadata"]["kernel_provisioner"]["config"].update(
+        {"keepalive": KEEPALIVE, "connect_timeout": CONNECT_TIMEOUT, **config})
+    with open(path, "w") as handle:
+        json.dump(kernel_json, handle)
+    return spec
+
+
+def remote_pids(bed: SSHBed, pattern: str) -> list[int]:
+    return [pid for pid, _ in bed.remote_processes(pattern)]
+
+
+def test_network_cut_mid_cell_loses_and_repeats_nothing(
+    sshbed: SSHBed, sshbed_proxy, jupyter_env: str
+) -> None:
+    proxy: ShapingProxy = sshbed_proxy(delay_ms=1, rate_bps=None)
+    spec = add_spec(sshbed, jupyter_env, "cut", proxy.port, reconnect_grace=60)
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        lease = km.provisioner.transport.lease
+        execute(kc, "kept = 7;")
+        agents = remote_pids(sshbed, AGENT)
+        seen_alive: list[bool] = []
+
+        def outage() -> None:
+            time.sleep(CUT_AT)
+            proxy.cut()
+            deadline = time.monotonic() + CUT_FOR
+            while time.monotonic() < deadline:  # what poll() sees: the kernel must live on
+                seen_alive.append(lease.alive())
+                time.sleep(0.5)
+            proxy.restore()
+
+        cutter = threading.Thread(target=outage, daemon=True)
+        started = time.monotonic()
+        msg_id = kc.execute(CELL)
+        cutter.start()
+        run = collect(kc, msg_id, timeout=90)
+        cutter.join(timeout=CUT_AT + CUT_FOR + 5)
+        print(f"cell of {PRINTS * 0.5:g} s with a {CUT_FOR:g} s cut took "
+              f"{time.monotonic() - started:.1f} s; reconnects: {lease.shared.reconnects}")
+        assert run.reply["status"] == "ok", run.reply
+        assert run.streams("stdout") == "".join(f"{i}\n" for i in range(1, PRINTS + 1))
+        assert run.results()[0]["data"]["text/plain"] == "done"
+        assert seen_alive and all(seen_alive)
+        assert lease.shared.reconnects == 1 and lease.alive()
+        assert km.is_alive()
+        assert execute(kc, "kept * 6").results()[0]["data"]["text/plain"] == "42"
+        assert remote_pids(sshbed, AGENT) == agents  # the same agent, adopted
+        assert sshbed.wait_established(1) == 1  # the lost connection is gone on the server too
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert wait_for(lambda: not sshbed.remote_processes(), 15), sshbed.remote_processes()
+    assert sshbed.wait_established(0) == 0
+
+
+def test_kill_9_of_the_kernel_ends_its_engine_after_the_grace(
+    sshbed: SSHBed, jupyter_env: str
+) -> None:
+    grace = 4.0
+    spec = add_spec(sshbed, jupyter_env, "killkernel", sshbed.port, reconnect_grace=grace)
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        assert execute(kc, "1 + 1").results()[0]["data"]["text/plain"] == "2"
+        workers = remote_pids(sshbed, WORKER)
+        assert len(workers) == 1
+        os.kill(km.provisioner.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        time.sleep(1.0)
+        assert remote_pids(sshbed, WORKER) == workers, "kept for the grace"
+        assert wait_for(lambda: not remote_pids(sshbed, WORKER), grace + 10)
+        print(f"engine gone {time.monotonic() - killed:.1f} s after kill -9 of the kernel "
+              f"(grace {grace:g} s)")
+        assert time.monotonic() - killed >= grace
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert wait_for(lambda: not sshbed.remote_processes(), 15), sshbed.remote_processes()
+
+
+SERVER = textwrap.dedent("""
+    import json, sys, time
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name=sys.argv[1], startup_timeout=120)
+    reply = kc.execute_interactive("x = 6 * 7;", timeout=60)
+    print("STARTED", json.dumps({"kernel": km.provisioner.pid,
+                                 "status": reply["content"]["status"]}), flush=True)
+    time.sleep(300)
+""")
+
+
+def _started_line(server: subprocess.Popen[str], timeout: float) -> str:
+    """The server's STARTED line (other lines are its log), within ``timeout`` seconds."""
+    assert server.stdout is not None
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([server.stdout], [], [], remaining)
+        line = server.stdout.readline() if ready else ""
+        if line.startswith("STARTED "):
+            return line
+        if ready and not line:
+            break  # it ended
+    raise AssertionError(f"the Jupyter-side process did not start a kernel (status "
+                         f"{server.poll()})")
+
+
+def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
+    sshbed: SSHBed, jupyter_env: str
+) -> None:
+    grace = 4.0
+    spec = add_spec(sshbed, jupyter_env, "killserver", sshbed.port, reconnect_grace=grace)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, spec], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    kernel = 0
+    try:
+        started = json.loads(_started_line(server, 180).split(" ", 1)[1])
+        kernel = started["kernel"]
+        assert started["status"] == "ok"
+        assert remote_pids(sshbed, AGENT) and remote_pids(sshbed, WORKER)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        killed = time.monotonic()
+        assert wait_for(lambda: not sshbed.remote_processes(), grace + 15), \
+            sshbed.remote_processes()
+        print(f"agent and engine gone {time.monotonic() - killed:.1f} s after kill -9 of the "
+              f"Jupyter side (grace {grace:g} s)")
+        assert wait_gone([kernel], 10) == []  # the orphaned kernel follows its parent
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        if kernel and pid_alive(kernel):
+            os.kill(kernel, signal.SIGKILL)
+
+
+def test_kill_9_of_the_agent_ends_its_engine(sshbed: SSHBed, tmp_path) -> None:
+    """Nobody is left to end the engine: it must notice that its parent is gone."""
+    target = resolve_target(sshbed.host, port=sshbed.port, user=sshbed.user,
+                            identity_file=sshbed.key_file, known_hosts=sshbed.known_hosts)
+    options = ConnectOptions(agent=AgentSettings(python=sshbed.remote_python, start_timeout=30),
+                             log_dir=str(tmp_path), reconnect_grace=30)
+    lease = POOL.acquire(target, options)
+    client = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, session="k9"))
+    try:
+        client.open(timeout=120, keep=30)
+        workers = remote_pids(sshbed, WORKER)
+        assert len(workers) == 1
+        os.kill(lease.agent.pid, signal.SIGKILL)  # the bed's "remote" processes are ours
+        assert wait_gone(workers, 10) == [], "the engine outlived its agent"
+        assert wait_for(lambda: not lease.alive(), 10)
+    finally:
+        client.close()
+        POOL.release(lease)
+    assert sshbed.wait_established(0) == 0
+
+
+# -- the pool alone (no engine) ----------------------------------------------------------------
+
+
+def _lease_through(bed: SSHBed, proxy: ShapingProxy, tmp_path, grace: float):
+    target = resolve_target(proxy.host, port=proxy.port, user=bed.user,
+                            identity_file=bed.key_file, known_hosts=bed.known_hosts)
+    options = ConnectOptions(agent=AgentSettings(python=bed.remote_python, start_timeout=30),
+                             log_dir=str(tmp_path), keepalive=0.5, connect_timeout=1.0,
+                             reconnect_grace=grace)
+    return POOL.acquire(target, options)
+
+
+def test_a_connection_that_stays_down_fails_after_the_grace(sshbed: SSHBed, sshbed_proxy,
+                                                             tmp_path) -> None:
+    proxy = sshbed_proxy(delay_ms=1, rate_bps=None)
+    lease = _lease_through(sshbed, proxy, tmp_path, grace=3.0)
+    try:
+        proxy.cut()
+        cut = time.monotonic()
+        assert wait_for(lambda: lease.shared.reconnecting_since is not None, 5)
+        assert lease.alive(), "alive while re-establishing"
+        assert wait_for(lambda: not lease.alive(), 10)
+        print(f"given up {time.monotonic() - cut:.1f} s after the cut: {lease.death_reason()}")
+        assert "could not be re-established for 3 s" in lease.death_reason()
+    finally:
+        proxy.restore()
+        POOL.release(lease)
+    # No session is kept on that agent: its lifeline's end ends it.
+    assert wait_for(lambda: not sshbed.remote_processes(), 20), sshbed.remote_processes()
+
+
+def test_an_agent_gone_meanwhile_is_reported(sshbed: SSHBed, sshbed_proxy, tmp_path) -> None:
+    proxy = sshbed_proxy(delay_ms=1, rate_bps=None)
+    lease = _lease_through(sshbed, proxy, tmp_path, grace=30.0)
+    try:
+        proxy.cut()
+        assert wait_for(lambda: lease.shared.reconnecting_since is not None, 5)
+        assert sshbed.kill_remote_processes(AGENT) == 1  # as if the remote host restarted
+        proxy.restore()
+        assert wait_for(lambda: not lease.alive(), 15)
+        print(lease.death_reason())
+        assert lease.shared.reconnects == 1
+        assert f"the agent (pid {lease.agent.pid}) is gone" in lease.death_reason()
+    finally:
+        POOL.release(lease)
+    assert sshbed.wait_established(0) == 0
