@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,3 +103,27 @@ def children_of(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return found
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+@contextmanager
+def local_agent(token: bytes) -> Iterator[tuple[int, int]]:
+    """A real agent process on loopback: yields (port, pid); ends it through its lifeline."""
+    env = dict(os.environ, RK_AGENT_TOKEN=token.decode())
+    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
+        yield info["port"], proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(20)

@@ -5,10 +5,7 @@ attaches to it; these are the agent-side rules that make that safe."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,20 +13,15 @@ import pytest
 from rk_jupyter.kernel.client import AgentClient, AgentError, Endpoint
 from rk_jupyter.link.packets import packet, packet_name
 
-from kernel_helpers import children_of, wait_gone
+from kernel_helpers import children_of, local_agent, wait_gone
 
 TOKEN = b"session-token-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def agent():
-    env = dict(os.environ, RK_AGENT_TOKEN=TOKEN.decode())
-    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
-    yield info["port"], proc.pid
-    proc.stdin.close()
-    proc.wait(20)
+    with local_agent(TOKEN) as port_and_pid:
+        yield port_and_pid
 
 
 def client(port: int, session: str = "", attach: bool = False) -> AgentClient:

@@ -25,7 +25,7 @@ from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
 from rk_jupyter.provisioning.ssh.target import resolve_target
 
-from kernel_helpers import children_of, execute, wait_gone
+from kernel_helpers import children_of, execute, wait_for, wait_gone
 from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 3.0
@@ -39,14 +39,6 @@ AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
 def _only_chosen_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # only the keys a test names
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def install_spec(prefix: str, name: str, config: dict[str, Any]) -> str:

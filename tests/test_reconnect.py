@@ -3,10 +3,6 @@ silently cuts the connection in the middle of a cell that prints."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +10,7 @@ import pytest
 from rk_jupyter.kernel.client import AgentClient, Endpoint, LinkDown
 from rk_jupyter.link.packets import packet, packet_name
 
+from kernel_helpers import local_agent
 from sshbed import ShapingProxy
 
 TOKEN = b"reconnect-token-0123456789abcdef"
@@ -21,13 +18,8 @@ TOKEN = b"reconnect-token-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def agent():
-    env = dict(os.environ, RK_AGENT_TOKEN=TOKEN.decode())
-    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
-    yield info["port"]
-    proc.stdin.close()
-    proc.wait(20)
+    with local_agent(TOKEN) as (port, _):
+        yield port
 
 
 @pytest.fixture()

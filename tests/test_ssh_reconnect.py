@@ -31,7 +31,7 @@ from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
 from rk_jupyter.provisioning.ssh.target import resolve_target
 
-from kernel_helpers import collect, execute, pid_alive, wait_gone
+from kernel_helpers import collect, execute, pid_alive, wait_for, wait_gone
 from sshbed import ShapingProxy, SSHBed
 
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
@@ -51,14 +51,6 @@ def _clean_remote(sshbed: SSHBed, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     yield
     sshbed.kill_remote_processes()  # after a failure, do not spoil the next test
 
-
-def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def add_spec(bed: SSHBed, prefix: str, name: str, port: int, **config: Any) -> str:

@@ -29,7 +29,7 @@ from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
 from rk_jupyter.provisioning.ssh.target import load_ssh_config, resolve_target
 from rk_jupyter.provisioning.transports import TransportError
 
-from kernel_helpers import collect, execute
+from kernel_helpers import collect, execute, wait_for
 from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 10.0  # the provisioner's default
@@ -56,14 +56,6 @@ def add_spec(bed: SSHBed, prefix: str, name: str, *extra: str, identity: str | N
     assert cli(argv) == 0
     return f"rk-{name}"
 
-
-def wait_for(predicate, timeout: float = 15.0, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def remote_pids(bed: SSHBed, pattern: str) -> list[int]:
