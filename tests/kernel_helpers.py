@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -127,3 +128,22 @@ def local_agent(token: bytes) -> Iterator[tuple[int, int]]:
     finally:
         proc.stdin.close()
         proc.wait(20)
+
+
+def interrupt_endless_loop(km: Any, kc: BlockingKernelClient, how: str) -> float:
+    """Interrupt ``While[True, x++]`` by interrupt message or by SIGINT (what interrupt_mode
+    "signal" does); check it ends in $Aborted within 1.5 s and keeps x.  Returns the time."""
+    execute(kc, "x = 0;")
+    msg_id = kc.execute("While[True, x++]")
+    time.sleep(2.0)
+    start = time.monotonic()
+    if how == "message":
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+    else:
+        km.signal_kernel(signal.SIGINT)
+    run = collect(kc, msg_id, timeout=30)
+    elapsed = time.monotonic() - start
+    assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted"
+    assert elapsed < 1.5, f"interrupt took {elapsed:.2f} s"
+    assert execute(kc, "x > 0").results()[0]["data"]["text/plain"] == "True"
+    return elapsed

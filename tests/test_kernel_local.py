@@ -16,7 +16,14 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 from rk_jupyter import kernelspec
 from rk_jupyter.provisioning.transports import TransportError
 
-from kernel_helpers import children_of, collect, execute, shell_reply, wait_gone
+from kernel_helpers import (
+    children_of,
+    collect,
+    execute,
+    interrupt_endless_loop,
+    shell_reply,
+    wait_gone,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,26 +132,12 @@ def test_status_magic_figures_change_after_traffic(kernel) -> None:
     assert bad.reply["status"] == "error" and "usage" in bad.reply["evalue"]
 
 
-def _interrupt_loop(km: KernelManager, kc, how: str) -> None:
-    execute(kc, "x = 0;")
-    msg_id = kc.execute("While[True, x++]")
-    time.sleep(2.0)
-    start = time.monotonic()
-    if how == "message":
-        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
-    else:
-        km.signal_kernel(signal.SIGINT)  # what interrupt_mode "signal" does
-    run = collect(kc, msg_id, timeout=30)
-    elapsed = time.monotonic() - start
-    assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted"
-    assert elapsed < 1.5, f"interrupt took {elapsed:.2f} s"
-    assert execute(kc, "x > 0").results()[0]["data"]["text/plain"] == "True"
 
 
 @pytest.mark.parametrize("how", ["message", "signal"])
 def test_interrupt_aborts_and_keeps_definitions(kernel, how: str) -> None:
     km, kc = kernel
-    _interrupt_loop(km, kc, how)
+    interrupt_endless_loop(km, kc, how)
 
 
 def _agent_and_engine(km: KernelManager) -> list[int]:
