@@ -199,6 +199,29 @@ def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
             os.kill(kernel, signal.SIGKILL)
 
 
+def test_an_exiting_jupyter_side_ends_its_remote_engines_at_once(
+    sshbed: SSHBed, jupyter_env: str
+) -> None:
+    """A server that exits without shutting its kernels down (SIGINT, as JupyterHub stops
+    servers) stops its agents on the way out instead of leaving them the whole grace."""
+    spec = add_spec(sshbed, jupyter_env, "exitserver", sshbed.port, reconnect_grace=600)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, spec], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    kernel = 0
+    try:
+        kernel = json.loads(_started_line(server, 180).split(" ", 1)[1])["kernel"]
+        assert remote_pids(sshbed, AGENT) and remote_pids(sshbed, WORKER)
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        assert wait_for(lambda: not sshbed.remote_processes(), 15), sshbed.remote_processes()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        if kernel and pid_alive(kernel):
+            os.kill(kernel, signal.SIGKILL)
+
+
 def test_kill_9_of_the_agent_ends_its_engine(sshbed: SSHBed, tmp_path) -> None:
     """Nobody is left to end the engine: it must notice that its parent is gone."""
     target = resolve_target(sshbed.host, port=sshbed.port, user=sshbed.user,

@@ -17,6 +17,7 @@ the grace runs out, or when the agent turns out to be gone.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -337,5 +338,23 @@ class ConnectionPool:
             shared.connection.close()
             log.info("closed the SSH connection to %s (no kernel uses it)", shared.target)
 
+    def shutdown(self) -> None:
+        """Stop every agent and close every connection, whoever still uses them.
+
+        Runs at interpreter exit: a Jupyter server that exits without shutting its kernels
+        down (JupyterHub stops servers with SIGINT, which jupyter_server ignores without a
+        terminal) must not leave engines on remote hosts for the reconnect grace — its
+        kernels could not reach their agents anyway, the forwards live in this process."""
+        with self._lock:
+            everything = list(self._shared.values())
+            self._shared.clear()
+        for shared in everything:
+            shared.closed.set()
+            for slot in shared.slots:
+                slot.stop()
+            if shared.connection is not None:
+                shared.connection.close()
+
 
 POOL = ConnectionPool()
+atexit.register(POOL.shutdown)
