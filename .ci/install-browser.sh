@@ -6,29 +6,9 @@
 # `playwright install` (it downloads a browser of its own, which this network refuses).
 set -eu
 
-PKGS="chromium fonts-dejavu-core"
 PYTHON="${PYTHON:-python3}"
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-missing=""
-for pkg in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $pkg"
-    fi
-done
-
-if [ -n "$missing" ]; then
-    echo "installing:$missing"
-    $SUDO apt-get update
-    # shellcheck disable=SC2086  # word splitting of the package list is intended
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
-else
-    echo "system packages present: $PKGS"
-fi
+sh "$(dirname "$0")/apt-ensure.sh" chromium fonts-dejavu-core
 
 if "$PYTHON" -c "import playwright.sync_api" 2>/dev/null; then
     echo "playwright present"

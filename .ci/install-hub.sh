@@ -31,9 +31,7 @@ else
 fi
 
 if ! command -v npm >/dev/null 2>&1; then
-    echo "installing: nodejs npm"
-    $SUDO apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+    sh "$(dirname "$0")/apt-ensure.sh" nodejs npm
 fi
 
 if command -v configurable-http-proxy >/dev/null 2>&1; then

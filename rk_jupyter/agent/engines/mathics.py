@@ -38,7 +38,7 @@ from typing import IO, Any
 from ...link.expr import Function, Symbol
 from ...link.packets import ABORTED, packet
 from ...link.wxf import Delayed, NumericArray
-from .base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
+from .base import Engine, EngineError, EngineHost, EngineInfo, InputAborted, describe_exit
 from .mathics_worker import HEADER, decode_payload, encode_frame
 
 log = logging.getLogger(__name__)
@@ -323,14 +323,7 @@ class MathicsEngine(Engine):
         deadline = time.monotonic() + 2.0
         while (status := _exit_status(proc)) is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        if status is None:
-            how = "closed its end of the pipe"
-        elif status < 0:
-            how = f"was killed by signal {_signal_name(-status)}"
-        elif status == 0:
-            how = "exited (Quit[] and Exit[] end the engine)"
-        else:
-            how = f"exited with code {status}"
+        how = "closed its end of the pipe" if status is None else describe_exit(status)
         for thread in self._readers[1:]:
             thread.join(timeout=1.0)  # the stderr reader: let it catch the last lines
         return EngineError(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}")
@@ -425,13 +418,6 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 def from_tagged(node: Any) -> Any:

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from ....link.expr import Function, Symbol
 from ....link.packets import packet
-from ..base import Engine, EngineError, EngineHost, EngineInfo
+from ..base import Engine, EngineError, EngineHost, EngineInfo, describe_exit
 from . import discovery, wstp
 from .session import Call, Cell, Conversation, Escalation, Event, converse, start_failure
 
@@ -379,12 +379,10 @@ class WolframEngine(Engine):
             return "the Wolfram engine was closed"
         if code is None:
             how = f"broke its link ({reason})"
-        elif code < 0:
-            how = f"was killed by signal {_signal_name(-code)}"
-        elif code == 0:
-            how = "exited (Quit[] and Exit[] end the kernel)"
+        elif code > 0:
+            how = f"{describe_exit(code)} ({reason})"
         else:
-            how = f"exited with code {code} ({reason})"
+            how = describe_exit(code)
         words = self._words()
         return f"the Wolfram kernel (pid {proc.pid}) {how}" + (
             f"; its last words:\n{words}" if words else "")
@@ -477,10 +475,3 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     while (code := _exit_code(proc)) is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return code
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
