@@ -8,7 +8,6 @@ Plain module (no pytest), used by tests/test_jupyterhub.py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pwd
@@ -16,20 +15,20 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-LOCK_FILE = "/run/lock/rkj-hub-test.lock"
+from sshbed import file_lock, free_loopback_port
+
+LOCK_NAME = "rkj-hub-test.lock"
 CMD_TIMEOUT = 30.0
 
 
@@ -54,30 +53,12 @@ def hub_unavailable_reason() -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def exclusive(timeout: float = 300.0) -> Iterator[None]:
+def exclusive(timeout: float = 300.0) -> contextlib.AbstractContextManager[None]:
     """One hub test at a time on this machine: the Unix users and their ~/.ssh are shared."""
-    path = LOCK_FILE if os.path.isdir(os.path.dirname(LOCK_FILE)) else "/tmp/rkj-hub-test.lock"
-    with open(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise HubError(f"another hub test held {path} for {timeout:g} s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(LOCK_NAME, timeout, poll=0.2)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = free_loopback_port
 
 
 def wait_for(predicate: Any, timeout: float, step: float = 0.2) -> bool:

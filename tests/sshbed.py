@@ -172,15 +172,13 @@ def cleanup_stale() -> list[str]:
 
 
 @contextlib.contextmanager
-def _global_lock() -> Iterator[None]:
-    """Serialise subnet/namespace allocation between concurrent test runs."""
-    path = (
-        _LOCK_FILE
-        if os.path.isdir(os.path.dirname(_LOCK_FILE))
-        else os.path.join(tempfile.gettempdir(), "rkj-sshbed.lock")
-    )
+def file_lock(name: str, timeout: float, poll: float = 0.05) -> Iterator[None]:
+    """An exclusive lock between concurrent test runs on this machine (/run/lock/NAME, or
+    the temp dir where /run/lock is missing); SSHBedError after ``timeout`` seconds."""
+    lock_dir = os.path.dirname(_LOCK_FILE)
+    path = os.path.join(lock_dir if os.path.isdir(lock_dir) else tempfile.gettempdir(), name)
     with open(path, "a") as fh:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,14 +186,14 @@ def _global_lock() -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise SSHBedError(f"timed out waiting for {path}") from None
-                time.sleep(0.05)
+                time.sleep(poll)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -768,7 +766,7 @@ class SSHBed:
             self._use_loopback("loopback mode requested")
             return
         try:
-            with _global_lock():
+            with file_lock(os.path.basename(_LOCK_FILE), timeout=30):
                 cleanup_stale()
                 self._make_namespace()
         except SSHBedError as exc:
@@ -924,7 +922,7 @@ class SSHBed:
         self.sshd_log = os.path.join(self.tmpdir, "sshd.log")
         attempts = 1 if self.mode == "netns" else 5
         for attempt in range(attempts):
-            self.port = 22 if self.mode == "netns" else _free_loopback_port()
+            self.port = 22 if self.mode == "netns" else free_loopback_port()
             Path(self.sshd_config).write_text(self._sshd_config_text())
             _run([SSHD, "-t", "-f", self.sshd_config])
             Path(self.sshd_log).write_text("")
