@@ -23,7 +23,7 @@ ENGINE_START_TIMEOUT = 120.0
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
-_HELD = {"OutputNamePacket", "ReturnPacket", "ReturnTextPacket"}
+_HELD = {"OutputNamePacket", "ReturnPacket", "ReturnTextPacket", "InputNamePacket"}
 _STOP = object()
 
 
@@ -109,9 +109,9 @@ class Session:
         self._thread.start()
 
     def emit(self, pkt: Function) -> None:
-        """Send a packet now, except the Out[n] name and the result of a cell, which wait for
-        the packet after them (the next In[n] name) to travel in one frame: the end of a cell
-        then costs one header, one flush and one wake-up of the kernel."""
+        """Send a packet now, except the end of a cell (Out[n] name, result, next In[n] name),
+        which waits for the request to end and then travels in one frame with our RKAck:
+        one header, one flush and one wake-up of the kernel."""
         with self._bind_lock:
             self._sent += 1
             self._unacked.append((self._sent, pkt))
@@ -123,12 +123,8 @@ class Session:
             if packet_name(pkt) not in _HELD:
                 self._flush_locked()
 
-    def _flush(self) -> None:
-        with self._bind_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        batch, self._held = self._held, []
+    def _flush_locked(self, *extra: Function) -> None:
+        batch, self._held = [*self._held, *extra], []
         if batch and self._link is not None:
             self._deliver(self._link, self.channel, *batch)
 
@@ -151,14 +147,11 @@ class Session:
         while self._unacked and self._unacked[0][0] <= seen:
             self._unacked.popleft()
 
-    def _acknowledge(self) -> None:
-        """Tell the kernel how many of its packets arrived, so it can forget them."""
+    def _end_request(self) -> None:
+        """Send what was held, and tell the kernel how many of its packets arrived, so it can
+        forget them."""
         with self._bind_lock:
-            if self._link is not None:
-                try:
-                    self._link.send(self.channel, packet("RKAck", self.received))
-                except LinkError:
-                    pass
+            self._flush_locked(packet("RKAck", self.received))
 
     def read_input(self, prompt: Function) -> str:
         while not self._answers.empty():
@@ -230,8 +223,7 @@ class Session:
                 break
             try:
                 self._serve(request)
-                self._flush()
-                self._acknowledge()
+                self._end_request()
             except EngineError as exc:
                 log.error("session %s: engine died: %s", self.name, exc)
                 self.emit(packet("RKEngineDied", str(exc)))

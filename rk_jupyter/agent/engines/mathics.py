@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import queue
+import select
 import signal
 import subprocess
 import sys
@@ -70,9 +70,10 @@ class MathicsEngine(Engine):
         self.python = str(options.get("python") or sys.executable)
         self.request_timeout = float(options.get("request_timeout", 30.0))
         self._proc: subprocess.Popen[bytes] | None = None
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
+        self._ended = False  # the worker closed its end of the pipe
         self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
-        self._readers: list[threading.Thread] = []
+        self._stderr_reader: threading.Thread | None = None
         # Guards _state/_pending_interrupt/_closed, so that SIGINT is sent only while the
         # worker runs the cell it was meant for (between its "started" and "done").
         self._lock = threading.Lock()
@@ -102,14 +103,10 @@ class MathicsEngine(Engine):
                 ) from exc
         proc = self._proc
         assert proc.stdout is not None and proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read_events, args=(proc.stdout,), daemon=True,
-                             name=f"mathics-events-{proc.pid}"),
-            threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True,
-                             name=f"mathics-stderr-{proc.pid}"),
-        ]
-        for thread in self._readers:
-            thread.start()
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, args=(proc.stderr,), daemon=True,
+            name=f"mathics-stderr-{proc.pid}")
+        self._stderr_reader.start()
         try:
             event = self._next_event(time.monotonic() + timeout)
         except EngineError as exc:
@@ -165,10 +162,12 @@ class MathicsEngine(Engine):
             proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             log.error("Mathics3 worker %d did not end after SIGKILL", proc.pid)
-        for thread, stream in zip(self._readers, (proc.stdout, proc.stderr), strict=True):
-            thread.join(timeout=1.0)
-            if stream is not None and not thread.is_alive():
-                stream.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=1.0)
+            if proc.stderr is not None and not self._stderr_reader.is_alive():
+                proc.stderr.close()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -293,26 +292,68 @@ class MathicsEngine(Engine):
             raise self._died() from exc
 
     def _next_event(self, deadline: float | None) -> dict[str, Any] | None:
-        """The worker's next event; None once ``deadline`` passes; EngineError if it died."""
+        """The worker's next event; None once ``deadline`` passes; EngineError if it died.
+
+        Only the session's thread waits for events, so it reads the pipe itself: a reader
+        thread in between would cost every event a thread switch (measurable in the round
+        trip of a cell).  "started" is taken here, for ``interrupt``, and never returned.
+        """
         dead_since: float | None = None
         while True:
+            event = self._take_event()
+            if event is not None:
+                if self._track(event):
+                    return event
+                continue
+            if self._ended:
+                raise self._died()
             wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
             if wait <= 0:
                 return None
-            try:
-                event = self._events.get(timeout=wait)
-            except queue.Empty:
-                # The reader reports the end of a dead worker at once; this is the backstop.
-                proc = self._proc
-                if proc is not None and _exit_status(proc) is not None:
-                    dead_since = dead_since or time.monotonic()
-                    if time.monotonic() - dead_since > 2 * _POLL:
-                        raise self._died() from None
+            if self._fill(wait):
                 continue
-            if event is None:
-                self._events.put(None)  # later waits see the end too
-                raise self._died()
-            return event
+            # The end of the pipe reports a dead worker at once; this is the backstop.
+            proc = self._proc
+            if proc is not None and _exit_status(proc) is not None:
+                dead_since = dead_since or time.monotonic()
+                if time.monotonic() - dead_since > 2 * _POLL:
+                    raise self._died() from None
+
+    def _take_event(self) -> dict[str, Any] | None:
+        """The first whole frame of the inbox, decoded (a broken one ends the worker)."""
+        if len(self._inbox) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(self._inbox)
+        if len(self._inbox) < HEADER.size + size:
+            return None
+        payload = bytes(self._inbox[HEADER.size:HEADER.size + size])
+        del self._inbox[:HEADER.size + size]
+        try:
+            return decode_payload(payload)
+        except ValueError as exc:
+            log.error("Mathics3 worker protocol broken: %s", exc)
+            self._ended = True
+            raise EngineError(f"the Mathics3 worker broke the pipe protocol: {exc}"
+                              f"{self._tail()}") from None
+
+    def _fill(self, wait: float) -> bool:
+        """Read what the worker wrote within ``wait`` s; False if it wrote nothing."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        try:
+            fd = proc.stdout.fileno()
+            if not select.select([fd], [], [], wait)[0]:
+                return False
+            chunk = os.read(fd, 1 << 16)
+        except (OSError, ValueError):  # closed by close() meanwhile
+            chunk = b""
+        if not chunk:
+            self._ended = True
+            with self._lock:
+                if self._state != _CLOSED:
+                    self._state = _IDLE
+        self._inbox += chunk
+        return True
 
     def _died(self) -> EngineError:
         """The error for a worker that has ended, with its last words."""
@@ -324,8 +365,8 @@ class MathicsEngine(Engine):
         while (status := _exit_status(proc)) is None and time.monotonic() < deadline:
             time.sleep(0.02)
         how = "closed its end of the pipe" if status is None else describe_exit(status)
-        for thread in self._readers[1:]:
-            thread.join(timeout=1.0)  # the stderr reader: let it catch the last lines
+        if self._stderr_reader is not None:
+            self._stderr_reader.join(timeout=1.0)  # let it catch the last lines
         return EngineError(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}")
 
     def _tail(self) -> str:
@@ -342,40 +383,23 @@ class MathicsEngine(Engine):
             except ProcessLookupError:
                 pass
 
-    def _read_events(self, stream: IO[bytes]) -> None:
-        """Reader thread: worker frames → ``_events``; None marks the end."""
-        try:
-            while (header := _read_exact(stream, HEADER.size)) is not None:
-                (size,) = HEADER.unpack(header)
-                payload = _read_exact(stream, size)
-                if payload is None:
-                    break
-                event = decode_payload(payload)
-                self._track(event)
-                self._events.put(event)
-        except (OSError, ValueError) as exc:
-            log.error("Mathics3 worker protocol broken: %s", exc)
-        finally:
-            with self._lock:
-                if self._state != _CLOSED:
-                    self._state = _IDLE
-            self._events.put(None)
-
-    def _track(self, event: dict[str, Any]) -> None:
-        """Follow the worker's cell state as soon as it reports it (for ``interrupt``)."""
+    def _track(self, event: dict[str, Any]) -> bool:
+        """Follow the worker's cell state (for ``interrupt``); False for "started", which
+        concerns only that state."""
         kind = event.get("ev")
         if kind not in ("started", "done"):
-            return
+            return True
         with self._lock:
             if self._state == _CLOSED:
-                return
-            if kind == "done":
+                pass
+            elif kind == "done":
                 self._state = _IDLE
             else:
                 self._state = _RUNNING
                 if self._pending_interrupt:
                     self._pending_interrupt = False
                     self._signal_worker()
+        return kind == "done"
 
     def _read_stderr(self, stream: IO[bytes]) -> None:
         """Reader thread: keep the worker's last stderr lines for error reports."""
@@ -386,13 +410,6 @@ class MathicsEngine(Engine):
                 log.debug("mathics worker: %s", line)
         except (OSError, ValueError):
             pass
-
-
-def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
-    data = stream.read(size)
-    if data is None or len(data) < size:
-        return None
-    return data
 
 
 def _exit_status(proc: subprocess.Popen[bytes]) -> int | None:
