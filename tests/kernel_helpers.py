@@ -145,5 +145,6 @@ def interrupt_endless_loop(km: Any, kc: BlockingKernelClient, how: str) -> float
     elapsed = time.monotonic() - start
     assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted"
     assert elapsed < 1.5, f"interrupt took {elapsed:.2f} s"
-    assert execute(kc, "x > 0").results()[0]["data"]["text/plain"] == "True"
+    after = execute(kc, "x > 0")
+    assert after.results() and after.results()[0]["data"]["text/plain"] == "True", after
     return elapsed

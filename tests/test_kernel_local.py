@@ -126,8 +126,9 @@ def test_status_magic_figures_change_after_traffic(kernel) -> None:
     assert received_bytes(before["text/plain"]) != received_bytes(after["text/plain"])
     ping = execute(kc, "%rkernel ping")
     assert "ms" in ping.displays()[0]["data"]["text/plain"]
-    following = execute(kc, "1")
+    following = execute(kc, "$Line")  # magic cells take an In[n] too: the counts agree
     assert following.reply["execution_count"] == ping.reply["execution_count"] + 1
+    assert following.results()[0]["data"]["text/plain"] == str(following.reply["execution_count"])
     bad = execute(kc, "%rkernel frobnicate")
     assert bad.reply["status"] == "error" and "usage" in bad.reply["evalue"]
 

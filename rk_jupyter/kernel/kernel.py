@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
@@ -18,6 +19,9 @@ from .syntax import is_complete, word_at
 _LINE = re.compile(r"\[(\d+)\]")
 POLL = 1.0
 REQUEST_TIMEOUT = 30.0
+#: How long a magic cell waits for the engine to take its In[n] before it lets the next
+#: request collect that answer (a link being re-established must not hold the cell).
+MAGIC_LINE_WAIT = 2.0
 
 
 def endpoint_from_environment() -> Endpoint:
@@ -61,6 +65,7 @@ class WolframKernel(Kernel):
         super().__init__(**kwargs)
         self.client: AgentClient | None = None
         self.start_error: str | None = None
+        self._owed = 0  # evaluations sent but not waited for (magic cells' Null)
         try:
             grace = float(os.environ.get("RK_RECONNECT_GRACE", "0"))
             client = AgentClient(endpoint_from_environment(), os.environ.get("RK_KERNEL_ID", ""),
@@ -134,6 +139,8 @@ class WolframKernel(Kernel):
                     })
             elif name in ("InputPacket", "InputStringPacket"):
                 self._answer_input(pkt.args[0] if pkt.args else "", allow_stdin)
+            elif name == "InputNamePacket" and self._owed:
+                self._owed -= 1  # the end of an earlier magic cell's Null, sent before ours
             elif name == "InputNamePacket":
                 next_line = _line_number(pkt.args[0])
                 if next_line is not None:
@@ -176,11 +183,37 @@ class WolframKernel(Kernel):
             self.send_response(self.iopub_socket, "display_data",
                                {"data": bundle, "metadata": {}})
         if self.client is not None:
-            # A magic cell takes an In[n] like any other, so that Jupyter's execution
-            # count and the engine's $Line stay one and the same.
-            self._evaluate("Null", True, False)
+            self._take_line(self.client)
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}
+
+    def _take_line(self, client: AgentClient) -> None:
+        """A magic cell takes an In[n] like any other, so that Jupyter's execution count and
+        the engine's $Line stay one and the same: it evaluates Null, but waits for that only
+        briefly, and not at all while the link is being re-established (``%rkernel status``
+        must answer then); the next request collects the answer (``_settle``)."""
+        try:
+            client.send(packet("EnterTextPacket", "Null"))
+        except AgentError:
+            return
+        self._owed += 1
+        if client.reconnecting_since is None:
+            self._settle(client, MAGIC_LINE_WAIT)
+
+    def _settle(self, client: AgentClient, timeout: float) -> bool:
+        """Read the answers of the evaluations not waited for, up to their In[n] names;
+        False if they did not all come within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self._owed:
+            pkt = client.next_packet(max(deadline - time.monotonic(), 0.0))
+            if pkt is None:
+                return False
+            if isinstance(pkt, LinkDown):
+                self._owed = 0  # nothing more comes; requests will report why
+                return False
+            if packet_name(pkt) == "InputNamePacket":
+                self._owed -= 1
+        return True
 
     def _stream(self, name: str, text: str, silent: bool) -> None:
         if not silent:
@@ -199,7 +232,7 @@ class WolframKernel(Kernel):
         word, start, _ = word_at(code, cursor_pos)
         prefix = code[start:cursor_pos]
         matches: list[str] = []
-        if prefix and self.client is not None:
+        if prefix and self.client is not None and self._settle(self.client, REQUEST_TIMEOUT):
             try:
                 matches = self.client.request(packet("RKComplete", prefix), "RKCompletions",
                                               REQUEST_TIMEOUT)
@@ -213,7 +246,7 @@ class WolframKernel(Kernel):
     ) -> dict[str, Any]:
         word, _, _ = word_at(code, cursor_pos)
         data = None
-        if word and self.client is not None:
+        if word and self.client is not None and self._settle(self.client, REQUEST_TIMEOUT):
             try:
                 data = self.client.request(packet("RKInspect", word), "RKInspection",
                                            REQUEST_TIMEOUT)
