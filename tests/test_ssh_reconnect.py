@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter.cli import main as cli
 from rk_jupyter.kernel.client import AgentClient, Endpoint
+from rk_jupyter.kernel.magics import transport_state
 from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
 from rk_jupyter.provisioning.ssh.target import resolve_target
@@ -75,6 +77,45 @@ def remote_pids(bed: SSHBed, pattern: str) -> list[int]:
     return [pid for pid, _ in bed.remote_processes(pattern)]
 
 
+def status_rows(kc: Any) -> dict[str, str]:
+    """``%rkernel status`` as {label: value}, from its text/plain."""
+    text = execute(kc, "%rkernel status", timeout=30).displays()[0]["data"]["text/plain"]
+    return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in text.splitlines())
+
+
+def test_status_shows_the_ssh_connection_reconnecting(
+    sshbed: SSHBed, sshbed_proxy, jupyter_env: str
+) -> None:
+    """An idle kernel whose network went silent: ``%rkernel status`` answers (within its
+    ping timeout) that the link and the SSH connection are being re-established, then that
+    they are back."""
+    proxy: ShapingProxy = sshbed_proxy(delay_ms=1, rate_bps=None)
+    spec = add_spec(sshbed, jupyter_env, "idlecut", proxy.port, reconnect_grace=60)
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        lease = km.provisioner.transport.lease
+        assert status_rows(kc)["ssh connection"].startswith("connected since")
+        proxy.cut()
+        assert wait_for(lambda: lease.shared.reconnecting_since is not None, 10)
+        started = time.monotonic()
+        rows = status_rows(kc)
+        assert time.monotonic() - started < 12
+        assert rows["ssh connection"].startswith("reconnecting since"), rows
+        assert "last error" in rows["ssh connection"], rows
+        assert rows["state"].startswith(("reconnecting since", "down")), rows
+        proxy.restore()
+        assert wait_for(lambda: lease.shared.reconnects == 1, 30)
+        assert wait_for(lambda: status_rows(kc)["state"] == "connected", 30)
+        rows = status_rows(kc)
+        assert rows["ssh connection"].startswith("connected since"), rows
+        assert "re-established 1 time," not in rows["ssh connection"]
+        assert rows["ssh connection"].endswith("re-established 1 time"), rows
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert not os.path.exists(lease.state_path)  # the pool closed the connection: no state
+
+
 def test_network_cut_mid_cell_loses_and_repeats_nothing(
     sshbed: SSHBed, sshbed_proxy, jupyter_env: str
 ) -> None:
@@ -86,6 +127,7 @@ def test_network_cut_mid_cell_loses_and_repeats_nothing(
         execute(kc, "kept = 7;")
         agents = remote_pids(sshbed, AGENT)
         seen_alive: list[bool] = []
+        published: list[str] = []  # what the kernel's %rkernel status reads meanwhile
 
         def outage() -> None:
             time.sleep(CUT_AT)
@@ -93,6 +135,7 @@ def test_network_cut_mid_cell_loses_and_repeats_nothing(
             deadline = time.monotonic() + CUT_FOR
             while time.monotonic() < deadline:  # what poll() sees: the kernel must live on
                 seen_alive.append(lease.alive())
+                published.append(transport_state(lease.state_path))
                 time.sleep(0.5)
             proxy.restore()
 
@@ -108,7 +151,13 @@ def test_network_cut_mid_cell_loses_and_repeats_nothing(
         assert run.streams("stdout") == "".join(f"{i}\n" for i in range(1, PRINTS + 1))
         assert run.results()[0]["data"]["text/plain"] == "done"
         assert seen_alive and all(seen_alive)
+        assert published[0].startswith("connected since") and any(
+            state.startswith("reconnecting since") and "last error" in state
+            for state in published), published
         assert lease.shared.reconnects == 1 and lease.alive()
+        rows = status_rows(kc)
+        assert rows["ssh connection"].startswith("connected since"), rows
+        assert "re-established 1 time" in rows["ssh connection"], rows
         assert km.is_alive()
         assert execute(kc, "kept * 6").results()[0]["data"]["text/plain"] == "42"
         assert remote_pids(sshbed, AGENT) == agents  # the same agent, adopted

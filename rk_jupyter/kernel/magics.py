@@ -160,7 +160,29 @@ def status_rows(client: AgentClient | None, start_error: str | None) -> list[tup
         ratio = wire / raw if raw else 1.0
         rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
     rows.append(("reconnects", str(client.reconnects)))
+    if connection := transport_state(os.environ.get("RK_TRANSPORT_STATE", "")):
+        rows.append((f"{ep.transport} connection", connection))
     return rows
+
+
+def transport_state(path: str) -> str:
+    """The state the provisioner's connection pool publishes (the SSH connection that the
+    kernel's link runs through), as one line; '' when there is none."""
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as file:
+            state = json.load(file)
+        since = time.strftime("%H:%M:%S", time.localtime(float(state["since"])))
+        count = int(state["reconnects"])
+        line = f"{state['state']} since {since}, re-established {count} time{'s' * (count != 1)}"
+    except FileNotFoundError:
+        return "closed"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unknown ({path}: {exc})"
+    if state["state"] != "connected" and state.get("last_error"):
+        line += f"; last error: {state['last_error']}"
+    return line
 
 
 def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:

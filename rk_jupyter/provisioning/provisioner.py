@@ -307,6 +307,7 @@ class RemoteKernelProvisioner(LocalProvisioner):
                 "RK_KERNEL_ID": kernel_id,
                 "RK_SESSION": session,
                 "RK_RECONNECT_GRACE": str(self.reconnect_grace),
+                "RK_TRANSPORT_STATE": endpoint.state_file,
                 # For ``%rkernel doctor``, which checks the chain these settings describe.
                 "RK_SETTINGS": json.dumps(config),
                 "RK_KERNELSPEC": os.path.basename(getattr(self.kernel_spec, "resource_dir", "")),

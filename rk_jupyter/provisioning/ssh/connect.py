@@ -17,6 +17,7 @@ import queue
 import socket
 import threading
 import time
+import weakref
 from typing import Any
 
 import paramiko
@@ -28,6 +29,26 @@ from .target import SSHTarget
 log = logging.getLogger("rk_jupyter.ssh")
 
 KEEPALIVE_COUNT_MAX = 3  # like ssh's ServerAliveCountMax
+
+
+class _OwnTransportErrors(logging.Filter):
+    """paramiko logs what ends a transport as an ERROR plus a traceback, line by line, from
+    the transport's thread: twenty lines for every reconnect attempt into a network that is
+    still down.  Our callers report the same failure in one line that names the cause and the
+    fix, so for the transports made here those records are demoted to DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and threading.current_thread() in self.threads:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_PARAMIKO_ERRORS = _OwnTransportErrors()
+logging.getLogger("paramiko.transport").addFilter(_PARAMIKO_ERRORS)
 
 
 class SSHConnection:
@@ -62,8 +83,10 @@ class SSHConnection:
         if self._closed.is_set():
             return f"the SSH connection to {self.target} was closed"
         if not self.transport.is_active():
-            return f"the SSH connection to {self.target} was lost (closed by the server or " \
-                   "the network)"
+            detail = self.transport.saved_exception
+            why = f"{type(detail).__name__}: {detail}" if detail else \
+                "closed by the server or the network"
+            return f"the SSH connection to {self.target} was lost ({why})"
         return ""
 
     def close(self) -> None:
@@ -285,6 +308,7 @@ def start_transport(hop: SSHTarget, sock: Any, policy: str, timeout: float) -> p
     """Key exchange and host-key check on ``sock``, no login yet; closed again on failure."""
     checker = HostKeyChecker(hop, policy)
     transport = paramiko.Transport(sock)
+    _PARAMIKO_ERRORS.threads.add(transport)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     transport.auth_timeout = timeout

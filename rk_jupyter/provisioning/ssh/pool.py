@@ -18,6 +18,7 @@ the grace runs out, or when the agent turns out to be gone.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import secrets
@@ -87,6 +88,35 @@ class _Shared:
     reconnecting_since: float | None = None  # wall clock, for status displays
     failure: str = ""  # the connection is lost for good: why
 
+    @property
+    def state_path(self) -> str:
+        """Where ``publish`` writes the connection's state for the kernels' status displays
+        (kernel processes cannot see this pool: it lives in the Jupyter server)."""
+        directory = self.options.log_dir if self.options else "."
+        t = self.target
+        return os.path.join(directory,
+                            f"rk-ssh-{t.user}@{t.hostname}-{t.port}-{os.getpid()}.state.json")
+
+    def publish(self, state: str, last_error: str = "") -> None:
+        """Write the state (connected, reconnecting, lost) with when it began; never raises:
+        a status display is not worth failing a connection for."""
+        since = self.reconnecting_since if state == "reconnecting" else None
+        record = {"target": str(self.target), "state": state, "since": since or time.time(),
+                  "reconnects": self.reconnects, "last_error": last_error or self.failure}
+        path = self.state_path
+        try:
+            with open(f"{path}.tmp", "w", encoding="utf-8") as file:
+                json.dump(record, file)
+            os.replace(f"{path}.tmp", path)
+        except OSError as exc:
+            log.info("cannot write the connection state to %s: %s", path, exc)
+
+    def unpublish(self) -> None:
+        try:
+            os.unlink(self.state_path)
+        except OSError:
+            pass
+
     def reconnecting(self) -> bool:
         """The connection is lost and the pool is (or is about to be) re-establishing it."""
         if self.failure or self.closed.is_set() or self.options is None \
@@ -117,6 +147,11 @@ class Lease:
     @property
     def agent(self) -> RemoteAgent:
         return self.slot.agent
+
+    @property
+    def state_path(self) -> str:
+        """The JSON file with the shared connection's state (see ``_Shared.publish``)."""
+        return self.shared.state_path
 
     def alive(self) -> bool:
         """True while the agent is reachable, and while a lost connection is re-established
@@ -176,6 +211,7 @@ class ConnectionPool:
                                                 options.connect_timeout, options.keepalive)
                     timings["connect"] = time.monotonic() - started
                     log.info("connected to %s in %.2f s", target, timings["connect"])
+                    shared.publish("connected")
                     if options.reconnect_grace > 0:
                         threading.Thread(target=self._watch, args=(shared,), daemon=True,
                                          name=f"ssh-pool-watch-{target.hostname}").start()
@@ -218,6 +254,7 @@ class ConnectionPool:
         started = time.monotonic()
         deadline = started + options.reconnect_grace
         shared.reconnecting_since = time.time()
+        shared.publish("reconnecting", why)
         log.warning("%s; re-establishing it (for up to %g s)", why, options.reconnect_grace)
         delays = iter(BACKOFF)
         last_error = why
@@ -228,6 +265,7 @@ class ConnectionPool:
             except Exception as exc:  # noqa: BLE001 - one failed attempt must not end the watch
                 last_error = str(exc) or type(exc).__name__
                 log.info("reconnect to %s failed: %s", target, last_error)
+                shared.publish("reconnecting", last_error)
                 shared.closed.wait(min(next(delays, BACKOFF_MAX), remaining))
                 continue
             if shared.closed.is_set():
@@ -237,6 +275,7 @@ class ConnectionPool:
                 lost.close()
                 shared.reconnects += 1
                 shared.reconnecting_since = None
+                shared.publish("connected")
                 log.info("re-established the SSH connection to %s after %.1f s",
                          target, time.monotonic() - started)
                 return True
@@ -248,6 +287,7 @@ class ConnectionPool:
                           f"re-established for {options.reconnect_grace:g} s "
                           f"(reconnect_grace); last error: {last_error}")
         shared.reconnecting_since = None
+        shared.publish("lost")
         log.error("%s", shared.failure)
         return False
 
@@ -334,6 +374,8 @@ class ConnectionPool:
                 del self._shared[shared.target.key]
         for slot in idle:
             slot.stop()
+        if close:
+            shared.unpublish()
         if close and shared.connection is not None:
             shared.connection.close()
             log.info("closed the SSH connection to %s (no kernel uses it)", shared.target)
@@ -350,6 +392,7 @@ class ConnectionPool:
             self._shared.clear()
         for shared in everything:
             shared.closed.set()
+            shared.unpublish()
             for slot in shared.slots:
                 slot.stop()
             if shared.connection is not None:

@@ -19,13 +19,16 @@ class AgentEndpoint:
     """Where the kernel process finds the agent, seen from this machine.
 
     ``token`` is set when the agent is shared by several launches (ssh) and so has a token
-    of its own, which the kernel must use instead of the launch's.
+    of its own, which the kernel must use instead of the launch's.  ``state_file``, if set, is
+    a JSON file the transport keeps up to date with the state of the way to the agent
+    (``ConnectionPool`` writes it), which ``%rkernel status`` shows.
     """
 
     host: str
     port: int
     description: str
     token: bytes | None = None
+    state_file: str = ""
 
 
 class Transport(ABC):

@@ -64,6 +64,7 @@ class SSHTransport(Transport):
             f"agent pid {agent.pid} on {target} (remote 127.0.0.1:{agent.port}), "
             f"forwarded from 127.0.0.1:{lease.port}",
             token=lease.token,
+            state_file=lease.state_path,
         )
 
     def alive(self) -> bool:
