@@ -11,9 +11,11 @@ baseline measured in the same run:
     with no compression, with the link's zlib fallback and with the negotiated brotli codec, and
     through the baseline that ``ssh -C`` would apply to the link's uncompressed frames: one zlib
     level-6 stream per direction over the whole session, ``Z_SYNC_FLUSH`` after every frame.
-    Every frame is decoded again by a real ``FrameReader`` and compared with its payload.  Goal:
-    brotli bytes ≤ 0.7 × ssh -C bytes.  ``what-if`` measures what the link offers but the
-    session does not use (``send_many`` per burst of packets) and costlier encoder settings.
+    Frames are the ones the session sends (``session_units``: the end of a cell and the agent's
+    RKAck in one frame, the kernel's RKAck after each cell), for the link and the baseline alike.
+    Every frame is decoded again by a real ``FrameReader`` and compared with its payloads.  Goal:
+    brotli bytes ≤ 0.7 × ssh -C bytes.  ``what-if`` measures other framings and costlier
+    encoder settings.
 
 (b) **Throughput.**  A 50 MB (50·10⁶ B) ByteArray result crosses a TCP loopback ``Link``
     between two processes: a child process plays the agent (``Link.accept``, answers a request
@@ -54,7 +56,7 @@ from rk_jupyter.link.compression import BULK, MEDIUM, SMALL  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
 from rk_jupyter.link.expr import Function, Symbol  # noqa: E402
 from rk_jupyter.link.frames import RAW, FrameReader, FrameWriter, decode_header  # noqa: E402
-from rk_jupyter.link.packets import packet  # noqa: E402
+from rk_jupyter.link.packets import packet, packet_name  # noqa: E402
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 #: Bump when the capture format or the way cells are run changes (invalidates the cache).
@@ -303,10 +305,10 @@ class FrameChecker:
         self.reader.reader.sock.close()
 
 
-def through_link(payloads: list[bytes], codec: str, groups: list[list[bytes]] | None = None,
+def through_link(units: list[list[bytes]], codec: str,
                  medium_quality: int | None = None) -> WireResult:
-    """Wire bytes of ``payloads`` sent by FrameWriter with ``codec`` (with ``groups``: one
-    ``send_many`` per group instead); every frame is decoded again by a FrameReader."""
+    """Wire bytes of ``units`` sent by FrameWriter with ``codec``, one frame per unit (a single
+    payload, or ``send_many`` of several); every frame is decoded again by a FrameReader."""
     saved = compression.MEDIUM_QUALITY
     if medium_quality is not None:
         compression.MEDIUM_QUALITY = medium_quality
@@ -318,7 +320,6 @@ def through_link(payloads: list[bytes], codec: str, groups: list[list[bytes]] | 
     checker = FrameChecker(codec)
     compress_s = max_s = 0.0
     per_stream: dict[int, int] = {}
-    units: list[list[bytes]] = groups if groups is not None else [[p] for p in payloads]
     try:
         for unit in units:
             if len(unit) == 1:
@@ -341,7 +342,7 @@ def through_link(payloads: list[bytes], codec: str, groups: list[list[bytes]] | 
                       writer.stats.frames, per_stream, max_s)
 
 
-def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
+def through_ssh_zlib(units: list[list[bytes]], flush: int = zlib.Z_SYNC_FLUSH,
                      level: int = 6, old_header: bool = False) -> WireResult:
     """What ``ssh -C`` puts on the wire for the link's frames sent without compression: one
     zlib stream per direction, level 6, flushed after each frame.  The goal's baseline uses
@@ -356,11 +357,14 @@ def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
     inflate = zlib.decompressobj()
     wire = 0
     compress_s = decompress_s = 0.0
-    for payload in payloads:
+    for unit in units:
         if old_header:
-            frame = OLD_HEADER.pack(0, CHANNEL, len(payload), len(payload)) + payload
+            frame = b"".join(OLD_HEADER.pack(0, CHANNEL, len(p), len(p)) + p for p in unit)
+        elif len(unit) == 1:
+            writer.send_payload(CHANNEL, unit[0])
+            frame = sink.take()
         else:
-            writer.send_payload(CHANNEL, payload)
+            writer.send_many(CHANNEL, [wxf.loads(p) for p in unit])
             frame = sink.take()
         started = time.perf_counter()
         body = deflate.compress(frame) + deflate.flush(flush)
@@ -371,7 +375,7 @@ def through_ssh_zlib(payloads: list[bytes], flush: int = zlib.Z_SYNC_FLUSH,
         if back != frame:
             raise AssertionError("ssh -C baseline: a frame did not survive the round trip")
         wire += len(body)
-    return WireResult(wire, compress_s, decompress_s, len(payloads), {})
+    return WireResult(wire, compress_s, decompress_s, len(units), {})
 
 
 #: The link's frame header when the goal was set (flags u8, channel u16, wire and raw length
@@ -380,19 +384,59 @@ OLD_HEADER = struct.Struct(">BHII")
 WIRE_COLUMNS = ("none", "ssh -C zlib6", "ssh partial", "link zlib", "link brotli")
 
 
+#: Packets that Session.emit holds until the request ends (rk_jupyter.agent.session._HELD).
+HELD = frozenset(("OutputNamePacket", "ReturnPacket", "ReturnTextPacket", "InputNamePacket"))
+
+
+def session_units(workload: Workload) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """The frames the session sends, as payload lists (agent → kernel, kernel → agent).
+
+    The agent holds the end of a cell (Out[n] name, result, next In[n] name) and sends it with
+    its RKAck when the request ends; a Print or message goes at once, with whatever was held.
+    The kernel sends each cell's EnterTextPacket, and its RKAck once the In[n] name is in.
+    """
+    to_kernel: list[list[bytes]] = []
+    held: list[bytes] = []
+    requests = received = 0
+    for payload in workload.to_kernel:
+        name = packet_name(wxf.loads(payload))
+        held.append(payload)
+        received += 1
+        if name == "InputNamePacket":
+            requests += 1
+            to_kernel.append([*held, wxf.dumps(packet("RKAck", requests))])
+            held = []
+        elif name not in HELD:
+            to_kernel.append(held)
+            held = []
+    if held:
+        to_kernel.append(held)
+    acks = iter(wxf.dumps(packet("RKAck", n)) for n in
+                _cumulative_ends(workload.to_kernel))
+    to_agent = [unit for cell in workload.to_agent for unit in ([cell], [next(acks)])]
+    return to_kernel, to_agent
+
+
+def _cumulative_ends(payloads: list[bytes]) -> list[int]:
+    """How many agent packets the kernel holds when each cell's In[n] name arrives."""
+    marker = wxf.dumps(Symbol("InputNamePacket"))[2:]
+    return [i + 1 for i, p in enumerate(payloads)
+            if p[2:4] == b"f\x01" and p[4:4 + len(marker)] == marker]
+
+
 def wire_rows(workload: Workload) -> list[tuple[str, int, int, dict[str, WireResult]]]:
     """Per direction: (name, frames, raw bytes, results by column)."""
     rows = []
-    for name, payloads in (("agent → kernel", workload.to_kernel),
-                           ("kernel → agent", workload.to_agent)):
+    for name, units in zip(("agent → kernel", "kernel → agent"), session_units(workload),
+                           strict=True):
         results = {
-            "none": through_link(payloads, "none"),
-            "ssh -C zlib6": through_ssh_zlib(payloads),
-            "ssh partial": through_ssh_zlib(payloads, zlib.Z_PARTIAL_FLUSH),
-            "link zlib": through_link(payloads, "zlib"),
-            "link brotli": through_link(payloads, "brotli"),
+            "none": through_link(units, "none"),
+            "ssh -C zlib6": through_ssh_zlib(units),
+            "ssh partial": through_ssh_zlib(units, zlib.Z_PARTIAL_FLUSH),
+            "link zlib": through_link(units, "zlib"),
+            "link brotli": through_link(units, "brotli"),
         }
-        rows.append((name, len(payloads), sum(map(len, payloads)), results))
+        rows.append((name, len(units), sum(len(p) for unit in units for p in unit), results))
     return rows
 
 
@@ -420,8 +464,8 @@ def report_wire(workload: Workload, source: str) -> bool:
     ratio = totals["link brotli"] / totals["ssh -C zlib6"]
     print(f"{'session':<15} {frames:>6} {raw:>10} "
           + " ".join(f"{totals[c]:>13}" for c in WIRE_COLUMNS) + f" {ratio:>13.3f}")
-    old = sum(through_ssh_zlib(p, old_header=True).wire
-              for p in (workload.to_kernel, workload.to_agent))
+    old = sum(through_ssh_zlib(units, old_header=True).wire
+              for units in session_units(workload))
     print(f"(ssh -C zlib6 over frames with the former 11-byte header: {old} B; link brotli / "
           f"that = {totals['link brotli'] / old:.3f})")
     print("\nCPU per frame, agent → kernel (µs, mean; link: FrameWriter.send_payload, i.e. "
@@ -444,42 +488,42 @@ def bursts(payloads: list[bytes]) -> list[list[bytes]]:
     """Agent → kernel packets grouped as the engine emits them back to back: everything up to
     and including the InputNamePacket that ends a cell (Print lines emitted early included)."""
     groups: list[list[bytes]] = [[]]
-    marker = wxf.dumps(Symbol("InputNamePacket"))[2:]
-    for payload in payloads:
+    ends = set(_cumulative_ends(payloads))
+    for i, payload in enumerate(payloads, 1):
         groups[-1].append(payload)
-        if payload[2:4] == b"f\x01" and payload[4:4 + len(marker)] == marker:
+        if i in ends:
             groups.append([])
     return [g for g in groups if g]
 
 
 def what_if(workload: Workload) -> None:
-    """Wire bytes of what the link can do but the session does not (yet), on the same
-    payloads: ``send_many`` per burst, and costlier MEDIUM qualities (encoder-only settings)."""
-    to_kernel, to_agent = workload.to_kernel, workload.to_agent
-    base_k = through_ssh_zlib(to_kernel).wire
-    base = base_k + through_ssh_zlib(to_agent).wire
-    groups = bursts(to_kernel)
+    """Wire bytes of other framings and of costlier MEDIUM qualities (encoder-only settings)
+    on the same payloads, each against ssh -C over the same frames."""
+    to_kernel, to_agent = session_units(workload)
     back = through_link(to_agent, "brotli").wire
-    print(f"\nwhat-if (ratios to ssh -C zlib6; agent → kernel and whole session; "
-          f"{len(groups)} bursts of packets that a cell emits together):")
-    print(f"  {'':<44} {'bytes':>8} {'a→k':>6} {'session':>7} {'mean ms':>8} {'max ms':>7}")
-    for name, grouped, quality in (
-        ("as measured above", None, None),
-        ("send_many per burst", groups, None),
-        (f"MEDIUM_QUALITY 10 (not {compression.MEDIUM_QUALITY})", None, 10),
-        ("MEDIUM_QUALITY 11", None, 11),
-        ("send_many per burst + MEDIUM_QUALITY 11", groups, 11),
+    base_back = through_ssh_zlib(to_agent).wire
+    single = [[p] for p in workload.to_kernel]
+    print("\nwhat-if (agent → kernel; ratios to ssh -C zlib6 over the same frames, and over "
+          "the whole session):")
+    print(f"  {'':<52} {'bytes':>8} {'a→k':>6} {'session':>7} {'mean ms':>8} {'max ms':>7}")
+    for name, units, quality in (
+        ("as measured above (the session's frames)", to_kernel, None),
+        ("one frame per packet (no held cell end, no acks)", single, None),
+        ("one frame per cell (Print lines held too)", bursts(workload.to_kernel), None),
+        (f"MEDIUM_QUALITY 10 (not {compression.MEDIUM_QUALITY})", to_kernel, 10),
+        ("MEDIUM_QUALITY 11", to_kernel, 11),
     ):
-        r = through_link(to_kernel, "brotli", grouped, quality)
-        units = len(grouped) if grouped else len(to_kernel)
-        print(f"  {name:<44} {r.wire:>8} {r.wire / base_k:6.3f} {(r.wire + back) / base:7.3f} "
-              f"{r.compress_s / units * 1e3:8.3f} {r.max_compress_s * 1e3:7.2f}")
+        base = through_ssh_zlib(units).wire
+        r = through_link(units, "brotli", quality)
+        print(f"  {name:<52} {r.wire:>8} {r.wire / base:6.3f} "
+              f"{(r.wire + back) / (base + base_back):7.3f} "
+              f"{r.compress_s / len(units) * 1e3:8.3f} {r.max_compress_s * 1e3:7.2f}")
 
 
 def sweep(workload: Workload) -> None:
     """Wire ratio and CPU cost for other MEDIUM/SMALL settings (to tune compression.py)."""
-    payloads = workload.to_kernel
-    base = through_ssh_zlib(payloads).wire
+    units, _ = session_units(workload)
+    base = through_ssh_zlib(units).wire
     csv = csv_bytes(8 * MB)
     print(f"\nMEDIUM stream settings, agent → kernel, vs ssh -C zlib6 = {base} B; "
           "CSV MB/s = one 1 MB CSV frame through the MEDIUM context")
@@ -493,13 +537,13 @@ def sweep(workload: Workload) -> None:
                     continue
                 compression.MEDIUM_QUALITY, compression.BROTLI_WINDOW = quality, window
                 compression.SMALL_LIMIT = small
-                r = through_link(payloads, "brotli")
+                r = through_link(units, "brotli")
                 comp = compression.StreamCompressor("brotli", compression.MEDIUM)
                 started = time.perf_counter()
                 comp.compress(csv[:MB])
                 rate = MB / (time.perf_counter() - started) / MB
                 print(f"{quality:>7} {window:>5} {small:>6} {r.wire / base:>6.3f} "
-                      f"{r.compress_s / len(payloads) * 1e6:>9.1f} "
+                      f"{r.compress_s / len(units) * 1e6:>9.1f} "
                       f"{r.max_compress_s * 1e3:>7.2f} {rate:>9.1f}")
     finally:
         compression.MEDIUM_QUALITY, compression.BROTLI_WINDOW, compression.SMALL_LIMIT = saved

@@ -5,9 +5,10 @@ arrival while all earlier traffic of that context serves as its dictionary: repe
 heads, symbol names and SVG boilerplate cost almost nothing after their first appearance.  Each
 frame says which context it went through (frames.py), and the two ends keep the contexts in step.
 
-Why three (figures from ``benchmarks/bench_link.py``: 290 Mathics3 cells, 1117 frames, ratio =
+Why three (figures from ``benchmarks/bench_link.py``: 290 Mathics3 cells, 1117 packets, ratio =
 bytes on the wire / what ``ssh -C`` would send for the same session; 1.018 with the former single
-brotli context and 11-byte headers, 0.782 now):
+brotli context and 11-byte headers, 0.782 then; 0.791 since the benchmark sends the session's
+real frames, acknowledgements included; the figures below are from before that):
 
 ``SMALL`` (frames below ``SMALL_LIMIT``): zlib level 9, flushed with ``Z_PARTIAL_FLUSH`` as
     OpenSSH does.  Most frames are tiny (In/Out names, short results, cell text: 1062 of 1117
@@ -61,8 +62,10 @@ SMALL = 1
 MEDIUM = 2
 BULK = 3
 
-#: Frames shorter than this are sent as they are (control messages: RKPing, RKInterrupt).
-MIN_COMPRESS_SIZE = 20
+#: Frames shorter than this are sent as they are.  Acknowledgements (RKAck[n], 13–16 B, one
+#: per cell each way) are above it: through the SMALL context they cost 7–9 B instead
+#: (kernel → agent wire bytes of the benchmark's session: 0.80 × ssh -C, 1.09 with limit 20).
+MIN_COMPRESS_SIZE = 12
 #: Frames from MIN_COMPRESS_SIZE up to this go through the SMALL context.
 SMALL_LIMIT = 256
 #: Payloads from this size on are split into chunks and go through the BULK context (or not).
