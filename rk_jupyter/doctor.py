@@ -36,6 +36,7 @@ from traitlets import TraitError
 
 from . import __version__, kernelspec
 from .kernel.client import AgentClient, AgentError, Endpoint, LinkDown
+from .link.compression import split_preference
 from .link.connection import Link
 from .link.frames import LinkTimeout
 from .link.packets import packet, packet_name
@@ -464,13 +465,14 @@ class Checkup:
                             timeout=self._timeout("connect_timeout", 10.0))
         link.close()
         agreed = link.negotiated
-        detail = (f"token accepted; protocol {agreed.peer_protocol}, codec {agreed.codec}, "
+        detail = (f"token accepted; protocol {agreed.peer_protocol}, codec {agreed.name}, "
                   f"agent rk_jupyter {agreed.peer_version}")
         if agreed.peer_version != __version__:
             detail += f" (this side: {__version__})"
-        if agreed.codec != codec:
+        if agreed.name != codec:
+            package = split_preference(codec)[0]
             detail += (f"; {codec} was asked for but the agent's Python lacks it (pip install "
-                       f"{codec} there compresses better)")
+                       f"{package} there compresses better)")
         return detail
 
     def _engine(self) -> str:

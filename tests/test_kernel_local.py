@@ -231,3 +231,21 @@ def test_killed_kernel_process_ends_its_engine_after_the_grace(jupyter_env: str)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_brotli_max_kernel_plots_and_says_so(jupyter_env: str) -> None:
+    """A kernelspec made with ``--compression brotli-max`` (slow networks) works end to end:
+    the plot's SVG arrives whole and ``%rkernel status`` names the codec."""
+    from rk_jupyter.cli import main
+
+    assert main(["add", "dense", "--local", "--engine", "mathics", "--compression",
+                 "brotli-max", "--prefix", jupyter_env]) == 0
+    km, kc = start_new_kernel(kernel_name="rk-dense", startup_timeout=90)
+    try:
+        plot = execute(kc, "Plot[Sin[x], {x, 0, 2 Pi}]").results()[0]["data"]
+        assert plot["image/svg+xml"].rstrip().endswith("</svg>")
+        status = execute(kc, "%rkernel status").displays()[0]["data"]["text/plain"]
+        assert "compression  brotli-max, wire/raw = " in status, status
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)

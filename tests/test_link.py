@@ -14,9 +14,10 @@ import zlib
 
 import pytest
 
-from rk_jupyter.link import compression, frames, wxf
+from rk_jupyter.link import compression, frames, handshake, wxf
 from rk_jupyter.link.compression import (
     BULK,
+    MAX_QUALITY,
     MEDIUM,
     SMALL,
     BulkPolicy,
@@ -543,6 +544,35 @@ def test_link_counts_both_directions(agent) -> None:
     link.close()
 
 
+def test_brotli_max_is_agreed_and_shrinks_what_the_agent_sends(agent) -> None:
+    """"brotli-max" (for slow networks) is brotli with MEDIUM frames at MAX_QUALITY on both
+    writers: the agent's echo of an SVG-like text comes back in fewer bytes."""
+    port, _, _ = agent
+    text = "".join(f"<polyline points='{i * 1.37:.6f},{(i * 7919) % 613 / 3:.6f}'/>"
+                   for i in range(400))
+    received = {}
+    for codec in ("brotli", "brotli-max"):
+        link = Link.connect("127.0.0.1", port, TOKEN, codec=codec)
+        assert link.codec == codec
+        assert link.negotiated.medium_quality == (MAX_QUALITY if codec == "brotli-max" else None)
+        link.send(0, packet("RKPing", text))
+        assert link.recv(5)[1] == packet("RKPong", text)
+        received[codec] = link.stats.received.wire_bytes
+        link.close()
+    assert received["brotli-max"] < 0.95 * received["brotli"], received
+
+
+def test_agent_ignores_a_medium_quality_out_of_range(monkeypatch) -> None:
+    a, b = socket.socketpair()
+    agreed = {}
+    thread = threading.Thread(target=lambda: agreed.update(agent=server_handshake(a, TOKEN, 5)))
+    thread.start()
+    monkeypatch.setattr(handshake, "split_preference", lambda codec: ("brotli", 99))
+    client_handshake(b, TOKEN, "brotli", 5)
+    thread.join(5)
+    assert agreed["agent"].codec == "brotli" and agreed["agent"].medium_quality is None
+
+
 def test_zlib_fallback_when_brotli_is_missing(tmp_path) -> None:
     """The agent runs on hosts without brotli: it then offers zlib, and the kernel takes it."""
     shim = tmp_path / "shim"
@@ -555,6 +585,7 @@ def test_zlib_fallback_when_brotli_is_missing(tmp_path) -> None:
     try:
         info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
         assert info["codecs"] == ["zlib", "none"]
+        assert Link.connect("127.0.0.1", info["port"], TOKEN, codec="brotli-max").codec == "zlib"
         link = Link.connect("127.0.0.1", info["port"], TOKEN, codec="brotli")
         assert link.codec == "zlib"
         link.send(0, packet("RKPing", "x" * 500))

@@ -78,6 +78,10 @@ SAMPLE_FROM_SIZE = 16384
 _SAMPLE_CHUNK = 2048
 
 MEDIUM_QUALITY = 6
+#: MEDIUM quality of the "brotli-max" preference, for slow or metered networks: 0.685 × ssh -C
+#: instead of 0.791 on the benchmark's session, for ~1.5 ms more per MEDIUM frame on average
+#: and up to ~60–95 ms for a large SVG plot (the encoder's choice alone, see ``MEDIUM``).
+MAX_QUALITY = 11
 BROTLI_WINDOW = 22
 BULK_QUALITY = 1
 ZLIB_LEVEL = 9
@@ -91,6 +95,14 @@ class CompressionError(ValueError):
 def available_codecs() -> list[str]:
     """Codecs this process can speak, best first."""
     return [c for c in CODEC_PREFERENCE if c != "brotli" or brotli is not None]
+
+
+def split_preference(preference: str) -> tuple[str, int | None]:
+    """A configured compression ("brotli", "brotli-max", "zlib", "none") as (codec, MEDIUM
+    quality or None for the default)."""
+    if preference == "brotli-max":
+        return "brotli", MAX_QUALITY
+    return preference, None
 
 
 def choose_codec(preferred: str, offered: list[str]) -> str:
@@ -118,9 +130,10 @@ def looks_incompressible(data: bytes | memoryview) -> bool:
     return len(data) >= SAMPLE_FROM_SIZE and sample_ratio(data) > 0.9
 
 
-def _stream_params(codec: str, stream: int) -> tuple[str, int]:
+def _stream_params(codec: str, stream: int, medium_quality: int | None = None
+                   ) -> tuple[str, int]:
     if codec == "brotli":
-        return {SMALL: ("zlib", ZLIB_LEVEL), MEDIUM: ("brotli", MEDIUM_QUALITY),
+        return {SMALL: ("zlib", ZLIB_LEVEL), MEDIUM: ("brotli", medium_quality or MEDIUM_QUALITY),
                 BULK: ("brotli", BULK_QUALITY)}[stream]
     if codec == "zlib":
         return "zlib", ZLIB_BULK_LEVEL if stream == BULK else ZLIB_LEVEL
@@ -128,11 +141,13 @@ def _stream_params(codec: str, stream: int) -> tuple[str, int]:
 
 
 class StreamCompressor:
-    """Compresses successive payloads through one context; ``compress`` flushes each."""
+    """Compresses successive payloads through one context; ``compress`` flushes each.
+    ``medium_quality`` overrides MEDIUM_QUALITY for a brotli MEDIUM context."""
 
-    def __init__(self, codec: str, stream: int = MEDIUM) -> None:
+    def __init__(self, codec: str, stream: int = MEDIUM, medium_quality: int | None = None
+                 ) -> None:
         self.codec = codec
-        self.algorithm, level = _stream_params(codec, stream)
+        self.algorithm, level = _stream_params(codec, stream, medium_quality)
         if self.algorithm == "brotli":
             self._brotli = brotli.Compressor(quality=level, lgwin=BROTLI_WINDOW)
         else:

@@ -25,8 +25,8 @@ class Link:
         sock.settimeout(SEND_TIMEOUT)
         self.sock = sock
         self.negotiated = negotiated
-        self.codec = negotiated.codec
-        self._writer = FrameWriter(sock, negotiated.codec)
+        self.codec = negotiated.name
+        self._writer = FrameWriter(sock, negotiated.codec, medium_quality=negotiated.medium_quality)
         self._reader = FrameReader(sock, negotiated.codec, max_frame)
         self.stats = LinkStats(self._writer.stats, self._reader.stats)
         self.closed = False

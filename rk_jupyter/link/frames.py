@@ -504,14 +504,17 @@ class FrameWriter:
     A frame is compressed and sent under one lock (each context's frames must reach the socket
     in the order they were compressed); chunked payloads take a second lock for their whole
     length and the first one per chunk only, so other frames go between their chunks.
-    ``bulk`` is the BulkPolicy mode ("adaptive", "always", "never").
+    ``bulk`` is the BulkPolicy mode ("adaptive", "always", "never"); ``medium_quality``
+    overrides compression.MEDIUM_QUALITY (the "brotli-max" preference).
     """
 
-    def __init__(self, sock: socket.socket, codec: str = "none", bulk: str = "adaptive") -> None:
+    def __init__(self, sock: socket.socket, codec: str = "none", bulk: str = "adaptive",
+                 medium_quality: int | None = None) -> None:
         self.sock = sock
         self.codec = codec
         self._streams: dict[int, StreamCompressor] = (
-            {} if codec == "none" else {s: StreamCompressor(codec, s) for s in COMPRESSED_BODIES}
+            {} if codec == "none"
+            else {s: StreamCompressor(codec, s, medium_quality) for s in COMPRESSED_BODIES}
         )
         self.policy = BulkPolicy(bulk if self._streams else "never")
         self.stats = DirectionStats()

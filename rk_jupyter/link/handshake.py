@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
-from .compression import available_codecs, choose_codec
+from .compression import MAX_QUALITY, available_codecs, choose_codec, split_preference
 from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout, SocketReader
 
 PREAMBLE = b"RKJL"
@@ -38,6 +38,14 @@ class Negotiated:
     codec: str
     peer_version: str
     peer_protocol: int
+    #: MEDIUM brotli quality both sides' writers use, None for the default (``brotli-max``
+    #: asks for MAX_QUALITY; the field is optional, so protocol 1 peers without it agree).
+    medium_quality: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The codec as configured: "brotli-max" when the kernel asked for it."""
+        return "brotli-max" if self.codec == "brotli" and self.medium_quality else self.codec
 
 
 def _mac(token: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
@@ -108,14 +116,19 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
     codec = auth.get("codec")
     if codec not in available_codecs():
         codec = "none"
+    quality = auth.get("medium_quality")
+    if not (codec == "brotli" and type(quality) is int and 0 <= quality <= MAX_QUALITY):
+        quality = None
     writer.send(0, {"codec": codec, "mac": _mac(token, b"rkj-agent", peer_nonce, nonce)})
-    return Negotiated(codec, str(auth.get("kernel", "?")), protocol)
+    return Negotiated(codec, str(auth.get("kernel", "?")), protocol, quality)
 
 
 def client_handshake(
     sock: socket.socket, token: bytes, codec: str = "brotli", timeout: float = 10.0
 ) -> Negotiated:
-    """Run the kernel's side on a connected socket; raise HandshakeError naming the cause."""
+    """Run the kernel's side on a connected socket; raise HandshakeError naming the cause.
+    ``codec`` is a preference: "brotli", "brotli-max", "zlib" or "none"."""
+    codec, quality = split_preference(codec)
     deadline = time.monotonic() + timeout
     try:
         _read_preamble(sock, deadline, "agent")
@@ -136,18 +149,20 @@ def client_handshake(
     if not isinstance(server_nonce, bytes) or not isinstance(offered, list):
         raise HandshakeError("malformed handshake message from the agent")
     chosen = choose_codec(codec, offered)
+    if chosen != "brotli":
+        quality = None
     nonce = os.urandom(32)
     sock.sendall(PREAMBLE)
-    FrameWriter(sock, "none").send(
-        0,
-        {
-            "protocol": PROTOCOL_VERSION,
-            "codec": chosen,
-            "nonce": nonce,
-            "mac": _mac(token, b"rkj-kernel", server_nonce, nonce),
-            "kernel": __version__,
-        },
-    )
+    auth = {
+        "protocol": PROTOCOL_VERSION,
+        "codec": chosen,
+        "nonce": nonce,
+        "mac": _mac(token, b"rkj-kernel", server_nonce, nonce),
+        "kernel": __version__,
+    }
+    if quality is not None:
+        auth["medium_quality"] = quality
+    FrameWriter(sock, "none").send(0, auth)
     try:
         welcome = _recv_dict(sock, deadline)
     except LinkTimeout:
@@ -161,4 +176,6 @@ def client_handshake(
         mac, _mac(token, b"rkj-agent", nonce, server_nonce)
     ):
         raise HandshakeError("the agent could not prove it holds the token; refusing it")
-    return Negotiated(str(welcome.get("codec", "none")), str(hello.get("agent")), protocol)
+    agreed = str(welcome.get("codec", "none"))
+    return Negotiated(agreed, str(hello.get("agent")), protocol,
+                      quality if agreed == "brotli" else None)

@@ -23,7 +23,7 @@ from ..link.packets import packet
 from .transports import AgentEndpoint, Transport, TransportError, create_transport
 
 ENGINES = ("mathics", "wolfram")
-CODECS = ("brotli", "zlib", "none")
+CODECS = ("brotli", "brotli-max", "zlib", "none")
 #: Seconds the engine may take to start (a cold Wolfram kernel with a licence check is slow).
 ENGINE_START_TIMEOUT = 150.0
 #: Seconds the agent keeps the session for the kernel process to attach to it.
@@ -124,7 +124,9 @@ class RemoteKernelProvisioner(LocalProvisioner):
     ).tag(config=True)
     engine = Unicode("mathics", help="'mathics' or 'wolfram'").tag(config=True)
     engine_options = Dict(help="engine options, e.g. kernel_path").tag(config=True)
-    compression = Unicode("brotli", help="'brotli', 'zlib' or 'none'").tag(config=True)
+    compression = Unicode(
+        "brotli", help="'brotli', 'brotli-max' (smaller, slower: for slow or metered networks), "
+        "'zlib' or 'none'").tag(config=True)
     python = Unicode("", help="Python that runs a local agent (default: this one)").tag(
         config=True
     )
