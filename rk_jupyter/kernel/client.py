@@ -74,6 +74,7 @@ class AgentClient:
         self.keep = 0.0
         self.reconnecting_since: float | None = None
         self.received = 0
+        self._ack_due = False  # the agent has not been told about what we received lately
         self._sent = 0
         self._unacked: deque[tuple[int, Any]] = deque()
         self._send_lock = threading.Lock()
@@ -166,7 +167,8 @@ class AgentClient:
         return info
 
     def send(self, pkt: Any) -> None:
-        """Send a session packet; while reconnecting it waits in the resend buffer."""
+        """Send a session packet (with our acknowledgement, when one is due); while
+        reconnecting it waits in the resend buffer."""
         if self.down:
             raise AgentError(self.down)
         with self._send_lock:
@@ -176,7 +178,11 @@ class AgentClient:
             if link is None:
                 raise AgentError("not connected")
             try:
-                link.send(SESSION_CHANNEL, pkt)
+                if self._ack_due:
+                    self._ack_due = False
+                    link.send_many(SESSION_CHANNEL, [packet("RKAck", self.received), pkt])
+                else:
+                    link.send(SESSION_CHANNEL, pkt)
             except LinkError as exc:
                 if self.grace <= 0:
                     raise AgentError(f"the link to the agent is down: {exc}") from None
@@ -281,8 +287,9 @@ class AgentClient:
             else:
                 self.received += 1
                 self._packets.put(expr)
-                if name == "InputNamePacket":
-                    link.send(SESSION_CHANNEL, packet("RKAck", self.received))
+                # Acknowledged with the next request or heartbeat, not here: this thread's
+                # send would compete with the shell thread taking the packet just queued.
+                self._ack_due = self._ack_due or name == "InputNamePacket"
 
     def _reconnect(self, reason: str) -> bool:
         """Reconnect and attach again within the grace period; False when that fails."""
@@ -327,5 +334,9 @@ class AgentClient:
                 continue
             try:
                 link.send(0, packet("RKPing", 0))
+                with self._send_lock:
+                    if self._ack_due:
+                        self._ack_due = False
+                        link.send(SESSION_CHANNEL, packet("RKAck", self.received))
             except LinkError:
                 link.close()

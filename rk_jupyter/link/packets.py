@@ -46,9 +46,10 @@ link, from which a kernel attaching for the first time counts on) or
 ``RKError[text]``; ``keep`` is how many seconds a session outlives its link waiting to be
 attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
 Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep
-what they sent until ``RKAck[count]`` says it arrived; an attach carries the kernel's count
-("received") and RKAttached the agent's, and each side then sends again what the other
-lacks, so that a dropped network loses and duplicates nothing.
+what they sent until ``RKAck[count]`` says it arrived (the agent acknowledges in the frame that
+ends each request, the kernel with its next request or heartbeat); an attach carries the
+kernel's count ("received") and RKAttached the agent's, and each side then sends again what
+the other lacks, so that a dropped network loses and duplicates nothing.
 ``RKComplete[prefix]`` is answered by ``RKCompletions[list]``;
 ``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
 engine ended on its own.  On channel 0, ``RKLog[n]`` is answered by ``RKLogLines[lines, path]``:
