@@ -393,7 +393,8 @@ def session_units(workload: Workload) -> tuple[list[list[bytes]], list[list[byte
 
     The agent holds the end of a cell (Out[n] name, result, next In[n] name) and sends it with
     its RKAck when the request ends; a Print or message goes at once, with whatever was held.
-    The kernel sends each cell's EnterTextPacket, and its RKAck once the In[n] name is in.
+    The kernel sends each cell's EnterTextPacket with its RKAck for the cell before (as when
+    cells follow each other within its 5 s heartbeat, which would carry it otherwise).
     """
     to_kernel: list[list[bytes]] = []
     held: list[bytes] = []
@@ -411,9 +412,9 @@ def session_units(workload: Workload) -> tuple[list[list[bytes]], list[list[byte
             held = []
     if held:
         to_kernel.append(held)
-    acks = iter(wxf.dumps(packet("RKAck", n)) for n in
-                _cumulative_ends(workload.to_kernel))
-    to_agent = [unit for cell in workload.to_agent for unit in ([cell], [next(acks)])]
+    acks = [wxf.dumps(packet("RKAck", n)) for n in _cumulative_ends(workload.to_kernel)]
+    to_agent = [[cell] if i == 0 else [acks[i - 1], cell]
+                for i, cell in enumerate(workload.to_agent)]
     return to_kernel, to_agent
 
 
