@@ -11,9 +11,11 @@ import sys
 import threading
 import time
 import zlib
+from typing import Any
 
 import pytest
 
+from rk_jupyter.agent.server import HANDSHAKE_TIMEOUT
 from rk_jupyter.link import compression, frames, handshake, wxf
 from rk_jupyter.link.compression import (
     BULK,
@@ -490,6 +492,78 @@ def test_version_mismatch_is_named(agent) -> None:
     assert "protocol version mismatch" in answer["refused"]
     assert "99" in answer["refused"] and "1" in answer["refused"]
     assert _raw_client(port, protocol=1)["codec"] == "none"
+
+
+# Values that decode to numpy arrays (a PackedArray) cannot be compared: the handshake checks
+# types first.  Found by the atheris run (fuzz/README.md), like the two tests below it.
+ARRAY = wxf.NumericArray("Integer8", [3], b"\x00\x01\x02", packed=True)
+
+
+def test_an_array_in_the_auth_is_refused_not_a_crash(agent) -> None:
+    port, proc, log = agent
+    answer = _raw_client(port, protocol=ARRAY)
+    assert "protocol version mismatch" in answer["refused"]
+    assert proc.poll() is None
+    _still_serves(port)
+    assert "broke the agent" not in log.read_text()
+
+
+def _fake_agent(hello: dict, welcome: dict | None = None) -> int:
+    """A listener that greets with ``hello`` and, given ``welcome``, answers the kernel's Auth
+    with it plus a valid MAC (as an agent holding the token would)."""
+    import hashlib
+    import hmac
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(PREAMBLE)
+            FrameWriter(conn).send(0, hello)
+            if welcome is not None:
+                assert conn.recv(4, socket.MSG_WAITALL) == PREAMBLE
+                _, auth = FrameReader(conn, readahead=False).recv(5)
+                mac = hmac.new(TOKEN, b"rkj-agent" + auth["nonce"] + hello["nonce"],
+                               hashlib.sha256).digest()
+                FrameWriter(conn).send(0, {**welcome, "mac": mac})
+            time.sleep(1)
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+HELLO = {"protocol": 1, "codecs": ["brotli", "zlib", "none"], "nonce": b"n" * 32,
+         "agent": "0.1.0"}
+
+
+def test_kernel_refuses_an_array_among_the_offered_codecs() -> None:
+    port = _fake_agent({**HELLO, "codecs": ["brotli", ARRAY]})
+    with pytest.raises(HandshakeError, match="malformed handshake message"):
+        Link.connect("127.0.0.1", port, TOKEN, timeout=5)
+
+
+@pytest.mark.parametrize("codec", ["non@", "zlib", ARRAY])
+def test_kernel_refuses_a_welcome_with_another_codec(codec: Any) -> None:
+    port = _fake_agent(HELLO, {"codec": codec})
+    with pytest.raises(HandshakeError, match="answered with codec"):
+        Link.connect("127.0.0.1", port, TOKEN, "brotli", timeout=5)
+
+
+def test_a_peer_that_stalls_mid_frame_is_dropped_within_the_handshake_timeout(agent) -> None:
+    """The frame layer allows 30 s for the rest of a begun frame; the handshake allows its own
+    timeout (10 s in the agent) for everything."""
+    port, proc, _ = agent
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    assert sock.recv(4, socket.MSG_WAITALL) == PREAMBLE
+    FrameReader(sock, readahead=False).recv(5)
+    started = time.monotonic()
+    sock.sendall(PREAMBLE + b"\x7f")  # a header that announces a body, which never comes
+    assert sock.recv(64) == b""  # the agent hangs up
+    assert time.monotonic() - started < HANDSHAKE_TIMEOUT + 2
+    sock.close()
+    _still_serves(port)
 
 
 def test_kernel_refuses_a_port_that_is_not_an_agent() -> None:

@@ -269,6 +269,11 @@ class AgentServer:
             log.warning("link from %s failed during the handshake: %s", peer, exc)
             sock.close()
             return
+        except Exception as exc:  # noqa: BLE001 - a peer must not be able to kill this thread
+            log.error("link from %s closed: its handshake broke the agent (%s: %s); please "
+                      "report this", peer, type(exc).__name__, exc)
+            sock.close()
+            return
         log.info("link from %s accepted (codec %s, kernel rk_jupyter %s)",
                  peer, link.codec, link.negotiated.peer_version)
         connection = Connection(link, peer, self)

@@ -347,8 +347,10 @@ class FrameReader:
         max_frame: int = DEFAULT_MAX_FRAME,
         *,
         readahead: bool = True,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.reader = SocketReader(sock, readahead)
+        self.body_timeout = body_timeout
         self.codec = codec
         self._decompressors: dict[int, StreamDecompressor] = (
             {} if codec == "none" else {s: StreamDecompressor(codec, s) for s in COMPRESSED_BODIES}
@@ -361,8 +363,8 @@ class FrameReader:
 
     def recv(self, timeout: float | None = None) -> tuple[int, Any]:
         """Wait at most ``timeout`` s for the first byte of a frame; then the rest of the
-        frame must follow within ``max(timeout, 30)`` s, and so must each further frame of a
-        chunked payload."""
+        frame must follow within ``max(timeout, body_timeout)`` s (30 unless given), and so
+        must each further frame of a chunked payload."""
         if self._pending:
             return self._pending.popleft()
         if self._broken:
@@ -371,7 +373,8 @@ class FrameReader:
         while True:
             first = self.reader.byte(deadline, midframe=False)
             try:
-                got = self._frame(first, time.monotonic() + max(timeout or 0.0, BODY_TIMEOUT))
+                got = self._frame(first,
+                                  time.monotonic() + max(timeout or 0.0, self.body_timeout))
             except LinkError as exc:
                 self._broken = str(exc)
                 if self._assembly is not None:
@@ -381,7 +384,7 @@ class FrameReader:
             if got is not None:
                 return got
             if timeout is not None:
-                deadline = time.monotonic() + max(timeout, BODY_TIMEOUT)
+                deadline = time.monotonic() + max(timeout, self.body_timeout)
 
     def _frame(self, first: int, deadline: float) -> tuple[int, Any] | None:
         reader = self.reader

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import __version__
 from .compression import MAX_QUALITY, available_codecs, choose_codec, split_preference
@@ -66,12 +67,20 @@ def _read_preamble(sock: socket.socket, deadline: float, who: str) -> None:
 
 
 def _recv_dict(sock: socket.socket, deadline: float) -> dict:
-    channel, message = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME, readahead=False).recv(
-        max(deadline - time.monotonic(), 0.001)
-    )
+    """The peer's next message, whole within the handshake's deadline (a peer that starts a
+    frame and stalls must not hold the handshake for the frame layer's 30 s)."""
+    reader = FrameReader(sock, "none", HANDSHAKE_MAX_FRAME, readahead=False, body_timeout=0.0)
+    channel, message = reader.recv(max(deadline - time.monotonic(), 0.001))
     if channel != 0 or not isinstance(message, dict):
         raise HandshakeError("malformed handshake message")
     return message
+
+
+def _protocol(message: dict) -> Any:
+    """The message's protocol version, or None when it is not an integer: every value is
+    checked for its type before it is compared (a decoded array cannot be compared)."""
+    protocol = message.get("protocol")
+    return protocol if type(protocol) is int else None
 
 
 def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> Negotiated:
@@ -98,7 +107,7 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
         auth = _recv_dict(sock, deadline)
     except LinkTimeout:
         raise HandshakeError("peer did not complete the handshake in time") from None
-    protocol = auth.get("protocol")
+    protocol = _protocol(auth)
     if protocol != PROTOCOL_VERSION:
         reason = (
             f"protocol version mismatch: agent speaks {PROTOCOL_VERSION}, kernel speaks "
@@ -114,7 +123,7 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
         writer.send(0, {"refused": "authentication failed: the peer does not hold the token"})
         raise HandshakeError("authentication failed: the peer does not hold the token")
     codec = auth.get("codec")
-    if codec not in available_codecs():
+    if not isinstance(codec, str) or codec not in available_codecs():
         codec = "none"
     quality = auth.get("medium_quality")
     if not (codec == "brotli" and type(quality) is int and 0 <= quality <= MAX_QUALITY):
@@ -137,7 +146,7 @@ def client_handshake(
         raise HandshakeError(
             "the agent did not greet within the timeout; is the port forwarded to the agent?"
         ) from None
-    protocol = hello.get("protocol")
+    protocol = _protocol(hello)
     if protocol != PROTOCOL_VERSION:
         raise HandshakeError(
             f"protocol version mismatch: agent speaks {protocol} (rk_jupyter "
@@ -146,7 +155,8 @@ def client_handshake(
         )
     server_nonce = hello.get("nonce")
     offered = hello.get("codecs")
-    if not isinstance(server_nonce, bytes) or not isinstance(offered, list):
+    if not (isinstance(server_nonce, bytes) and isinstance(offered, list)
+            and all(isinstance(name, str) for name in offered)):
         raise HandshakeError("malformed handshake message from the agent")
     chosen = choose_codec(codec, offered)
     if chosen != "brotli":
@@ -176,6 +186,9 @@ def client_handshake(
         mac, _mac(token, b"rkj-agent", nonce, server_nonce)
     ):
         raise HandshakeError("the agent could not prove it holds the token; refusing it")
-    agreed = str(welcome.get("codec", "none"))
+    agreed = welcome.get("codec", "none")
+    if not isinstance(agreed, str) or agreed != chosen:
+        raise HandshakeError(f"the agent answered with codec {agreed!r}, not the {chosen!r} "
+                             "agreed on; refusing it")
     return Negotiated(agreed, str(hello.get("agent")), protocol,
                       quality if agreed == "brotli" else None)
