@@ -428,6 +428,10 @@ class Worker:
 
     def bundle(self, value: Any) -> dict[str, str]:
         """The MIME bundle of a result: OutputForm text, plus SVG for Graphics or TeX for math."""
+        from mathics.core.atoms import Integer
+
+        if isinstance(value, Integer):  # its OutputForm is its digits; formatting would take
+            return {"text/plain": str(value.value)}  # 40 % of a cell like "1"
         text = self.evaluation.format_output(value, "text")
         bundle = {"text/plain": text if isinstance(text, str) else str(value)}
         if value.get_head_name() == "System`Graphics":
