@@ -19,7 +19,6 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from .. import __version__
 from .compression import MAX_QUALITY, available_codecs, choose_codec, split_preference
@@ -76,7 +75,7 @@ def _recv_dict(sock: socket.socket, deadline: float) -> dict:
     return message
 
 
-def _protocol(message: dict) -> Any:
+def _protocol(message: dict) -> int | None:
     """The message's protocol version, or None when it is not an integer: every value is
     checked for its type before it is compared (a decoded array cannot be compared)."""
     protocol = message.get("protocol")
