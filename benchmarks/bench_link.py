@@ -398,31 +398,30 @@ def session_units(workload: Workload) -> tuple[list[list[bytes]], list[list[byte
     """
     to_kernel: list[list[bytes]] = []
     held: list[bytes] = []
-    requests = received = 0
-    for payload in workload.to_kernel:
-        name = packet_name(wxf.loads(payload))
+    ends = _cell_ends(workload.to_kernel)
+    end_set = set(ends)
+    requests = 0
+    for i, payload in enumerate(workload.to_kernel, 1):
         held.append(payload)
-        received += 1
-        if name == "InputNamePacket":
+        if i in end_set:
             requests += 1
             to_kernel.append([*held, wxf.dumps(packet("RKAck", requests))])
             held = []
-        elif name not in HELD:
+        elif packet_name(wxf.loads(payload)) not in HELD:
             to_kernel.append(held)
             held = []
     if held:
         to_kernel.append(held)
-    acks = [wxf.dumps(packet("RKAck", n)) for n in _cumulative_ends(workload.to_kernel)]
+    acks = [wxf.dumps(packet("RKAck", n)) for n in ends]
     to_agent = [[cell] if i == 0 else [acks[i - 1], cell]
                 for i, cell in enumerate(workload.to_agent)]
     return to_kernel, to_agent
 
 
-def _cumulative_ends(payloads: list[bytes]) -> list[int]:
+def _cell_ends(payloads: list[bytes]) -> list[int]:
     """How many agent packets the kernel holds when each cell's In[n] name arrives."""
-    marker = wxf.dumps(Symbol("InputNamePacket"))[2:]
-    return [i + 1 for i, p in enumerate(payloads)
-            if p[2:4] == b"f\x01" and p[4:4 + len(marker)] == marker]
+    return [i for i, p in enumerate(payloads, 1)
+            if packet_name(wxf.loads(p)) == "InputNamePacket"]
 
 
 def wire_rows(workload: Workload) -> list[tuple[str, int, int, dict[str, WireResult]]]:
@@ -493,7 +492,7 @@ def bursts(payloads: list[bytes]) -> list[list[bytes]]:
     """Agent → kernel packets grouped as the engine emits them back to back: everything up to
     and including the InputNamePacket that ends a cell (Print lines emitted early included)."""
     groups: list[list[bytes]] = [[]]
-    ends = set(_cumulative_ends(payloads))
+    ends = set(_cell_ends(payloads))
     for i, payload in enumerate(payloads, 1):
         groups[-1].append(payload)
         if i in ends:

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from . import doctor, kernelspec
+from .link.compression import PREFERENCES
 from .provisioning.ssh.target import parse_destination
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on a remote host, over SSH (HOST may be an ~/.ssh/config alias)")
     add.add_argument("--engine", choices=("mathics", "wolfram"), default="mathics")
     add.add_argument("--kernel-path", help="WolframKernel executable (engine wolfram)")
-    add.add_argument("--compression", choices=("brotli", "brotli-max", "zlib", "none"),
+    add.add_argument("--compression", choices=PREFERENCES,
                      default="brotli", help="brotli-max: ~13%% fewer bytes for ~1.5 ms more "
                      "per larger output (up to ~0.1 s for a plot); for slow or metered networks")
     add.add_argument("--display-name", help='default: "Wolfram Language (NAME)", or '

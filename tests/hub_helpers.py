@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sshbed import file_lock, free_loopback_port
+from kernel_helpers import wait_for
+from sshbed import file_lock, free_loopback_port, kill_pids
 
 LOCK_NAME = "rkj-hub-test.lock"
 CMD_TIMEOUT = 30.0
@@ -59,15 +60,6 @@ def exclusive(timeout: float = 300.0) -> contextlib.AbstractContextManager[None]
 
 
 free_port = free_loopback_port
-
-
-def wait_for(predicate: Any, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 # -- local Unix users -----------------------------------------------------------------------------
@@ -192,21 +184,6 @@ def tagged_processes(owner: int | None = None) -> list[int]:
         if tagged == owner or (owner is None and not Path(f"/proc/{tagged}").exists()):
             found.append(int(entry))
     return found
-
-
-def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL what is left after ``timeout`` (by pid)."""
-    pids = [p for p in pids if p > 1 and p != os.getpid()]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
-        time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------

@@ -13,7 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from rk_jupyter.provisioning.transports import TransportError
 
 
 @dataclass
@@ -148,3 +152,18 @@ def interrupt_endless_loop(km: Any, kc: BlockingKernelClient, how: str) -> float
     after = execute(kc, "x > 0")
     assert after.results() and after.results()[0]["data"]["text/plain"] == "True", after
     return elapsed
+
+
+def start_fails(spec: str, bound: float) -> str:
+    """Start the kernel as JupyterLab does; return the error's text (whitespace folded, as
+    the dialog's reader sees it), after checking it came within ``bound`` seconds."""
+    km = KernelManager(kernel_name=spec)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as failure:
+        km.start_kernel()
+    elapsed = time.monotonic() - started
+    message = str(failure.value)
+    print(f"\n{spec}: failed after {elapsed:.2f} s:\n{message}")
+    assert elapsed < bound, f"{elapsed:.2f} s"
+    assert not km.has_kernel
+    return " ".join(message.split())

@@ -121,7 +121,7 @@ def _pid_alive(pid: int) -> bool:
     return not _is_zombie(pid)
 
 
-def _kill_pids(pids: Sequence[int], timeout: float = 3.0) -> None:
+def kill_pids(pids: Sequence[int], timeout: float = 3.0) -> None:
     """SIGTERM the given pids, then SIGKILL whatever is left after ``timeout``."""
     pids = [p for p in pids if p > 1 and p != os.getpid()]
     for pid in pids:
@@ -159,7 +159,7 @@ def cleanup_stale() -> list[str]:
             name = line.split()[0] if line.split() else ""
             m = re.fullmatch(rf"{NS_PREFIX}-(\d+)-\d+", name)
             if m and not _pid_alive(int(m.group(1))):
-                _kill_pids(_ns_pids(name))
+                kill_pids(_ns_pids(name))
                 _run(["ip", "netns", "del", name], check=False)
                 removed.append(name)
     tmp = Path(tempfile.gettempdir())
@@ -751,7 +751,7 @@ class SSHBed:
                     self._sshd.wait(timeout=5)
         # Sessions (sshd children, user processes) this bed started.
         with contextlib.suppress(Exception):
-            _kill_pids(self._bed_pids())
+            kill_pids(self._bed_pids())
         if self.ns is not None:
             with contextlib.suppress(Exception):
                 if self.veth_host:
@@ -1181,7 +1181,7 @@ class SSHBed:
     def kill_remote_processes(self, pattern: str | None = None, user: str | None = None) -> int:
         """Kill (by pid) the account's processes on this bed that match ``pattern``."""
         pids = [pid for pid, _ in self.remote_processes(pattern, user)]
-        _kill_pids(pids)
+        kill_pids(pids)
         return len(pids)
 
     def established_ssh_connections(self) -> int:

@@ -18,20 +18,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter import kernelspec
-from rk_jupyter.provisioning.transports import TransportError
 
 from kernel_helpers import execute
+from kernel_helpers import start_fails as start_fails_within
 from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 4.0
 BOUND = CONNECT_TIMEOUT + 2.0  # what the issue allows for every fault
+
+#: The start error of a spec, which must come within BOUND.
+start_fails = partial(start_fails_within, bound=BOUND)
 FAULT_USER = "rkjfaults"
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
 
@@ -67,21 +71,6 @@ def on_bed(bed: SSHBed, prefix: str, name: str, **overrides: Any) -> str:
         "identity_file": bed.key_file, "known_hosts": bed.known_hosts,
         "remote_python": bed.remote_python, **overrides,
     })
-
-
-def start_fails(spec: str, bound: float = BOUND) -> str:
-    """Start the kernel as JupyterLab does; return the error's text (whitespace folded, as
-    the dialog's reader sees it), after checking it came within ``bound`` seconds."""
-    km = KernelManager(kernel_name=spec)
-    started = time.monotonic()
-    with pytest.raises(TransportError) as failure:
-        km.start_kernel()
-    elapsed = time.monotonic() - started
-    message = str(failure.value)
-    print(f"\n{spec}: failed after {elapsed:.2f} s:\n{message}")
-    assert elapsed < bound, f"{elapsed:.2f} s"
-    assert not km.has_kernel
-    return " ".join(message.split())
 
 
 def nothing_left(bed: SSHBed) -> None:

@@ -31,15 +31,14 @@ from hub_helpers import (
     exclusive,
     free_port,
     hub_unavailable_reason,
-    kill_pids,
     prepare_ssh_home,
     processes_of,
     run_cell,
     start_kernel,
     tagged_processes,
-    wait_for,
 )
-from sshbed import SSHBed
+from kernel_helpers import wait_for
+from sshbed import SSHBed, kill_pids
 
 DOCS_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "jupyterhub_config.py"
 # Jupyter user -> the remote account its key is authorized for (and only that one).

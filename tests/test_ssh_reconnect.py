@@ -20,6 +20,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -219,11 +220,10 @@ def _started_line(server: subprocess.Popen[str], timeout: float) -> str:
                          f"{server.poll()})")
 
 
-def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
-    sshbed: SSHBed, jupyter_env: str
-) -> None:
-    grace = 4.0
-    spec = add_spec(sshbed, jupyter_env, "killserver", sshbed.port, reconnect_grace=grace)
+@contextmanager
+def jupyter_side(spec: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A Jupyter-side process (SERVER) that has started a kernel of ``spec`` on the bed:
+    yields it and the kernel's pid, both killed afterwards if still there."""
     server = subprocess.Popen([sys.executable, "-c", SERVER, spec], stdout=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True)
     kernel = 0
@@ -231,6 +231,21 @@ def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
         started = json.loads(_started_line(server, 180).split(" ", 1)[1])
         kernel = started["kernel"]
         assert started["status"] == "ok"
+        yield server, kernel
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        if kernel and pid_alive(kernel):
+            os.kill(kernel, signal.SIGKILL)
+
+
+def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
+    sshbed: SSHBed, jupyter_env: str
+) -> None:
+    grace = 4.0
+    spec = add_spec(sshbed, jupyter_env, "killserver", sshbed.port, reconnect_grace=grace)
+    with jupyter_side(spec) as (server, kernel):
         assert remote_pids(sshbed, AGENT) and remote_pids(sshbed, WORKER)
         server.send_signal(signal.SIGKILL)
         server.wait(10)
@@ -240,12 +255,6 @@ def test_kill_9_of_the_jupyter_side_leaves_nothing_after_the_grace(
         print(f"agent and engine gone {time.monotonic() - killed:.1f} s after kill -9 of the "
               f"Jupyter side (grace {grace:g} s)")
         assert wait_gone([kernel], 10) == []  # the orphaned kernel follows its parent
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
-        if kernel and pid_alive(kernel):
-            os.kill(kernel, signal.SIGKILL)
 
 
 def test_an_exiting_jupyter_side_ends_its_remote_engines_at_once(
@@ -254,21 +263,11 @@ def test_an_exiting_jupyter_side_ends_its_remote_engines_at_once(
     """A server that exits without shutting its kernels down (SIGINT, as JupyterHub stops
     servers) stops its agents on the way out instead of leaving them the whole grace."""
     spec = add_spec(sshbed, jupyter_env, "exitserver", sshbed.port, reconnect_grace=600)
-    server = subprocess.Popen([sys.executable, "-c", SERVER, spec], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True)
-    kernel = 0
-    try:
-        kernel = json.loads(_started_line(server, 180).split(" ", 1)[1])["kernel"]
+    with jupyter_side(spec) as (server, _):
         assert remote_pids(sshbed, AGENT) and remote_pids(sshbed, WORKER)
         server.send_signal(signal.SIGINT)
         server.wait(30)
         assert wait_for(lambda: not sshbed.remote_processes(), 15), sshbed.remote_processes()
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
-        if kernel and pid_alive(kernel):
-            os.kill(kernel, signal.SIGKILL)
 
 
 def test_kill_9_of_the_agent_ends_its_engine(sshbed: SSHBed, tmp_path) -> None:

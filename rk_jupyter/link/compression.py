@@ -97,6 +97,10 @@ def available_codecs() -> list[str]:
     return [c for c in CODEC_PREFERENCE if c != "brotli" or brotli is not None]
 
 
+#: What a kernelspec's ``compression`` may say (``split_preference`` reads it).
+PREFERENCES = ("brotli", "brotli-max", "zlib", "none")
+
+
 def split_preference(preference: str) -> tuple[str, int | None]:
     """A configured compression ("brotli", "brotli-max", "zlib", "none") as (codec, MEDIUM
     quality or None for the default)."""

@@ -17,13 +17,13 @@ from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Dict, Float, Int, Unicode
 
 from ..kernel.client import AgentClient, AgentError, Endpoint
+from ..link.compression import PREFERENCES
 from ..link.connection import Link
 from ..link.frames import LinkError
 from ..link.packets import packet
 from .transports import AgentEndpoint, Transport, TransportError, create_transport
 
 ENGINES = ("mathics", "wolfram")
-CODECS = ("brotli", "brotli-max", "zlib", "none")
 #: Seconds the engine may take to start (a cold Wolfram kernel with a licence check is slow).
 ENGINE_START_TIMEOUT = 150.0
 #: Seconds the agent keeps the session for the kernel process to attach to it.
@@ -198,10 +198,10 @@ class RemoteKernelProvisioner(LocalProvisioner):
                 f"unknown engine {self.engine!r} in the kernelspec; use one of "
                 f"{', '.join(ENGINES)}"
             )
-        if self.compression not in CODECS:
+        if self.compression not in PREFERENCES:
             raise TransportError(
                 f"unknown compression {self.compression!r} in the kernelspec; use one "
-                f"of {', '.join(CODECS)}"
+                f"of {', '.join(PREFERENCES)}"
             )
         for name, value, allowed in (("host_key_policy", self.host_key_policy,
                                       HOST_KEY_POLICIES),

@@ -39,7 +39,7 @@ from ...link.expr import Function, Symbol
 from ...link.packets import ABORTED, packet
 from ...link.wxf import Delayed, NumericArray
 from .base import Engine, EngineError, EngineHost, EngineInfo, InputAborted, describe_exit
-from .mathics_worker import HEADER, decode_payload, encode_frame
+from .mathics_worker import encode_frame, take_frame
 
 log = logging.getLogger(__name__)
 
@@ -321,15 +321,8 @@ class MathicsEngine(Engine):
 
     def _take_event(self) -> dict[str, Any] | None:
         """The first whole frame of the inbox, decoded (a broken one ends the worker)."""
-        if len(self._inbox) < HEADER.size:
-            return None
-        (size,) = HEADER.unpack_from(self._inbox)
-        if len(self._inbox) < HEADER.size + size:
-            return None
-        payload = bytes(self._inbox[HEADER.size:HEADER.size + size])
-        del self._inbox[:HEADER.size + size]
         try:
-            return decode_payload(payload)
+            return take_frame(self._inbox)
         except ValueError as exc:
             log.error("Mathics3 worker protocol broken: %s", exc)
             self._ended = True

@@ -84,6 +84,19 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
+def take_frame(buffer: bytearray) -> dict[str, Any] | None:
+    """Remove the first whole frame from ``buffer`` and decode it; None if none is whole yet.
+    Both ends of the pipe read this way (ValueError: a broken frame)."""
+    if len(buffer) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack_from(buffer)
+    if len(buffer) < HEADER.size + size:
+        return None
+    payload = bytes(buffer[HEADER.size : HEADER.size + size])
+    del buffer[: HEADER.size + size]
+    return decode_payload(payload)
+
+
 def decode_payload(data: bytes) -> dict[str, Any]:
     """The JSON object of one frame's payload."""
     message = json.loads(data.decode("utf-8"))
@@ -129,12 +142,8 @@ class Channel:
         not, so a KeyboardInterrupt never leaves half a frame consumed.
         """
         while True:
-            if len(self._buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(self._buffer)
-                if len(self._buffer) >= HEADER.size + size:
-                    payload = bytes(self._buffer[HEADER.size : HEADER.size + size])
-                    del self._buffer[: HEADER.size + size]
-                    return decode_payload(payload)
+            if (message := take_frame(self._buffer)) is not None:
+                return message
             select.select([self.rfd], [], [])
             old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
             try:
