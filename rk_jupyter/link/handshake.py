@@ -188,6 +188,7 @@ def client_handshake(
     agreed = welcome.get("codec", "none")
     if not isinstance(agreed, str) or agreed != chosen:
         raise HandshakeError(f"the agent answered with codec {agreed!r}, not the {chosen!r} "
-                             "agreed on; refusing it")
+                             "agreed on; refusing it (install the same rk_jupyter version on "
+                             "both sides)")
     return Negotiated(agreed, str(hello.get("agent")), protocol,
                       quality if agreed == "brotli" else None)
