@@ -51,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rk_jupyter.link import compression, wxf  # noqa: E402
+from rk_jupyter.link import compression, delta, wxf  # noqa: E402
 from rk_jupyter.link.compression import BULK, MEDIUM, SMALL  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
 from rk_jupyter.link.expr import Function, Symbol  # noqa: E402
@@ -306,9 +306,10 @@ class FrameChecker:
 
 
 def through_link(units: list[list[bytes]], codec: str,
-                 medium_quality: int | None = None) -> WireResult:
+                 medium_quality: int | None = None, delta_filter: bool = True) -> WireResult:
     """Wire bytes of ``units`` sent by FrameWriter with ``codec``, one frame per unit (a single
-    payload, or ``send_many`` of several); every frame is decoded again by a FrameReader."""
+    payload, or ``send_many`` of several); every frame is decoded again by a FrameReader.
+    ``delta_filter=False``: the MEDIUM context without its number filter (as before it)."""
     saved = compression.MEDIUM_QUALITY
     if medium_quality is not None:
         compression.MEDIUM_QUALITY = medium_quality
@@ -318,6 +319,9 @@ def through_link(units: list[list[bytes]], codec: str,
     finally:
         compression.MEDIUM_QUALITY = saved
     checker = FrameChecker(codec)
+    if not delta_filter and codec != "none":
+        writer._streams[MEDIUM].filtered = False
+        checker.reader._decompressors[MEDIUM].filtered = False
     compress_s = max_s = 0.0
     per_stream: dict[int, int] = {}
     try:
@@ -479,6 +483,10 @@ def report_wire(workload: Workload, source: str) -> bool:
               f"decompress {r.decompress_s / n * 1e6:7.1f}"
               + (f"   max {r.max_compress_s * 1e3:5.2f} ms   frames by body: {streams}"
                  if streams else ""))
+    largest = max((b"".join(unit) for unit in session_units(workload)[0]), key=len)
+    encode_s, decode_s = _delta_cost(largest)
+    print(f"  delta filter alone on the largest frame ({len(largest) / 1000:.1f} kB, a plot): "
+          f"encode {encode_s * 1e3:.2f} ms, decode {decode_s * 1e3:.2f} ms (best of 20)")
     met = ratio <= WIRE_GOAL
     print(f"goal: brotli ≤ {WIRE_GOAL} × ssh -C zlib6 over the session: "
           f"{ratio:.3f} → {'MET' if met else 'NOT MET'}")
@@ -486,6 +494,19 @@ def report_wire(workload: Workload, source: str) -> bool:
     print(f"      with compression brotli-max (the kernelspec's choice for slow networks): "
           f"{dense:.3f} → {'MET' if dense <= WIRE_GOAL else 'NOT MET'}")
     return met
+
+
+def _delta_cost(payload: bytes) -> tuple[float, float]:
+    """Best-of-20 seconds of delta.encode and delta.decode of one payload."""
+    filtered = delta.encode(payload)
+    best = [float("inf"), float("inf")]
+    for _ in range(20):
+        for i, (call, arg) in enumerate(((delta.encode, (payload,)),
+                                         (delta.decode, (filtered, len(payload))))):
+            started = time.perf_counter()
+            call(*arg)
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best[0], best[1]
 
 
 def bursts(payloads: list[bytes]) -> list[list[bytes]]:
@@ -510,16 +531,19 @@ def what_if(workload: Workload) -> None:
     print("\nwhat-if (agent → kernel; ratios to ssh -C zlib6 over the same frames, and over "
           "the whole session):")
     print(f"  {'':<52} {'bytes':>8} {'a→k':>6} {'session':>7} {'mean ms':>8} {'max ms':>7}")
-    for name, units, quality in (
-        ("as measured above (the session's frames)", to_kernel, None),
-        ("one frame per packet (no held cell end, no acks)", single, None),
-        ("one frame per cell (Print lines held too)", bursts(workload.to_kernel), None),
-        (f"MEDIUM_QUALITY 10 (not {compression.MEDIUM_QUALITY})", to_kernel, 10),
+    for name, units, quality, filtered in (
+        ("as measured above (the session's frames)", to_kernel, None, True),
+        ("without the delta filter (delta.py)", to_kernel, None, False),
+        ("one frame per packet (no held cell end, no acks)", single, None, True),
+        ("one frame per cell (Print lines held too)", bursts(workload.to_kernel), None, True),
+        (f"MEDIUM_QUALITY 10 (not {compression.MEDIUM_QUALITY})", to_kernel, 10, True),
         (f"MEDIUM_QUALITY {compression.MAX_QUALITY} (brotli-max)", to_kernel,
-         compression.MAX_QUALITY),
+         compression.MAX_QUALITY, True),
+        (f"MEDIUM_QUALITY {compression.MAX_QUALITY}, without the delta filter", to_kernel,
+         compression.MAX_QUALITY, False),
     ):
         base = through_ssh_zlib(units).wire
-        r = through_link(units, "brotli", quality)
+        r = through_link(units, "brotli", quality, filtered)
         print(f"  {name:<52} {r.wire:>8} {r.wire / base:6.3f} "
               f"{(r.wire + back) / (base + base_back):7.3f} "
               f"{r.compress_s / len(units) * 1e3:8.3f} {r.max_compress_s * 1e3:7.2f}")

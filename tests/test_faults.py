@@ -26,6 +26,7 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter import kernelspec
+from rk_jupyter.link.handshake import PROTOCOL_VERSION
 
 from kernel_helpers import execute
 from kernel_helpers import start_fails as start_fails_within
@@ -322,8 +323,9 @@ def other_protocol(bed: SSHBed) -> Iterator[str]:
                         ignore=shutil.ignore_patterns("__pycache__"))
     handshake = package / "link" / "handshake.py"
     text = handshake.read_text()
-    assert "PROTOCOL_VERSION = 1\n" in text
-    handshake.write_text(text.replace("PROTOCOL_VERSION = 1\n", "PROTOCOL_VERSION = 99\n"))
+    current = f"PROTOCOL_VERSION = {PROTOCOL_VERSION}\n"
+    assert current in text
+    handshake.write_text(text.replace(current, "PROTOCOL_VERSION = 99\n"))
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True, timeout=30)
     python = root / "python3"
     python.write_text(f"#!/bin/sh\nPYTHONPATH={root} exec {shlex.quote(sys.executable)} "

@@ -233,6 +233,33 @@ def test_killed_kernel_process_ends_its_engine_after_the_grace(jupyter_env: str)
         km.shutdown_kernel(now=True)
 
 
+NUMBER_CELLS = ["Plot[Sin[3 x] + Cos[x]/2, {x, 0, 10}]", "ListLinePlot[Table[Cos[i/7], {i, 60}]]",
+                "N[Pi, 40]", "Table[N[Sin[i/10]] - 0.5, {i, 40}]", "{-0., 0.5, -1.25, 10.^20}"]
+
+
+def test_numbers_arrive_exactly_as_without_compression(kernel, jupyter_env: str) -> None:
+    """Plots and tables of reals go through the MEDIUM context's delta filter on the default
+    link; a kernel whose link compresses nothing is the oracle: every bundle must be equal."""
+    from rk_jupyter.cli import main
+
+    assert main(["add", "plain", "--local", "--engine", "mathics", "--compression", "none",
+                 "--prefix", jupyter_env]) == 0
+    _, kc = kernel
+    km_plain, kc_plain = start_new_kernel(kernel_name="rk-plain", startup_timeout=90)
+    try:
+        for code in NUMBER_CELLS:
+            filtered = execute(kc, code, timeout=120).results()[0]["data"]
+            plain = execute(kc_plain, code, timeout=120).results()[0]["data"]
+            assert filtered == plain, code
+            if "Plot" in code:
+                assert filtered["image/svg+xml"].count(".") > 200, filtered
+        status = execute(kc, "%rkernel status").displays()[0]["data"]["text/plain"]
+        assert "compression  brotli, wire/raw = " in status, status
+    finally:
+        kc_plain.stop_channels()
+        km_plain.shutdown_kernel(now=False)
+
+
 def test_brotli_max_kernel_plots_and_says_so(jupyter_env: str) -> None:
     """A kernelspec made with ``--compression brotli-max`` (slow networks) works end to end:
     the plot's SVG arrives whole and ``%rkernel status`` names the codec."""

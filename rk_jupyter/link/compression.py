@@ -5,27 +5,30 @@ arrival while all earlier traffic of that context serves as its dictionary: repe
 heads, symbol names and SVG boilerplate cost almost nothing after their first appearance.  Each
 frame says which context it went through (frames.py), and the two ends keep the contexts in step.
 
-Why three (figures from ``benchmarks/bench_link.py``: 290 Mathics3 cells, 1117 packets, ratio =
-bytes on the wire / what ``ssh -C`` would send for the same session; 1.018 with the former single
-brotli context and 11-byte headers, 0.782 then; 0.791 since the benchmark sends the session's
-real frames, acknowledgements included; the figures below are from before that):
+Why three (figures from ``benchmarks/bench_link.py``: 290 Mathics3 cells, 661 frames as the
+session sends them, acknowledgements included; ratio = bytes on the wire / what ``ssh -C`` would
+send for the same session: 0.655 now; 1.018 with the former single brotli context and 11-byte
+headers, 0.798 before the MEDIUM context's delta filter):
 
 ``SMALL`` (frames below ``SMALL_LIMIT``): zlib level 9, flushed with ``Z_PARTIAL_FLUSH`` as
     OpenSSH does.  Most frames are tiny (In/Out names, short results, cell text: 1062 of 1117
-    below 256 B), and there the flush is what costs: brotli ends each flush with a meta-block
-    header and byte alignment (17.8 B per agent → kernel frame below 200 B at quality 5,
-    17.0 B at quality 11, which also takes ~0.6 ms per call), a deflate partial flush with a
-    static-Huffman block and 10 bits (11.7 B).  Everything through brotli: ratio 0.875;
-    SMALL_LIMIT 128–256: 0.782; 64: 0.791; 512: 0.789.
-``MEDIUM`` (``SMALL_LIMIT`` up to ``BULK_FROM``): brotli, quality ``MEDIUM_QUALITY``, 4 MiB
-    window: results such as tables, TeX and SVG, where brotli beats zlib (the 12 SVG plots:
-    28 kB vs 39 kB).  The quality is the encoder's choice alone (the decoder does not care): a
-    trade between bytes and latency.  Agent → kernel ratio and the slowest frame's compression
-    (load 2–4 on 2 cores): quality 5: 0.783 (5 ms), 6: 0.780 (5 ms), 8: 0.776 (9 ms),
-    9: 0.766 (16 ms), 10: 0.715 (11–27 ms), 11: 0.668 (93–145 ms, for a 37 kB SVG).  From
-    quality 9 on, the extra CPU time (60–900 ms over the session) exceeds the time the saved
-    bytes (0.9–7.3 kB) take on any link faster than about 0.1–0.25 Mbit/s, and a plot's result
-    waits for it; so quality 6 is used.
+    packets below 256 B), and there the flush is what costs: brotli ends each flush with a
+    meta-block header and byte alignment (17.8 B per agent → kernel frame below 200 B at
+    quality 5, 17.0 B at quality 11, which also takes ~0.6 ms per call), a deflate partial
+    flush with a static-Huffman block and 10 bits (11.7 B).  Everything through brotli: ratio
+    0.875; SMALL_LIMIT 128–256: 0.782; 64: 0.791; 512: 0.789 (figures from before the filter).
+``MEDIUM`` (``SMALL_LIMIT`` up to ``BULK_FROM``): the decimal-number delta filter (delta.py),
+    then brotli, quality ``MEDIUM_QUALITY``, 4 MiB window: results such as tables, TeX and SVG,
+    where brotli beats zlib, and the filter first beats both: the ten plots above 8 kB take
+    28.5 kB through brotli alone, 18.6 kB with the filter (a plot's entropy is its
+    coordinates, which the filter turns into small differences, for ~2 ms each way on a 37 kB
+    plot).  The quality is the encoder's choice alone (the decoder does not care): a trade
+    between bytes and latency.  Session ratio and the slowest frame's compression, filter
+    included: quality 6: 0.655 (3 ms), 10: 0.600 (11 ms), 11: 0.577 (26–60 ms for a 37 kB
+    plot); without the filter 0.798, 0.737, 0.690.  From quality 6 to 11 the session saves
+    5.4 kB for ~0.24 s more CPU, worth it only on links slower than about 0.2 Mbit/s, and a
+    plot's result waits for it; so quality 6 is the default and 11 the "brotli-max"
+    preference for slow or metered networks.
 ``BULK`` (payloads from ``BULK_FROM`` on, sent in ``CHUNK``-sized frames): brotli quality 1
     (~150 MB/s, ~2.5:1 on CSV text; zlib level 1: ~80 MB/s, ~2.3:1), used only when the network
     is the bottleneck (``BulkPolicy``): on loopback or a fast LAN the chunks go uncompressed,
@@ -36,13 +39,16 @@ With codec ``zlib`` (hosts without brotli) every context is zlib (level 9, bulk 
 incompressible skip compression (their context does not see them).
 
 Decoding is bounded: a context never yields more than the caller's limit (the frame limit, or
-what remains of a chunked payload), so a small frame cannot inflate into a memory bomb.
+what remains of a chunked payload), so a small frame cannot inflate into a memory bomb; a
+MEDIUM frame's filtered form may take up to ``delta.bound`` of it on the way.
 """
 
 from __future__ import annotations
 
 import zlib
 from typing import Any
+
+from . import delta
 
 try:
     import brotli
@@ -78,9 +84,9 @@ SAMPLE_FROM_SIZE = 16384
 _SAMPLE_CHUNK = 2048
 
 MEDIUM_QUALITY = 6
-#: MEDIUM quality of the "brotli-max" preference, for slow or metered networks: 0.685 × ssh -C
-#: instead of 0.791 on the benchmark's session, for ~1.5 ms more per MEDIUM frame on average
-#: and up to ~60–95 ms for a large SVG plot (the encoder's choice alone, see ``MEDIUM``).
+#: MEDIUM quality of the "brotli-max" preference, for slow or metered networks: 0.577 × ssh -C
+#: instead of 0.655 on the benchmark's session, for ~0.6 ms more per MEDIUM frame on average
+#: and up to ~25–60 ms for a large SVG plot (the encoder's choice alone, see ``MEDIUM``).
 MAX_QUALITY = 11
 BROTLI_WINDOW = 22
 BULK_QUALITY = 1
@@ -146,11 +152,13 @@ def _stream_params(codec: str, stream: int, medium_quality: int | None = None
 
 class StreamCompressor:
     """Compresses successive payloads through one context; ``compress`` flushes each.
-    ``medium_quality`` overrides MEDIUM_QUALITY for a brotli MEDIUM context."""
+    ``medium_quality`` overrides MEDIUM_QUALITY for a brotli MEDIUM context.  A MEDIUM
+    context's payloads go through the decimal-number delta filter first (delta.py)."""
 
     def __init__(self, codec: str, stream: int = MEDIUM, medium_quality: int | None = None
                  ) -> None:
         self.codec = codec
+        self.filtered = stream == MEDIUM
         self.algorithm, level = _stream_params(codec, stream, medium_quality)
         if self.algorithm == "brotli":
             self._brotli = brotli.Compressor(quality=level, lgwin=BROTLI_WINDOW)
@@ -158,6 +166,8 @@ class StreamCompressor:
             self._zlib = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
 
     def compress(self, payload: bytes | memoryview) -> bytes:
+        if self.filtered:
+            payload = delta.encode(payload)
         if self.algorithm == "brotli":
             return self._brotli.process(payload) + self._brotli.flush()
         # Z_PARTIAL_FLUSH: everything so far becomes decodable, without the 4-byte marker of
@@ -172,6 +182,7 @@ class StreamDecompressor:
         self.codec = codec
         if codec not in ("brotli", "zlib"):
             raise ValueError(f"unknown codec {codec!r}")
+        self.filtered = stream == MEDIUM
         self.algorithm, _ = _stream_params(codec, stream)
         if self.algorithm == "brotli":
             if brotli is None:
@@ -182,6 +193,14 @@ class StreamDecompressor:
 
     def decompress(self, data: bytes | memoryview, limit: int) -> bytes:
         """All the output of one compressed frame, which must be at most ``limit`` bytes."""
+        if self.filtered:
+            try:
+                return delta.decode(self._inflate(data, delta.bound(limit)), limit)
+            except delta.DeltaError as exc:
+                raise CompressionError(str(exc)) from None
+        return self._inflate(data, limit)
+
+    def _inflate(self, data: bytes | memoryview, limit: int) -> bytes:
         try:
             if self.algorithm == "brotli":
                 out = self._drain_brotli(data, limit)

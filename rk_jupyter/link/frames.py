@@ -34,7 +34,8 @@ the kernel as they are written: no zero-filling) and decodes the payload in plac
 
 Every length and the channel are checked against their limits before anything is allocated, so
 a hostile header cannot make us reserve memory, and compressed bodies inflate no further than
-the frame limit (or what remains of the declared payload).
+the frame limit (or what remains of the declared payload; a MEDIUM body's filtered form, on its
+way, no further than ``delta.bound`` of that).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .compression import (
     StreamDecompressor,
     looks_incompressible,
 )
+from .wxf import varint
 
 RAW = 0
 EXT = 3
@@ -136,15 +138,6 @@ class LinkStats:
 # -- the header ---------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 127:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def encode_header(
     body: int, channel: int, length: int, flags: int = 0, total: int | None = None
 ) -> bytes:
@@ -156,11 +149,11 @@ def encode_header(
     if kind == EXT:
         out.append(body | flags)
     if channel >= 3:
-        out += _varint(channel)
+        out += varint(channel)
     if length >= 15:
-        out += _varint(length)
+        out += varint(length)
     if flags & FIRST:
-        out += _varint(total or 0)
+        out += varint(total or 0)
     return bytes(out)
 
 

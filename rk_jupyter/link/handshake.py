@@ -25,7 +25,8 @@ from .compression import MAX_QUALITY, available_codecs, choose_codec, split_pref
 from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout, SocketReader
 
 PREAMBLE = b"RKJL"
-PROTOCOL_VERSION = 1
+#: 2: MEDIUM frames carry the delta filter's form (delta.py).
+PROTOCOL_VERSION = 2
 HANDSHAKE_MAX_FRAME = 64 * 1024
 
 
@@ -39,7 +40,7 @@ class Negotiated:
     peer_version: str
     peer_protocol: int
     #: MEDIUM brotli quality both sides' writers use, None for the default (``brotli-max``
-    #: asks for MAX_QUALITY; the field is optional, so protocol 1 peers without it agree).
+    #: asks for MAX_QUALITY; the field is optional).
     medium_quality: int | None = None
 
     @property

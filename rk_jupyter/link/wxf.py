@@ -226,8 +226,8 @@ class _Parts(bytearray):
         self.parts.append(view)
 
 
-def _varint(n: int) -> bytes:
-    """Little-endian base-128 length prefix."""
+def varint(n: int) -> bytes:
+    """Little-endian base-128 length prefix (also the frame header's and delta.py's)."""
     if n < 128:
         return bytes((n,))
     out = bytearray()
@@ -245,7 +245,7 @@ def _sym(name: str) -> bytes:
         if name.__class__ is not str:
             raise WXFError(f"symbol name must be a str, not {type(name).__name__}")
         raw = _utf8(name)
-        b = b"s" + _varint(len(raw)) + raw
+        b = b"s" + varint(len(raw)) + raw
         if len(_symbol_bytes) < _MAX_SYMBOL_CACHE:
             _symbol_bytes[name] = b
     return b
@@ -282,7 +282,7 @@ def _enc(o: Any, out: bytearray) -> None:
         else:
             raw = _int_to_str(o).encode("ascii")
             out.append(0x49)
-            out += _varint(len(raw))
+            out += varint(len(raw))
             out += raw
     elif t is str:
         raw = o.encode("utf-8")
@@ -291,7 +291,7 @@ def _enc(o: Any, out: bytearray) -> None:
         if n < 128:
             out.append(n)
         else:
-            out += _varint(n)
+            out += varint(n)
         out += raw
     elif t is float:
         if o - o == 0.0:
@@ -300,7 +300,7 @@ def _enc(o: Any, out: bytearray) -> None:
             out += _special_float(o)
     elif t is list or t is tuple:
         n = len(o)
-        out += _LIST_HEADS[n] if n < 128 else b"f" + _varint(n) + b"s\x04List"
+        out += _LIST_HEADS[n] if n < 128 else b"f" + varint(n) + b"s\x04List"
         for x in o:
             t = x.__class__
             if t is int:
@@ -323,7 +323,7 @@ def _enc(o: Any, out: bytearray) -> None:
                 if n < 128:
                     out.append(n)
                 else:
-                    out += _varint(n)
+                    out += varint(n)
                 out += raw
             else:
                 _enc(x, out)
@@ -334,7 +334,7 @@ def _enc(o: Any, out: bytearray) -> None:
         if n < 128:
             out.append(n)
         else:
-            out += _varint(n)
+            out += varint(n)
         head = o.head
         if head.__class__ is Symbol:
             out += _sym(head.name)
@@ -365,7 +365,7 @@ def _special_float(o: float) -> bytes:
 
 def _enc_dict(o: dict, out: bytearray) -> None:
     out.append(0x41)
-    out += _varint(len(o))
+    out += varint(len(o))
     for k, v in o.items():
         if v.__class__ is Delayed:
             out.append(0x3A)
@@ -382,7 +382,7 @@ def _enc_bytes(o: Any, out: bytearray) -> None:
         o = o.tobytes()
     n = o.nbytes if o.__class__ is memoryview else len(o)
     out.append(0x42)
-    out += _varint(n)
+    out += varint(n)
     if n >= _PART_MIN and out.__class__ is _Parts:
         out.add_view(memoryview(o).cast("B"))
     else:
@@ -400,7 +400,7 @@ def _enc_none(o: None, out: bytearray) -> None:
 def _enc_str(o: str, out: bytearray) -> None:
     raw = _utf8(o)
     out.append(0x53)
-    out += _varint(len(raw))
+    out += varint(len(raw))
     out += raw
 
 
@@ -432,16 +432,16 @@ def _enc_decimal(o: Decimal, out: bytearray) -> None:
         text = f"{minus}{ds[0]}.{ds[1:]}`{n}." + (f"*^{e10}" if e10 else "")
     raw = text.encode("ascii")
     out.append(0x52)
-    out += _varint(len(raw))
+    out += varint(len(raw))
     out += raw
 
 
 def _enc_numeric_array(o: NumericArray, out: bytearray) -> None:
     out.append(0xC1 if o.packed else 0xC2)
     out.append(_TYPE_CODES[o.type])
-    out += _varint(len(o.dims))
+    out += varint(len(o.dims))
     for d in o.dims:
-        out += _varint(d)
+        out += varint(d)
     if len(o.data) >= _PART_MIN and out.__class__ is _Parts:
         out.add_view(memoryview(o.data))
     else:
@@ -464,9 +464,9 @@ def _enc_ndarray(o: Any, out: bytearray) -> None:
         return
     out.append(0xC2 if o.dtype.kind == "u" else 0xC1)
     out.append(code)
-    out += _varint(len(shape))
+    out += varint(len(shape))
     for d in shape:
-        out += _varint(d)
+        out += varint(d)
     le = o.astype(o.dtype.newbyteorder("<"), copy=False)
     if o.nbytes >= _PART_MIN and out.__class__ is _Parts:
         np = sys.modules["numpy"]
