@@ -1,4 +1,5 @@
-"""Write seed corpora of valid inputs into ``fuzz/corpus/<target>/`` (wxf, frames, handshake).
+"""Write seed corpora of valid inputs into ``fuzz/corpus/<target>/`` (wxf, frames, handshake,
+delta).
 
 * wxf: ``wxf.dumps`` of varied expressions (every scalar type, big integers, BigReal, strings,
   ByteArray, lists, associations with RuleDelayed, functions with compound heads, packed and
@@ -10,6 +11,9 @@
   ``server_handshake`` (through a recording relay, with the harness's fixed token and nonces),
   continued by a few frames each way in the agreed codec; and the same messages in the
   harness's structured form (WXF payloads that the harness frames itself).
+* delta: filtered forms (``delta.encode``) of number-heavy texts (SVG polylines, tables of
+  reals, negative zeros, leading zeros, long digit runs, the escape bytes) and the texts
+  themselves.
 
 Deterministic: the same files every time (named by content hash, as libFuzzer names its own).
 Usage: ``python fuzz/make_corpus.py [--out fuzz/corpus]``.
@@ -33,7 +37,7 @@ sys.path.insert(0, str(HERE))
 import fuzz_frames  # noqa: E402
 import fuzz_handshake  # noqa: E402
 
-from rk_jupyter.link import compression, wxf  # noqa: E402
+from rk_jupyter.link import compression, delta, wxf  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
 from rk_jupyter.link.expr import Function, Symbol  # noqa: E402
 from rk_jupyter.link.frames import (  # noqa: E402
@@ -227,7 +231,20 @@ def handshake_seeds() -> list[bytes]:
     return seeds
 
 
-TARGETS = {"wxf": wxf_seeds, "frames": frame_seeds, "handshake": handshake_seeds}
+def delta_seeds() -> list[bytes]:
+    points = " ".join(f"{18.181818 + 0.81 * i:.6f},{123.606798 - (i % 9) * 2.5:.6f}"
+                      for i in range(120))
+    texts = [
+        f'<polyline points="{points}" style="stroke-width: 1.066667px" />'.encode(),
+        ", ".join(f"{(-1) ** i * i / 7:.6g}" for i in range(200)).encode(),
+        b"-0.0 -0.5 007.5 1.2.3 3.14159265358979323846 1234567890123456.5 \xfe\x01\xff",
+        wxf.dumps(packet("ReturnPacket", {"text/plain": "{0.5, -1.25, 10.5}"})),
+    ]
+    return texts + [delta.encode(t) for t in texts]
+
+
+TARGETS = {"wxf": wxf_seeds, "frames": frame_seeds, "handshake": handshake_seeds,
+           "delta": delta_seeds}
 
 
 def write(out: Path, targets: list[str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("wxf", "frames", "handshake")
+TARGETS = ("wxf", "frames", "handshake", "delta")
 
 
 def main() -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ("wxf", "frames", "handshake")
+TARGETS = ("wxf", "frames", "handshake", "delta")
 #: libFuzzer's -max_len per target: WXF values are small, frame streams and handshakes longer.
-MAX_LEN = {"wxf": 8192, "frames": 16384, "handshake": 16384}
+MAX_LEN = {"wxf": 8192, "frames": 16384, "handshake": 16384, "delta": 8192}
 ARTIFACT_PREFIXES = ("crash-", "timeout-", "oom-", "leak-")
 
 _STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)", re.M)
