@@ -204,6 +204,16 @@ def test_abort_builtin(engine: MathicsEngine, host: FakeHost) -> None:
     assert result(packets) == ABORTED
 
 
+def test_messages_come_back_after_an_abort_inside_plot(engine: MathicsEngine, host: FakeHost
+                                                       ) -> None:
+    """Mathics3's Plot silences messages while it samples and does not undo that when the
+    sampling aborts (an Abort[], the iteration limit): every later message was lost."""
+    assert result(run(engine, host, "Plot[If[x > 1, Abort[], x], {x, 0, 2}]")) == ABORTED
+    packets = run(engine, host, "1/0")
+    assert packet_name(packets[0]) == "MessagePacket", packets
+    assert packets[0].args[:2] == ("Power", "infy")
+
+
 # -- completion and inspection ---------------------------------------------------------------
 
 

@@ -246,9 +246,12 @@ class Worker:
         self.channel.send(*([outcome, done] if outcome is not None else [done]))
 
     def reset_evaluation(self) -> None:
-        """Make the evaluation usable outside ``Evaluation.evaluate`` (it leaves stopped=True)."""
+        """Make the evaluation usable outside ``Evaluation.evaluate`` (it leaves stopped=True),
+        and messages audible again: Mathics3's Plot sets ``quiet_all`` while it samples and
+        leaves it set when the sampling aborts, which silenced every later message."""
         self.evaluation.stopped = False
         self.evaluation.recursion_depth = 0
+        self.evaluation.quiet_all = False
         self.evaluation.out = []
 
     def evaluate_cell(self, code: str) -> dict[str, Any] | None:
