@@ -2,7 +2,7 @@
 
 Prints exactly one line on stdout once it listens::
 
-    RKJ-AGENT-READY {"port": 40123, "pid": 4242, "protocol": 1, "version": "0.1.0", ...}
+    RKJ-AGENT-READY {"port": 40123, "pid": 4242, "protocol": 2, "version": "0.2.0", ...}
 
 The token comes from ``--token-file`` (read, then deleted), from the first line of stdin
 (``--token-stdin``) or from the RK_AGENT_TOKEN environment variable — never from argv, which
