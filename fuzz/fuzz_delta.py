@@ -11,17 +11,9 @@ Without atheris (``fuzz/repro.py``) the module only defines ``TestOneInput``.
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import harness  # fuzz/harness.py, beside this file
 
-if __name__ == "__main__":
-    import atheris
-
-    _instrumented = atheris.instrument_imports(include=["rk_jupyter"])
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with harness.instrumented(__name__ == "__main__"):
     from rk_jupyter.link import delta
 
 LIMIT = 4096
@@ -47,5 +39,4 @@ def TestOneInput(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    harness.fuzz(TestOneInput)

@@ -27,21 +27,13 @@ Property: only ``LinkError`` (``HandshakeError``, ``FrameError``, ``LinkClosed``
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import sys
 import types
 
+import harness  # fuzz/harness.py, beside this file
 import numpy  # noqa: F401  (imported before instrumentation: wxf imports it lazily)
 
-if __name__ == "__main__":
-    import atheris
-
-    _instrumented = atheris.instrument_imports(include=["rk_jupyter"])
-else:
-    _instrumented = contextlib.nullcontext()
-
-with _instrumented:
+with harness.instrumented(__name__ == "__main__"):
     from rk_jupyter.link import handshake
     from rk_jupyter.link.connection import Link
     from rk_jupyter.link.frames import RAW, LinkError, encode_header
@@ -107,5 +99,4 @@ def TestOneInput(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    harness.fuzz(TestOneInput)
