@@ -7,7 +7,9 @@ dictionary coder predicts.  Consecutive points of a curve are close, so each num
 one two places before it (the same coordinate of the previous point) is small and repetitive.
 On ``benchmarks/bench_link.py``'s workload this takes the ten plots above 8 kB from 28.5 kB to
 18.6 kB after brotli quality 6 (brotli quality 11 alone: 22.7 kB, for 25–60 ms instead of ~3 ms
-on the largest plot), and leaves the other results within 0.1 kB of what they were.
+on the largest plot), and leaves the other results within 0.1 kB of what they were.  It costs
+about 1 µs a number each way: 1.7 ms to encode and 2.0 ms to decode that plot's 2400 numbers,
+22 and 28 ms for a 170 kB table of 20000 reals, which it makes 4× smaller after brotli.
 
 Filtered form::
 
