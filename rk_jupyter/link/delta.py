@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 
-from .wxf import varint
+from .wxf import WXFError, read_varint, varint
 
 _NUMBER = re.compile(rb"(-?)(0|[1-9][0-9]{0,14})\.([0-9]{1,15})")
 _TOKEN = re.compile(rb"([a-o]?)(-?[0-9]{1,32}) ")
@@ -55,13 +55,14 @@ class DeltaError(ValueError):
 
 def encode(payload: bytes | memoryview) -> bytes:
     """The filtered form of ``payload``: at most ``bound(len(payload))`` bytes."""
-    data = bytes(payload)
+    raw = bytes(payload)
+    data = raw
     if _ESCAPE in data or _SLOT in data:
         data = data.replace(_ESCAPE, b"\xfe\x01").replace(_SLOT, b"\xfe\x02")
     parts = _NUMBER.split(data)
     count = len(parts) // 4
     if not count:
-        return b"\x00" + bytes(payload)
+        return b"\x00" + raw
     literals = [parts[0]]
     tokens = []
     before = previous = 0  # the numbers two places and one place back
@@ -84,7 +85,7 @@ def encode(payload: bytes | memoryview) -> bytes:
         before, previous = previous, value
     skeleton = _SLOT.join(literals)
     out = b"".join((varint(count), varint(len(skeleton)), skeleton, *tokens))
-    return out if len(out) <= GROWTH * len(payload) else b"\x00" + bytes(payload)
+    return out if len(out) <= GROWTH * len(raw) else b"\x00" + raw
 
 
 def bound(limit: int) -> int:
@@ -93,17 +94,10 @@ def bound(limit: int) -> int:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    for _ in range(5):
-        if pos >= len(data):
-            break
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return n, pos
-        shift += 7
-    raise DeltaError("corrupt filtered frame: bad varint")
+    try:
+        return read_varint(data, pos)
+    except (IndexError, WXFError):
+        raise DeltaError("corrupt filtered frame: bad varint") from None
 
 
 def decode(data: bytes, limit: int) -> bytes:

@@ -631,8 +631,9 @@ def _get_numpy() -> Any:
     return _numpy
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Slow path of a varint (the caller handles single-byte ones)."""
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A varint at ``pos`` and the position after it (the decoder handles single-byte ones
+    itself; delta.py reads its header with it); IndexError when ``buf`` ends inside it."""
     n = 0
     shift = 0
     for i in range(pos, pos + 10):
@@ -700,7 +701,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
         rank = buf[pos + 1]
         pos += 2
         if rank & 0x80:
-            rank, pos = _read_varint(buf, pos - 1)
+            rank, pos = read_varint(buf, pos - 1)
         if rank == 0 or rank > end - pos:
             raise WXFError(f"invalid array rank {rank}")
         size = info[1]
@@ -710,7 +711,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
             d = buf[pos]
             pos += 1
             if d & 0x80:
-                d, pos = _read_varint(buf, pos - 1)
+                d, pos = read_varint(buf, pos - 1)
             if d == 0:
                 raise WXFError("array dimension 0")
             size *= d
@@ -733,7 +734,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
             n = buf[pos]
             pos += 1
             if n & 0x80:
-                n, pos = _read_varint(buf, pos - 1)
+                n, pos = read_varint(buf, pos - 1)
             if n > end - pos:
                 raise WXFError(f"function of {n} arguments overruns the input")
             if not depth:
@@ -743,7 +744,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
                 k = buf[pos + 1]
                 pos += 2
                 if k & 0x80:
-                    k, pos = _read_varint(buf, pos - 1)
+                    k, pos = read_varint(buf, pos - 1)
                 stop = pos + k
                 if stop > end:
                     raise WXFError(f"symbol at offset {pos} overruns the input")
@@ -775,7 +776,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
                     k = buf[pos + 1]
                     pos += 2
                     if k & 0x80:
-                        k, pos = _read_varint(buf, pos - 1)
+                        k, pos = read_varint(buf, pos - 1)
                     stop = pos + k
                     if stop > end:
                         raise WXFError(f"string at offset {pos} overruns the input")
@@ -785,7 +786,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
                     k = buf[pos + 1]
                     pos += 2
                     if k & 0x80:
-                        k, pos = _read_varint(buf, pos - 1)
+                        k, pos = read_varint(buf, pos - 1)
                     stop = pos + k
                     if stop > end:
                         raise WXFError(f"symbol at offset {pos} overruns the input")
@@ -830,7 +831,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
             n = buf[pos]
             pos += 1
             if n & 0x80:
-                n, pos = _read_varint(buf, pos - 1)
+                n, pos = read_varint(buf, pos - 1)
             stop = pos + n
             if stop > end:
                 raise WXFError(f"{chr(tok)} of {n} bytes at offset {pos} overruns the input")
@@ -859,7 +860,7 @@ def _decode(buf: Any, start: int, max_depth: int, use_numpy: bool) -> Any:
             n = buf[pos]
             pos += 1
             if n & 0x80:
-                n, pos = _read_varint(buf, pos - 1)
+                n, pos = read_varint(buf, pos - 1)
             if n > end - pos:
                 raise WXFError(f"association of {n} rules overruns the input")
             if not depth:
