@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rk_jupyter.kernel.client import AgentClient, Endpoint, LinkDown  # noqa: E402
+from rk_jupyter.client import AgentClient, Endpoint, LinkDown  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
 from rk_jupyter.link.packets import packet, packet_name  # noqa: E402
 from rk_jupyter.provisioning.ssh.pool import ConnectionPool, ConnectOptions, Lease  # noqa: E402

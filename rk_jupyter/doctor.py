@@ -35,7 +35,7 @@ import paramiko
 from traitlets import TraitError
 
 from . import __version__, kernelspec
-from .kernel.client import AgentClient, AgentError, Endpoint, LinkDown
+from .client import AgentClient, AgentError, Endpoint, LinkDown
 from .link.compression import split_preference
 from .link.connection import Link
 from .link.frames import LinkTimeout

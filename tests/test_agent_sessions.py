@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rk_jupyter.kernel.client import AgentClient, AgentError, Endpoint
+from rk_jupyter.client import AgentClient, AgentError, Endpoint
 from rk_jupyter.link.packets import packet, packet_name
 
 from kernel_helpers import children_of, local_agent, wait_gone

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rk_jupyter.kernel.client import AgentClient, Endpoint, LinkDown
+from rk_jupyter.client import AgentClient, Endpoint, LinkDown
 from rk_jupyter.link.packets import packet, packet_name
 
 from kernel_helpers import local_agent

@@ -11,8 +11,8 @@ from typing import Any
 from ipykernel.kernelbase import Kernel
 
 from .. import __version__
+from ..client import AgentClient, AgentError, Endpoint, LinkDown
 from ..link.packets import ABORTED, packet, packet_name
-from .client import AgentClient, AgentError, Endpoint, LinkDown
 from .magics import is_magic, run_magic
 from .syntax import is_complete, word_at
 

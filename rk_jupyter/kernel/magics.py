@@ -9,10 +9,10 @@ import time
 from collections import deque
 from typing import Any
 
+from ..client import AgentClient, AgentError
 from ..link.connection import Link
 from ..link.frames import LinkError
 from ..link.packets import packet, packet_name
-from .client import AgentClient, AgentError
 
 USAGE = "usage: %rkernel status | %rkernel ping | %rkernel log [N] | %rkernel doctor [NAME]"
 LOG_LINES = 20

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from ..kernel.client import AgentClient, AgentError, Endpoint, LinkDown
+from ..client import AgentClient, AgentError, Endpoint, LinkDown
 from ..link.expr import Symbol
 from ..link.packets import ABORTED, packet, packet_name
 from ..provisioning.transports import Transport, TransportError, create_transport

@@ -16,7 +16,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Dict, Float, Int, Unicode
 
-from ..kernel.client import AgentClient, AgentError, Endpoint
+from ..client import AgentClient, AgentError, Endpoint
 from ..link.compression import PREFERENCES
 from ..link.connection import Link
 from ..link.frames import LinkError

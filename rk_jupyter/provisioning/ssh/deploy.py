@@ -1,10 +1,10 @@
 """Getting the agent onto a remote host that has only Python: a zip application over SFTP.
 
-The zipapp holds ``rk_jupyter/__init__.py``, ``rk_jupyter/link`` and ``rk_jupyter/agent``
-(engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs the agent.  It is
-cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the directory name
-is a hash of the files, and the file appears there only by an atomic rename after a complete
-upload, so "present" means "this exact version", and a new version gets a new directory.
+The zipapp holds ``rk_jupyter/__init__.py``, ``rk_jupyter/errors.py``, ``rk_jupyter/link`` and
+``rk_jupyter/agent`` (engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs
+the agent.  It is cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the
+directory name is a hash of the files, and the file appears there only by an atomic rename after a
+complete upload, so "present" means "this exact version", and a new version gets a new directory.
 
 ``launch_command`` is the one shell command that starts the agent: with an installed
 rk_jupyter of the same version (mode "auto"), else with the cached zipapp, else it prints
@@ -65,7 +65,7 @@ class Zipapp:
 
 def agent_files(package: Path = _PACKAGE) -> dict[str, bytes]:
     """What the agent needs from rk_jupyter, by archive name: stdlib-only code and data."""
-    wanted = [package / "__init__.py"]
+    wanted = [package / "__init__.py", package / "errors.py"]
     for sub in ("link", "agent"):
         wanted += (p for p in (package / sub).rglob("*") if p.suffix in (".py", ".wl"))
     return {

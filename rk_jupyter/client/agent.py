@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import RKError
 from ..link.connection import Link
 from ..link.frames import FrameError, LinkError
 from ..link.packets import packet, packet_name
@@ -21,8 +22,10 @@ from ..link.packets import packet, packet_name
 SESSION_CHANNEL = 1
 
 
-class AgentError(Exception):
+class AgentError(RKError):
     """The agent or its engine cannot serve us; the message names the cause."""
+
+    code = "agent.error"
 
 
 @dataclass
