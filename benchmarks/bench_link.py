@@ -205,8 +205,7 @@ def capture(cells: list[str]) -> Workload:
     return Workload(host.payloads, to_agent, f"{info.name} {info.version}", len(cells))
 
 
-ENGINE_SOURCES = [ROOT / "rk_jupyter" / "agent" / "engines" / name
-                  for name in ("mathics.py", "mathics_worker.py")]
+ENGINE_SOURCES = sorted((ROOT / "rk_jupyter" / "agent" / "engines" / "mathics").glob("*.py"))
 
 
 def _mathics_version() -> str:

@@ -45,7 +45,7 @@ DOCS_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "jupyterhub_conf
 USERS = {"rkjhub1": "rkjtest", "rkjhub2": "rkjtest2"}
 SPEC = "rk-hpc"
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
-WORKER = r"mathics_worker"
+WORKER = r"mathics[/._]worker"  # the Mathics3 worker, by its module or file
 
 TEST_CONFIG = """\
 import os

@@ -38,7 +38,7 @@ from kernel_helpers import collect, execute, pid_alive, wait_for, wait_gone
 from sshbed import ShapingProxy, SSHBed
 
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
-WORKER = r"mathics_worker"
+WORKER = r"mathics[/._]worker"  # the Mathics3 worker, by its module or file
 KEEPALIVE = 1.0  # a silent network is noticed after 3 keepalives
 CONNECT_TIMEOUT = 3.0
 PRINTS = 30  # one every 0.5 s: a 15 s cell

@@ -35,7 +35,7 @@ CONNECT_TIMEOUT = 10.0  # the provisioner's default
 SFTP = r"subsystem 'sftp' for rkjtest"
 LOGIN = r"Accepted publickey for rkjtest "
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"  # not the worker (its argv names the pyz)
-WORKER = r"mathics_worker"
+WORKER = r"mathics[/._]worker"  # the Mathics3 worker, by its module or file
 OWN_AGENT = r"agent\.pyz --host"  # the zipapp agent of spec own-agent (the others import)
 
 

@@ -251,7 +251,7 @@ def test_zipapp_holds_the_agent_and_nothing_else() -> None:
     names = zipfile.ZipFile(io.BytesIO(app.data)).namelist()
     assert "__main__.py" in names
     assert "rk_jupyter/__init__.py" in names
-    for needed in ("rk_jupyter/agent/main.py", "rk_jupyter/agent/engines/mathics_worker.py",
+    for needed in ("rk_jupyter/agent/main.py", "rk_jupyter/agent/engines/mathics/worker.py",
                    "rk_jupyter/agent/wl/RKJupyter.wl", "rk_jupyter/link/handshake.py"):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]

@@ -1,10 +1,10 @@
 """The Mathics3 engine: Mathics3 evaluating in a worker process that the agent drives.
 
-Mathics3 runs in ``mathics_worker`` (a separate process in its own session and process group),
+Mathics3 runs in ``worker`` (a separate process in its own session and process group),
 because only a signal reliably stops an evaluation stuck inside a long builtin: ``interrupt``
 sends SIGINT, the worker's ``MathicsSession(catch_interrupt=True)`` turns it into $Aborted and
 keeps every definition, and ``close`` can kill the whole group.  The pipe protocol is described
-in ``mathics_worker``; this module imports only the standard library (Mathics3 itself is
+in ``worker``; this module imports only the standard library (Mathics3 itself is
 imported by the worker, possibly under another interpreter: option ``python``).
 
 Cells: the worker checks the whole cell's syntax first (an error evaluates nothing and gives
@@ -14,7 +14,7 @@ it is Null, as after a trailing semicolon); an aborted expression ends the cell 
 Results: text/plain is OutputForm; Graphics add image/svg+xml (Mathics3's SVG export;
 Graphics3D has no SVG there and stays "-Graphics3D-"); results with math in them (non-List
 compound expressions, rationals, complex numbers) add "$$...$$" text/latex, while strings,
-numbers, symbols and lists of those stay text only (see ``mathics_worker.wants_tex``).
+numbers, symbols and lists of those stay text only (see ``worker.wants_tex``).
 Print and messages arrive live; Input[]/InputString[] ask the front end via
 ``EngineHost.read_input``.  Expressions (EvaluatePacket) are evaluated outside In/Out, and their
 values travel from the worker as JSON trees that ``from_tagged`` turns into WXF Python values.
@@ -35,15 +35,15 @@ from collections import deque
 from decimal import Decimal
 from typing import IO, Any
 
-from ...link.expr import Function, Symbol
-from ...link.packets import ABORTED, packet
-from ...link.wxf import Delayed, NumericArray
-from .base import Engine, EngineError, EngineHost, EngineInfo, InputAborted, describe_exit
-from .mathics_worker import encode_frame, take_frame
+from ....link.expr import Function, Symbol
+from ....link.packets import ABORTED, packet
+from ....link.wxf import Delayed, NumericArray
+from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted, describe_exit
+from .worker import encode_frame, take_frame
 
 log = logging.getLogger(__name__)
 
-_WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathics_worker.py")
+_WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Run the worker by path: the chosen interpreter need not have rk_jupyter installed.
 _BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
 # In the zipapp deployed by the ssh transport the worker is not a file of its own: then the
@@ -51,7 +51,7 @@ _BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__mai
 _ARCHIVE = getattr(__loader__, "archive", None)  # set by zipimport
 _ZIP_BOOTSTRAP = (
     "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module("
-    "'rk_jupyter.agent.engines.mathics_worker', run_name='__main__', alter_sys=True)"
+    "'rk_jupyter.agent.engines.mathics.worker', run_name='__main__', alter_sys=True)"
 )
 _WORKER_ARGV = ["-c", _ZIP_BOOTSTRAP, _ARCHIVE] if _ARCHIVE else ["-c", _BOOTSTRAP, _WORKER_PATH]
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
@@ -431,7 +431,7 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def from_tagged(node: Any) -> Any:
-    """The WXF Python value of a worker's ``value`` tree (format: ``mathics_worker``)."""
+    """The WXF Python value of a worker's ``value`` tree (format: ``worker``)."""
     if isinstance(node, list):
         return [from_tagged(item) for item in node]
     if not isinstance(node, dict):

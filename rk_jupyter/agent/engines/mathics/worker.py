@@ -4,7 +4,7 @@ It lives in its own process (and process group) so that the agent can interrupt 
 with SIGINT, even inside a long builtin, without losing definitions, and can kill it outright.
 At module level it imports only the standard library: the engine imports the framing helpers
 from here, and runs this file by path (``runpy``) with any interpreter that has Mathics3, which
-need not have rk_jupyter installed (``python -m rk_jupyter.agent.engines.mathics_worker`` works
+need not have rk_jupyter installed (``python -m rk_jupyter.agent.engines.mathics.worker`` works
 too).
 
 Protocol: frames on the worker's original stdin (agent → worker) and stdout (worker → agent),
@@ -503,7 +503,7 @@ class Worker:
                 if answer.get("text") is None:
                     raise AbortInterrupt
                 return str(answer["text"])
-            print(f"mathics_worker: ignored {answer.get('op')!r} during Input", file=sys.stderr)
+            print(f"mathics worker: ignored {answer.get('op')!r} during Input", file=sys.stderr)
         raise SystemExit(0)  # the agent is gone
 
     def read_expression(self, prompt: Any) -> Any:
