@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -391,6 +392,65 @@ def test_close_during_evaluation_leaves_no_process() -> None:
     assert gone(pid) and not eng.alive()
     eng.close()  # idempotent
     eng.interrupt()  # harmless after close
+
+
+# Modules a Python child could take from its working directory instead of the real ones.
+PLANTED = ("json", "secrets", "base64", "decimal", "traceback", "mathics")
+PLANT = "import os\nopen(os.path.join(os.path.dirname(__file__), 'imported-' + __name__), 'w')\n"
+
+
+def _python310() -> str | None:
+    """A Python 3.10 interpreter that runs (a pyenv shim may not), if this host has one."""
+    candidates = [shutil.which("python3.10"),
+                  *map(str, Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))]
+    for candidate in filter(None, candidates):
+        try:
+            said = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                                  capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if said.strip() == "(3, 10)":
+            return candidate
+    return None
+
+
+def _python_versions() -> list[Any]:
+    """The agent's interpreter (started with -P), the same under another name (the bootstrap
+    alone, as for a python option), and Python 3.10 (no -P at all) when this host has one."""
+    same = os.path.join(os.path.dirname(sys.executable), ".", os.path.basename(sys.executable))
+    old = _python310()
+    return [pytest.param(sys.executable, id="agent-python"),
+            pytest.param(same, id="python-option"),
+            pytest.param(old, id="python3.10", marks=pytest.mark.skipif(
+                old is None, reason="no python3.10 on this host"))]
+
+
+@pytest.mark.parametrize("python", _python_versions())
+def test_worker_imports_nothing_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, python: str
+) -> None:
+    """A json.py or secrets.py planted in the directory the agent runs in must not run as the
+    user in the worker (issue 21): the worker starts with the working directory off sys.path."""
+    for name in PLANTED:
+        (tmp_path / f"{name}.py").write_text(PLANT)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    monkeypatch.chdir(tmp_path)  # the agent's working directory, which the worker inherits
+    eng = MathicsEngine(FakeHost(), {"python": python})
+    error: EngineError | None = None
+    try:
+        try:
+            eng.start(START_TIMEOUT)
+        except EngineError as exc:
+            error = exc
+        else:
+            assert os.readlink(f"/proc/{eng._proc.pid}/cwd") == str(tmp_path)  # type: ignore
+            eng.evaluate("1/3 + x")
+            eng.evaluate_expression("N[Pi, 30]")
+    finally:
+        eng.close()
+    assert sorted(p.name for p in tmp_path.glob("imported-*")) == []
+    # An interpreter without Mathics3 gets as far as saying so, through the worker's pipe.
+    assert error is None or "Mathics3 is not installed" in str(error), error
 
 
 ORPHAN_AGENT = """

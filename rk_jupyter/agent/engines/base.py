@@ -7,7 +7,6 @@ One engine instance serves one kernel session.  The agent calls ``start`` once, 
 
 from __future__ import annotations
 
-import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -110,15 +109,3 @@ class Engine(ABC):
     def close(self) -> None:
         """End the engine and every process it started; idempotent."""
 
-
-def describe_exit(status: int) -> str:
-    """How an engine process ended, in the words of its start and death errors."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = str(-status)
-        return f"was killed by signal {name}"
-    if status == 0:
-        return "exited (Quit[] and Exit[] end the engine)"
-    return f"exited with code {status}"

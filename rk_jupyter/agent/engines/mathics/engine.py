@@ -31,33 +31,38 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from decimal import Decimal
-from typing import IO, Any
+from typing import Any
 
 from ....link.expr import Function, Symbol
 from ....link.packets import ABORTED, packet
 from ....link.wxf import Delayed, NumericArray
-from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted, describe_exit
+from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
+from ..process import (
+    OutputTail,
+    describe_exit,
+    exit_status,
+    kill_group,
+    python_argv,
+    reap,
+    spawn,
+    wait_exit,
+)
 from .worker import encode_frame, take_frame
 
 log = logging.getLogger(__name__)
 
-_WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-# Run the worker by path: the chosen interpreter need not have rk_jupyter installed.
-_BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
-# In the zipapp deployed by the ssh transport the worker is not a file of its own: then the
-# archive goes on sys.path and the worker runs as a module from it.
-_ARCHIVE = getattr(__loader__, "archive", None)  # set by zipimport
-_ZIP_BOOTSTRAP = (
-    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module("
-    "'rk_jupyter.agent.engines.mathics.worker', run_name='__main__', alter_sys=True)"
-)
-_WORKER_ARGV = ["-c", _ZIP_BOOTSTRAP, _ARCHIVE] if _ARCHIVE else ["-c", _BOOTSTRAP, _WORKER_PATH]
+_WORKER = "rk_jupyter.agent.engines.mathics.worker"
+# What holds the rk_jupyter package: a directory, or the zipapp deployed by the ssh transport
+# (then __file__ is a path inside the archive).  The worker's interpreter (option python) need
+# not have rk_jupyter installed: it runs this one.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))))
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
 _IDLE, _STARTING, _RUNNING, _CLOSED = "idle", "starting", "running", "closed"
 _POLL = 1.0  # how often a wait on the worker checks that it is still alive
 _STDERR_LINES = 50
+_STDERR_WIDTH = 2000  # characters kept of a line: a traceback's lines are shorter
 _FAILED = Symbol("$Failed")
 
 
@@ -72,8 +77,7 @@ class MathicsEngine(Engine):
         self._proc: subprocess.Popen[bytes] | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
-        self._stderr: deque[str] = deque(maxlen=_STDERR_LINES)
-        self._stderr_reader: threading.Thread | None = None
+        self._stderr: OutputTail | None = None
         # Guards _state/_pending_interrupt/_closed, so that SIGINT is sent only while the
         # worker runs the cell it was meant for (between its "started" and "done").
         self._lock = threading.Lock()
@@ -89,13 +93,9 @@ class MathicsEngine(Engine):
             if self._closed or self._proc is not None:
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:
-                self._proc = subprocess.Popen(
-                    [self.python, *_WORKER_ARGV],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
+                self._proc = spawn(python_argv(self.python, _WORKER, _ROOT),
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
             except OSError as exc:
                 raise EngineError(
                     f"cannot run the Python interpreter {self.python!r} for Mathics3: {exc}; "
@@ -103,10 +103,8 @@ class MathicsEngine(Engine):
                 ) from exc
         proc = self._proc
         assert proc.stdout is not None and proc.stderr is not None
-        self._stderr_reader = threading.Thread(
-            target=self._read_stderr, args=(proc.stderr,), daemon=True,
-            name=f"mathics-stderr-{proc.pid}")
-        self._stderr_reader.start()
+        self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
+                                  label=f"mathics worker {proc.pid}")
         try:
             event = self._next_event(time.monotonic() + timeout)
         except EngineError as exc:
@@ -137,7 +135,7 @@ class MathicsEngine(Engine):
 
     def alive(self) -> bool:
         proc = self._proc
-        return proc is not None and _exit_status(proc) is None
+        return proc is not None and exit_status(proc) is None
 
     def close(self) -> None:
         with self._lock:
@@ -153,21 +151,13 @@ class MathicsEngine(Engine):
                 pass
         # The worker is not reaped before the group is killed, so its pid (= the group id)
         # cannot have been reused by then.
-        _kill_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 2.0
-        while _exit_status(proc) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        _kill_group(proc.pid, signal.SIGKILL)
-        try:
-            proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            log.error("Mathics3 worker %d did not end after SIGKILL", proc.pid)
+        kill_group(proc, signal.SIGTERM)
+        wait_exit(proc, 2.0)
+        reap(proc, "Mathics3 worker")
         if proc.stdout is not None:
             proc.stdout.close()
-        if self._stderr_reader is not None:
-            self._stderr_reader.join(timeout=1.0)
-            if proc.stderr is not None and not self._stderr_reader.is_alive():
-                proc.stderr.close()
+        if self._stderr is not None and self._stderr.wait(1.0) and proc.stderr is not None:
+            proc.stderr.close()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -314,7 +304,7 @@ class MathicsEngine(Engine):
                 continue
             # The end of the pipe reports a dead worker at once; this is the backstop.
             proc = self._proc
-            if proc is not None and _exit_status(proc) is not None:
+            if proc is not None and exit_status(proc) is not None:
                 dead_since = dead_since or time.monotonic()
                 if time.monotonic() - dead_since > 2 * _POLL:
                     raise self._died() from None
@@ -354,16 +344,14 @@ class MathicsEngine(Engine):
             return EngineError("the Mathics3 engine was closed")
         proc = self._proc
         assert proc is not None
-        deadline = time.monotonic() + 2.0
-        while (status := _exit_status(proc)) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        status = wait_exit(proc, 2.0)
         how = "closed its end of the pipe" if status is None else describe_exit(status)
-        if self._stderr_reader is not None:
-            self._stderr_reader.join(timeout=1.0)  # let it catch the last lines
+        if self._stderr is not None:
+            self._stderr.wait(1.0)  # let it catch the last lines
         return EngineError(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}")
 
     def _tail(self) -> str:
-        lines = list(self._stderr)
+        lines = self._stderr.lines() if self._stderr is not None else []
         if not lines:
             return " (it wrote nothing on stderr)"
         return "; its last lines on stderr:\n" + "\n".join(lines)
@@ -393,41 +381,6 @@ class MathicsEngine(Engine):
                     self._pending_interrupt = False
                     self._signal_worker()
         return kind == "done"
-
-    def _read_stderr(self, stream: IO[bytes]) -> None:
-        """Reader thread: keep the worker's last stderr lines for error reports."""
-        try:
-            for raw in stream:
-                line = raw.decode("utf-8", "replace").rstrip()
-                self._stderr.append(line)
-                log.debug("mathics worker: %s", line)
-        except (OSError, ValueError):
-            pass
-
-
-def _exit_status(proc: subprocess.Popen[bytes]) -> int | None:
-    """The worker's exit code (negative: killed by that signal), or None while it runs.
-
-    Uses WNOWAIT, so the worker stays unreaped: its pid cannot be reused until ``close``.
-    """
-    if proc.returncode is not None:
-        return proc.returncode
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return proc.poll()
-    if info is None:
-        return None
-    if info.si_code == os.CLD_EXITED:
-        return info.si_status
-    return -info.si_status
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def from_tagged(node: Any) -> Any:

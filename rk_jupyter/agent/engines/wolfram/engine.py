@@ -24,17 +24,16 @@ import pkgutil
 import queue
 import re
 import shlex
-import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ....link.expr import Function, Symbol
 from ....link.packets import packet
-from ..base import Engine, EngineError, EngineHost, EngineInfo, describe_exit
+from ..base import Engine, EngineError, EngineHost, EngineInfo
+from ..process import OutputTail, describe_exit, exit_status, kill_group, reap, spawn, wait_exit
 from . import discovery, wstp
 from .session import Call, Cell, Conversation, Escalation, Event, converse, start_failure
 
@@ -47,6 +46,7 @@ REQUEST_TIMEOUT = 30.0
 _MIN_POLL, _MAX_POLL = 0.001, 0.05  # reader's WSReady polling, backing off while idle
 _MAX_ILLEGAL = 100  # unreadable packets in a row before the link counts as broken
 _OUTPUT_LINES = 100
+_OUTPUT_WIDTH = 500  # characters kept of a line
 # A symbol name or its beginning: letters, digits, $ and context marks (no pattern syntax).
 _SYMBOLISH = re.compile(r"(?:[$`]|[^\W_])+")
 
@@ -89,8 +89,7 @@ class WolframEngine(Engine):
         self._proc: subprocess.Popen[bytes] | None = None
         self._link: wstp.Link | None = None
         self._events: queue.Queue[Event] = queue.Queue()
-        self._output: deque[str] = deque(maxlen=_OUTPUT_LINES)
-        self._output_done = threading.Event()
+        self._output: OutputTail | None = None
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _closed, _in_flight, _next_id
@@ -119,18 +118,17 @@ class WolframEngine(Engine):
         extra = shlex.split(extra) if isinstance(extra, str) else [str(a) for a in extra]
         argv = [str(inst.kernel), inst.link_flag, "-linkprotocol", protocol, "-linkconnect",
                 "-linkname", name, *extra]
-        group = ({"start_new_session": True} if os.name == "posix"
-                 else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)})
         try:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, **group)
+            self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
         except OSError as exc:
             with link.lock:
                 link.close()
             raise EngineError(f"cannot run the Wolfram kernel {inst.kernel}: {exc}") from None
         assert self._proc.stdout is not None
-        threading.Thread(target=self._read_output, args=(self._proc.stdout,), daemon=True,
-                         name=f"wolfram-output-{self._proc.pid}").start()
+        output = self._output = OutputTail(self._proc.stdout, lines=_OUTPUT_LINES,
+                                           width=_OUTPUT_WIDTH,
+                                           label=f"wolfram kernel {self._proc.pid}")
         try:
             self._activate(link, deadline, timeout)
             self._link = link
@@ -146,8 +144,8 @@ class WolframEngine(Engine):
             except EngineError:
                 if call.died is None:
                     raise
-                words = "\n".join([*call.output, *self._output])
-                raise start_failure(str(inst.kernel), words, _exit_code(self._proc)) from None
+                words = "\n".join([*call.output, *output.lines()])
+                raise start_failure(str(inst.kernel), words, exit_status(self._proc)) from None
         except BaseException:
             self.close()
             raise
@@ -171,7 +169,7 @@ class WolframEngine(Engine):
     def alive(self) -> bool:
         proc = self._proc
         return (not self._closed and self._link is not None and proc is not None
-                and _exit_code(proc) is None)
+                and exit_status(proc) is None)
 
     def close(self) -> None:
         with self._lock:
@@ -180,7 +178,7 @@ class WolframEngine(Engine):
             self._closed = True
         self._stop.set()
         proc, link = self._proc, self._link
-        if proc is not None and _exit_code(proc) is None:
+        if proc is not None and exit_status(proc) is None:
             if link is not None and link.lock.acquire(timeout=1.0):
                 try:
                     link.put_message(wstp.TERMINATE_MESSAGE)  # ask first: it may save nothing,
@@ -188,13 +186,9 @@ class WolframEngine(Engine):
                     pass
                 finally:
                     link.lock.release()
-            _wait_exit(proc, 2.0)
-        self._kill()
+            wait_exit(proc, 2.0)
         if proc is not None:
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                log.error("Wolfram kernel %d did not end after SIGKILL", proc.pid)
+            reap(proc, "Wolfram kernel")
         if self._reader is not None:
             self._reader.join(timeout=2.0)
         if link is not None and not (self._reader and self._reader.is_alive()):
@@ -318,13 +312,13 @@ class WolframEngine(Engine):
         # stays open (closing it under the call would be unsafe): a small, bounded leak.
         threading.Thread(target=activate, daemon=True, name=f"wstp-activate-{proc.pid}").start()
         while not done.wait(0.05):
-            code = _exit_code(proc)
+            code = exit_status(proc)
             if code is not None:
-                self._output_done.wait(2.0)
+                self._wait_output(2.0)
                 raise start_failure(str(inst.kernel), self._words(), code)
             if time.monotonic() >= deadline:
                 self._kill()
-                self._output_done.wait(2.0)
+                self._wait_output(2.0)
                 words = self._words()
                 error = start_failure(str(inst.kernel), words, None) if words else None
                 raise EngineError(
@@ -334,12 +328,12 @@ class WolframEngine(Engine):
                        f"when run by hand on this host: `{inst.kernel}`")
                 )
         if failure:
-            code = _wait_exit(proc, 1.0)
-            self._output_done.wait(1.0)
+            code = wait_exit(proc, 1.0)
+            self._wait_output(1.0)
             if code is not None:
                 raise start_failure(str(inst.kernel), self._words(), code)
             raise EngineError(f"the WSTP connection with {inst.kernel} failed: {failure[0]}"
-                              + (f"; the kernel said:\n{self._words()}" if self._output else ""))
+                              + (f"; the kernel said:\n{self._words()}" if self._words() else ""))
 
     def _read_packets(self) -> None:
         """Reader thread: the kernel's packets, decoded, become events; then LinkDied."""
@@ -362,7 +356,7 @@ class WolframEngine(Engine):
                 name, args = event
                 self._events.put((name, tuple(wstp.to_python(a) for a in args)))
                 poll = _MIN_POLL
-            elif _exit_code(proc) is not None:
+            elif exit_status(proc) is not None:
                 self._events.put(("LinkDied", (self._death("its link closed"),)))
                 return
             else:
@@ -373,8 +367,8 @@ class WolframEngine(Engine):
         """Why the kernel is gone, with its last words."""
         proc = self._proc
         assert proc is not None
-        code = _wait_exit(proc, 2.0)
-        self._output_done.wait(1.0)
+        code = wait_exit(proc, 2.0)
+        self._wait_output(1.0)
         if self._closed:
             return "the Wolfram engine was closed"
         if code is None:
@@ -389,32 +383,16 @@ class WolframEngine(Engine):
 
     def _kill(self) -> None:
         """Kill the kernel's process group (its subkernels too), unless it was reaped."""
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        if os.name == "posix":
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        else:
-            proc.kill()
+        if self._proc is not None:
+            kill_group(self._proc)
 
-    def _read_output(self, stream: IO[bytes]) -> None:
-        """Reader thread: keep the kernel's last stdout/stderr lines for error reports."""
-        try:
-            for raw in stream:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if line:
-                    self._output.append(line[:500])
-                    log.debug("wolfram kernel: %s", line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            self._output_done.set()
+    def _wait_output(self, timeout: float) -> None:
+        """Let the output reader catch the kernel's last words (its output has ended)."""
+        if self._output is not None:
+            self._output.wait(timeout)
 
     def _words(self) -> str:
-        return "\n".join(self._output)
+        return self._output.text() if self._output is not None else ""
 
 
 class _LinkKernel:
@@ -449,29 +427,3 @@ class _LinkKernel:
                 write(link)
         except wstp.WSTPError as exc:
             raise EngineError(self.engine._death(str(exc))) from None
-
-
-def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
-    """The kernel's exit status (negative: the signal that killed it), None while it runs.
-
-    On POSIX the process is not reaped (WNOWAIT), so its pid, which is also its process group
-    id, cannot be reused before ``close`` waits for it.
-    """
-    if proc.returncode is not None:
-        return proc.returncode
-    if os.name != "posix":
-        return proc.poll()
-    try:
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return proc.poll()
-    if info is None:
-        return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-
-
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while (code := _exit_code(proc)) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return code
