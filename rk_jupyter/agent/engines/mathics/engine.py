@@ -4,25 +4,22 @@ Mathics3 runs in ``worker`` (a separate process in its own session and process g
 because only a signal reliably stops an evaluation stuck inside a long builtin: ``interrupt``
 sends SIGINT, the worker's ``MathicsSession(catch_interrupt=True)`` turns it into $Aborted and
 keeps every definition, and ``close`` can kill the whole group.  The pipe protocol is described
-in ``worker``; this module imports only the standard library (Mathics3 itself is
+in ``pipe``; this module imports only the standard library and the link (Mathics3 itself is
 imported by the worker, possibly under another interpreter: option ``python``).
 
 Cells: the worker checks the whole cell's syntax first (an error evaluates nothing and gives
 MessagePacket + SyntaxPacket), then evaluates each top-level expression in order under one
 $Line, so In[n]/Out[n] and % refer to cells; the result is the last expression's (nothing when
 it is Null, as after a trailing semicolon); an aborted expression ends the cell with $Aborted.
-Results: text/plain is OutputForm; Graphics add image/svg+xml (Mathics3's SVG export;
-Graphics3D has no SVG there and stays "-Graphics3D-"); results with math in them (non-List
-compound expressions, rationals, complex numbers) add "$$...$$" text/latex, while strings,
-numbers, symbols and lists of those stay text only (see ``worker.wants_tex``).
-Print and messages arrive live; Input[]/InputString[] ask the front end via
-``EngineHost.read_input``.  Expressions (EvaluatePacket) are evaluated outside In/Out, and their
-values travel from the worker as JSON trees that ``from_tagged`` turns into WXF Python values.
+Results are MIME bundles (``rendering``): text/plain is OutputForm, plus image/svg+xml for
+Graphics or "$$...$$" text/latex for math.  Print and messages arrive live; Input[] and
+InputString[] ask the front end via ``EngineHost.read_input``.  Expressions (EvaluatePacket)
+are evaluated outside In/Out, and their values cross the pipe as WXF (``values``), ready to be
+sent on to the kernel.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import select
@@ -31,12 +28,10 @@ import subprocess
 import sys
 import threading
 import time
-from decimal import Decimal
 from typing import Any
 
-from ....link.expr import Function, Symbol
+from ....link.expr import Symbol
 from ....link.packets import ABORTED, packet
-from ....link.wxf import Delayed, NumericArray
 from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
 from ..process import (
     OutputTail,
@@ -48,7 +43,7 @@ from ..process import (
     spawn,
     wait_exit,
 )
-from .worker import encode_frame, take_frame
+from .pipe import encode_frame, take_frame
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +228,7 @@ class MathicsEngine(Engine):
                 emit(packet("ReturnPacket", dict(event.get("bundle") or {})))
             return True
         elif kind == "value":
-            try:
-                value = from_tagged(event.get("value"))
-            except (ValueError, TypeError, KeyError) as exc:
-                log.error("Mathics3 worker sent a malformed value: %r", exc)
-                emit(packet("MessagePacket", "EvaluatePacket", "value",
-                            f"the engine sent a malformed value ({exc})"))
-                value = _FAILED
-            emit(packet("ReturnPacket", value))
+            emit(packet("ReturnPacket", event.get("value")))
             return True
         return False
 
@@ -382,45 +370,3 @@ class MathicsEngine(Engine):
                     self._signal_worker()
         return kind == "done"
 
-
-def from_tagged(node: Any) -> Any:
-    """The WXF Python value of a worker's ``value`` tree (format: ``worker``)."""
-    if isinstance(node, list):
-        return [from_tagged(item) for item in node]
-    if not isinstance(node, dict):
-        return node  # None, True, False, int, float, str
-    if "symbol" in node:
-        return Symbol(str(node["symbol"]))
-    if "head" in node:
-        return Function(from_tagged(node["head"]), *(from_tagged(a) for a in node["args"]))
-    if "assoc" in node:
-        return {
-            _dict_key(from_tagged(key)): Delayed(from_tagged(value)) if delayed
-            else from_tagged(value)
-            for key, value, delayed in node["assoc"]
-        }
-    if "array" in node:
-        data = base64.b64decode(node["data"], validate=True)
-        return NumericArray(str(node["array"]), node["dims"], data, packed=True)
-    if "int" in node:
-        return int(node["int"], 16)
-    if "decimal" in node:
-        return Decimal(str(node["decimal"]))
-    if "complex" in node:
-        real, imag = node["complex"]
-        return complex(real, imag)
-    if "bytes" in node:
-        return base64.b64decode(node["bytes"], validate=True)
-    raise ValueError(f"unknown value tag in {sorted(node)}")
-
-
-def _dict_key(key: Any) -> Any:
-    """A hashable stand-in for an association key, as WXF decoding makes: list → tuple,
-    association → ``Association[Rule[k, v], ...]``."""
-    if isinstance(key, list):
-        return tuple(_dict_key(item) for item in key)
-    if isinstance(key, dict):
-        rule = Symbol("Rule")
-        return Function(Symbol("Association"),
-                        *(Function(rule, k, _dict_key(v)) for k, v in key.items()))
-    return key

@@ -1,0 +1,117 @@
+"""The pipe between ``MathicsEngine`` (the agent) and its worker: frames of WXF messages.
+
+Frames go on the worker's original stdin (agent → worker) and stdout (worker → agent), each a
+4-byte big-endian length and one WXF expression (``rk_jupyter.link.wxf``, the codec of the
+link): an association with string keys, whose values are any WXF-able Python values.  Stray
+output cannot corrupt it: the worker moves the protocol to private descriptors at once and
+points fd 0 at /dev/null and fd 1 (and ``sys.stdout``) at stderr (``Channel.claim_stdio``).
+
+Agent → worker: ``{"op": "eval", "code"}``, ``{"op": "expr", "code"}`` (evaluate for the value,
+outside In/Out: EvaluatePacket), ``{"op": "complete", "id", "prefix"}``,
+``{"op": "inspect", "id", "name"}``, ``{"op": "input", "id", "text"}`` (answer to an input
+request; ``text`` None means the input was aborted).
+
+Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error}`` once at start;
+per cell ``started``, then any of ``print {text}``, ``message {symbol, tag, text}``,
+``syntax {pos}``, ``input {id, kind, prompt}``, then ``result {line, bundle}`` or
+``result {aborted: True}`` (none when the result is Null), and last ``done {next}``; an
+``expr`` request is answered the same way, except that ``value {value}`` replaces
+``result {line, bundle}`` and comes unless aborted, also for Null and (as $Failed) after a
+syntax error; ``reply {id, value}`` answers complete/inspect.
+
+Values (``value {value}``) are the Python values of the WXF mapping (``values.to_wxf``), so
+they cross the pipe in the link's own format, and the agent passes them on as they are.
+
+Interrupts: frames are written, and read, with SIGINT deferred, so that none is cut in half.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import sys
+from typing import Any
+
+from ....link import wxf
+
+HEADER = struct.Struct(">I")
+SIGINT = {signal.SIGINT}
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """One protocol frame: length prefix + WXF (WXFError for a value WXF cannot carry)."""
+    data = wxf.dumps(message)
+    return HEADER.pack(len(data)) + data
+
+
+def take_frame(buffer: bytearray) -> dict[str, Any] | None:
+    """Remove the first whole frame from ``buffer`` and decode it; None if none is whole yet.
+    Both ends of the pipe read this way (ValueError: a broken frame)."""
+    if len(buffer) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack_from(buffer)
+    if len(buffer) < HEADER.size + size:
+        return None
+    payload = bytes(buffer[HEADER.size : HEADER.size + size])
+    del buffer[: HEADER.size + size]
+    return decode_payload(payload)
+
+
+def decode_payload(data: bytes) -> dict[str, Any]:
+    """The message (an association) of one frame's payload; arrays stay ``NumericArray``s."""
+    message = wxf.loads(data, use_numpy=False)
+    if not isinstance(message, dict):
+        raise ValueError(f"protocol frame is not an association: {message!r}")
+    return message
+
+
+class Channel:
+    """The worker's end of the protocol, on descriptors no stray print can reach."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self._buffer = bytearray()
+
+    @classmethod
+    def claim_stdio(cls) -> Channel:
+        """Move the protocol off fds 0/1 and point them at /dev/null and stderr."""
+        rfd, wfd = os.dup(0), os.dup(1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+        return cls(rfd, wfd)
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        """Write whole frames in one write (one wake-up of the agent); an interrupt arriving
+        meanwhile fires right after them."""
+        view = memoryview(b"".join(encode_frame(message) for message in messages))
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)
+        try:
+            while view:
+                view = view[os.write(self.wfd, view) :]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def recv(self) -> dict[str, Any] | None:
+        """The next frame, None at end of input.
+
+        The wait (select) is interruptible when SIGINT is open, as during Input[]; reading is
+        not, so a KeyboardInterrupt never leaves half a frame consumed.
+        """
+        while True:
+            if (message := take_frame(self._buffer)) is not None:
+                return message
+            select.select([self.rfd], [], [])
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)
+            try:
+                chunk = os.read(self.rfd, 1 << 16)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            if not chunk:
+                return None
+            self._buffer += chunk
