@@ -176,6 +176,9 @@ class MathicsEngine(Engine):
                 event = self._next_event(None)
                 assert event is not None  # no deadline: _next_event waits or raises
                 if event.get("ev") == "done":
+                    outcome = event.get("outcome")
+                    if isinstance(outcome, dict):
+                        returned = self._dispatch(outcome) or returned
                     break
                 returned = self._dispatch(event) or returned
             if op == "eval":

@@ -13,9 +13,9 @@ request; ``text`` None means the input was aborted).
 
 Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error}`` once at start;
 per cell ``started``, then any of ``print {text}``, ``message {symbol, tag, text}``,
-``syntax {pos}``, ``input {id, kind, prompt}``, then ``result {line, bundle}`` or
-``result {aborted: True}`` (none when the result is Null), and last ``done {next}``; an
-``expr`` request is answered the same way, except that ``value {value}`` replaces
+``syntax {pos}``, ``input {id, kind, prompt}``, and last ``done {next, outcome}``, whose
+``outcome`` is ``result {line, bundle}`` or ``result {aborted: True}`` (absent when the result
+is Null); an ``expr`` request is answered the same way, except that ``value {value}`` replaces
 ``result {line, bundle}`` and comes unless aborted, also for Null and (as $Failed) after a
 syntax error; ``reply {id, value}`` answers complete/inspect.
 
@@ -59,6 +59,10 @@ def take_frame(buffer: bytearray) -> dict[str, Any] | None:
     return decode_payload(payload)
 
 
+# The frame every cell starts with, encoded once: it is on the path of every cell.
+STARTED = encode_frame({"ev": "started"})
+
+
 def decode_payload(data: bytes) -> dict[str, Any]:
     """The message (an association) of one frame's payload; arrays stay ``NumericArray``s."""
     message = wxf.loads(data, use_numpy=False)
@@ -86,10 +90,14 @@ class Channel:
         sys.stdout = sys.stderr
         return cls(rfd, wfd)
 
-    def send(self, *messages: dict[str, Any]) -> None:
-        """Write whole frames in one write (one wake-up of the agent); an interrupt arriving
-        meanwhile fires right after them."""
-        view = memoryview(b"".join(encode_frame(message) for message in messages))
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one message as one frame (one write: one wake-up of the agent)."""
+        self.send_frame(encode_frame(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write an encoded frame (``STARTED``, ...) whole; an interrupt arriving meanwhile fires
+        right after it."""
+        view = memoryview(frame)
         old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)
         try:
             while view:

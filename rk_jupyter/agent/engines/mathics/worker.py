@@ -34,7 +34,7 @@ from typing import Any
 
 from .frontend import input_builtins
 from .history import History, history_builtins
-from .pipe import SIGINT, Channel
+from .pipe import SIGINT, STARTED, Channel
 from .rendering import Renderer
 from .values import FAILED, MAX_DEPTH, ValueTooDeep, to_wxf
 
@@ -110,7 +110,7 @@ class Worker:
         """Evaluate one request (``evaluate_cell`` or ``evaluate_expression``) with SIGINT open,
         then report its result and the next line."""
         _drain_sigint()
-        self.channel.send({"ev": "started"})
+        self.channel.send_frame(STARTED)
         outcome: dict[str, Any] | None = {"ev": "result", "aborted": True}
         failure: BaseException | None = None
         # Each handler first closes the window, so that a second SIGINT cannot escape it.
@@ -131,8 +131,10 @@ class Worker:
             traceback.print_exception(failure)
             text = f"internal error: {type(failure).__name__}: {failure}"
             self.channel.send({"ev": "message", "symbol": "Mathics3", "tag": "err", "text": text})
-        done = {"ev": "done", "next": self.definitions.get_line_no() + 1}
-        self.channel.send(*([outcome, done] if outcome is not None else [done]))
+        done: dict[str, Any] = {"ev": "done", "next": self.definitions.get_line_no() + 1}
+        if outcome is not None:  # in the same frame: a cell costs the agent one frame less
+            done["outcome"] = outcome
+        self.channel.send(done)
 
     def reset_evaluation(self) -> None:
         """Make the evaluation usable outside ``Evaluation.evaluate`` (it leaves stopped=True),
