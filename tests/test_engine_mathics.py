@@ -262,9 +262,9 @@ def test_interrupt_before_the_worker_starts_the_cell(
 ) -> None:
     send = engine._send
 
-    def send_then_interrupt(message: dict[str, Any]) -> None:
+    def send_then_interrupt(message: list[Any]) -> None:
         send(message)
-        if message["op"] == "eval":  # the worker has not reported "started" yet (as a rule)
+        if message[0] == "eval":  # the worker has not reported "started" yet (as a rule)
             engine.interrupt()
 
     monkeypatch.setattr(engine, "_send", send_then_interrupt)

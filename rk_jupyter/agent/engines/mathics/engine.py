@@ -43,7 +43,7 @@ from ..process import (
     spawn,
     wait_exit,
 )
-from .pipe import encode_frame, take_frame
+from .pipe import Message, encode_frame, take_frame
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +107,26 @@ class MathicsEngine(Engine):
         if event is None:
             self.close()
             raise EngineError(f"Mathics3 did not start within {timeout:g} s{self._tail()}")
-        if event.get("ev") == "fatal":
-            self.close()
-            error = event.get("error", "")
-            if event.get("missing"):
-                raise EngineError(
-                    f"Mathics3 is not installed for the Python interpreter {self.python} "
-                    f"({error}); install it with:\n    {self.python} -m pip install Mathics3"
+        match event:
+            case ["ready", version, _python, _pid]:
+                return EngineInfo(
+                    name="Mathics3",
+                    version=str(version),
+                    extra={"python": self.python, "pid": proc.pid},
                 )
-            raise EngineError(
-                f"Mathics3 cannot be imported by {self.python}: {error}; reinstall it with:\n"
-                f"    {self.python} -m pip install --force-reinstall Mathics3{self._tail()}"
-            )
-        if event.get("ev") != "ready":
-            self.close()
-            raise EngineError(f"the Mathics3 worker sent {event!r} instead of ready")
-        return EngineInfo(
-            name="Mathics3",
-            version=str(event.get("version", "")),
-            extra={"python": self.python, "pid": proc.pid},
-        )
+            case ["fatal", missing, error]:
+                self.close()
+                if missing:
+                    raise EngineError(
+                        f"Mathics3 is not installed for the Python interpreter {self.python} "
+                        f"({error}); install it with:\n    {self.python} -m pip install Mathics3"
+                    )
+                raise EngineError(
+                    f"Mathics3 cannot be imported by {self.python}: {error}; reinstall it with:\n"
+                    f"    {self.python} -m pip install --force-reinstall Mathics3{self._tail()}"
+                )
+        self.close()
+        raise EngineError(f"the Mathics3 worker sent {event!r} instead of ready")
 
     def alive(self) -> bool:
         proc = self._proc
@@ -170,19 +170,19 @@ class MathicsEngine(Engine):
             self._state = _STARTING
             self._pending_interrupt = False
         try:
-            self._send({"op": op, "code": code})
+            self._send([op, code])
             returned = False
             while True:
                 event = self._next_event(None)
                 assert event is not None  # no deadline: _next_event waits or raises
-                if event.get("ev") == "done":
-                    outcome = event.get("outcome")
-                    if isinstance(outcome, dict):
+                if event[0] == "done":
+                    _, next_line, outcome = event
+                    if outcome is not None:
                         returned = self._dispatch(outcome) or returned
                     break
                 returned = self._dispatch(event) or returned
             if op == "eval":
-                self.host.emit(packet("InputNamePacket", f"In[{event.get('next')}]:= "))
+                self.host.emit(packet("InputNamePacket", f"In[{next_line}]:= "))
             elif not returned:  # the worker failed (its message says why): still one answer
                 self.host.emit(packet("ReturnPacket", _FAILED))
         except BaseException:
@@ -192,11 +192,11 @@ class MathicsEngine(Engine):
             raise
 
     def complete(self, prefix: str) -> list[str]:
-        names = self._request("complete", prefix=prefix)
+        names = self._request("complete", prefix)
         return [str(name) for name in names] if isinstance(names, list) else []
 
     def inspect(self, name: str) -> dict[str, str] | None:
-        bundle = self._request("inspect", name=name)
+        bundle = self._request("inspect", name)
         if isinstance(bundle, dict) and bundle:
             return {str(key): str(value) for key, value in bundle.items()}
         return None
@@ -210,48 +210,48 @@ class MathicsEngine(Engine):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _dispatch(self, event: dict[str, Any]) -> bool:
+    def _dispatch(self, event: Message) -> bool:
         """Turn one worker event of a request into packets; True if it was the ReturnPacket."""
-        kind = event.get("ev")
         emit = self.host.emit
-        if kind == "print":
-            emit(packet("TextPacket", str(event.get("text", ""))))
-        elif kind == "message":
-            emit(packet("MessagePacket", str(event.get("symbol", "")), str(event.get("tag", "")),
-                        str(event.get("text", ""))))
-        elif kind == "syntax":
-            emit(packet("SyntaxPacket", int(event.get("pos", 0))))
-        elif kind == "input":
-            self._answer_input(event)
-        elif kind == "result":
-            if event.get("aborted"):
+        match event:
+            case ["print", text]:
+                emit(packet("TextPacket", str(text)))
+            case ["message", symbol, tag, text]:
+                emit(packet("MessagePacket", str(symbol), str(tag), str(text)))
+            case ["syntax", position]:
+                emit(packet("SyntaxPacket", int(position)))
+            case ["input", request_id, kind, prompt]:
+                self._answer_input(request_id, kind, prompt)
+            case ["result", line, bundle]:
+                emit(packet("OutputNamePacket", f"Out[{line}]= "))
+                emit(packet("ReturnPacket", dict(bundle)))
+                return True
+            case ["value", value]:
+                emit(packet("ReturnPacket", value))
+                return True
+            case ["aborted"]:
                 emit(packet("ReturnPacket", ABORTED))
-            else:
-                emit(packet("OutputNamePacket", f"Out[{event.get('line')}]= "))
-                emit(packet("ReturnPacket", dict(event.get("bundle") or {})))
-            return True
-        elif kind == "value":
-            emit(packet("ReturnPacket", event.get("value")))
-            return True
+                return True
+            case _:  # a stale reply to a complete/inspect request that timed out
+                log.debug("Mathics3 worker: dropped %r during a request", event[0])
         return False
 
-    def _answer_input(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
+    def _answer_input(self, request_id: Any, kind: Any, prompt: Any) -> None:
         answer: str | None = None
         if kind in _INPUT_KINDS:
             try:
-                answer = self.host.read_input(packet(str(kind), str(event.get("prompt", ""))))
+                answer = self.host.read_input(packet(str(kind), str(prompt)))
             except InputAborted:
                 answer = None
-        # null aborts the worker's Input[]; if SIGINT got there first it drops the answer.
-        self._send({"op": "input", "id": event.get("id"), "text": answer})
+        # None aborts the worker's Input[]; if SIGINT got there first it drops the answer.
+        self._send(["input", request_id, answer])
 
-    def _request(self, op: str, **fields: Any) -> Any:
+    def _request(self, op: str, argument: str) -> Any:
         """Send complete/inspect and wait (bounded) for its reply; later stray replies are
         recognised by id and dropped."""
         self._next_id += 1
         request_id = self._next_id
-        self._send({"op": op, "id": request_id, **fields})
+        self._send([op, request_id, argument])
         deadline = time.monotonic() + self.request_timeout
         while True:
             event = self._next_event(deadline)
@@ -259,10 +259,11 @@ class MathicsEngine(Engine):
                 raise EngineError(
                     f"Mathics3 did not answer a {op} request within {self.request_timeout:g} s"
                 )
-            if event.get("ev") == "reply" and event.get("id") == request_id:
-                return event.get("value")
+            match event:
+                case ["reply", replied, value] if replied == request_id:
+                    return value
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: Message) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None:
             raise EngineError("the Mathics3 engine is not started")
@@ -272,7 +273,7 @@ class MathicsEngine(Engine):
         except (OSError, ValueError) as exc:
             raise self._died() from exc
 
-    def _next_event(self, deadline: float | None) -> dict[str, Any] | None:
+    def _next_event(self, deadline: float | None) -> Message | None:
         """The worker's next event; None once ``deadline`` passes; EngineError if it died.
 
         Only the session's thread waits for events, so it reads the pipe itself: a reader
@@ -300,7 +301,7 @@ class MathicsEngine(Engine):
                 if time.monotonic() - dead_since > 2 * _POLL:
                     raise self._died() from None
 
-    def _take_event(self) -> dict[str, Any] | None:
+    def _take_event(self) -> Message | None:
         """The first whole frame of the inbox, decoded (a broken one ends the worker)."""
         try:
             return take_frame(self._inbox)
@@ -355,10 +356,10 @@ class MathicsEngine(Engine):
             except ProcessLookupError:
                 pass
 
-    def _track(self, event: dict[str, Any]) -> bool:
+    def _track(self, event: Message) -> bool:
         """Follow the worker's cell state (for ``interrupt``); False for "started", which
         concerns only that state."""
-        kind = event.get("ev")
+        kind = event[0]
         if kind not in ("started", "done"):
             return True
         with self._lock:

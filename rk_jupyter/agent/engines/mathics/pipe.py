@@ -2,25 +2,27 @@
 
 Frames go on the worker's original stdin (agent → worker) and stdout (worker → agent), each a
 4-byte big-endian length and one WXF expression (``rk_jupyter.link.wxf``, the codec of the
-link): an association with string keys, whose values are any WXF-able Python values.  Stray
-output cannot corrupt it: the worker moves the protocol to private descriptors at once and
-points fd 0 at /dev/null and fd 1 (and ``sys.stdout``) at stderr (``Channel.claim_stdio``).
+link): a message (below), whose fields are any WXF-able Python values.  Stray output cannot
+corrupt it: the worker moves the protocol to private descriptors at once and points fd 0 at
+/dev/null and fd 1 (and ``sys.stdout``) at stderr (``Channel.claim_stdio``).
 
-Agent → worker: ``{"op": "eval", "code"}``, ``{"op": "expr", "code"}`` (evaluate for the value,
-outside In/Out: EvaluatePacket), ``{"op": "complete", "id", "prefix"}``,
-``{"op": "inspect", "id", "name"}``, ``{"op": "input", "id", "text"}`` (answer to an input
-request; ``text`` None means the input was aborted).
+Messages are lists: a name, then the fields in their order (lists decode faster than
+associations, and a cell's few messages are on the path of every cell; ``match`` reads them).
 
-Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error}`` once at start;
-per cell ``started``, then any of ``print {text}``, ``message {symbol, tag, text}``,
-``syntax {pos}``, ``input {id, kind, prompt}``, and last ``done {next, outcome}``, whose
-``outcome`` is ``result {line, bundle}`` or ``result {aborted: True}`` (absent when the result
-is Null); an ``expr`` request is answered the same way, except that ``value {value}`` replaces
-``result {line, bundle}`` and comes unless aborted, also for Null and (as $Failed) after a
-syntax error; ``reply {id, value}`` answers complete/inspect.
+Agent → worker: ``["eval", code]``, ``["expr", code]`` (evaluate for the value, outside
+In/Out: EvaluatePacket), ``["complete", id, prefix]``, ``["inspect", id, name]``,
+``["input", id, text]`` (answer to an input request; ``text`` None means it was aborted).
 
-Values (``value {value}``) are the Python values of the WXF mapping (``values.to_wxf``), so
-they cross the pipe in the link's own format, and the agent passes them on as they are.
+Worker → agent: ``["ready", version, python, pid]`` or ``["fatal", missing, error]`` once at
+start; per cell ``["started"]``, then any of ``["print", text]``,
+``["message", symbol, tag, text]``, ``["syntax", position]``, ``["input", id, kind, prompt]``,
+and last ``["done", next_line, outcome]``, whose outcome is ``["result", line, bundle]``,
+``["aborted"]`` or None (the result is Null).  An ``expr`` request is answered the same way,
+except that its outcome is ``["value", value]`` unless aborted, also for Null and (as $Failed)
+after a syntax error.  ``["reply", id, value]`` answers complete/inspect.
+
+Values (``["value", value]``) are the Python values of the WXF mapping (``values.to_wxf``),
+so they cross the pipe in the link's own format and the agent passes them on as they are.
 
 Interrupts: frames are written, and read, with SIGINT deferred, so that none is cut in half.
 """
@@ -38,15 +40,16 @@ from ....link import wxf
 
 HEADER = struct.Struct(">I")
 SIGINT = {signal.SIGINT}
+Message = list[Any]  # [name, *fields], see above
 
 
-def encode_frame(message: dict[str, Any]) -> bytes:
+def encode_frame(message: Message) -> bytes:
     """One protocol frame: length prefix + WXF (WXFError for a value WXF cannot carry)."""
     data = wxf.dumps(message)
     return HEADER.pack(len(data)) + data
 
 
-def take_frame(buffer: bytearray) -> dict[str, Any] | None:
+def take_frame(buffer: bytearray) -> Message | None:
     """Remove the first whole frame from ``buffer`` and decode it; None if none is whole yet.
     Both ends of the pipe read this way (ValueError: a broken frame)."""
     if len(buffer) < HEADER.size:
@@ -59,15 +62,19 @@ def take_frame(buffer: bytearray) -> dict[str, Any] | None:
     return decode_payload(payload)
 
 
-# The frame every cell starts with, encoded once: it is on the path of every cell.
-STARTED = encode_frame({"ev": "started"})
+# The frame every cell starts with, encoded once and recognised without decoding: it is on
+# the path of every cell.
+STARTED = encode_frame(["started"])
+_STARTED_PAYLOAD = STARTED[HEADER.size :]
 
 
-def decode_payload(data: bytes) -> dict[str, Any]:
-    """The message (an association) of one frame's payload; arrays stay ``NumericArray``s."""
+def decode_payload(data: bytes) -> Message:
+    """The message of one frame's payload; arrays stay ``NumericArray``s."""
+    if data == _STARTED_PAYLOAD:
+        return ["started"]
     message = wxf.loads(data, use_numpy=False)
-    if not isinstance(message, dict):
-        raise ValueError(f"protocol frame is not an association: {message!r}")
+    if not (isinstance(message, list) and message and isinstance(message[0], str)):
+        raise ValueError(f"protocol frame is not a message: {message!r:.200}")
     return message
 
 
@@ -90,7 +97,7 @@ class Channel:
         sys.stdout = sys.stderr
         return cls(rfd, wfd)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         """Write one message as one frame (one write: one wake-up of the agent)."""
         self.send_frame(encode_frame(message))
 
@@ -105,7 +112,7 @@ class Channel:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
-    def recv(self) -> dict[str, Any] | None:
+    def recv(self) -> Message | None:
         """The next frame, None at end of input.
 
         The wait (select) is interruptible when SIGINT is open, as during Input[]; reading is

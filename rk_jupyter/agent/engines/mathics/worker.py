@@ -34,7 +34,7 @@ from typing import Any
 
 from .frontend import input_builtins
 from .history import History, history_builtins
-from .pipe import SIGINT, STARTED, Channel
+from .pipe import SIGINT, STARTED, Channel, Message
 from .rendering import Renderer
 from .values import FAILED, MAX_DEPTH, ValueTooDeep, to_wxf
 
@@ -86,32 +86,33 @@ class Worker:
     def serve(self) -> None:
         """Answer requests until the agent closes our stdin."""
         while (request := self.channel.recv()) is not None:
-            op = request.get("op")
-            if op in ("eval", "expr"):
-                evaluate = self.evaluate_cell if op == "eval" else self.evaluate_expression
-                self.run_cell(str(request.get("code", "")), evaluate)
-            elif op in ("complete", "inspect"):
-                try:
-                    if op == "complete":
-                        value: Any = self.complete(str(request.get("prefix", "")))
-                    else:
-                        value = self.inspect(str(request.get("name", "")))
-                except Exception:
-                    traceback.print_exc()
-                    value = None
-                self.channel.send({"ev": "reply", "id": request.get("id"), "value": value})
-            # Anything else (an input answer whose Input[] was aborted) is stale: drop it.
+            match request:
+                case ["eval", code]:
+                    self.run_cell(str(code), self.evaluate_cell)
+                case ["expr", code]:
+                    self.run_cell(str(code), self.evaluate_expression)
+                case ["complete" | "inspect" as op, request_id, argument]:
+                    try:
+                        if op == "complete":
+                            value: Any = self.complete(str(argument))
+                        else:
+                            value = self.inspect(str(argument))
+                    except Exception:
+                        traceback.print_exc()
+                        value = None
+                    self.channel.send(["reply", request_id, value])
+                # Anything else (an input answer whose Input[] was aborted) is stale: drop it.
 
     # -- evaluation ---------------------------------------------------------------------------
 
     def run_cell(
-        self, code: str, evaluate: Callable[[str], dict[str, Any] | None]
+        self, code: str, evaluate: Callable[[str], Message | None]
     ) -> None:
         """Evaluate one request (``evaluate_cell`` or ``evaluate_expression``) with SIGINT open,
         then report its result and the next line."""
         _drain_sigint()
         self.channel.send_frame(STARTED)
-        outcome: dict[str, Any] | None = {"ev": "result", "aborted": True}
+        outcome: Message | None = ["aborted"]
         failure: BaseException | None = None
         # Each handler first closes the window, so that a second SIGINT cannot escape it.
         try:
@@ -130,11 +131,9 @@ class Worker:
         if failure is not None:
             traceback.print_exception(failure)
             text = f"internal error: {type(failure).__name__}: {failure}"
-            self.channel.send({"ev": "message", "symbol": "Mathics3", "tag": "err", "text": text})
-        done: dict[str, Any] = {"ev": "done", "next": self.definitions.get_line_no() + 1}
-        if outcome is not None:  # in the same frame: a cell costs the agent one frame less
-            done["outcome"] = outcome
-        self.channel.send(done)
+            self.channel.send(["message", "Mathics3", "err", text])
+        # The outcome rides in the same frame: a cell costs the agent one frame less.
+        self.channel.send(["done", self.definitions.get_line_no() + 1, outcome])
 
     def reset_evaluation(self) -> None:
         """Make the evaluation usable outside ``Evaluation.evaluate`` (it leaves stopped=True),
@@ -145,7 +144,7 @@ class Worker:
         self.evaluation.quiet_all = False
         self.evaluation.out = []
 
-    def evaluate_cell(self, code: str) -> dict[str, Any] | None:
+    def evaluate_cell(self, code: str) -> Message | None:
         """Evaluate each top-level expression of the cell in order, all under one $Line.
 
         A syntax error anywhere evaluates nothing (like a notebook).  The cell's result is the
@@ -166,10 +165,10 @@ class Worker:
                 continue
             value = self.guarded(lambda expr=expr: self.main_loop_step(expr, line))
             if value is None:
-                return {"ev": "result", "aborted": True}
+                return ["aborted"]
         if value is None or value is self.null:
             return None
-        return {"ev": "result", "line": line, "bundle": self.renderer.bundle(value)}
+        return ["result", line, self.renderer.bundle(value)]
 
     def main_loop_step(self, expr: Any, line: int) -> Any:
         """What the main loop does with one input: In, $Pre, evaluation, $Post, Out, $PrePrint.
@@ -250,7 +249,7 @@ class Worker:
         finally:
             self.reset_evaluation()
 
-    def evaluate_expression(self, code: str) -> dict[str, Any]:
+    def evaluate_expression(self, code: str) -> Message:
         """The value of the text's last top-level expression, as ``ToExpression`` gives it.
 
         Outside the main loop, like EvaluatePacket: no In/Out, $Line, $Pre or $Post.  A syntax
@@ -259,7 +258,7 @@ class Worker:
         from mathics.core.parser.feed import MathicsMultiLineFeeder
         from mathics_scanner.location import ContainerKind
 
-        failed = {"ev": "value", "value": FAILED}
+        failed: Message = ["value", FAILED]
         self.reset_evaluation()
         if not self.syntax_ok(code):
             return failed
@@ -271,14 +270,12 @@ class Worker:
                 continue
             value = self.guarded(lambda expr=expr: expr.evaluate(self.evaluation))
             if value is None:
-                return {"ev": "result", "aborted": True}
+                return ["aborted"]
         try:
-            return {"ev": "value", "value": to_wxf(value)}
+            return ["value", to_wxf(value)]
         except ValueTooDeep:
             text = f"the value is nested more than {MAX_DEPTH} levels deep"
-            self.channel.send(
-                {"ev": "message", "symbol": "EvaluatePacket", "tag": "depth", "text": text}
-            )
+            self.channel.send(["message", "EvaluatePacket", "depth", text])
             return failed
 
     def syntax_ok(self, code: str) -> bool:
@@ -300,7 +297,7 @@ class Worker:
                     where = parser.tokeniser.pos
                 offset = sum(len(line) for line in feeder.lines[:first_line])
                 self.send_parse_messages(feeder, "the cell")
-                self.channel.send({"ev": "syntax", "pos": min(offset + where, len(code)) + 1})
+                self.channel.send(["syntax", min(offset + where, len(code)) + 1])
                 return False
             feeder.messages = []  # warnings: the evaluating parse reports them
         return True
@@ -341,13 +338,14 @@ class Worker:
         else:
             text = str(self.evaluation.format_output(prompt, "text"))
         self._input_id += 1
-        self.channel.send({"ev": "input", "id": self._input_id, "kind": kind, "prompt": text})
+        self.channel.send(["input", self._input_id, kind, text])
         while (answer := self.channel.recv()) is not None:
-            if answer.get("op") == "input" and answer.get("id") == self._input_id:
-                if answer.get("text") is None:
-                    raise AbortInterrupt
-                return str(answer["text"])
-            print(f"mathics worker: ignored {answer.get('op')!r} during Input", file=sys.stderr)
+            match answer:
+                case ["input", request_id, line] if request_id == self._input_id:
+                    if line is None:
+                        raise AbortInterrupt
+                    return str(line)
+            print(f"mathics worker: ignored {answer[0]!r} during Input", file=sys.stderr)
         raise SystemExit(0)  # the agent is gone
 
     def read_expression(self, prompt: Any) -> Any:
@@ -408,11 +406,9 @@ def _pipe_output(channel: Channel) -> Any:
     class PipeOutput(Output):
         def out(self, out: Any) -> None:
             if out.is_message:
-                channel.send(
-                    {"ev": "message", "symbol": out.symbol, "tag": out.tag, "text": out.text}
-                )
+                channel.send(["message", str(out.symbol), str(out.tag), str(out.text)])
             else:
-                channel.send({"ev": "print", "text": str(out.text)})
+                channel.send(["print", str(out.text)])
 
     return PipeOutput()
 
@@ -424,9 +420,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
-def _import_failure(exc: ImportError) -> dict[str, Any]:
+def _import_failure(exc: ImportError) -> Message:
     missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "mathics"
-    return {"ev": "fatal", "missing": missing, "error": f"{type(exc).__name__}: {exc}"}
+    return ["fatal", missing, f"{type(exc).__name__}: {exc}"]
 
 
 def main() -> int:
@@ -440,9 +436,7 @@ def main() -> int:
         traceback.print_exc()
         channel.send(_import_failure(exc))
         return 2
-    channel.send(
-        {"ev": "ready", "version": worker.version, "python": sys.executable, "pid": os.getpid()}
-    )
+    channel.send(["ready", worker.version, sys.executable, os.getpid()])
     worker.serve()
     return 0
 
