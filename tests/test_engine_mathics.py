@@ -151,10 +151,18 @@ def test_latex_for_math(engine: MathicsEngine, host: FakeHost) -> None:
     assert "x^3" in bundle["text/latex"]
 
 
-@pytest.mark.parametrize("code", ['"a string"', "12345", "2.5", "{1, 2, 3}", "True",
-                                  "FullForm[z^2]"])
-def test_no_latex_for_plain_data(engine: MathicsEngine, host: FakeHost, code: str) -> None:
-    assert "text/latex" not in result(run(engine, host, code))
+@pytest.mark.parametrize(("code", "text"), [
+    ('"a string"', "a string"), ("12345", "12345"), ("2.5", "2.5"), ("{1, 2, 3}", "{1, 2, 3}"),
+    ("True", "True"), ("FullForm[z^2]", "Power[z, 2]"),
+])
+def test_no_latex_for_plain_data(engine: MathicsEngine, host: FakeHost, code: str, text: str
+                                 ) -> None:
+    """Data is shown as its text alone: the text/plain is there, and no TeX (nor anything
+    else) competes with it."""
+    bundle = result(run(engine, host, code))
+    assert bundle.get("text/plain") == text
+    assert "text/latex" not in bundle
+    assert set(bundle) == {"text/plain"}
 
 
 def test_plot_gives_svg(engine: MathicsEngine, host: FakeHost) -> None:
