@@ -23,6 +23,7 @@ from rk_jupyter.link.compression import (
     MEDIUM,
     SMALL,
     BulkPolicy,
+    CompressionError,
     StreamCompressor,
     StreamDecompressor,
     available_codecs,
@@ -252,12 +253,29 @@ def test_stall_in_the_middle_of_a_frame(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_decompressor_streams_match_across_frames() -> None:
+    """Each context is one stream for the whole link: a frame that repeats earlier traffic
+    costs a fraction of its size (an identity or a per-frame compressor fails that), decodes
+    exactly, and only in a decompressor that saw the frames before it."""
+    block = bytes(97 + b % 26 for b in os.urandom(240))  # ~1.7:1 on its own, no digits
     for codec in ("brotli", "zlib"):
         for stream in (SMALL, MEDIUM, BULK):
             c, d = StreamCompressor(codec, stream), StreamDecompressor(codec, stream)
+            sent = []
             for i in range(20):
-                data = f"Out[{i}]= {'x' * i} TextPacket MessagePacket".encode()
-                assert d.decompress(c.compress(data), len(data)) == data
+                data = b"Out[%d]= %s TextPacket MessagePacket" % (i, block[: 200 + i])
+                wire = c.compress(data)
+                sent.append((data, wire))
+                assert d.decompress(wire, len(data)) == data
+                if i == 0:
+                    assert len(wire) > len(data) // 2, "the first frame has no history"
+                elif stream != BULK:  # brotli quality 1 matches within a (large) chunk only
+                    assert len(wire) < len(data) // 4, (codec, stream, i, len(wire))
+            data, wire = sent[5]
+            try:
+                alone = StreamDecompressor(codec, stream).decompress(wire, 2 * len(data))
+            except CompressionError:
+                alone = None
+            assert alone != data, "a frame needs the frames before it"
 
 
 def test_send_many_delivers_each_expression_in_order() -> None:
