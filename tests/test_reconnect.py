@@ -9,6 +9,7 @@ import time
 import pytest
 
 from rk_jupyter.client import AgentClient, Collected, Endpoint, LinkDown, run
+from rk_jupyter.link.packets import packet
 
 from kernel_helpers import local_agent
 from sshbed import ShapingProxy
@@ -129,5 +130,32 @@ def test_after_the_grace_the_session_is_gone(agent) -> None:
         assert isinstance(pkt, LinkDown)
         assert client.down
     finally:
+        shaper.stop()
+        client.close()
+
+
+def test_a_session_that_ended_is_not_waited_for(agent) -> None:
+    """The link drops and comes back, but the session has ended meanwhile (here: closed by
+    another client): the agent says so with a code (agent.no-session) and the client gives
+    up at once, telling why, instead of retrying for the rest of its grace."""
+    shaper = ShapingProxy("127.0.0.1", agent)
+    shaper.start()
+    client = AgentClient(Endpoint("127.0.0.1", shaper.port, TOKEN, session="ended"),
+                         grace=60, heartbeat=0.5)
+    client.open(keep=30)
+    closer = AgentClient(Endpoint("127.0.0.1", agent, TOKEN))
+    try:
+        closer.open()
+        closer.link.send(0, packet("RKCloseSession", "ended"))
+        time.sleep(1)
+        shaper.reset_connections()
+        dropped = time.monotonic()
+        pkt = client.next_packet(30)
+        assert isinstance(pkt, LinkDown), pkt
+        assert time.monotonic() - dropped < 20, "gave up long before the 60 s grace"
+        assert "no session 'ended'" in pkt.reason and "restart the kernel" in pkt.reason
+        assert client.reconnecting_since is None and client.reconnects == 0
+    finally:
+        closer.close()
         shaper.stop()
         client.close()

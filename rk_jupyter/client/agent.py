@@ -283,7 +283,11 @@ class AgentClient:
                 link.close()
             except LinkError as exc:
                 reason = f"the link to the agent ended: {exc}"
-            if self._closing or not self._reconnect(reason):
+            if self._closing:
+                break
+            lost = self._reconnect(reason)
+            if lost is not None:
+                reason = lost
                 break
         self.down = reason or "the link was closed"
         self._packets.put(LinkDown(self.down))
@@ -310,10 +314,11 @@ class AgentClient:
                 # send would compete with the shell thread taking the packet just queued.
                 self._ack_due = self._ack_due or name == "InputNamePacket"
 
-    def _reconnect(self, reason: str) -> bool:
-        """Reconnect and attach again within the grace period; False when that fails."""
+    def _reconnect(self, reason: str) -> str | None:
+        """Reconnect and attach again within the grace period: None when attached again,
+        else why the session is lost (``reason``, or the agent's word that it has ended)."""
         if self.grace <= 0 or not self.endpoint.session:
-            return False
+            return reason
         self.reconnecting_since = time.time()
         deadline = time.monotonic() + self.grace
         delays = iter((0.1, 0.25, 0.5, 1.0, 2.0))
@@ -328,7 +333,8 @@ class AgentClient:
             except AgentError as exc:
                 link.close()
                 if exc.code == NO_SESSION_ERROR:  # it ended: waiting longer brings nothing
-                    return False
+                    self.reconnecting_since = None
+                    return str(exc)
                 continue
             except LinkError:
                 link.close()
@@ -336,9 +342,9 @@ class AgentClient:
             self.reconnects += 1
             self.reconnecting_since = None
             self._last_heard = time.monotonic()
-            return True
+            return None
         self.reconnecting_since = None
-        return False
+        return reason
 
     def _beat(self) -> None:
         """Ping now and then; a link silent for three beats is closed, so the reader
