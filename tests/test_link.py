@@ -689,3 +689,46 @@ def test_zlib_fallback_when_brotli_is_missing(tmp_path) -> None:
         proc.stdin.close()
         proc.wait(10)
     assert zlib  # the fallback codec is the standard library's
+
+
+# -- the session's reliable delivery (link/outbox.py), as both ends use it -------------------
+
+
+def test_outbox_keeps_what_is_unacknowledged_and_resends_it() -> None:
+    from rk_jupyter.link.outbox import Outbox
+
+    box = Outbox()
+    pkts = [packet("TextPacket", str(i)) for i in range(1, 6)]
+    for p in pkts:
+        assert box.record(p)
+    assert box.sent == 5 and box.acknowledged() == 0
+    assert box.take(packet("RKAck", 2)) is True  # an ack is the outbox's, and not counted
+    assert box.received == 0 and box.acknowledged() == 2
+    assert box.resend() == pkts[2:]
+    assert box.resend(seen=4) == pkts[4:], "the peer said on attach it has four"
+    assert box.take(packet("RKAck", 1)) is True and box.resend() == pkts[4:], "never back"
+    assert box.take(packet("RKAck", "x")) is True and box.resend() == pkts[4:]
+    assert box.take(packet("TextPacket", "in")) is False and box.received == 1
+    assert box.ack() == packet("RKAck", 1)
+    box.catch_up(7)  # attaching where another client took the first seven
+    assert box.ack() == packet("RKAck", 7)
+    box.acknowledge(5)
+    assert box.resend() == [] and box.acknowledged() == 5
+
+
+def test_outbox_with_a_limit_forgets_the_oldest_and_says_so() -> None:
+    from rk_jupyter.link.outbox import Outbox
+
+    box = Outbox(limit=2)
+    assert box.record("a") and box.record("b")
+    assert box.record("c") is False
+    assert box.resend() == ["b", "c"] and box.acknowledged() == 1
+
+
+def test_rkerror_codes_and_their_absence() -> None:
+    from rk_jupyter.link.packets import GENERIC_ERROR, NO_SESSION_ERROR, error_code, error_packet
+
+    pkt = error_packet("the agent has no session 'x'", NO_SESSION_ERROR)
+    assert packet_name(pkt) == "RKError" and error_code(pkt) == NO_SESSION_ERROR
+    assert error_code(packet("RKError", "from an agent before codes")) == GENERIC_ERROR
+    assert wxf.loads(wxf.dumps(pkt)) == pkt
