@@ -15,6 +15,7 @@ import sys
 from collections import deque
 
 from ..client import AgentClient, AgentError
+from ..client.agent import NOT_CONNECTED
 from ..client.environment import VARIABLES, KernelEnvironment
 from ..client.status import agent_log, ping_summary, render_status, status_rows
 from ..errors import RKError
@@ -95,7 +96,10 @@ def doctor_bundle(name: str | None, env: KernelEnvironment | None) -> dict[str, 
         raise MagicError(f"{shown} gave no report within {DOCTOR_TIMEOUT:.0f} s",
                          f"run {by_hand} in a terminal: it shows each step as it ends",
                          code="magic.doctor-timeout") from None
-    except BaseException:  # an interrupted cell ends the doctor too
+    except KeyboardInterrupt:  # an interrupted cell ends the doctor too
+        _stop(proc)
+        raise MagicError(f"{shown} was interrupted", code="magic.interrupted") from None
+    except BaseException:
         _stop(proc)
         raise
     try:
@@ -143,7 +147,7 @@ def log_bundle(client: AgentClient | None, env: KernelEnvironment | None,
         sections.append(("launch log (Jupyter side)", ["(unknown: no RK_LAUNCH_LOG)"]))
     try:
         if client is None:
-            raise AgentError("not connected")
+            raise AgentError("not connected", code=NOT_CONNECTED)
         remote, where = agent_log(client, lines)
     except AgentError as exc:
         remote, where = [f"(cannot fetch it: {exc})"], ""
