@@ -249,4 +249,5 @@ def test_the_magics_do_not_import_the_kernel_package() -> None:
                           timeout=60, check=True)
     loaded = json.loads(done.stdout)
     assert "rk_jupyter.client.status" in loaded
-    assert [m for m in loaded if m.startswith("rk_jupyter.kernel")] == []
+    assert [m for m in loaded if m == "rk_jupyter.kernel" or m.startswith("rk_jupyter.kernel.")
+            ] == []
