@@ -32,9 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rk_jupyter.client import AgentClient, Endpoint, LinkDown  # noqa: E402
+from rk_jupyter.client import AgentClient, Collected, Endpoint  # noqa: E402
+from rk_jupyter.client import run as evaluate  # noqa: E402
+from rk_jupyter.errors import RKError  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
-from rk_jupyter.link.packets import packet, packet_name  # noqa: E402
 from rk_jupyter.provisioning.ssh.pool import ConnectionPool, ConnectOptions, Lease  # noqa: E402
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings  # noqa: E402
 from rk_jupyter.provisioning.ssh.target import SSHTarget, resolve_target  # noqa: E402
@@ -77,17 +78,12 @@ def open_client(lease: Lease, codec: str = "brotli") -> tuple[AgentClient, float
 def cell(client: AgentClient, code: str) -> tuple[float, Any]:
     """One cell's round trip (send → In[] of the next line) and its result bundle."""
     started = time.perf_counter()
-    client.send(packet("EnterTextPacket", code))
-    result = None
-    while True:
-        reply = client.next_packet(CELL_TIMEOUT)
-        name = packet_name(reply)
-        if reply is None or isinstance(reply, LinkDown) or name == "RKEngineDied":
-            raise RuntimeError(f"cell {code!r} failed: {reply!r}")
-        if name == "ReturnPacket":
-            result = reply.args[0] if reply.args else None
-        if name == "InputNamePacket":
-            return time.perf_counter() - started, result
+    out = Collected()
+    try:
+        evaluate(client, code, out, timeout=CELL_TIMEOUT)
+    except RKError as exc:
+        raise RuntimeError(f"cell {code!r} failed: {exc} ({exc.code})") from None
+    return time.perf_counter() - started, out.results[-1] if out.results else None
 
 
 # -- 1. cold and warm starts ------------------------------------------------------------------

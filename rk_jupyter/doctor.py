@@ -35,7 +35,8 @@ import paramiko
 from traitlets import TraitError
 
 from . import __version__, kernelspec
-from .client import AgentClient, AgentError, Endpoint, LinkDown
+from .client import AgentClient, AgentError, Collected, Endpoint, EvaluationError, run
+from .client.evaluate import TIMEOUT
 from .link.compression import split_preference
 from .link.connection import Link
 from .link.frames import LinkTimeout
@@ -493,26 +494,19 @@ class Checkup:
         return f"{info.get('name')} {info.get('version')} started; 1+1 = 2"
 
     def _evaluate(self, code: str) -> str | None:
-        """The text/plain result of one input, as a notebook cell would show it."""
+        """The text/plain result of one input, as a notebook cell would show it (its messages
+        when it has none)."""
         assert self.client is not None
-        self.client.send(packet("EnterTextPacket", code))
-        deadline = time.monotonic() + EVAL_TIMEOUT
-        result, messages = None, []
-        while (remaining := deadline - time.monotonic()) > 0:
-            pkt = self.client.next_packet(remaining)
-            name = packet_name(pkt)
-            if isinstance(pkt, LinkDown):
-                raise AgentError(pkt.reason)
-            if name in ("RKError", "RKEngineDied"):
-                raise AgentError(str(pkt.args[0]) if pkt.args else name)
-            if name == "MessagePacket":
-                messages.append(" ".join(map(str, pkt.args)))
-            elif name == "ReturnPacket" and pkt.args and isinstance(pkt.args[0], dict):
-                result = pkt.args[0].get("text/plain")
-            elif name == "InputNamePacket":
-                return result if result is not None or not messages else "; ".join(messages)
-        raise Failed(f"the engine did not answer {code} within {EVAL_TIMEOUT:g} s",
-                     "the engine started but hangs: look at its process on the host")
+        out = Collected()
+        try:
+            run(self.client, code, out, timeout=EVAL_TIMEOUT)
+        except EvaluationError as exc:
+            if exc.code == TIMEOUT:
+                raise Failed(f"the engine did not answer {code} within {EVAL_TIMEOUT:g} s",
+                              "the engine started but hangs: look at its process on the "
+                              "host") from None
+        result = out.text
+        return result if result is not None or not out.messages else "; ".join(out.messages)
 
     def _round_trip(self) -> str:
         assert self.client is not None

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from rk_jupyter.client import AgentClient, AgentError, Endpoint
-from rk_jupyter.link.packets import packet, packet_name
+from rk_jupyter.client import AgentClient, AgentError, Collected, Endpoint, run
+from rk_jupyter.link.packets import NO_SESSION_ERROR, SESSION_EXISTS_ERROR, packet
 
 from kernel_helpers import children_of, local_agent, wait_gone
 
@@ -30,16 +30,9 @@ def client(port: int, session: str = "", attach: bool = False) -> AgentClient:
 
 def evaluate(c: AgentClient, code: str) -> str | None:
     """The text/plain result of one cell (None for Null)."""
-    c.send(packet("EnterTextPacket", code))
-    result = None
-    while True:
-        pkt = c.next_packet(30)
-        assert pkt is not None, "no answer within 30 s"
-        name = packet_name(pkt)
-        if name == "ReturnPacket":
-            result = pkt.args[0]["text/plain"]
-        elif name == "InputNamePacket":
-            return result
+    out = Collected()
+    run(c, code, out, timeout=30)
+    return out.text
 
 
 def test_a_kept_session_survives_its_link_and_is_attached_again(agent) -> None:
@@ -58,8 +51,10 @@ def test_a_kept_session_survives_its_link_and_is_attached_again(agent) -> None:
 
 def test_attaching_to_an_unknown_session_names_the_cause(agent) -> None:
     port, _ = agent
-    with pytest.raises(AgentError, match="no session 'nobody'"):
+    with pytest.raises(AgentError, match="no session 'nobody'") as failure:
         client(port, "nobody", attach=True).open(timeout=10)
+    assert failure.value.code == NO_SESSION_ERROR
+    assert "restart the kernel" in str(failure.value)
 
 
 def test_a_session_nobody_attaches_to_expires(agent) -> None:
@@ -71,8 +66,9 @@ def test_a_session_nobody_attaches_to_expires(agent) -> None:
     assert engine
     orphan.close(end_session=False)
     assert wait_gone(engine, timeout=15) == []
-    with pytest.raises(AgentError, match="no session"):
+    with pytest.raises(AgentError, match="no session") as failure:
         client(port, "kernel-b", attach=True).open(timeout=10)
+    assert failure.value.code == NO_SESSION_ERROR
 
 
 def test_close_session_ends_a_detached_session(agent) -> None:
@@ -95,6 +91,7 @@ def test_a_session_name_is_unique_while_it_lives(agent) -> None:
     port, _ = agent
     owner = client(port, "kernel-d")
     owner.open()
-    with pytest.raises(AgentError, match="exists already"):
+    with pytest.raises(AgentError, match="exists already") as failure:
         client(port, "kernel-d").open(timeout=10)
+    assert failure.value.code == SESSION_EXISTS_ERROR
     owner.close()

@@ -236,3 +236,18 @@ def test_bad_connect_usage(rk_local: str, args: list[str]) -> None:
 
     with pytest.raises(UsageError):
         connect_config(args)
+
+
+def test_the_magics_do_not_import_the_kernel_package() -> None:
+    """The magics are a front end beside the kernel, not above it: both use the client layer."""
+    import json
+    import subprocess
+    import sys
+
+    probe = "import json, sys, rk_jupyter.magics.magics; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    loaded = json.loads(done.stdout)
+    assert "rk_jupyter.client.status" in loaded
+    assert [m for m in loaded if m == "rk_jupyter.kernel" or m.startswith("rk_jupyter.kernel.")
+            ] == []

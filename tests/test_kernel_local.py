@@ -3,17 +3,23 @@ drives it: real agent process, real link, real Mathics3 engine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_core.paths import jupyter_runtime_dir
 
 from rk_jupyter import kernelspec
+from rk_jupyter.client import Endpoint
+from rk_jupyter.client.environment import KernelEnvironment
+from rk_jupyter.kernel import magics
 from rk_jupyter.provisioning.transports import TransportError
 
 from kernel_helpers import (
@@ -21,6 +27,7 @@ from kernel_helpers import (
     collect,
     execute,
     interrupt_endless_loop,
+    pid_alive,
     shell_reply,
     wait_gone,
 )
@@ -180,6 +187,8 @@ def test_restart_gives_a_fresh_engine(rk_local: str) -> None:
 
 
 def test_agent_death_is_seen_by_the_manager(rk_local: str) -> None:
+    """A killed agent ends the kernel (Jupyter's status and restarter see it), and the launch
+    log says why: the agent, with its exit status."""
     km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
     try:
         agent = km.provisioner.transport.process
@@ -188,6 +197,9 @@ def test_agent_death_is_seen_by_the_manager(rk_local: str) -> None:
         while km.is_alive() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not km.is_alive()
+        log = Path(jupyter_runtime_dir(), f"rk-{km.kernel_id}.log").read_text()
+        assert ("the agent side died, ending the kernel: the local agent exited "
+                f"(status {-signal.SIGKILL})") in log, log
     finally:
         kc.stop_channels()
         threading.Thread(target=km.shutdown_kernel, kwargs={"now": True}).start()
@@ -276,3 +288,103 @@ def test_brotli_max_kernel_plots_and_says_so(jupyter_env: str) -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+# -- the kernel is a front end: no launch side in its process --------------------------------
+
+LAUNCH_SIDE = ("paramiko", "rk_jupyter.provisioning", "rk_jupyter.doctor")
+#: What ``import paramiko`` maps into a process (its cryptography, bcrypt and PyNaCl).
+PARAMIKO_NATIVE = ("/cryptography/hazmat/", "/bcrypt/", "/nacl/")
+
+
+def test_the_kernel_module_loads_no_launch_side() -> None:
+    """The kernel process imports the client layer only: not the provisioner, the doctor or
+    paramiko (``%rkernel doctor`` runs in a process of its own)."""
+    probe = "import json, sys, rk_jupyter.kernel.kernel; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    loaded = json.loads(done.stdout)
+    assert "rk_jupyter.kernel.kernel" in loaded and "rk_jupyter.client.evaluate" in loaded
+    assert [m for m in loaded if m.startswith(LAUNCH_SIDE)] == []
+
+
+def _native_libraries(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
+def test_rkernel_doctor_runs_in_a_process_of_its_own(kernel) -> None:
+    """``%rkernel doctor`` shows the doctor's table for this kernel's own launch settings;
+    the kernel process never loads paramiko's native parts for it, and its engine is not
+    disturbed.  (Needs ``rk-jupyter doctor --settings-stdin --mime`` from the launch side.)"""
+    km, kc = kernel
+    execute(kc, "kept = 6;")
+    run = execute(kc, "%rkernel doctor", timeout=300)
+    assert run.reply["status"] == "ok", run.reply
+    [display] = run.displays()
+    text, table = display["data"]["text/plain"], display["data"]["text/html"]
+    assert "rk_jupyter doctor" in text and "✓ engine" in text, text
+    assert "<table" in table and "1+1 = 2" in table
+    maps = _native_libraries(km.provisioner.pid)
+    assert [part for part in PARAMIKO_NATIVE if part in maps] == []
+    assert execute(kc, "kept 7").results()[0]["data"]["text/plain"] == "42"
+
+
+def _environment(settings: dict) -> KernelEnvironment:
+    return KernelEnvironment(endpoint=Endpoint("127.0.0.1", 1, b"t"), settings=settings,
+                             kernelspec="rk-x")
+
+
+def test_rkernel_doctor_gives_the_settings_on_stdin_only(monkeypatch) -> None:
+    """The doctor process gets this kernel's launch settings as JSON on stdin, never in argv
+    or in the kernel's RK_* variables, and answers with one MIME bundle on stdout."""
+    settings = {"transport": "local", "engine": "mathics", "compression": "zlib"}
+    argv, stdin = magics.doctor_command(None, _environment(settings))
+    assert argv == [sys.executable, "-m", "rk_jupyter.cli", "doctor", "--settings-stdin",
+                    "--mime"]
+    assert json.loads(stdin) == settings
+    assert magics.doctor_command("gpu", None)[0][-2:] == ["gpu", "--mime"]
+    echo = ("import json, os, sys; print(json.dumps({'text/plain': sys.stdin.read(), "
+            "'text/html': ' '.join(sorted(k for k in os.environ if k.startswith('RK_')))}))")
+    monkeypatch.setattr(magics, "doctor_command", lambda name, env: (
+        [sys.executable, "-c", echo], magics.json.dumps(env.settings)))
+    monkeypatch.setenv("RK_SETTINGS", json.dumps(settings))
+    monkeypatch.setenv("RK_AGENT_HOST", "127.0.0.1")
+    monkeypatch.setenv("RK_KERNELSPEC", "rk-x")
+    bundle = magics.doctor_bundle(None, _environment(settings))
+    assert json.loads(bundle["text/plain"]) == settings
+    assert bundle["text/html"] == "RK_KERNELSPEC"
+
+
+def test_rkernel_doctor_without_settings_names_the_fix() -> None:
+    with pytest.raises(magics.MagicError) as failure:
+        magics.doctor_bundle(None, _environment({}))
+    assert failure.value.code == "magic.no-settings"
+    assert "%rkernel doctor NAME" in str(failure.value)
+
+
+def test_a_doctor_without_a_report_is_an_error_with_cause_and_fix(monkeypatch) -> None:
+    crash = "import sys; sys.stderr.write('Traceback\\nImportError: no paramiko\\n'); sys.exit(3)"
+    monkeypatch.setattr(magics, "doctor_command", lambda name, env: (
+        [sys.executable, "-c", crash], ""))
+    with pytest.raises(magics.MagicError) as failure:
+        magics.doctor_bundle("gpu", None)
+    error = failure.value
+    assert error.code == "magic.doctor-failed"
+    assert "status 3" in error.cause and "ImportError: no paramiko" in error.cause
+    assert "in a terminal" in error.fix
+
+
+def test_a_hanging_doctor_is_stopped_within_the_timeout(monkeypatch, tmp_path) -> None:
+    pid_file = tmp_path / "pid"
+    monkeypatch.setattr(magics, "DOCTOR_TIMEOUT", 1.0)
+    monkeypatch.setattr(magics, "doctor_command", lambda name, env: (
+        [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write("
+         "str(os.getpid())); time.sleep(60)"], ""))
+    started = time.monotonic()
+    with pytest.raises(magics.MagicError) as failure:
+        magics.doctor_bundle("gpu", None)
+    assert failure.value.code == "magic.doctor-timeout"
+    assert "within 1 s" in failure.value.cause and "in a terminal" in failure.value.fix
+    assert time.monotonic() - started < 15
+    assert not pid_alive(int(pid_file.read_text())), "the doctor process was ended"

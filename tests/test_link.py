@@ -23,6 +23,7 @@ from rk_jupyter.link.compression import (
     MEDIUM,
     SMALL,
     BulkPolicy,
+    CompressionError,
     StreamCompressor,
     StreamDecompressor,
     available_codecs,
@@ -252,12 +253,29 @@ def test_stall_in_the_middle_of_a_frame(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_decompressor_streams_match_across_frames() -> None:
+    """Each context is one stream for the whole link: a frame that repeats earlier traffic
+    costs a fraction of its size (an identity or a per-frame compressor fails that), decodes
+    exactly, and only in a decompressor that saw the frames before it."""
+    block = bytes(97 + b % 26 for b in os.urandom(240))  # ~1.7:1 on its own, no digits
     for codec in ("brotli", "zlib"):
         for stream in (SMALL, MEDIUM, BULK):
             c, d = StreamCompressor(codec, stream), StreamDecompressor(codec, stream)
+            sent = []
             for i in range(20):
-                data = f"Out[{i}]= {'x' * i} TextPacket MessagePacket".encode()
-                assert d.decompress(c.compress(data), len(data)) == data
+                data = b"Out[%d]= %s TextPacket MessagePacket" % (i, block[: 200 + i])
+                wire = c.compress(data)
+                sent.append((data, wire))
+                assert d.decompress(wire, len(data)) == data
+                if i == 0:
+                    assert len(wire) > len(data) // 2, "the first frame has no history"
+                elif stream != BULK:  # brotli quality 1 matches within a (large) chunk only
+                    assert len(wire) < len(data) // 4, (codec, stream, i, len(wire))
+            data, wire = sent[5]
+            try:
+                alone = StreamDecompressor(codec, stream).decompress(wire, 2 * len(data))
+            except CompressionError:
+                alone = None
+            assert alone != data, "a frame needs the frames before it"
 
 
 def test_send_many_delivers_each_expression_in_order() -> None:
@@ -671,3 +689,46 @@ def test_zlib_fallback_when_brotli_is_missing(tmp_path) -> None:
         proc.stdin.close()
         proc.wait(10)
     assert zlib  # the fallback codec is the standard library's
+
+
+# -- the session's reliable delivery (link/outbox.py), as both ends use it -------------------
+
+
+def test_outbox_keeps_what_is_unacknowledged_and_resends_it() -> None:
+    from rk_jupyter.link.outbox import Outbox
+
+    box = Outbox()
+    pkts = [packet("TextPacket", str(i)) for i in range(1, 6)]
+    for p in pkts:
+        assert box.record(p)
+    assert box.sent == 5 and box.acknowledged() == 0
+    assert box.take(packet("RKAck", 2)) is True  # an ack is the outbox's, and not counted
+    assert box.received == 0 and box.acknowledged() == 2
+    assert box.resend() == pkts[2:]
+    assert box.resend(seen=4) == pkts[4:], "the peer said on attach it has four"
+    assert box.take(packet("RKAck", 1)) is True and box.resend() == pkts[4:], "never back"
+    assert box.take(packet("RKAck", "x")) is True and box.resend() == pkts[4:]
+    assert box.take(packet("TextPacket", "in")) is False and box.received == 1
+    assert box.ack() == packet("RKAck", 1)
+    box.catch_up(7)  # attaching where another client took the first seven
+    assert box.ack() == packet("RKAck", 7)
+    box.acknowledge(5)
+    assert box.resend() == [] and box.acknowledged() == 5
+
+
+def test_outbox_with_a_limit_forgets_the_oldest_and_says_so() -> None:
+    from rk_jupyter.link.outbox import Outbox
+
+    box = Outbox(limit=2)
+    assert box.record("a") and box.record("b")
+    assert box.record("c") is False
+    assert box.resend() == ["b", "c"] and box.acknowledged() == 1
+
+
+def test_rkerror_codes_and_their_absence() -> None:
+    from rk_jupyter.link.packets import GENERIC_ERROR, NO_SESSION_ERROR, error_code, error_packet
+
+    pkt = error_packet("the agent has no session 'x'", NO_SESSION_ERROR)
+    assert packet_name(pkt) == "RKError" and error_code(pkt) == NO_SESSION_ERROR
+    assert error_code(packet("RKError", "from an agent before codes")) == GENERIC_ERROR
+    assert wxf.loads(wxf.dumps(pkt)) == pkt

@@ -3,12 +3,13 @@ silently cuts the connection in the middle of a cell that prints."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from rk_jupyter.client import AgentClient, Endpoint, LinkDown
-from rk_jupyter.link.packets import packet, packet_name
+from rk_jupyter.client import AgentClient, Collected, Endpoint, LinkDown, run
+from rk_jupyter.link.packets import packet
 
 from kernel_helpers import local_agent
 from sshbed import ShapingProxy
@@ -39,25 +40,28 @@ def session_through(proxy: ShapingProxy, name: str) -> AgentClient:
 
 def run_cell(client: AgentClient, code: str, during=None, at: float = 1.5,
              timeout: float = 60) -> tuple[list[str], str | None]:
-    """Prints and the text/plain result of one cell; ``during`` runs ``at`` s into it."""
-    client.send(packet("EnterTextPacket", code))
-    prints, result = [], None
-    started, fired = time.monotonic(), during is None
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if not fired and time.monotonic() - started >= at:
+    """Prints and the text/plain result of one cell; ``during`` runs ``at`` s into it, on a
+    thread of its own while the cell's loop goes on (its failure fails the test)."""
+    failures: list[BaseException] = []
+
+    def fire() -> None:
+        try:
             during()
-            fired = True
-        pkt = client.next_packet(0.1)
-        assert not isinstance(pkt, LinkDown), pkt.reason
-        name = packet_name(pkt)
-        if name == "TextPacket":
-            prints.append(pkt.args[0])
-        elif name == "ReturnPacket":
-            result = pkt.args[0]["text/plain"]
-        elif name == "InputNamePacket":
-            return prints, result
-    raise AssertionError(f"the cell did not finish within {timeout} s; got {prints}")
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+
+    timer = threading.Timer(at, fire) if during is not None else None
+    if timer is not None:
+        timer.start()
+    out = Collected()
+    try:
+        run(client, code, out, timeout=timeout)
+    finally:
+        if timer is not None:
+            timer.join(timeout)
+    if failures:
+        raise failures[0]
+    return out.prints, out.text
 
 
 COUNTING = 'Do[Print[i]; Pause[0.15], {i, 1, 25}]; "done"'
@@ -99,14 +103,14 @@ def test_input_typed_while_the_link_is_down_is_delivered(proxy) -> None:
     """The kernel's side keeps its packets too: what it sends during a drop arrives after."""
     client = session_through(proxy, "upward")
     try:
-        client.send(packet("EnterTextPacket", 'InputString["? "] <> "!"'))
-        pkt = client.next_packet(30)
-        assert packet_name(pkt) == "InputStringPacket"
-        proxy.reset_connections()
-        client.send(packet("TextPacket", "typed"))
-        while packet_name(pkt := client.next_packet(30)) != "ReturnPacket":
-            assert pkt is not None and not isinstance(pkt, LinkDown)
-        assert pkt.args[0]["text/plain"] == "typed!"
+        class TypedAfterADrop(Collected):
+            def read_input(self, prompt: str) -> str:
+                proxy.reset_connections()  # the answer is sent while the link is down
+                return super().read_input(prompt)
+
+        out = TypedAfterADrop(answers=["typed"])
+        run(client, 'InputString["? "] <> "!"', out, timeout=30)
+        assert out.prompts == ["? "] and out.text == "typed!"
         assert client.reconnects == 1
     finally:
         client.close()
@@ -126,5 +130,32 @@ def test_after_the_grace_the_session_is_gone(agent) -> None:
         assert isinstance(pkt, LinkDown)
         assert client.down
     finally:
+        shaper.stop()
+        client.close()
+
+
+def test_a_session_that_ended_is_not_waited_for(agent) -> None:
+    """The link drops and comes back, but the session has ended meanwhile (here: closed by
+    another client): the agent says so with a code (agent.no-session) and the client gives
+    up at once, telling why, instead of retrying for the rest of its grace."""
+    shaper = ShapingProxy("127.0.0.1", agent)
+    shaper.start()
+    client = AgentClient(Endpoint("127.0.0.1", shaper.port, TOKEN, session="ended"),
+                         grace=60, heartbeat=0.5)
+    client.open(keep=30)
+    closer = AgentClient(Endpoint("127.0.0.1", agent, TOKEN))
+    try:
+        closer.open()
+        closer.link.send(0, packet("RKCloseSession", "ended"))
+        time.sleep(1)
+        shaper.reset_connections()
+        dropped = time.monotonic()
+        pkt = client.next_packet(30)
+        assert isinstance(pkt, LinkDown), pkt
+        assert time.monotonic() - dropped < 20, "gave up long before the 60 s grace"
+        assert "no session 'ended'" in pkt.reason and "restart the kernel" in pkt.reason
+        assert client.reconnecting_since is None and client.reconnects == 0
+    finally:
+        closer.close()
         shaper.stop()
         client.close()

@@ -29,7 +29,7 @@ from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter.cli import main as cli
 from rk_jupyter.client import AgentClient, Endpoint
-from rk_jupyter.kernel.magics import transport_state
+from rk_jupyter.client.status import transport_state
 from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings
 from rk_jupyter.provisioning.ssh.target import resolve_target

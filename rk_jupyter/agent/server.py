@@ -12,7 +12,14 @@ from typing import Any
 from ..link.connection import Link
 from ..link.frames import FrameError, LinkError, LinkTimeout
 from ..link.handshake import HandshakeError
-from ..link.packets import packet, packet_name
+from ..link.packets import (
+    BAD_REQUEST_ERROR,
+    NO_SESSION_ERROR,
+    SESSION_EXISTS_ERROR,
+    error_packet,
+    packet,
+    packet_name,
+)
 from .session import Session
 
 log = logging.getLogger("rk_jupyter.agent")
@@ -109,7 +116,8 @@ class Connection:
     def _channel(self, request: dict) -> int | None:
         channel = request.get("channel")
         if not isinstance(channel, int) or not 0 < channel <= 0xFFFF or channel in self.sessions:
-            self.link.send(0, packet("RKError", f"invalid or busy channel {channel!r}"))
+            self.link.send(0, error_packet(f"invalid or busy channel {channel!r}",
+                                           BAD_REQUEST_ERROR))
             return None
         return channel
 
@@ -123,12 +131,13 @@ class Connection:
         keep = request.get("keep", 0)
         if not (isinstance(options, dict) and isinstance(engine, str) and isinstance(name, str)
                 and isinstance(keep, (int, float))):
-            self.link.send(channel, packet("RKError", "malformed RKOpenSession"))
+            self.link.send(channel, error_packet("malformed RKOpenSession", BAD_REQUEST_ERROR))
             return
         try:
             session = self.server.new_session(name, engine, options, float(keep))
         except KeyError:
-            self.link.send(channel, packet("RKError", f"session {name!r} exists already"))
+            self.link.send(channel, error_packet(f"session {name!r} exists already",
+                                                    SESSION_EXISTS_ERROR))
             return
         log.info("%s: opening session %s (%s) on channel %d", self.peer, name, engine, channel)
         self._bind(session, channel)
@@ -141,14 +150,14 @@ class Connection:
         name = request.get("session")
         session = self.server.named.get(name) if isinstance(name, str) else None
         if session is None or session.closed:
-            self.link.send(channel, packet(
-                "RKError", f"the agent has no session {name!r} (it ended, or its engine "
-                "failed); restart the kernel"))
+            self.link.send(channel, error_packet(
+                f"the agent has no session {name!r} (it ended, or its engine failed); "
+                "restart the kernel", NO_SESSION_ERROR))
             return
         seen = request.get("received", 0)
         keep = request.get("keep", 0)
         if not isinstance(seen, int) or not isinstance(keep, (int, float)):
-            self.link.send(channel, packet("RKError", "malformed RKAttachSession"))
+            self.link.send(channel, error_packet("malformed RKAttachSession", BAD_REQUEST_ERROR))
             return
         log.info("%s: attaching session %s on channel %d", self.peer, name, channel)
         heartbeat = request.get("heartbeat", 0)

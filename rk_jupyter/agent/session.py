@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -13,7 +12,15 @@ from typing import Any
 from ..link.connection import Link
 from ..link.expr import Function
 from ..link.frames import LinkError
-from ..link.packets import packet, packet_name
+from ..link.outbox import ACK, Outbox
+from ..link.packets import (
+    BAD_REQUEST_ERROR,
+    ENGINE_START_ERROR,
+    UNSUPPORTED_ERROR,
+    error_packet,
+    packet,
+    packet_name,
+)
 from .engines import Engine, EngineError, create_engine
 from .engines.base import EngineUnsupported, InputAborted
 
@@ -38,9 +45,10 @@ class Session:
     comes back); otherwise it ends.
 
     Nothing is lost across links: both sides count the session's packets (every packet on its
-    channel but RKAck and RKAttached), the session keeps what it sent until the kernel
-    acknowledges it (RKAck[count], after every evaluation) and, on attach, sends again
-    exactly what the kernel has not seen, while telling it how many of its packets arrived.
+    channel but RKAck and RKAttached, ``rk_jupyter.link.outbox``), the session keeps what it
+    sent until the kernel acknowledges it (RKAck[count], after every evaluation) and, on
+    attach, sends again exactly what the kernel has not seen, while telling it how many of its
+    packets arrived.
     """
 
     def __init__(
@@ -57,10 +65,8 @@ class Session:
         self.keep = keep
         self.info: dict[str, Any] | None = None
         self.channel = 0
-        self.received = 0
         self._link: Link | None = None
-        self._sent = 0
-        self._unacked: deque[tuple[int, Function]] = deque()
+        self._outbox = Outbox(MAX_UNACKED)
         self._held: list[Function] = []
         self._bind_lock = threading.Lock()
         self._on_closed = on_closed
@@ -74,6 +80,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def received(self) -> int:
+        """How many of the kernel's packets arrived (RKAttached tells the kernel)."""
+        return self._outbox.received
 
     @property
     def bound(self) -> bool:
@@ -90,10 +101,8 @@ class Session:
             old.close()
         with self._bind_lock:
             self._link, self.channel = link, channel
-            if seen is not None:
-                self._drop_acked(seen)
             self._held = []
-            resend = [pkt for _, pkt in self._unacked]
+            resend = self._outbox.resend(seen)
             if resend:
                 self._deliver(link, channel, *resend)
 
@@ -113,10 +122,7 @@ class Session:
         which waits for the request to end and then travels in one frame with our RKAck:
         one header, one flush and one wake-up of the kernel."""
         with self._bind_lock:
-            self._sent += 1
-            self._unacked.append((self._sent, pkt))
-            if len(self._unacked) > MAX_UNACKED:
-                self._unacked.popleft()
+            if not self._outbox.record(pkt):
                 log.warning("session %s: the kernel acknowledges nothing; a reconnect could "
                             "now lose output", self.name)
             self._held.append(pkt)
@@ -141,17 +147,13 @@ class Session:
         """How many of our packets are acknowledged (by any link): a kernel that attaches
         counts on from there, also when another client (the provisioner) saw the first."""
         with self._bind_lock:
-            return self._unacked[0][0] - 1 if self._unacked else self._sent
-
-    def _drop_acked(self, seen: int) -> None:
-        while self._unacked and self._unacked[0][0] <= seen:
-            self._unacked.popleft()
+            return self._outbox.acknowledged()
 
     def _end_request(self) -> None:
         """Send what was held, and tell the kernel how many of its packets arrived, so it can
         forget them."""
         with self._bind_lock:
-            self._flush_locked(packet("RKAck", self.received))
+            self._flush_locked(self._outbox.ack())
 
     def read_input(self, prompt: Function) -> str:
         while not self._answers.empty():
@@ -168,12 +170,11 @@ class Session:
 
     def handle(self, expr: Any) -> None:
         name = packet_name(expr)
-        if name == "RKAck":
-            if expr.args and isinstance(expr.args[0], int):
-                with self._bind_lock:
-                    self._drop_acked(expr.args[0])
+        if name == ACK:
+            with self._bind_lock:  # emit changes the kept packets too
+                self._outbox.take(expr)
             return
-        self.received += 1
+        self._outbox.take(expr)  # counted: this reader thread alone writes the count
         if name in _QUEUED:
             self._requests.put(expr)
         elif name == "TextPacket" and expr.args and isinstance(expr.args[0], str):
@@ -208,7 +209,7 @@ class Session:
         except EngineError as exc:
             log.error("session %s: engine %s failed to start: %s",
                       self.name, self.engine_name, exc)
-            self.emit(packet("RKError", str(exc)))
+            self.emit(error_packet(str(exc), ENGINE_START_ERROR))
             self.close()
             return
         if self._closed.is_set():
@@ -233,7 +234,7 @@ class Session:
         name = packet_name(request)
         arg = request.args[0] if request.args else ""
         if not isinstance(arg, str):
-            self.emit(packet("RKError", f"{name} needs a string argument"))
+            self.emit(error_packet(f"{name} needs a string argument", BAD_REQUEST_ERROR))
             return
         assert self.engine is not None
         if name == "EnterTextPacket":
@@ -242,7 +243,7 @@ class Session:
             try:
                 self.engine.evaluate_expression(arg)
             except EngineUnsupported as exc:
-                self.emit(packet("RKError", str(exc)))
+                self.emit(error_packet(str(exc), UNSUPPORTED_ERROR))
         elif name == "RKComplete":
             self.emit(packet("RKCompletions", self.engine.complete(arg)))
         elif name == "RKInspect":

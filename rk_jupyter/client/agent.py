@@ -10,22 +10,41 @@ import itertools
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RKError
 from ..link.connection import Link
 from ..link.frames import FrameError, LinkError
-from ..link.packets import packet, packet_name
+from ..link.outbox import ACK, Outbox
+from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
 
 SESSION_CHANNEL = 1
 
+# AgentError codes of this side (the agent's own come with its RKError packets, see
+# rk_jupyter.link.packets): what a front end decides on.
+UNREACHABLE = "agent.unreachable"  # no link to the agent (refused, wrong token, timeout)
+NO_ANSWER = "agent.no-answer"  # the agent did not answer a request in time
+UNEXPECTED = "agent.unexpected"  # the agent answered with something we cannot read
+NOT_CONNECTED = "session.not-connected"  # used before open or after close
+LINK_DOWN = "session.link-down"  # the link ended for good: the session is lost to us
+ENGINE_DIED = "session.engine-died"  # the engine ended on its own (RKEngineDied)
+AGENT_GONE = "session.agent-gone"  # the agent's process ended (the transport saw it)
+RECONNECTING = "session.reconnecting"  # the link is being re-established
+
 
 class AgentError(RKError):
-    """The agent or its engine cannot serve us; the message names the cause."""
+    """The agent or its engine cannot serve us; the message names the cause, the code is
+    one of the constants above or an RKError packet's code."""
 
     code = "agent.error"
+
+
+class SessionLost(AgentError):
+    """The session cannot go on (link down, engine died, agent gone): a front end tells the
+    user to start again; nothing more comes on this client."""
+
+    code = LINK_DOWN
 
 
 @dataclass
@@ -76,10 +95,8 @@ class AgentClient:
         self.reconnects = 0
         self.keep = 0.0
         self.reconnecting_since: float | None = None
-        self.received = 0
+        self._outbox = Outbox()  # what we sent and received, counted; under _send_lock
         self._ack_due = False  # the agent has not been told about what we received lately
-        self._sent = 0
-        self._unacked: deque[tuple[int, Any]] = deque()
         self._send_lock = threading.Lock()
         self._closing = False
         self._last_heard = time.monotonic()
@@ -117,7 +134,7 @@ class AgentClient:
         try:
             return Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=timeout)
         except LinkError as exc:
-            raise AgentError(str(exc)) from None
+            raise AgentError(str(exc), code=UNREACHABLE) from None
 
     def _start_threads(self) -> None:
         threading.Thread(target=self._read, name="link-reader", daemon=True).start()
@@ -132,39 +149,39 @@ class AgentClient:
             self.started = time.time()
             return self.engine_info
         if name == "RKError":
-            raise AgentError(reply.args[0])
+            raise AgentError(reply.args[0], code=error_code(reply))
         if isinstance(reply, LinkDown):
-            raise AgentError(
+            raise SessionLost(
                 f"the link to the agent ended while the engine started: {reply.reason}"
             )
         if reply is None:
-            raise AgentError(f"the engine did not start within {timeout:.0f} s")
-        raise AgentError(f"unexpected answer from the agent: {reply!r}")
+            raise AgentError(f"the engine did not start within {timeout:.0f} s", code=NO_ANSWER)
+        raise AgentError(f"unexpected answer from the agent: {reply!r}", code=UNEXPECTED)
 
     def _attach(self, link: Link, timeout: float) -> dict[str, Any]:
         """Attach ``link`` to our session (before its reader runs); resend what the agent
         lacks.  Returns the RKAttached info; raises AgentError if the session is gone."""
         link.send(0, packet("RKAttachSession", {
             "channel": SESSION_CHANNEL, "session": self.endpoint.session,
-            "received": self.received, "keep": self.keep, "kernel": self.kernel_id,
+            "received": self._outbox.received, "keep": self.keep, "kernel": self.kernel_id,
             "heartbeat": self.heartbeat if self.grace > 0 else 0,
         }))
         try:
             channel, reply = link.recv(timeout)
         except LinkError as exc:
-            raise AgentError(f"the agent did not answer the attach: {exc}") from None
+            raise AgentError(f"the agent did not answer the attach: {exc}",
+                             code=NO_ANSWER) from None
         name = packet_name(reply)
         if name == "RKError":
-            raise AgentError(reply.args[0])
+            raise AgentError(reply.args[0], code=error_code(reply))
         if name != "RKAttached" or not isinstance(reply.args[0], dict):
-            raise AgentError(f"unexpected answer to an attach: {reply!r}")
+            raise AgentError(f"unexpected answer to an attach: {reply!r}", code=UNEXPECTED)
         info = dict(reply.args[0])
         seen = info.pop("received", 0)
-        self.received = max(self.received, info.pop("acknowledged", 0))
+        acknowledged = info.pop("acknowledged", 0)
         with self._send_lock:
-            while self._unacked and self._unacked[0][0] <= seen:
-                self._unacked.popleft()
-            for _, pkt in self._unacked:
+            self._outbox.catch_up(acknowledged)
+            for pkt in self._outbox.resend(seen):
                 link.send(SESSION_CHANNEL, pkt)
             self.link = link
         return info
@@ -173,22 +190,21 @@ class AgentClient:
         """Send a session packet (with our acknowledgement, when one is due); while
         reconnecting it waits in the resend buffer."""
         if self.down:
-            raise AgentError(self.down)
+            raise SessionLost(self.down)
         with self._send_lock:
-            self._sent += 1
-            self._unacked.append((self._sent, pkt))
+            self._outbox.record(pkt)
             link = self.link
             if link is None:
-                raise AgentError("not connected")
+                raise AgentError("not connected", code=NOT_CONNECTED)
             try:
                 if self._ack_due:
                     self._ack_due = False
-                    link.send_many(SESSION_CHANNEL, [packet("RKAck", self.received), pkt])
+                    link.send_many(SESSION_CHANNEL, [self._outbox.ack(), pkt])
                 else:
                     link.send(SESSION_CHANNEL, pkt)
             except LinkError as exc:
                 if self.grace <= 0:
-                    raise AgentError(f"the link to the agent is down: {exc}") from None
+                    raise SessionLost(f"the link to the agent is down: {exc}") from None
 
     def next_packet(self, timeout: float) -> Any:
         """The next packet of our session, a LinkDown, or None after ``timeout`` s."""
@@ -204,10 +220,10 @@ class AgentClient:
         while (remaining := deadline - time.monotonic()) > 0:
             reply = self.next_packet(remaining)
             if isinstance(reply, LinkDown):
-                raise AgentError(reply.reason)
+                raise SessionLost(reply.reason)
             if packet_name(reply) == answer:
                 return reply.args[0] if reply.args else None
-        raise AgentError(f"no {answer} from the agent within {timeout:.0f} s")
+        raise AgentError(f"no {answer} from the agent within {timeout:.0f} s", code=NO_ANSWER)
 
     def interrupt(self) -> None:
         self.send(packet("RKInterrupt"))
@@ -216,11 +232,11 @@ class AgentClient:
         """Round-trip time to the agent in seconds; raises AgentError on timeout."""
         link = self.link
         if self.down:
-            raise AgentError(self.down)
+            raise SessionLost(self.down)
         if self.reconnecting_since is not None:
-            raise AgentError("reconnecting to the agent")
+            raise AgentError("reconnecting to the agent", code=RECONNECTING)
         if link is None:
-            raise AgentError("not connected")
+            raise AgentError("not connected", code=NOT_CONNECTED)
         ident = next(self._ping_ids)
         event = threading.Event()
         self._pongs[ident] = event
@@ -228,9 +244,10 @@ class AgentClient:
         try:
             link.send(0, packet("RKPing", ident))
             if not event.wait(timeout):
-                raise AgentError(f"the agent did not answer a ping within {timeout:.0f} s")
+                raise AgentError(f"the agent did not answer a ping within {timeout:.0f} s",
+                                 code=NO_ANSWER)
         except LinkError as exc:
-            raise AgentError(f"the link to the agent is down: {exc}") from None
+            raise AgentError(f"the link to the agent is down: {exc}", code=LINK_DOWN) from None
         finally:
             self._pongs.pop(ident, None)
         self.last_rtt = time.perf_counter() - start
@@ -247,7 +264,8 @@ class AgentClient:
             if end_session:
                 link.send(SESSION_CHANNEL, packet("RKTerminate"))
             else:
-                link.send(SESSION_CHANNEL, packet("RKAck", self.received))
+                with self._send_lock:
+                    link.send(SESSION_CHANNEL, self._outbox.ack())
         except LinkError:
             pass
         link.close()
@@ -265,7 +283,11 @@ class AgentClient:
                 link.close()
             except LinkError as exc:
                 reason = f"the link to the agent ended: {exc}"
-            if self._closing or not self._reconnect(reason):
+            if self._closing:
+                break
+            lost = self._reconnect(reason)
+            if lost is not None:
+                reason = lost
                 break
         self.down = reason or "the link was closed"
         self._packets.put(LinkDown(self.down))
@@ -282,22 +304,21 @@ class AgentClient:
                         event.set()
                 else:
                     self._packets.put(expr)
-            elif name == "RKAck":
-                if expr.args and isinstance(expr.args[0], int):
-                    with self._send_lock:
-                        while self._unacked and self._unacked[0][0] <= expr.args[0]:
-                            self._unacked.popleft()
+            elif name == ACK:
+                with self._send_lock:  # send changes the kept packets too
+                    self._outbox.take(expr)
             else:
-                self.received += 1
+                self._outbox.take(expr)  # counted: this reader thread alone writes the count
                 self._packets.put(expr)
                 # Acknowledged with the next request or heartbeat, not here: this thread's
                 # send would compete with the shell thread taking the packet just queued.
                 self._ack_due = self._ack_due or name == "InputNamePacket"
 
-    def _reconnect(self, reason: str) -> bool:
-        """Reconnect and attach again within the grace period; False when that fails."""
+    def _reconnect(self, reason: str) -> str | None:
+        """Reconnect and attach again within the grace period: None when attached again,
+        else why the session is lost (``reason``, or the agent's word that it has ended)."""
         if self.grace <= 0 or not self.endpoint.session:
-            return False
+            return reason
         self.reconnecting_since = time.time()
         deadline = time.monotonic() + self.grace
         delays = iter((0.1, 0.25, 0.5, 1.0, 2.0))
@@ -311,8 +332,9 @@ class AgentClient:
                 self._attach(link, 10.0)
             except AgentError as exc:
                 link.close()
-                if "no session" in str(exc):
-                    return False
+                if exc.code == NO_SESSION_ERROR:  # it ended: waiting longer brings nothing
+                    self.reconnecting_since = None
+                    return str(exc)
                 continue
             except LinkError:
                 link.close()
@@ -320,9 +342,9 @@ class AgentClient:
             self.reconnects += 1
             self.reconnecting_since = None
             self._last_heard = time.monotonic()
-            return True
+            return None
         self.reconnecting_since = None
-        return False
+        return reason
 
     def _beat(self) -> None:
         """Ping now and then; a link silent for three beats is closed, so the reader
@@ -340,6 +362,6 @@ class AgentClient:
                 with self._send_lock:
                     if self._ack_due:
                         self._ack_due = False
-                        link.send(SESSION_CHANNEL, packet("RKAck", self.received))
+                        link.send(SESSION_CHANNEL, self._outbox.ack())
             except LinkError:
                 link.close()

@@ -1,5 +1,5 @@
 from ipykernel.kernelapp import IPKernelApp
 
-from .kernel import WolframKernel
+from .kernel import RKernel
 
-IPKernelApp.launch_instance(kernel_class=WolframKernel)
+IPKernelApp.launch_instance(kernel_class=RKernel)

@@ -1,53 +1,74 @@
-"""The Jupyter kernel: a thin translator between Jupyter messages and link packets."""
+"""The Jupyter kernel: a thin front end, like ipykernel's wrapper kernels (bash_kernel).
+
+Each ``do_*`` translates a Jupyter request into a call of the client layer
+(``rk_jupyter.client``) and its answer into Jupyter messages; the evaluation loop, the link
+and the status figures live there.  The kernel process imports neither the launch side nor
+paramiko: ``%rkernel doctor`` runs in a process of its own (``kernel.magics``).
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import time
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
 
 from .. import __version__
-from ..client import AgentClient, AgentError, Endpoint, LinkDown
-from ..link.packets import ABORTED, packet, packet_name
+from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
+from ..client.agent import ENGINE_DIED, NOT_CONNECTED
+from ..client.environment import KernelEnvironment
+from ..client.evaluate import ABORTED_CODE, SYNTAX
+from ..errors import RKError
+from ..link.packets import packet
 from .magics import is_magic, run_magic
 from .syntax import is_complete, word_at
 
-_LINE = re.compile(r"\[(\d+)\]")
-POLL = 1.0
 REQUEST_TIMEOUT = 30.0
 #: How long a magic cell waits for the engine to take its In[n] before it lets the next
 #: request collect that answer (a link being re-established must not hold the cell).
 MAGIC_LINE_WAIT = 2.0
+#: The ename of an error reply, by the code of what the client raised.
+ENAMES = {SYNTAX: "SyntaxError", ABORTED_CODE: "$Aborted", ENGINE_DIED: "EngineDied",
+          NOT_CONNECTED: "LinkDown"}
 
 
-def endpoint_from_environment() -> Endpoint:
-    """The provisioner passes the agent's endpoint through the environment (never argv);
-    the token is removed from the environment once read."""
-    env = os.environ
-    return Endpoint(
-        host=env.get("RK_AGENT_HOST", "127.0.0.1"),
-        port=int(env["RK_AGENT_PORT"]),
-        token=env.pop("RK_AGENT_TOKEN", "").encode(),
-        transport=env.get("RK_TRANSPORT", "local"),
-        description=env.get("RK_ENDPOINT", ""),
-        codec=env.get("RK_COMPRESSION", "brotli"),
-        engine=env.get("RK_ENGINE", "mathics"),
-        engine_options=json.loads(env.get("RK_ENGINE_OPTIONS", "{}")),
-        session=env.get("RK_SESSION", ""),
-        attach=bool(env.get("RK_SESSION")),
-    )
+class JupyterOutput:
+    """An evaluation's output as Jupyter messages of the current request (nothing when the
+    request is ``silent``); Input[] asks the front end when it accepts input."""
+
+    def __init__(self, kernel: RKernel, silent: bool, allow_stdin: bool) -> None:
+        self.kernel = kernel
+        self.silent = silent
+        self.allow_stdin = allow_stdin
+
+    def stdout(self, text: str) -> None:
+        self.kernel.stream("stdout", text, self.silent)
+
+    def stderr(self, text: str) -> None:
+        self.kernel.stream("stderr", text, self.silent)
+
+    def display(self, bundle: dict[str, str], line: int | None) -> None:
+        if not self.silent:
+            self.kernel.send_response(self.kernel.iopub_socket, "execute_result", {
+                "execution_count": line or self.kernel.execution_count,
+                "data": bundle,
+                "metadata": {},
+            })
+
+    def read_input(self, prompt: str) -> str:
+        if not self.allow_stdin:
+            self.kernel.stream("stderr", "Input[] needs a front end that accepts input; "
+                               "returning an empty string", False)
+            return ""
+        return self.kernel.raw_input(prompt)
+
+    def next_line(self, line: int) -> None:
+        self.kernel.execution_count = line - 1  # Jupyter adds one before the next cell
 
 
-def _line_number(text: Any) -> int | None:
-    match = _LINE.search(text) if isinstance(text, str) else None
-    return int(match.group(1)) if match else None
+class RKernel(Kernel):
+    """A Wolfram Language kernel whose engine runs behind an agent (``KernelEnvironment``
+    says where; the provisioner opened the session, this process attaches to it)."""
 
-
-class WolframKernel(Kernel):
     implementation = "rk_jupyter"
     implementation_version = __version__
     language = "wolfram-language"
@@ -64,18 +85,20 @@ class WolframKernel(Kernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.client: AgentClient | None = None
+        self.evaluator: Evaluator | None = None
+        self.env: KernelEnvironment | None = None
         self.start_error: str | None = None
-        self._owed = 0  # evaluations sent but not waited for (magic cells' Null)
         try:
-            grace = float(os.environ.get("RK_RECONNECT_GRACE", "0"))
-            client = AgentClient(endpoint_from_environment(), os.environ.get("RK_KERNEL_ID", ""),
-                                 grace=grace)
-            info = client.open(keep=grace)
+            self.env = KernelEnvironment.from_env()
+            client = AgentClient(self.env.endpoint, self.env.kernel_id,
+                                 grace=self.env.reconnect_grace)
+            info = client.open(keep=self.env.reconnect_grace)
         except (AgentError, KeyError, ValueError) as exc:
             self.start_error = str(exc)
             self.log.error("rk_jupyter: cannot start the engine: %s", exc)
             return
         self.client = client
+        self.evaluator = Evaluator(client)
         self.banner = f"{info.get('name')} {info.get('version')} through rk_jupyter"
 
     # -- execution ------------------------------------------------------------------------
@@ -92,80 +115,38 @@ class WolframKernel(Kernel):
         self._allow_stdin = allow_stdin
         if is_magic(code):
             return self._magic(code, silent)
-        return self._evaluate(code, silent, allow_stdin)
-
-    def _evaluate(self, code: str, silent: bool, allow_stdin: bool) -> dict[str, Any]:
-        if self.client is None:
+        if self.evaluator is None:
             return self._error("EngineUnavailable",
                                f"the engine is not running: {self.start_error}")
         try:
-            self.client.send(packet("EnterTextPacket", code))
-        except AgentError as exc:
-            return self._error("LinkDown", str(exc))
-        out_line: int | None = None
-        error: tuple[str, str] | None = None
-        messages: list[str] = []
-        while True:
-            try:
-                pkt = self.client.next_packet(POLL)
-            except KeyboardInterrupt:
-                self._interrupt()
-                continue
-            name = packet_name(pkt)
-            if pkt is None:
-                continue
-            if isinstance(pkt, LinkDown):
-                return self._error("LinkDown", pkt.reason)
-            if name == "TextPacket":
-                self._stream("stdout", pkt.args[0], silent)
-            elif name == "MessagePacket":
-                symbol, tag, text = (list(pkt.args) + ["", "", ""])[:3]
-                message = f"{symbol}::{tag}: {text}"
-                messages.append(message)
-                self._stream("stderr", message, silent)
-            elif name == "SyntaxPacket":
-                error = ("SyntaxError", messages[-1] if messages else "syntax error")
-            elif name == "OutputNamePacket":
-                out_line = _line_number(pkt.args[0])
-            elif name == "ReturnPacket":
-                result = pkt.args[0] if pkt.args else None
-                if result == ABORTED:
-                    error = ("$Aborted", "the evaluation was aborted")
-                elif isinstance(result, dict) and not silent:
-                    self.send_response(self.iopub_socket, "execute_result", {
-                        "execution_count": out_line or self.execution_count,
-                        "data": result,
-                        "metadata": {},
-                    })
-            elif name in ("InputPacket", "InputStringPacket"):
-                self._answer_input(pkt.args[0] if pkt.args else "", allow_stdin)
-            elif name == "InputNamePacket" and self._owed:
-                self._owed -= 1  # the end of an earlier magic cell's Null, sent before ours
-            elif name == "InputNamePacket":
-                next_line = _line_number(pkt.args[0])
-                if next_line is not None:
-                    self.execution_count = next_line - 1
-                break
-            elif name == "RKEngineDied":
-                return self._error("EngineDied", pkt.args[0])
-        if error:
-            return self._error(*error)
-        return {"status": "ok", "execution_count": self.execution_count,
-                "payload": [], "user_expressions": {}}
+            self.evaluator.run(code, JupyterOutput(self, silent, allow_stdin))
+        except EvaluationError as exc:
+            return self._error(ENAMES.get(exc.code, "EvaluationError"), str(exc))
+        except SessionLost as exc:
+            return self._error(ENAMES.get(exc.code, "LinkDown"), str(exc))
+        except AgentError as exc:  # the agent refused the request (RKError)
+            return self._error(ENAMES.get(exc.code, "RKError"), str(exc))
+        return self._ok()
 
-    def _answer_input(self, prompt: str, allow_stdin: bool) -> None:
-        if not allow_stdin:
-            self._stream("stderr", "Input[] needs a front end that accepts input; "
-                         "returning an empty string", False)
-            answer = ""
-        else:
-            try:
-                answer = self.raw_input(prompt)
-            except KeyboardInterrupt:
-                self._interrupt()
-                return
-        assert self.client is not None
-        self.client.send(packet("TextPacket", answer))
+    def _magic(self, code: str, silent: bool) -> dict[str, Any]:
+        try:
+            bundle = run_magic(code, self.client, self.start_error, self.env)
+        except RKError as exc:
+            return self._error("RKernelMagic", str(exc))
+        if not silent:
+            self.send_response(self.iopub_socket, "display_data",
+                               {"data": bundle, "metadata": {}})
+        self._take_line()
+        return self._ok()
+
+    def _take_line(self) -> None:
+        """A magic cell takes an In[n] like any other, so that Jupyter's execution count and
+        the engine's $Line stay one and the same: it evaluates Null, but waits for that only
+        briefly, and not at all while the link is being re-established (``%rkernel status``
+        must answer then); the next request collects the answer."""
+        if self.evaluator is not None and self.evaluator.defer("Null"):
+            if self.evaluator.client.reconnecting_since is None:
+                self.evaluator.settle(MAGIC_LINE_WAIT)
 
     def _interrupt(self) -> None:
         if self.client is not None:
@@ -174,52 +155,16 @@ class WolframKernel(Kernel):
             except AgentError as exc:
                 self.log.warning("rk_jupyter: interrupt not delivered: %s", exc)
 
-    def _magic(self, code: str, silent: bool) -> dict[str, Any]:
-        try:
-            bundle = run_magic(code, self.client, self.start_error)
-        except (ValueError, AgentError) as exc:
-            return self._error("RKernelMagic", str(exc))
-        if not silent:
-            self.send_response(self.iopub_socket, "display_data",
-                               {"data": bundle, "metadata": {}})
-        if self.client is not None:
-            self._take_line(self.client)
-        return {"status": "ok", "execution_count": self.execution_count,
-                "payload": [], "user_expressions": {}}
-
-    def _take_line(self, client: AgentClient) -> None:
-        """A magic cell takes an In[n] like any other, so that Jupyter's execution count and
-        the engine's $Line stay one and the same: it evaluates Null, but waits for that only
-        briefly, and not at all while the link is being re-established (``%rkernel status``
-        must answer then); the next request collects the answer (``_settle``)."""
-        try:
-            client.send(packet("EnterTextPacket", "Null"))
-        except AgentError:
-            return
-        self._owed += 1
-        if client.reconnecting_since is None:
-            self._settle(client, MAGIC_LINE_WAIT)
-
-    def _settle(self, client: AgentClient, timeout: float) -> bool:
-        """Read the answers of the evaluations not waited for, up to their In[n] names;
-        False if they did not all come within ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while self._owed:
-            pkt = client.next_packet(max(deadline - time.monotonic(), 0.0))
-            if pkt is None:
-                return False
-            if isinstance(pkt, LinkDown):
-                self._owed = 0  # nothing more comes; requests will report why
-                return False
-            if packet_name(pkt) == "InputNamePacket":
-                self._owed -= 1
-        return True
-
-    def _stream(self, name: str, text: str, silent: bool) -> None:
+    def stream(self, name: str, text: str, silent: bool) -> None:
+        """One stream message of the current request (a line: a newline is added)."""
         if not silent:
             if not text.endswith("\n"):
                 text += "\n"
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _ok(self) -> dict[str, Any]:
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": [], "user_expressions": {}}
 
     def _error(self, ename: str, evalue: str) -> dict[str, Any]:
         content = {"ename": ename, "evalue": evalue, "traceback": [f"{ename}: {evalue}"]}
@@ -228,30 +173,29 @@ class WolframKernel(Kernel):
 
     # -- introspection --------------------------------------------------------------------
 
+    def _request(self, pkt: Any, answer: str) -> Any:
+        """The answer to a completion or inspection request, once earlier cells' answers are
+        in; None when there is none (logged)."""
+        if self.evaluator is None or not self.evaluator.settle(REQUEST_TIMEOUT):
+            return None
+        try:
+            return self.evaluator.client.request(pkt, answer, REQUEST_TIMEOUT)
+        except AgentError as exc:
+            self.log.warning("rk_jupyter: %s failed: %s", answer, exc)
+            return None
+
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
-        word, start, _ = word_at(code, cursor_pos)
+        _, start, _ = word_at(code, cursor_pos)
         prefix = code[start:cursor_pos]
-        matches: list[str] = []
-        if prefix and self.client is not None and self._settle(self.client, REQUEST_TIMEOUT):
-            try:
-                matches = self.client.request(packet("RKComplete", prefix), "RKCompletions",
-                                              REQUEST_TIMEOUT)
-            except AgentError as exc:
-                self.log.warning("rk_jupyter: completion failed: %s", exc)
-        return {"status": "ok", "matches": matches, "cursor_start": start,
+        matches = self._request(packet("RKComplete", prefix), "RKCompletions") if prefix else None
+        return {"status": "ok", "matches": matches or [], "cursor_start": start,
                 "cursor_end": cursor_pos, "metadata": {}}
 
     async def do_inspect(
         self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
     ) -> dict[str, Any]:
         word, _, _ = word_at(code, cursor_pos)
-        data = None
-        if word and self.client is not None and self._settle(self.client, REQUEST_TIMEOUT):
-            try:
-                data = self.client.request(packet("RKInspect", word), "RKInspection",
-                                           REQUEST_TIMEOUT)
-            except AgentError as exc:
-                self.log.warning("rk_jupyter: inspection failed: %s", exc)
+        data = self._request(packet("RKInspect", word), "RKInspection") if word else None
         return {"status": "ok", "found": bool(data), "data": data or {}, "metadata": {}}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:

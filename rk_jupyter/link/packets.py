@@ -14,7 +14,8 @@ EvaluatePacket          kernel → agent         code (str), evaluated like ``To
                                                syntax error: nothing is evaluated), then exactly
                                                one ReturnPacket(value) and nothing else (no
                                                OutputNamePacket, no InputNamePacket); or by
-                                               RKError[text] alone if the engine has no support
+                                               RKError[text, code] alone if the engine has no
+                                               support
 TextPacket              both                   agent → kernel: Print output; kernel → agent: the
                                                answer to an InputPacket/InputStringPacket
 MessagePacket           agent → kernel         symbol (str), tag (str), formatted message (str)
@@ -40,10 +41,10 @@ session with its own engine and binds it to that channel; ``RKAttachSession[<|"c
 "session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
 kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
 kernel attaches to it); RKOpenSession is answered on the channel by ``RKSessionReady[info]``
-or ``RKError[text]``, RKAttachSession by ``RKAttached[<|info, "received", "acknowledged"|>]``
+or ``RKError[text, code]``, RKAttachSession by ``RKAttached[<|info, "received", "acknowledged"|>]``
 (how many of the kernel's packets arrived; how many of the session's were acknowledged by any
 link, from which a kernel attaching for the first time counts on) or
-``RKError[text]``; ``keep`` is how many seconds a session outlives its link waiting to be
+``RKError[text, code]``; ``keep`` is how many seconds a session outlives its link waiting to be
 attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
 Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep
 what they sent until ``RKAck[count]`` says it arrived (the agent acknowledges in the frame that
@@ -55,6 +56,10 @@ the other lacks, so that a dropped network loses and duplicates nothing.
 engine ended on its own.  On channel 0, ``RKLog[n]`` is answered by ``RKLogLines[lines, path]``:
 the last ``n`` lines of the agent's log file and its path on the agent's host (no lines and
 "" when the agent logs to stderr only).
+
+``RKError[text, code]``: ``text`` is the message a user reads, ``code`` one of the ``*_ERROR``
+codes below, on which the kernel side decides (retry or not); an RKError with no code (an
+agent before codes) reads as ``GENERIC_ERROR``.
 
 The value an EvaluatePacket returns is the last expression's result in the Python values of the
 WXF mapping (``rk_jupyter.link.wxf``): Integer → int, machine Real → float, arbitrary-precision
@@ -129,6 +134,14 @@ CONTROL_NAMES = frozenset(
 
 ABORTED = Symbol("$Aborted")
 
+# RKError codes: what a client may decide on (the text is for people).
+GENERIC_ERROR = "agent.error"
+NO_SESSION_ERROR = "agent.no-session"  # attach: the session ended (or never was)
+SESSION_EXISTS_ERROR = "agent.session-exists"  # open: the name is taken
+BAD_REQUEST_ERROR = "agent.bad-request"  # malformed request, busy channel, non-string code
+ENGINE_START_ERROR = "engine.start-failed"  # open: the engine did not start
+UNSUPPORTED_ERROR = "engine.unsupported"  # e.g. EvaluatePacket on an engine without it
+
 
 def packet(name: str, *args: Any) -> Function:
     """Build the packet or control message ``name[args...]``."""
@@ -142,6 +155,17 @@ def packet_name(expr: Any) -> str | None:
     if isinstance(expr, Function) and isinstance(expr.head, Symbol):
         return expr.head.name
     return None
+
+
+def error_packet(text: str, code: str) -> Function:
+    """``RKError[text, code]``: a request the agent cannot serve, with a stable code."""
+    return packet("RKError", text, code)
+
+
+def error_code(expr: Any) -> str:
+    """The code of an RKError packet (``GENERIC_ERROR`` when it has none)."""
+    args = getattr(expr, "args", ())
+    return args[1] if len(args) > 1 and isinstance(args[1], str) else GENERIC_ERROR
 
 
 def is_packet(expr: Any, name: str) -> bool:

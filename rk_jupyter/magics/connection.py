@@ -1,8 +1,8 @@
 """One engine that IPython reaches by itself: a transport and an AgentClient, in-process.
 
 The magics run no second Jupyter kernel: this module starts the agent through the same
-transports the provisioner uses, opens a session on it, and translates the session's packets
-for the cell that waits, as ``rk_jupyter.kernel.kernel`` does for Jupyter.
+transports the provisioner uses, opens a session on it, and evaluates cells through the
+client layer's loop (``rk_jupyter.client.evaluate``), as the Jupyter kernel does.
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ import concurrent.futures
 import os
 import secrets
 import threading
-import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from ..client import AgentClient, AgentError, Endpoint, LinkDown
-from ..link.expr import Symbol
-from ..link.packets import ABORTED, packet, packet_name
+from ..client import AgentClient, AgentError, Endpoint, EvaluationError, Evaluator, SessionLost
+from ..client.agent import NOT_CONNECTED
+from ..client.evaluate import ABORTED_CODE, INTERRUPT_TIMEOUT, Output
 from ..provisioning.transports import Transport, TransportError, create_transport
 
-POLL = 1.0  # how often a waiting cell checks that the agent is still there
 ENGINE_START_TIMEOUT = 150.0
 TRANSPORT_GRACE = 120.0  # beyond the agent's own start timeout (an ssh connect, an upload)
 STOP_TIMEOUT = 15.0
@@ -36,18 +34,6 @@ class RKernelError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
-
-
-class Output(Protocol):
-    """Where an evaluation's output goes (the IPython side)."""
-
-    def stdout(self, text: str) -> None: ...
-
-    def stderr(self, text: str) -> None: ...
-
-    def display(self, bundle: dict[str, str]) -> None: ...
-
-    def read_input(self, prompt: str) -> str: ...
 
 
 class _LoopThread:
@@ -89,8 +75,7 @@ class Connection:
         self.client = client
         self._loop = loop
         self._closed = False
-        # The packet that ends a request the last cell gave up on, while it is still due.
-        self._unfinished: str | None = None
+        self._evaluator = Evaluator(client)
 
     @classmethod
     def open(cls, label: str, settings: dict[str, Any]) -> Connection:
@@ -164,91 +149,28 @@ class Connection:
         """
         if self._closed:
             raise RKernelError(f"the connection to {self.label} is closed; %rkernel connect again")
-        self._settle()
-        end = "ReturnPacket" if expression else "InputNamePacket"
-        self._send(packet("EvaluatePacket" if expression else "EnterTextPacket", code))
-        self._unfinished = end
-        messages: list[str] = []
-        failure: str | None = None
-        value: Any = None
-        interrupted: float | None = None
-        while True:
-            try:
-                pkt = self._next(interrupted)
-                name = packet_name(pkt)
-                if name == end:
-                    self._unfinished = None
-                if name == "TextPacket":
-                    output.stdout(pkt.args[0])
-                elif name == "MessagePacket":
-                    symbol, tag, text = (list(pkt.args) + ["", "", ""])[:3]
-                    messages.append(f"{symbol}::{tag}: {text}")
-                    output.stderr(messages[-1])
-                elif name == "SyntaxPacket":
-                    failure = messages[-1] if messages else "syntax error"
-                elif name == "ReturnPacket":
-                    result = pkt.args[0] if pkt.args else None
-                    if isinstance(result, Symbol) and result == ABORTED:
-                        failure = "$Aborted: the evaluation was aborted"
-                    elif expression:
-                        value = result
-                    elif isinstance(result, dict):
-                        output.display(result)
-                elif name in ("InputPacket", "InputStringPacket"):
-                    self._send(packet("TextPacket", output.read_input(pkt.args[0])))
-                if name == end:
-                    break
-            except KeyboardInterrupt:
-                self._send(packet("RKInterrupt"))
-                interrupted = interrupted or time.monotonic()
-        if failure:
-            raise RKernelError(failure)
-        return value
-
-    def _next(self, interrupted: float | None) -> Any:
-        """The next packet of the running evaluation; raises RKernelError when it cannot come."""
-        while True:
-            pkt = self.client.next_packet(POLL)
-            if pkt is not None:
-                break
-            if not self.transport.alive():
-                reason = self.transport.death_reason()
-                self.close()
-                raise RKernelError(f"the agent is gone: {reason}; %rkernel connect again")
-            if interrupted is not None and time.monotonic() - interrupted > INTERRUPT_GRACE:
-                raise RKernelError(
-                    f"the engine did not stop within {INTERRUPT_GRACE:.0f} s of the interrupt; "
-                    "wait and run the cell again, or %rkernel disconnect"
-                )
-        name = packet_name(pkt)
-        if isinstance(pkt, LinkDown) or name == "RKEngineDied":
-            reason = pkt.reason if isinstance(pkt, LinkDown) else pkt.args[0]
-            self.close()
-            raise RKernelError(f"{reason}; %rkernel connect again")
-        if name == "RKError":
-            self._unfinished = None
-            raise RKernelError(pkt.args[0])
-        return pkt
-
-    def _settle(self) -> None:
-        """Skip what is left of an evaluation an earlier cell gave up on, so that its output
-        does not land in this cell."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while self._unfinished is not None:
-            remaining = deadline - time.monotonic()
-            pkt = self.client.next_packet(max(remaining, 0.0))
-            if pkt is None:
-                raise RKernelError(
-                    "the engine is still busy with an evaluation that an earlier cell gave up "
-                    "on; wait, or %rkernel disconnect"
-                )
-            if isinstance(pkt, LinkDown) or packet_name(pkt) in (self._unfinished, "RKError",
-                                                                  "RKEngineDied"):
-                self._unfinished = None
-
-    def _send(self, pkt: Any) -> None:
+        if not self._evaluator.settle(SETTLE_TIMEOUT):
+            # What is left of an evaluation an earlier cell gave up on must not land here.
+            raise RKernelError(
+                "the engine is still busy with an evaluation that an earlier cell gave up "
+                "on; wait, or %rkernel disconnect"
+            )
         try:
-            self.client.send(pkt)
+            return self._evaluator.run(code, output, expression=expression,
+                                       interrupt_grace=INTERRUPT_GRACE, alive=self._gone)
+        except EvaluationError as exc:
+            if exc.code == ABORTED_CODE:
+                raise RKernelError(f"$Aborted: {exc.cause}") from None
+            if exc.code == INTERRUPT_TIMEOUT:
+                raise RKernelError(f"{exc.cause}; wait and run the cell again, or "
+                                   "%rkernel disconnect") from None
+            raise RKernelError(str(exc)) from None
         except AgentError as exc:
-            self.close()
-            raise RKernelError(f"{exc}; %rkernel connect again") from None
+            if isinstance(exc, SessionLost) or exc.code == NOT_CONNECTED:
+                self.close()
+                raise RKernelError(f"{exc}; %rkernel connect again") from None
+            raise RKernelError(str(exc)) from None  # the agent refused this request
+
+    def _gone(self) -> str | None:
+        """Why the agent's process ended (None while it runs), for the waiting loop."""
+        return None if self.transport.alive() else self.transport.death_reason()

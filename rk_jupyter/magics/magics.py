@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from ..kernel.magics import render_status, status_rows
+from ..client.status import render_status, status_rows
 from .connection import Connection, RKernelError
 from .target import CONNECT_USAGE, connect_config, transport_settings
 
@@ -21,7 +21,8 @@ NOT_CONNECTED = "use %rkernel connect NAME first"
 
 
 class IPythonOutput:
-    """An evaluation's output as IPython shows a cell's: streams, rich displays, input()."""
+    """An evaluation's output as IPython shows a cell's: streams, rich displays, input()
+    (an ``rk_jupyter.client.Output``)."""
 
     def stdout(self, text: str) -> None:
         _write_line(sys.stdout, text)
@@ -29,7 +30,7 @@ class IPythonOutput:
     def stderr(self, text: str) -> None:
         _write_line(sys.stderr, text)
 
-    def display(self, bundle: dict[str, str]) -> None:
+    def display(self, bundle: dict[str, str], line: int | None) -> None:
         display(bundle, raw=True)
 
     def read_input(self, prompt: str) -> str:
@@ -38,6 +39,9 @@ class IPythonOutput:
         except StdinNotImplementedError:
             self.stderr("Input[] needs a front end that accepts input; answering an empty string")
             return ""
+
+    def next_line(self, line: int) -> None:
+        """IPython keeps its own execution count."""
 
 
 def _write_line(stream: TextIO, text: str) -> None:

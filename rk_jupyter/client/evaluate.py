@@ -1,0 +1,274 @@
+"""The evaluation loop: one request sent, its answer packets turned into output for a front end.
+
+Why one loop: the Jupyter kernel, the IPython magics, the doctor, the tests and the benchmarks
+all wait for the same packets in the same order (``rk_jupyter.link.packets``); what differs is
+only where the output goes (an ``Output``) and how a failure is shown, so each of them calls
+``run`` (or an ``Evaluator``'s ``run``) and translates what it returns or raises.
+
+An EnterTextPacket (a notebook cell) is answered by live TextPacket (Print) and MessagePacket,
+then OutputNamePacket + ReturnPacket (its MIME bundle, or $Aborted) unless the result is Null,
+and ends with the InputNamePacket of the next line; an EvaluatePacket (``%%rkernel -o``) ends
+with its ReturnPacket, whose value ``run`` returns.  A SyntaxPacket marks a syntax error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import RKError
+from ..link.expr import Symbol
+from ..link.packets import ABORTED, error_code, packet, packet_name
+from .agent import AGENT_GONE, ENGINE_DIED, AgentClient, AgentError, LinkDown, SessionLost
+
+#: How often a waiting loop wakes up to check its deadline and that the agent is alive.
+POLL = 1.0
+
+# EvaluationError codes.
+SYNTAX = "evaluation.syntax"
+ABORTED_CODE = "evaluation.aborted"
+TIMEOUT = "evaluation.timeout"
+INTERRUPT_TIMEOUT = "evaluation.interrupt-timeout"
+
+_END = {"EnterTextPacket": "InputNamePacket", "EvaluatePacket": "ReturnPacket"}
+
+
+class EvaluationError(RKError):
+    """The evaluation failed but the session goes on: a syntax error (``SYNTAX``: the cause is
+    the engine's message), an interrupted evaluation (``ABORTED_CODE``), no answer within the
+    caller's timeout (``TIMEOUT``) or no stop within the grace after an interrupt
+    (``INTERRUPT_TIMEOUT``; the end of the evaluation is still owed, see ``Evaluator``)."""
+
+    code = "evaluation.failed"
+
+
+class Output(Protocol):
+    """Where one evaluation's output goes; each front end has its own (Jupyter messages,
+    IPython's streams and displays, a list for tests and the doctor).  Called on the thread
+    that runs the loop, in the order the packets came."""
+
+    def stdout(self, text: str) -> None:
+        """Print output (a TextPacket), as it comes."""
+
+    def stderr(self, text: str) -> None:
+        """A message, formatted ``Symbol::tag: text``, as it comes."""
+
+    def display(self, bundle: dict[str, str], line: int | None) -> None:
+        """The result of an EnterTextPacket (not Null, not $Aborted): a MIME bundle; ``line``
+        is n of its Out[n] (None if the engine did not name it)."""
+
+    def read_input(self, prompt: str) -> str:
+        """The answer to Input[]/InputString[]; raising KeyboardInterrupt interrupts the
+        evaluation instead of answering."""
+        return ""
+
+    def next_line(self, line: int) -> None:
+        """The cell ended and the engine waits for In[line] (Jupyter's execution count)."""
+
+
+@dataclass
+class Collected(Output):
+    """An Output that keeps everything, for callers that look at it afterwards (tests, the
+    doctor, benchmarks); ``answers`` are given, in order, to Input[] (then "")."""
+
+    prints: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    results: list[dict[str, str]] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    line: int | None = None
+
+    def stdout(self, text: str) -> None:
+        self.prints.append(text)
+
+    def stderr(self, text: str) -> None:
+        self.messages.append(text)
+
+    def display(self, bundle: dict[str, str], line: int | None) -> None:
+        self.results.append(bundle)
+
+    def read_input(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return self.answers.pop(0) if self.answers else ""
+
+    def next_line(self, line: int) -> None:
+        self.line = line
+
+    @property
+    def text(self) -> str | None:
+        """The text/plain form of the (last) result; None when there was none (Null)."""
+        return self.results[-1].get("text/plain") if self.results else None
+
+
+def line_number(name: Any) -> int | None:
+    """n of an "In[n]:= " or "Out[n]= " name."""
+    if not isinstance(name, str) or "[" not in name:
+        return None
+    digits = name[name.index("[") + 1:].split("]", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+class Evaluator:
+    """The evaluations of one client, in order.  ``run`` is for one thread at a time (a
+    kernel's shell thread, an IPython cell); ``client.interrupt`` may come from any thread.
+
+    A request whose answer was not waited for (``defer``, or a ``run`` that gave up) still
+    owes its end: the packets up to it belong to that request and are dropped by the next
+    ``run`` or by ``settle``, so that they never land in another cell's output.
+    """
+
+    def __init__(self, client: AgentClient, poll: float = POLL) -> None:
+        self.client = client
+        self.poll = poll
+        self._owed: deque[str] = deque()  # end packet names of requests not yet ended
+
+    @property
+    def owed(self) -> int:
+        """How many requests sent have not ended yet."""
+        return len(self._owed)
+
+    def defer(self, code: str) -> bool:
+        """Send ``code`` as a cell without waiting for it (a magic cell's Null, which takes an
+        In[n] so that Jupyter's count and the engine's $Line stay one); False if it could not
+        be sent (the session is down: the next request says why)."""
+        try:
+            self.client.send(packet("EnterTextPacket", code))
+        except AgentError:
+            return False
+        self._owed.append(_END["EnterTextPacket"])
+        return True
+
+    def settle(self, timeout: float) -> bool:
+        """Read and drop what is left of the requests not waited for, up to their ends; False
+        if they did not all end within ``timeout`` s.  A lost session settles everything."""
+        deadline = time.monotonic() + timeout
+        while self._owed:
+            pkt = self.client.next_packet(max(deadline - time.monotonic(), 0.0))
+            if pkt is None:
+                return False
+            self._drop(pkt)
+        return True
+
+    def _drop(self, pkt: Any) -> None:
+        """Account for a packet of an earlier request."""
+        name = packet_name(pkt)
+        if isinstance(pkt, LinkDown) or name == "RKEngineDied":
+            self._owed.clear()  # nothing more comes; the next request reports why
+        elif name in (self._owed[0], "RKError"):
+            self._owed.popleft()
+
+    def run(
+        self,
+        code: str,
+        output: Output,
+        *,
+        expression: bool = False,
+        timeout: float | None = None,
+        interrupt_grace: float | None = None,
+        alive: Callable[[], str | None] | None = None,
+    ) -> Any:
+        """Evaluate ``code`` and pass its output to ``output`` as it comes; return the value
+        of an EvaluatePacket (``expression``), else None once the cell has ended.
+
+        A KeyboardInterrupt while waiting (or from ``output``) interrupts the engine, and the
+        evaluation then ends with $Aborted; with ``interrupt_grace`` it must end within that
+        many seconds of the interrupt.  ``timeout`` bounds the whole wait; ``alive``, called
+        whenever nothing came for ``poll`` s, returns why the agent is gone (None: alive).
+
+        Raises EvaluationError (the session goes on), AgentError for an RKError packet (the
+        request was refused; its code is the agent's), SessionLost when the link ended, the
+        engine died or the agent is gone (the client is done).
+        """
+        kind = "EvaluatePacket" if expression else "EnterTextPacket"
+        self.client.send(packet(kind, code))
+        self._owed.append(_END[kind])
+        try:
+            return self._answers(output, expression, timeout, interrupt_grace, alive)
+        except SessionLost:
+            self._owed.clear()
+            raise
+
+    def _answers(self, output: Output, expression: bool, timeout: float | None,
+                 grace: float | None, alive: Callable[[], str | None] | None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        end = self._owed[-1]
+        messages: list[str] = []
+        failure: EvaluationError | None = None
+        out_line: int | None = None
+        value: Any = None
+        interrupted: float | None = None
+        while True:
+            try:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    raise EvaluationError(f"the engine did not answer within {timeout:g} s",
+                                          code=TIMEOUT)
+                if interrupted is not None and grace is not None and now - interrupted > grace:
+                    raise EvaluationError(
+                        f"the engine did not stop within {grace:.0f} s of the interrupt",
+                        "wait and evaluate again", code=INTERRUPT_TIMEOUT)
+                wait = self.poll if deadline is None else min(self.poll, deadline - now)
+                pkt = self.client.next_packet(max(wait, 0.0))
+                if pkt is None:
+                    reason = alive() if alive is not None else None
+                    if reason is not None:
+                        raise SessionLost(f"the agent is gone: {reason}", code=AGENT_GONE)
+                    continue
+                name = packet_name(pkt)
+                if isinstance(pkt, LinkDown):
+                    raise SessionLost(pkt.reason)
+                if name == "RKEngineDied":
+                    raise SessionLost(str(pkt.args[0]) if pkt.args else "the engine died",
+                                      code=ENGINE_DIED)
+                if len(self._owed) > 1:  # the rest of an earlier request
+                    self._drop(pkt)
+                    continue
+                if name == "RKError":  # the request was refused: it ends here
+                    self._owed.popleft()
+                    raise AgentError(str(pkt.args[0]) if pkt.args else "refused",
+                                     code=error_code(pkt))
+                if name == "TextPacket":
+                    output.stdout(pkt.args[0])
+                elif name == "MessagePacket":
+                    symbol, tag, text = (list(pkt.args) + ["", "", ""])[:3]
+                    messages.append(f"{symbol}::{tag}: {text}")
+                    output.stderr(messages[-1])
+                elif name == "SyntaxPacket":
+                    failure = EvaluationError(messages[-1] if messages else "syntax error",
+                                              code=SYNTAX)
+                elif name == "OutputNamePacket":
+                    out_line = line_number(pkt.args[0] if pkt.args else None)
+                elif name == "ReturnPacket":
+                    result = pkt.args[0] if pkt.args else None
+                    if isinstance(result, Symbol) and result == ABORTED:  # not numpy's ==
+                        failure = EvaluationError("the evaluation was aborted", code=ABORTED_CODE)
+                    elif expression:
+                        value = result
+                    elif isinstance(result, dict):
+                        output.display(result, out_line)
+                elif name in ("InputPacket", "InputStringPacket"):
+                    answer = output.read_input(pkt.args[0] if pkt.args else "")
+                    self.client.send(packet("TextPacket", answer))
+                elif name == "InputNamePacket":
+                    line = line_number(pkt.args[0] if pkt.args else None)
+                    if line is not None:
+                        output.next_line(line)
+                if name == end:
+                    self._owed.popleft()
+                    break
+            except KeyboardInterrupt:
+                self.client.interrupt()
+                interrupted = interrupted or time.monotonic()
+        if failure is not None:
+            raise failure
+        return value
+
+
+def run(client: AgentClient, code: str, output: Output, **options: Any) -> Any:
+    """``Evaluator(client).run(code, output, **options)``: one evaluation on a client that has
+    nothing owed (tests, the doctor, benchmarks).  Front ends that go on after a failed or
+    deferred request keep an ``Evaluator``."""
+    return Evaluator(client).run(code, output, **options)

@@ -1,0 +1,140 @@
+"""What a front end shows about its link: ``%rkernel status`` rows, ping, the agent's log.
+
+Why here: the Jupyter kernel and the IPython magics both show them, and both only render what
+this module reads from the client and the agent (the kernel package is a front end, not a
+library for the others).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+from ..link.connection import Link
+from ..link.frames import LinkError
+from ..link.packets import packet, packet_name
+from .agent import NO_ANSWER, UNREACHABLE, AgentClient, AgentError
+
+LOG_TIMEOUT = 10.0
+PINGS = 5
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def status_rows(client: AgentClient | None, start_error: str | None,
+                transport_state_path: str = "") -> list[tuple[str, str]]:
+    """(label, value) pairs of ``%rkernel status``; pings the agent for a fresh RTT.
+
+    ``start_error`` is why there is no client; ``transport_state_path`` the JSON file in
+    which the launch side publishes the state of the way to the agent ('' for none).
+    """
+    if client is None:
+        return [("state", f"not connected: {start_error}")]
+    ep = client.endpoint
+    info: dict[str, Any] = client.engine_info
+    rows = [
+        ("transport", ep.transport),
+        ("endpoint", ep.description or f"{ep.host}:{ep.port}"),
+        ("engine", f"{info.get('name', ep.engine)} {info.get('version', '')}".strip()),
+    ]
+    try:
+        rtt = f"{client.ping() * 1000:.2f} ms"
+        state = "connected"
+    except AgentError as exc:
+        rtt, state = "-", f"down: {exc}"
+        if client.reconnecting_since is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(client.reconnecting_since))
+            state = f"reconnecting since {since}"
+    uptime = int(time.time() - client.started)
+    rows += [("state", state), ("uptime", f"{uptime // 3600}h {uptime // 60 % 60:02d}m "
+                                           f"{uptime % 60:02d}s"), ("rtt", rtt)]
+    if client.link is not None:
+        stats = client.link.stats
+        for label, d in (("sent", stats.sent), ("received", stats.received)):
+            rows.append((
+                label,
+                f"{d.packets} packets, {_size(d.raw_bytes)} raw, {_size(d.wire_bytes)} on the wire",
+            ))
+        raw = stats.sent.raw_bytes + stats.received.raw_bytes
+        wire = stats.sent.wire_bytes + stats.received.wire_bytes
+        ratio = wire / raw if raw else 1.0
+        rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
+    rows.append(("reconnects", str(client.reconnects)))
+    if connection := transport_state(transport_state_path):
+        rows.append((f"{ep.transport} connection", connection))
+    return rows
+
+
+def transport_state(path: str) -> str:
+    """The state the provisioner's connection pool publishes (the SSH connection that the
+    kernel's link runs through), as one line; '' when there is none."""
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as file:
+            state = json.load(file)
+        since = time.strftime("%H:%M:%S", time.localtime(float(state["since"])))
+        count = int(state["reconnects"])
+        line = f"{state['state']} since {since}, re-established {count} time{'s' * (count != 1)}"
+    except FileNotFoundError:
+        return "closed"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unknown ({path}: {exc})"
+    if state["state"] != "connected" and state.get("last_error"):
+        line += f"; last error: {state['last_error']}"
+    return line
+
+
+def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:
+    """The rows as a MIME bundle: aligned text, and an HTML table."""
+    width = max(len(label) for label, _ in rows)
+    text = "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(label)}</th>"
+        f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+        for label, value in rows
+    )
+    return {
+        "text/plain": text,
+        "text/html": f"<table class='rk-status'><caption>rk_jupyter link</caption>{body}</table>",
+    }
+
+
+def ping_summary(client: AgentClient) -> str:
+    """``%rkernel ping``: min, avg and max of a few round trips to the agent."""
+    rtts = [client.ping() * 1000 for _ in range(PINGS)]
+    return (f"ping {client.endpoint.description or client.endpoint.transport}: "
+            f"min {min(rtts):.2f} ms, avg {sum(rtts) / len(rtts):.2f} ms, "
+            f"max {max(rtts):.2f} ms ({PINGS} round trips)")
+
+
+def agent_log(client: AgentClient, lines: int) -> tuple[list[str], str]:
+    """The agent's last ``lines`` log lines and the log's path on the agent's host, read out
+    (RKLog) on a link of its own, so that the session's numbered packet stream is not
+    disturbed; AgentError if the agent cannot be reached or does not answer in time."""
+    ep = client.endpoint
+    try:
+        link = Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=LOG_TIMEOUT)
+    except LinkError as exc:
+        raise AgentError(str(exc), code=UNREACHABLE) from None
+    try:
+        link.send(0, packet("RKLog", lines))
+        deadline = time.monotonic() + LOG_TIMEOUT
+        while (remaining := deadline - time.monotonic()) > 0:
+            channel, reply = link.recv(timeout=remaining)
+            if channel == 0 and packet_name(reply) == "RKLogLines" and len(reply.args) == 2:
+                body, where = reply.args
+                return [str(line) for line in body], str(where)
+    except LinkError as exc:
+        raise AgentError(f"the agent did not send its log: {exc}", code=NO_ANSWER) from None
+    finally:
+        link.close()
+    raise AgentError(f"the agent did not send its log within {LOG_TIMEOUT:g} s", code=NO_ANSWER)
