@@ -13,13 +13,13 @@ from typing import Any
 from ..link.connection import Link
 from ..link.expr import Function
 from ..link.frames import LinkError
+from ..link.launcher import ENGINE_START_TIMEOUT
 from ..link.packets import packet, packet_name
 from .engines import Engine, EngineError, create_engine
 from .engines.base import EngineUnsupported, InputAborted
 
 log = logging.getLogger("rk_jupyter.agent")
 
-ENGINE_START_TIMEOUT = 120.0
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}

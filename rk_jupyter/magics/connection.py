@@ -18,21 +18,28 @@ from typing import Any, Protocol
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from ..client import AgentClient, AgentError, Endpoint, LinkDown
+from ..client import AgentClient, AgentError, LinkDown
+from ..errors import RKError
 from ..link.expr import Symbol
+from ..link.launcher import ENGINE_START_WAIT
 from ..link.packets import ABORTED, packet, packet_name
-from ..provisioning.transports import Transport, TransportError, create_transport
+from ..provisioning.errors import TransportError
+from ..provisioning.launch import LaunchObserver, open_session
+from ..provisioning.settings import LaunchSettings
+from ..provisioning.transports import Transport
 
 POLL = 1.0  # how often a waiting cell checks that the agent is still there
-ENGINE_START_TIMEOUT = 150.0
 TRANSPORT_GRACE = 120.0  # beyond the agent's own start timeout (an ssh connect, an upload)
 STOP_TIMEOUT = 15.0
 INTERRUPT_GRACE = 30.0  # for the engine to answer an interrupt
 SETTLE_TIMEOUT = 5.0  # for the end of an earlier evaluation that a cell gave up on
 
 
-class RKernelError(Exception):
-    """A failure shown as its message alone: the text names the cause, a traceback would not."""
+class RKernelError(RKError):
+    """A failure shown as its message alone: the text names the cause, a traceback would not.
+    A launch failure keeps the transport's code (``ssh.refused``, ``settings.choice``, …)."""
+
+    code = "magics.error"
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
@@ -79,6 +86,15 @@ class _LoopThread:
             self.loop.close()
 
 
+class _Started(LaunchObserver):
+    """Remembers the launch's transport, to stop it when the launch is abandoned."""
+
+    transport: Transport | None = None
+
+    def begin(self, name: str, transport: Transport, detail: str) -> None:
+        self.transport = transport
+
+
 class Connection:
     """A session on an agent that this process started; ``evaluate`` is for the cell's thread."""
 
@@ -93,10 +109,11 @@ class Connection:
         self._unfinished: str | None = None
 
     @classmethod
-    def open(cls, label: str, settings: dict[str, Any]) -> Connection:
-        """Start the agent as the provisioner would and open an engine session on it.
+    def open(cls, label: str, settings: LaunchSettings) -> Connection:
+        """Open an engine session through the launch path a kernel start takes
+        (``rk_jupyter.provisioning.launch.open_session``).
 
-        Raises RKernelError with the transport's or the agent's own explanation.
+        Raises RKernelError with the launch's own explanation and code.
         """
         kernel_id = f"magics-{os.getpid()}-{secrets.token_hex(4)}"
         runtime = jupyter_runtime_dir()
@@ -104,40 +121,23 @@ class Connection:
         log_path = os.path.join(runtime, f"rk-{kernel_id}-agent.log")
         token = secrets.token_urlsafe(32).encode()
         loop = _LoopThread()
-        transport: Transport | None = None
-        client: AgentClient | None = None
+        started = _Started()
+        timeout = settings.agent_start_timeout + TRANSPORT_GRACE + ENGINE_START_WAIT
         try:
-            transport = create_transport(settings, log_path)
-            timeout = float(settings.get("agent_start_timeout", 30.0)) + TRANSPORT_GRACE
-            endpoint = loop.run(transport.start(kernel_id, token), timeout,
-                                f"starting the agent ({transport.name})")
-            client = AgentClient(
-                Endpoint(
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    token=endpoint.token or token,
-                    transport=transport.name,
-                    description=endpoint.description,
-                    codec=settings["compression"],
-                    engine=settings["engine"],
-                    engine_options=settings["engine_options"],
-                ),
-                kernel_id,
-            )
-            client.open(ENGINE_START_TIMEOUT)
+            launched = loop.run(open_session(settings, kernel_id, token, log_path, started),
+                                timeout, f"starting the agent ({settings.transport}) and its "
+                                "engine")
         except BaseException as exc:
-            if client is not None:
-                client.close()
-            if transport is not None:
+            if started.transport is not None:  # a launch cut short by the timeout
                 try:
-                    loop.run(transport.stop(), STOP_TIMEOUT, "stopping the agent")
+                    loop.run(started.transport.stop(), STOP_TIMEOUT, "stopping the agent")
                 except Exception:  # the start's failure is the one to report
                     pass
             loop.close()
-            if isinstance(exc, (TransportError, AgentError)):
-                raise RKernelError(str(exc)) from None
+            if isinstance(exc, TransportError):
+                raise RKernelError(exc.cause, exc.fix, code=exc.code) from None
             raise
-        return cls(label, transport, client, loop)
+        return cls(label, launched.transport, launched.client, loop)
 
     @property
     def closed(self) -> bool:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import AgentEndpoint, Transport, TransportError
-from .local import LocalTransport
+
+if TYPE_CHECKING:
+    from ..settings import LaunchSettings
 
 __all__ = ["AgentEndpoint", "Transport", "TransportError", "create_transport"]
 
-TRANSPORTS = ("local", "ssh")
 
-
-def create_transport(config: dict[str, Any], log_path: str) -> Transport:
-    """The transport the kernelspec's provisioner config asks for."""
-    name = config.get("transport", "local")
-    if name == "local":
-        return LocalTransport(config, log_path)
-    if name == "ssh":
+def create_transport(settings: LaunchSettings, log_path: str, pool: Any = None) -> Transport:
+    """The transport ``settings.transport`` names (the settings are validated: it is one of
+    ``settings.TRANSPORTS``).  ``pool`` is the ssh connection pool (default: the shared one)."""
+    if settings.transport == "ssh":
         from .ssh import SSHTransport  # paramiko is imported only when needed
 
-        return SSHTransport(config, log_path)
-    raise TransportError(f"unknown transport {name!r} in the kernelspec; use "
-                         f"{' or '.join(repr(t) for t in TRANSPORTS)}")
+        return SSHTransport(settings, log_path, pool=pool)
+    from .local import LocalTransport
+
+    return LocalTransport(settings, log_path)
