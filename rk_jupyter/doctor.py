@@ -152,9 +152,11 @@ def _bounded(work: Callable[[], T], timeout: float) -> T:
 
 
 class _Recorder(LaunchObserver):
-    """Keeps the launch's phases (and its transport, to stop it whatever happens)."""
+    """Keeps the launch's phases (and its transport, to stop it whatever happens);
+    ``describe`` rewrites a passed phase's detail while what it made still runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, describe: Callable[[Phase, Transport], str]) -> None:
+        self.describe = describe
         self.phases: dict[str, Phase] = {}
         self.transport: Transport | None = None
 
@@ -162,6 +164,11 @@ class _Recorder(LaunchObserver):
         self.transport = transport
 
     def end(self, phase: Phase) -> None:
+        if phase.ok and self.transport is not None:
+            try:
+                phase = replace(phase, detail=self.describe(phase, self.transport))
+            except Exception:  # a description is not worth failing the launch for
+                pass
         self.phases[phase.name] = phase
 
 
@@ -183,7 +190,7 @@ class Checkup:
         self.transport: paramiko.Transport | None = None
         self.connection: SSHConnection | None = None
         self.pool = ConnectionPool()  # the doctor's own: a running kernel's is not touched
-        self.launch = _Recorder()
+        self.launch = _Recorder(self._describe)
         self.launched: LaunchedSession | None = None
         self.address: tuple[str, int] = ("", 0)
         self.client: AgentClient | None = None
@@ -401,8 +408,7 @@ class Checkup:
             self.client = self.launched.client
             self.token = self.launched.token
             self.address = (self.launched.agent.host, self.launched.agent.port)
-        phase = self._phase("agent")
-        return replace(phase, detail=self._agent_detail(phase))
+        return self._phase("agent")
 
     def _phase(self, name: str) -> Phase:
         phase = self.launch.phases.get(name)
@@ -413,9 +419,12 @@ class Checkup:
             raise _PhaseFailed(phase)
         return phase
 
-    def _agent_detail(self, phase: Phase) -> str:
-        """How the agent got there: copied now, the cached copy, or an installed rk_jupyter."""
-        lease = getattr(self.launch.transport, "lease", None)
+    def _describe(self, phase: Phase, transport: Transport) -> str:
+        """The agent phase told as the doctor tells it: how the agent got there (copied now,
+        the cached copy, or an installed rk_jupyter) and what runs it."""
+        if phase.name != "agent":
+            return phase.detail
+        lease = getattr(transport, "lease", None)
         if lease is None:
             return f"started {self._s.python or sys.executable} -m rk_jupyter.agent: " \
                    f"{phase.detail}"
