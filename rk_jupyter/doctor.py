@@ -43,9 +43,8 @@ from .link.frames import LinkTimeout
 from .link.launcher import ENGINE_START_WAIT
 from .link.packets import packet, packet_name
 from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run, remote_probe
-from .provisioning.errors import SettingsError
+from .provisioning.errors import SettingsError, readable
 from .provisioning.launch import LINK_TIMEOUT, LaunchedSession, LaunchObserver, Phase, open_session
-from .provisioning.provisioner import readable
 from .provisioning.settings import LaunchSettings
 from .provisioning.ssh.connect import (
     SSHConnection,

@@ -8,6 +8,8 @@ the provisioner, the doctor and the magics branch on, never on the message's wor
 
 from __future__ import annotations
 
+import textwrap
+
 from ..errors import RKError
 
 
@@ -37,3 +39,14 @@ def with_message(error: RKError, message: str) -> RKError:
     copy = type(error)(error.cause, error.fix, code=error.code)
     copy.args = (message,)
     return copy
+
+
+def readable(message: str, width: int = 88) -> str:
+    """JupyterLab shows a start error in a <pre>: wrap long lines so the fix at the end of a
+    sentence is seen without scrolling sideways.  Indented lines are commands to copy and
+    stay whole; words (paths) are never split."""
+    return "\n".join(
+        line if line[:1].isspace() else
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+        for line in message.splitlines()
+    )

@@ -7,7 +7,6 @@ import contextvars
 import logging
 import os
 import secrets
-import textwrap
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..client.environment import KernelEnvironment
 from ..link.connection import Link
 from ..link.frames import LinkError
 from ..link.packets import packet
-from .errors import TransportError, with_message
+from .errors import TransportError, readable, with_message
 from .launch import LaunchObserver, Phase, open_session
 from .settings import LaunchSettings, default_of, key_of, settings_fields, value_type
 from .transports import AgentEndpoint, Transport
@@ -34,16 +33,7 @@ ATTACH_WAIT = 120.0
 _LAUNCH: contextvars.ContextVar[str] = contextvars.ContextVar("rk_launch", default="")
 _PACKAGE_LOG = logging.getLogger("rk_jupyter")
 
-
-def readable(message: str, width: int = 88) -> str:
-    """JupyterLab shows a start error in a <pre>: wrap long lines so the fix at the end of a
-    sentence is seen without scrolling sideways.  Indented lines are commands to copy and
-    stay whole; words (paths) are never split."""
-    return "\n".join(
-        line if line[:1].isspace() else
-        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
-        for line in message.splitlines()
-    )
+__all__ = ["LaunchLog", "RemoteKernelProvisioner", "readable"]
 
 
 class LaunchLog:

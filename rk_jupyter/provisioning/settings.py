@@ -57,7 +57,7 @@ def _key(default: Any, help: str, **options: Any) -> Any:
     """A dataclass field with its ``Key`` in the metadata."""
     meta = {"key": Key(help, **options)}
     if isinstance(default, dict):
-        return field(default_factory=dict, metadata=meta)
+        return field(default_factory=dict, hash=False, metadata=meta)  # a dict: not hashed
     return field(default=default, metadata=meta)
 
 
