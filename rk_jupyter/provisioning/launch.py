@@ -69,6 +69,9 @@ class LaunchObserver:
     def end(self, phase: Phase) -> None:
         """A phase ended, passed or failed."""
 
+    def secret(self, value: bytes) -> None:
+        """The launch now uses ``value`` (a shared agent's own token): never show it."""
+
 
 @dataclass
 class LaunchedSession:
@@ -120,6 +123,7 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
     ended(Phase("agent", time.monotonic() - started, agent.description,
                 timings=dict(getattr(getattr(transport, "lease", None), "timings", None) or {})))
     token = agent.token or token
+    observer.secret(token)
     client = AgentClient(Endpoint(
         agent.host, agent.port, token, transport=transport.name,
         description=agent.description, codec=settings.compression, engine=settings.engine,

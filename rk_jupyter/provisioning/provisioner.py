@@ -33,8 +33,6 @@ ATTACH_WAIT = 120.0
 _LAUNCH: contextvars.ContextVar[str] = contextvars.ContextVar("rk_launch", default="")
 _PACKAGE_LOG = logging.getLogger("rk_jupyter")
 
-__all__ = ["LaunchLog", "RemoteKernelProvisioner", "readable"]
-
 
 class LaunchLog:
     """``rk-<kernel_id>.log`` in Jupyter's runtime directory: every step of a launch with its
@@ -93,6 +91,7 @@ def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: st
         pass
     link.close()
 
+
 _TRAIT_TYPES: dict[type, type[TraitType]] = {str: Unicode, int: Int, float: Float, dict: Dict}
 #: The kernelspec key that is not named like its provisioner trait (``transport`` holds the
 #: live Transport object).
@@ -139,6 +138,9 @@ class _LogObserver(LaunchObserver):
                              f" ({timings})" if timings else "", phase.detail)
         else:
             self.launch.step("%s ready in %.2f s: %s", phase.name, phase.seconds, phase.detail)
+
+    def secret(self, value: bytes) -> None:
+        self.launch.secret(value)
 
 
 class RemoteKernelProvisioner(_SettingsProvisioner):
@@ -207,7 +209,6 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
                                       session=session, keep=ATTACH_WAIT)
         launched.client.close(end_session=False)  # the kernel process attaches to it
         self.transport = launched.transport
-        launch.secret(launched.token)
         agent = launched.agent
         self._session = (agent, launched.token, settings.compression, session)
         environment = KernelEnvironment(
