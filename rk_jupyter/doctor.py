@@ -42,7 +42,7 @@ from .link.connection import Link
 from .link.frames import LinkTimeout
 from .link.launcher import ENGINE_START_WAIT
 from .link.packets import packet, packet_name
-from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run, remote_probe
+from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run
 from .provisioning.errors import SettingsError, readable
 from .provisioning.launch import LINK_TIMEOUT, LaunchedSession, LaunchObserver, Phase, open_session
 from .provisioning.settings import LaunchSettings
@@ -58,7 +58,7 @@ from .provisioning.ssh.connect import (
 from .provisioning.ssh.deploy import agent_zipapp
 from .provisioning.ssh.hostkeys import fingerprint
 from .provisioning.ssh.pool import ConnectionPool
-from .provisioning.ssh.remote_agent import check_login
+from .provisioning.ssh.remote_agent import check_login, check_python
 from .provisioning.ssh.target import SSHTarget, load_ssh_config, resolve_target
 from .provisioning.transports import Transport
 
@@ -383,8 +383,7 @@ class Checkup:
                 raise python_cannot_run(python, exc) from None
             return check_probe(python, "this machine", done.returncode, done.stdout, "python")
         assert self.connection is not None
-        status, out = self.connection.run(remote_probe(s.remote_python), s.command_timeout)
-        return check_probe(s.remote_python, str(self.target), status, out)
+        return check_python(self.connection, s.remote_python, s.command_timeout)
 
     # -- the launch path's phases, then the doctor's own checks ------------------------------
 

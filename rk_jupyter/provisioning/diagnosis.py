@@ -7,8 +7,6 @@ the same cause and fix whichever found the problem.
 
 from __future__ import annotations
 
-import shlex
-
 from ..link.launcher import MIN_PYTHON
 from .errors import TransportError
 
@@ -53,24 +51,10 @@ def python_unusable(python: str, where: str, status: int, out: str,
         code="agent.python-unusable")
 
 
-def remote_probe(python: str) -> str:
-    """The shell command that runs PY_PROBE with ``python`` on a remote host (from the home
-    directory, like the agent), or prints NO_PYTHON_MARKER when it is not found."""
-    from .ssh.deploy import NO_PYTHON_MARKER
-
-    script = (f"cd; PY={shlex.quote(python)}; command -v \"$PY\" >/dev/null 2>&1 || "
-              f"{{ echo {NO_PYTHON_MARKER}; exit 0; }}; exec \"$PY\" -c {shlex.quote(PY_PROBE)}")
-    return "sh -c " + shlex.quote(script)
-
-
 def check_probe(python: str, where: str, status: int, out: str,
                 setting: str = "remote_python") -> str:
     """Check PY_PROBE's output (its last line: a login may print first); raise the
     diagnosis, or return what was found.  ``setting``: the kernelspec key naming it."""
-    from .ssh.deploy import NO_PYTHON_MARKER  # the launch command's marker (ssh hosts)
-
-    if NO_PYTHON_MARKER in out.split():
-        raise python_missing(python, where)
     fields = (out.strip().splitlines() or [""])[-1].rsplit(" ", 1)
     try:
         version = tuple(int(part) for part in fields[1].split("."))

@@ -26,7 +26,7 @@ import paramiko
 
 from ... import __version__
 from ...link.launcher import READY_PREFIX, STOP_LINE
-from ..diagnosis import python_missing, python_too_old
+from ..diagnosis import PY_PROBE, check_probe, python_missing, python_too_old
 from ..errors import TransportError
 from .connect import SSHConnection
 from .deploy import (
@@ -88,6 +88,19 @@ def check_login(connection: SSHConnection, timeout: float) -> str:
             "Print only in interactive shells, e.g. with this line above the output in "
             "~/.bashrc:\n    [[ $- == *i* ]] || return", code="login.noisy")
     return f"{target.user}'s login shell ran a command; stdout is clean"
+
+
+def check_python(connection: SSHConnection, python: str, timeout: float) -> str:
+    """Run the Python probe with ``python`` through the login shell, from the home
+    directory, as the agent's launch command runs it; raise the diagnosis (missing, too old,
+    not working: ``provisioning.diagnosis``) or return what was found.  The doctor's python
+    step on an ssh host."""
+    script = (f"cd; PY={shlex.quote(python)}; command -v \"$PY\" >/dev/null 2>&1 || "
+              f"{{ echo {NO_PYTHON_MARKER}; exit 0; }}; exec \"$PY\" -c {shlex.quote(PY_PROBE)}")
+    status, out = connection.run("sh -c " + shlex.quote(script), timeout)
+    if NO_PYTHON_MARKER in out.split():
+        raise python_missing(python, str(connection.target))
+    return check_probe(python, str(connection.target), status, out)
 
 
 def login_problem(connection: SSHConnection, timeout: float) -> TransportError | None:
