@@ -5,7 +5,8 @@
                        [--identity FILE] [--proxy-jump HOST] [--known-hosts FILE] ...
     rk-jupyter list
     rk-jupyter remove NAME
-    rk-jupyter doctor NAME [--json]
+    rk-jupyter doctor NAME [--json | --mime]
+    rk-jupyter doctor --settings-stdin [--mime] [NAME]
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import re
 import sys
 from typing import Any
 
-from . import doctor, kernelspec
-from .link.compression import PREFERENCES
-from .provisioning.ssh.target import parse_destination
+from . import kernelspec
+from .provisioning.settings import (
+    default_of,
+    key_of,
+    parse_destination,
+    settings_fields,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Options that only mean something for a remote host.
-_SSH_OPTIONS = ("remote_python", "identity", "proxy_jump", "known_hosts", "ssh_config",
-                "host_key_policy", "agent_deploy")
+#: The settings ``add`` offers an option for (the schema's ``flag``) that only mean something
+#: for a remote host.
+_SSH_OPTIONS = tuple(f.name for f in settings_fields() if key_of(f).flag and key_of(f).ssh)
+#: The environment variable that names the kernelspec of the kernel that runs the doctor.
+KERNELSPEC_ENV = "RK_KERNELSPEC"
 
 
 def _fail(message: str) -> SystemExit:
@@ -51,8 +58,8 @@ def _ssh_config(args: argparse.Namespace) -> dict[str, Any]:
         config["port"] = dest.port
     if args.remote_python:
         config["remote_python"] = args.remote_python
-    if args.identity:
-        config["identity_file"] = _existing_file(args.identity, "--identity")
+    if args.identity_file:
+        config["identity_file"] = _existing_file(args.identity_file, "--identity")
     if args.proxy_jump:
         for hop in args.proxy_jump.split(","):
             try:
@@ -94,7 +101,8 @@ def _add(args: argparse.Namespace) -> int:
     if args.kernel_path and args.engine != "wolfram":
         raise _fail("--kernel-path names a WolframKernel: it needs --engine wolfram")
     if args.local:
-        given = [f"--{o.replace('_', '-')}" for o in _SSH_OPTIONS if getattr(args, o)]
+        flags = {f.name: key_of(f).flag for f in settings_fields()}
+        given = [flags[o] for o in _SSH_OPTIONS if getattr(args, o)]
         if given:
             raise _fail(f"{', '.join(given)} only apply to a remote host (--host), "
                         "not to --local")
@@ -153,13 +161,33 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    """Each step's line as it ends (a slow step shows where it is), or one JSON list."""
-    checkup = doctor.Checkup(args.name)
-    if args.json:
+    """Each step's line as it ends (a slow step shows where it is), one JSON list, or one
+    MIME bundle (``--mime``: what ``%rkernel doctor`` displays; the kernel runs this command
+    in a subprocess, so that the kernel process never imports the doctor or paramiko)."""
+    from . import doctor  # paramiko and the ssh modules: only for this command
+
+    if args.settings_stdin:
+        name = args.name or os.environ.get(KERNELSPEC_ENV) or "this kernel"
+        try:
+            given: Any = json.loads(sys.stdin.read())
+        except ValueError as exc:
+            given = f"the launch settings on stdin are not JSON: {exc}"
+        checkup = doctor.Checkup(name, given)
+    elif args.name:
+        name, checkup = args.name, doctor.Checkup(args.name)
+    else:
+        raise SystemExit("rk-jupyter doctor: name a kernelspec (rk-jupyter doctor NAME), or "
+                         "give launch settings with --settings-stdin")
+    if args.mime:
+        steps = checkup.run()
+        title = f"rk_jupyter doctor: {name}"
+        print(json.dumps({"text/plain": doctor.render_text(title, steps),
+                          "text/html": doctor.render_html(title, steps)}, ensure_ascii=False))
+    elif args.json:
         steps = checkup.run()
         print(json.dumps([step.as_dict() for step in steps], indent=2, ensure_ascii=False))
     else:
-        print(f"rk-jupyter doctor {args.name}", flush=True)
+        print(f"rk-jupyter doctor {name}", flush=True)
         steps = checkup.run(lambda step: print(doctor.format_step(step), flush=True))
         print(doctor.summary(steps))
     return 0 if doctor.passed(steps) else 1
@@ -175,25 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--local", action="store_true", help="on this machine")
     place.add_argument("--host", metavar="[USER@]HOST[:PORT]",
                        help="on a remote host, over SSH (HOST may be an ~/.ssh/config alias)")
-    add.add_argument("--engine", choices=("mathics", "wolfram"), default="mathics")
     add.add_argument("--kernel-path", help="WolframKernel executable (engine wolfram)")
-    add.add_argument("--compression", choices=PREFERENCES,
-                     default="brotli", help="brotli-max: ~13%% fewer bytes for ~1.5 ms more "
-                     "per larger output (up to ~0.1 s for a plot); for slow or metered networks")
     add.add_argument("--display-name", help='default: "Wolfram Language (NAME)", or '
                      '"Wolfram Language (Mathics3, NAME)" for --local --engine mathics')
     ssh = add.add_argument_group("remote hosts (--host)")
-    ssh.add_argument("--remote-python", metavar="PATH",
-                     help="Python 3.10+ on the host that runs the agent (default python3)")
-    ssh.add_argument("--identity", metavar="FILE", help="private key to log in with")
-    ssh.add_argument("--proxy-jump", metavar="HOST", help="jump host(s), as ssh -J")
-    ssh.add_argument("--known-hosts", metavar="FILE",
-                     help="known_hosts file for the host key (default ~/.ssh/known_hosts)")
-    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config (default ~/.ssh/config)")
-    ssh.add_argument("--host-key-policy", choices=("strict", "accept-new"),
-                     help="strict (default): refuse unknown host keys")
-    ssh.add_argument("--agent-deploy", choices=("auto", "zipapp", "installed"),
-                     help="auto (default): use an installed rk_jupyter, else copy the agent")
+    _settings_options(add, ssh)
     where = add.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="in the user's Jupyter data dir")
     where.add_argument("--sys-prefix", action="store_true", help="in sys.prefix (venv/conda)")
@@ -205,11 +219,35 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(func=_remove)
     check = sub.add_parser("doctor", help="check every step from here to kernelspec rk-NAME's "
                            "engine; exit status 0 only if all pass")
-    check.add_argument("name")
-    check.add_argument("--json", action="store_true",
-                       help="print a JSON list of {step, ok, status, seconds, detail, fix}")
+    check.add_argument("name", nargs="?", help="the kernelspec (with --settings-stdin: the "
+                       f"name to show; default ${KERNELSPEC_ENV}, else \"this kernel\")")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="print a JSON list of {step, ok, status, seconds, detail, fix}")
+    output.add_argument("--mime", action="store_true",
+                        help="print one JSON object, a MIME bundle with text/plain and "
+                        "text/html (what %%rkernel doctor displays)")
+    check.add_argument("--settings-stdin", action="store_true",
+                       help="check the launch settings read as a JSON object from stdin (a "
+                       "kernel's RK_SETTINGS) instead of a kernelspec's")
     check.set_defaults(func=_doctor)
     return parser
+
+
+def _settings_options(add: argparse.ArgumentParser, ssh: argparse._ArgumentGroup) -> None:
+    """``add``'s options for the settings the schema gives a ``flag``: the schema's help,
+    choices and (for the settings every kernelspec records) default."""
+    for f in settings_fields():
+        key = key_of(f)
+        if key.flag is None:
+            continue
+        options: dict[str, Any] = {"dest": f.name, "metavar": key.metavar,
+                                   "help": key.help.replace("%", "%%")}
+        if key.choices:
+            options["choices"] = key.choices
+        if not key.ssh:  # written into every kernelspec, so with its default
+            options["default"] = default_of(f)
+        (ssh if key.ssh else add).add_argument(key.flag, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

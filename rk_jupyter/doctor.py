@@ -1,13 +1,17 @@
 """``rk-jupyter doctor NAME``: walk the chain from this machine to a working engine, step by step.
 
-Each step is a small function over the modules a kernel start itself uses (ssh_config target
-resolution, host-key checking, the connect phases, agent deployment, the link, AgentClient), so
-a step fails with the same message a kernel start would give, split into what happened and
-what to do, at the step where it happens and with the time it took.  Steps after a failure are
-skipped; for the local transport the network steps do not apply.
+The steps up to the agent are the doctor's own diagnosis, each over the function a kernel
+start itself calls (ssh_config target resolution, ``connect.resolve``, the connect phases,
+``check_login``, the Python probe of ``provisioning.diagnosis``), so a step fails with the
+error a kernel start would give — its cause and its fix, and its code — at the step where it
+happens and with the time it took.  The agent, link and engine steps are the phases of the
+real launch path (``provisioning.launch.open_session``) with their times, then the checks only
+the doctor makes: an evaluation, the round trip and the throughput.  Steps after a failure
+are skipped; for the local transport the network steps do not apply.
 
-The doctor never touches what running kernels use: it opens its own SSH connection (not the
-shared pool's) and starts its own agent, and ends both before it returns.
+The doctor never touches what running kernels use: it opens its own SSH connections (a
+connection pool of its own, not the shared one) and starts its own agent, and ends both
+before it returns.
 """
 
 from __future__ import annotations
@@ -19,50 +23,50 @@ import itertools
 import os
 import queue
 import secrets
-import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import paramiko
-from traitlets import TraitError
 
-from . import __version__, kernelspec
-from .client import AgentClient, AgentError, Collected, Endpoint, EvaluationError, run
+from . import kernelspec
+from .client import AgentClient, Collected, EvaluationError, run
 from .client.evaluate import TIMEOUT
-from .link.compression import split_preference
+from .errors import RKError
 from .link.connection import Link
 from .link.frames import LinkTimeout
+from .link.launcher import ENGINE_START_WAIT
 from .link.packets import packet, packet_name
-from .provisioning.provisioner import RemoteKernelProvisioner, readable
+from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run
+from .provisioning.errors import SettingsError, readable
+from .provisioning.launch import LINK_TIMEOUT, LaunchedSession, LaunchObserver, Phase, open_session
+from .provisioning.settings import LaunchSettings
 from .provisioning.ssh.connect import (
     SSHConnection,
     authenticate,
     connect,
+    resolve,
     start_transport,
     tcp_connect,
     tunnel,
 )
-from .provisioning.ssh.deploy import MIN_PYTHON, NO_PYTHON_MARKER, agent_zipapp
-from .provisioning.ssh.forward import Forwarder
+from .provisioning.ssh.deploy import agent_zipapp
 from .provisioning.ssh.hostkeys import fingerprint
-from .provisioning.ssh.remote_agent import AgentSettings, RemoteAgent, python_not_found
+from .provisioning.ssh.pool import ConnectionPool
+from .provisioning.ssh.remote_agent import check_login, check_python
 from .provisioning.ssh.target import SSHTarget, load_ssh_config, resolve_target
-from .provisioning.transports import TransportError
-from .provisioning.transports.local import LocalTransport
+from .provisioning.transports import Transport
 
 T = TypeVar("T")
 
 PASS, FAIL, SKIPPED, NA = "pass", "fail", "skipped", "n/a"
 MARKS = {PASS: "✓", FAIL: "✗", SKIPPED: "-", NA: "·"}
-ENGINE_START_TIMEOUT = 150.0  # a cold Wolfram kernel with a licence check is slow
 EVAL_TIMEOUT = 30.0
 PINGS = 5
 PING_TIMEOUT = 10.0
@@ -70,11 +74,7 @@ ECHO_SIZES = (64 << 10, 1 << 20, 4 << 20)  # random, so the codec cannot shrink 
 ECHO_LONG_ENOUGH = 0.5  # seconds: a transfer this long measures the link, not the overhead
 ECHO_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-SHELL_MARK = "RKJ-DOCTOR-SHELL"
-_MIN_CAUSE = 12  # a shorter "cause" is a prefix like "@@@ WARNING", not the cause
-_PY_PROBE = ('import sys; sys.stdout.write("%s %d.%d.%d\\n" % '
-             "((sys.executable,) + tuple(sys.version_info[:3])))")  # also runs on Python 2
-# What to do when a failure's message names no fix of its own (a timeout, mostly).
+# What to do when a failure names no fix of its own (a timeout, mostly).
 HINTS = {
     "engine": "check the engine on the host: Mathics3 (pip install Mathics3) or the Wolfram "
               "kernel (engine option kernel_path)",
@@ -83,28 +83,35 @@ HINTS = {
 }
 
 
-class Failed(Exception):
-    """A step failed: ``detail`` says what happened, ``fix`` what to do."""
+class Failed(RKError):
+    """A check only the doctor makes failed: ``cause`` says what happened, ``fix`` what to
+    do.  (A failure of what a kernel start does raises that code's own error instead.)"""
 
-    def __init__(self, detail: str, fix: str = "") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fix = fix
+    code = "doctor.failed"
 
 
 class NotApplicable(Exception):
     """The step has no meaning for this kernelspec (a network step of the local transport)."""
 
 
+class _PhaseFailed(Exception):
+    """The launch failed at this step's phase."""
+
+    def __init__(self, phase: Phase) -> None:
+        super().__init__(phase.name)
+        self.phase = phase
+
+
 @dataclass
 class Step:
-    """One line of the report."""
+    """One line of the report; ``code`` is the failure's error code."""
 
     step: str
     status: str
     seconds: float | None = None
     detail: str = ""
     fix: str = ""
+    code: str = ""
 
     @property
     def ok(self) -> bool | None:
@@ -114,24 +121,7 @@ class Step:
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "ok": self.ok, "status": self.status,
                 "seconds": None if self.seconds is None else round(self.seconds, 3),
-                "detail": self.detail, "fix": self.fix}
-
-
-def split_message(message: str) -> tuple[str, str]:
-    """(cause, explanation and fix) of a message written "cause: what to do", the style of
-    every TransportError: split at the first ": " or "; " outside brackets on the first line;
-    without one, the first line is the cause and the lines after it the rest."""
-    first, _, after = message.strip().partition("\n")
-    depth = 0
-    for i, char in enumerate(first):
-        if char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth = max(depth - 1, 0)
-        elif depth == 0 and i >= _MIN_CAUSE and first[i:i + 2] in (": ", "; "):
-            rest = first[i + 2:]
-            return first[:i], f"{rest}\n{after}" if after else rest
-    return first, after
+                "detail": self.detail, "fix": self.fix, "code": self.code}
 
 
 def passed(steps: list[Step]) -> bool:
@@ -141,8 +131,8 @@ def passed(steps: list[Step]) -> bool:
 
 def _bounded(work: Callable[[], T], timeout: float) -> T:
     """``work()`` on a daemon thread, for calls that take no timeout themselves
-    (getaddrinfo, asyncio.run in a thread that may already run a loop); TimeoutError if it
-    is not done within ``timeout`` seconds."""
+    (asyncio.run in a thread that may already run a loop); TimeoutError if it is not done
+    within ``timeout`` seconds."""
     box: queue.Queue[tuple[bool, Any]] = queue.Queue(1)
 
     def run() -> None:
@@ -161,13 +151,37 @@ def _bounded(work: Callable[[], T], timeout: float) -> T:
     return value
 
 
-class Checkup:
-    """One run of the doctor on a kernelspec (``name``) or on the settings a provisioner made
-    (``settings``, as ``%rkernel doctor`` gets them); ``run`` does every step and cleans up."""
+class _Recorder(LaunchObserver):
+    """Keeps the launch's phases (and its transport, to stop it whatever happens);
+    ``describe`` rewrites a passed phase's detail while what it made still runs."""
 
-    def __init__(self, name: str = "", settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, describe: Callable[[Phase, Transport], str]) -> None:
+        self.describe = describe
+        self.phases: dict[str, Phase] = {}
+        self.transport: Transport | None = None
+
+    def begin(self, name: str, transport: Transport, detail: str) -> None:
+        self.transport = transport
+
+    def end(self, phase: Phase) -> None:
+        if phase.ok and self.transport is not None:
+            try:
+                phase = replace(phase, detail=self.describe(phase, self.transport))
+            except Exception:  # a description is not worth failing the launch for
+                pass
+        self.phases[phase.name] = phase
+
+
+class Checkup:
+    """One run of the doctor on a kernelspec (``name``) or on launch settings (``settings``:
+    a LaunchSettings, or its plain form as a kernel's RK_SETTINGS hold it, checked in the
+    kernelspec step); ``run`` does every step and cleans up."""
+
+    def __init__(self, name: str = "",
+                 settings: LaunchSettings | Mapping[str, Any] | str | None = None) -> None:
         self.name = name
-        self.settings = settings
+        self.given = settings
+        self.settings: LaunchSettings | None = None
         self.token = secrets.token_urlsafe(32).encode()
         self.kernel_id = f"doctor-{os.getpid()}-{secrets.token_hex(4)}"
         self.target: SSHTarget | None = None
@@ -175,9 +189,9 @@ class Checkup:
         self.sock: Any = None
         self.transport: paramiko.Transport | None = None
         self.connection: SSHConnection | None = None
-        self.agent: RemoteAgent | None = None
-        self.forwarder: Forwarder | None = None
-        self.local: LocalTransport | None = None
+        self.pool = ConnectionPool()  # the doctor's own: a running kernel's is not touched
+        self.launch = _Recorder(self._describe)
+        self.launched: LaunchedSession | None = None
         self.address: tuple[str, int] = ("", 0)
         self.client: AgentClient | None = None
         self.tmp = ""
@@ -185,7 +199,7 @@ class Checkup:
 
     def run(self, report: Callable[[Step], None] | None = None) -> list[Step]:
         """Every step in order (``report`` sees each as it ends); never raises for a failure."""
-        checks: list[tuple[str, Callable[[], str]]] = [
+        checks: list[tuple[str, Callable[[], str | Phase]]] = [
             ("kernelspec", self._kernelspec), ("resolve", self._resolve),
             ("reach", self._reach), ("host key", self._host_key), ("auth", self._auth),
             ("remote shell", self._shell), ("python", self._python), ("agent", self._agent),
@@ -207,65 +221,82 @@ class Checkup:
             self.close()
         return steps
 
-    def _check(self, name: str, check: Callable[[], str]) -> Step:
+    def _check(self, name: str, check: Callable[[], str | Phase]) -> Step:
         started = time.monotonic()
         try:
-            detail = check()
+            found = check()
         except NotApplicable as exc:
             return Step(name, NA, detail=str(exc))
-        except Failed as exc:
-            detail, fix = exc.detail, exc.fix
-        except (TransportError, AgentError, OSError) as exc:  # LinkError is an OSError
-            detail, fix = split_message(str(exc) or type(exc).__name__)
+        except _PhaseFailed as exc:
+            error: RKError = exc.phase.error or Failed(f"the launch failed at {name}")
+            seconds = exc.phase.seconds
+        except RKError as exc:  # the same error a kernel start gives, with its code
+            error, seconds = exc, time.monotonic() - started
+        except OSError as exc:  # LinkError is an OSError
+            error = RKError(str(exc) or type(exc).__name__, code="doctor.os-error")
+            seconds = time.monotonic() - started
         except Exception as exc:  # a doctor reports what it did not foresee, too
-            detail, fix = f"unexpected {type(exc).__name__}: {exc}", ""
+            error = RKError(f"unexpected {type(exc).__name__}: {exc}", code="doctor.unexpected")
+            seconds = time.monotonic() - started
         else:
-            return Step(name, PASS, time.monotonic() - started, detail)
-        return Step(name, FAIL, time.monotonic() - started, detail, fix or HINTS.get(name, ""))
+            if isinstance(found, Phase):
+                return Step(name, PASS, found.seconds, found.detail)
+            return Step(name, PASS, time.monotonic() - started, found)
+        return Step(name, FAIL, seconds, error.cause, error.fix or HINTS.get(name, ""),
+                    error.code)
 
     def close(self) -> None:
-        """End what the run made, newest first: session, forward, agent, connection."""
+        """End what the run made, newest first: session, agent (and its connection), the
+        diagnosis connection."""
         cleanups: list[Callable[[], Any]] = []
         if self.client:
             cleanups.append(self.client.close)
-        if self.forwarder:
-            cleanups.append(self.forwarder.close)
-        if self.agent:
-            cleanups.append(self.agent.stop)
+        transport = self.launch.transport
+        if transport is not None:
+            cleanups.append(lambda: _bounded(lambda: asyncio.run(transport.stop()),
+                                             STOP_TIMEOUT))
+        cleanups.append(self.pool.shutdown)
         for closable in (self.connection, self.transport, self.sock, self.jump):
             if closable is not None:
                 cleanups.append(closable.close)
-        if self.local:
-            local = self.local
-            cleanups.append(lambda: _bounded(lambda: asyncio.run(local.stop()), STOP_TIMEOUT))
         cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         for cleanup in cleanups:
             with contextlib.suppress(Exception):  # best effort: end everything else still
                 cleanup()
-        self.client = self.forwarder = self.agent = self.local = None
+        self.client = self.launched = None
+        self.launch.transport = None
         self.connection = self.transport = self.sock = self.jump = None
 
     # -- settings --------------------------------------------------------------------------
 
     @property
-    def _s(self) -> dict[str, Any]:
+    def _s(self) -> LaunchSettings:
         assert self.settings is not None  # the kernelspec step passed
         return self.settings
 
-    def _ssh(self) -> dict[str, Any]:
+    def _ssh(self) -> LaunchSettings:
         """The settings of an ssh kernelspec; NotApplicable for a local one."""
-        if self._s.get("transport") != "ssh":
+        if self._s.transport != "ssh":
             raise NotApplicable("the agent runs on this machine (transport local)")
         return self._s
 
-    def _timeout(self, key: str, default: float) -> float:
-        return float(self._s.get(key) or default)
-
-    # -- the steps: each returns what it found, or raises -----------------------------------
+    # -- the steps before the launch: each returns what it found, or raises ----------------
 
     def _kernelspec(self) -> str:
         label = self.name or "this kernel"
-        if self.settings is None:
+        given = self.given
+        if isinstance(given, LaunchSettings):
+            self.settings = given
+        elif isinstance(given, str):  # the caller could not even read them
+            raise Failed(given, "run %rkernel doctor NAME to check kernelspec rk-NAME",
+                         code="settings.not-json")
+        elif given is not None:
+            try:
+                self.settings = LaunchSettings.from_config(given)
+            except SettingsError as exc:
+                raise Failed(f"{label}'s launch settings are invalid: {exc.cause}", exc.fix,
+                             code=exc.code) from None
+        else:
             rows = kernelspec.installed()
             row = next((r for r in rows if self.name in (r["name"], r["kernelspec"])), None)
             if row is None:
@@ -273,43 +304,28 @@ class Checkup:
                 raise Failed(f"no rk- kernelspec named {self.name!r}",
                              f"rk-jupyter list shows the installed ones (here: {available}); "
                              "add one with rk-jupyter add NAME --local, or --host "
-                             "[user@]host[:port]")
+                             "[user@]host[:port]", code="doctor.no-kernelspec")
             label = row["kernelspec"]
             try:
-                self.settings = RemoteKernelProvisioner(**row["config"])._settings()
-            except (TraitError, TransportError) as exc:
-                raise Failed(f"{label} has an invalid provisioner config: {exc}",
-                             f"correct {os.path.join(row['resource_dir'], 'kernel.json')}, "
-                             "or install it again with rk-jupyter add") from None
+                self.settings = LaunchSettings.from_config(row["config"])
+            except SettingsError as exc:
+                raise Failed(f"{label} has an invalid provisioner config: {exc.cause}",
+                             f"{exc.fix}; correct "
+                             f"{os.path.join(row['resource_dir'], 'kernel.json')}, or install "
+                             "it again with rk-jupyter add", code=exc.code) from None
         s = self._s
-        where = f" to {s.get('host')}" if s.get("transport") == "ssh" else ""
-        return (f"{label}: transport {s.get('transport')}{where}, engine {s.get('engine')}, "
-                f"compression {s.get('compression')}")
+        return (f"{label}: transport {s.transport}{s.where()}, engine {s.engine}, "
+                f"compression {s.compression}")
 
     def _resolve(self) -> str:
         s = self._ssh()
         self.target = target = resolve_target(
-            s["host"], port=s.get("port") or None, user=s.get("user") or None,
-            identity_file=s.get("identity_file") or None,
-            proxy_jump=s.get("proxy_jump") or None, known_hosts=s.get("known_hosts") or None,
-            ssh_config=load_ssh_config(s.get("ssh_config") or None),
+            s.host, port=s.port or None, user=s.user or None,
+            identity_file=s.identity_file or None, proxy_jump=s.proxy_jump or None,
+            known_hosts=s.known_hosts or None, ssh_config=load_ssh_config(s.ssh_config or None),
         )
         first = (*target.jumps, target)[0]
-        timeout = self._timeout("connect_timeout", 10.0)
-        try:
-            infos = _bounded(lambda: socket.getaddrinfo(first.hostname, first.port,
-                                                        type=socket.SOCK_STREAM), timeout)
-        except socket.gaierror as exc:
-            raise Failed(f"cannot resolve the host name {first.hostname!r}: {exc.strerror}",
-                         "check the name: host in the kernelspec, or the HostName of that "
-                         "alias in your ssh_config; a name known only inside a VPN or a "
-                         "private network needs that network (try: getent hosts "
-                         f"{shlex.quote(first.hostname)})") from None
-        except TimeoutError:
-            raise Failed(f"the resolver gave no answer for {first.hostname!r} within "
-                         f"{timeout:g} s (connect_timeout)",
-                         "check the DNS servers in /etc/resolv.conf, or give the host as an "
-                         "IP address") from None
+        infos = resolve(first, s.connect_timeout)
         addresses = ", ".join(dict.fromkeys(info[4][0] for info in infos))
         detail = f"{first.hostname} is {addresses}"
         if target.alias != target.hostname:
@@ -321,24 +337,22 @@ class Checkup:
     def _reach(self) -> str:
         s, target = self._ssh(), self.target
         assert target is not None
-        timeout = self._timeout("connect_timeout", 10.0)
         if target.jumps:
             chain = replace(target.jumps[-1], jumps=target.jumps[:-1])
-            self.jump = connect(chain, s.get("host_key_policy") or "strict", timeout, 0)
-            self.sock = tunnel(self.jump, target, timeout)
+            self.jump = connect(chain, s.host_key_policy, s.connect_timeout, 0)
+            self.sock = tunnel(self.jump, target, s.connect_timeout)
             return f"{target.hostname}:{target.port} answers through {self.jump.target}"
-        self.sock = tcp_connect(target, timeout)
+        self.sock = tcp_connect(target, s.connect_timeout)
         return f"{target.hostname}:{target.port} accepts TCP connections"
 
     def _host_key(self) -> str:
         s, target = self._ssh(), self.target
         assert target is not None
-        policy = s.get("host_key_policy") or "strict"
-        self.transport = start_transport(target, self.sock, policy,
-                                         self._timeout("connect_timeout", 10.0))
+        self.transport = start_transport(target, self.sock, s.host_key_policy,
+                                         s.connect_timeout)
         key = self.transport.get_remote_server_key()
         return (f"{target.known_hosts_name} offered {key.get_name()} {fingerprint(key)}: "
-                f"trusted (host_key_policy {policy})")
+                f"trusted (host_key_policy {s.host_key_policy})")
 
     def _auth(self) -> str:
         self._ssh()
@@ -349,149 +363,99 @@ class Checkup:
         return f"logged in as {self.target.user} with {label}"
 
     def _shell(self) -> str:
-        self._ssh()
-        assert self.connection is not None and self.target is not None
-        user, host = self.target.user, self.target.hostname
-        status, out = self.connection.run(f"printf {SHELL_MARK}", self._command_timeout(),
-                                          combine=False)
-        if status != 0 or SHELL_MARK not in out:
-            raise Failed(f"the account {user} on {host} cannot run a command (exit status "
-                         f"{status}, output {out.strip()[:200]!r})",
-                         "rk_jupyter starts its agent with a command run by the account's "
-                         f"login shell: give {user} a shell that runs commands (e.g. chsh -s "
-                         "/bin/bash); /usr/sbin/nologin and /bin/false refuse them")
-        extra = out.replace(SHELL_MARK, "", 1).strip()
-        if extra:
-            raise Failed(f"the login on {host} prints {extra[:200]!r} on stdout before any "
-                         "command",
-                         "a shell startup file (~/.bashrc, ~/.profile, /etc/bash.bashrc) "
-                         "prints even for commands run over SSH; that text lands in every "
-                         "channel and corrupts SFTP, which copies the agent. Print only in "
-                         "interactive shells, e.g. with this line above the output in "
-                         "~/.bashrc:\n    [[ $- == *i* ]] || return")
-        return f"{user}'s login shell ran a command; stdout is clean"
-
-    def _command_timeout(self) -> float:
-        return self._timeout("command_timeout", 30.0)
+        s = self._ssh()
+        assert self.connection is not None
+        return check_login(self.connection, s.command_timeout)
 
     def _python(self) -> str:
         s = self._s
-        if s.get("transport") != "ssh":
-            python = s.get("python") or sys.executable
+        if s.transport != "ssh":
+            python = s.python or sys.executable
             try:
-                done = subprocess.run([python, "-c", _PY_PROBE], capture_output=True,
-                                      text=True, timeout=self._command_timeout())
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise Failed(f"cannot run the Python {python!r} of the local agent: {exc}",
-                             "set python in the kernelspec to a Python 3.10+ interpreter "
-                             "with rk_jupyter installed, or leave it empty for Jupyter's "
-                             "own") from None
-            return self._python_version(python, "this machine", done.returncode, done.stdout)
-        python = s.get("remote_python") or "python3"
+                done = subprocess.run([python, "-c", PY_PROBE], capture_output=True,
+                                      text=True, timeout=s.command_timeout)
+            except subprocess.TimeoutExpired:
+                raise Failed(f"the Python {python!r} of the local agent did not answer "
+                             f"within {s.command_timeout:g} s (command_timeout)",
+                             "set python in the kernelspec to a working interpreter, or "
+                             "leave it empty for Jupyter's own",
+                             code="agent.python-unusable") from None
+            except OSError as exc:
+                raise python_cannot_run(python, exc) from None
+            return check_probe(python, "this machine", done.returncode, done.stdout, "python")
         assert self.connection is not None
-        script = (f"cd; PY={shlex.quote(python)}; command -v \"$PY\" >/dev/null 2>&1 || "
-                  f"{{ echo {NO_PYTHON_MARKER}; exit 0; }}; exec \"$PY\" -c "
-                  f"{shlex.quote(_PY_PROBE)}")
-        status, out = self.connection.run("sh -c " + shlex.quote(script),
-                                          self._command_timeout())
-        if NO_PYTHON_MARKER in out.split():
-            raise TransportError(python_not_found(python, str(self.target)))
-        return self._python_version(python, str(self.target), status, out)
+        return check_python(self.connection, s.remote_python, s.command_timeout)
 
-    @staticmethod
-    def _python_version(python: str, where: str, status: int, out: str) -> str:
-        """Check the probe's "executable X.Y.Z" line (the last one: a login may print first)."""
-        fields = (out.strip().splitlines() or [""])[-1].rsplit(" ", 1)
-        try:
-            version = tuple(int(part) for part in fields[1].split("."))
-        except (IndexError, ValueError):
-            raise Failed(f"{python} on {where} did not run (exit status {status}): "
-                         f"{out.strip()[-300:]!r}",
-                         "set the kernelspec's Python (remote_python, or python for the "
-                         "local transport) to a working Python 3.10+ interpreter") from None
-        if version < MIN_PYTHON:
-            raise Failed(f"{python} on {where} is Python {fields[1]}; the agent needs "
-                         f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer",
-                         "set the kernelspec's Python (remote_python, or python for the "
-                         "local transport) to a newer interpreter there, e.g. "
-                         "/usr/bin/python3.11")
-        found = "" if fields[0] == python else f" ({fields[0]})"
-        return f"{python} on {where}: Python {fields[1]}{found}"
+    # -- the launch path's phases, then the doctor's own checks ------------------------------
 
-    def _agent(self) -> str:
+    def _agent(self) -> Phase:
+        """Run the real launch (agent, link, engine) and report its agent phase; the next two
+        steps report the other two."""
         s = self._s
+        bound = (s.agent_start_timeout + 4 * s.connect_timeout + s.command_timeout
+                 + LINK_TIMEOUT + ENGINE_START_WAIT)
         log_path = os.path.join(self.tmp, "agent.log")
-        if s.get("transport") != "ssh":
-            local = self.local = LocalTransport(s, log_path)
-            bound = local.timeout + STOP_TIMEOUT
-            try:
-                endpoint = _bounded(lambda: asyncio.run(local.start(self.kernel_id, self.token)),
-                                    bound)
-            except TimeoutError:
-                raise Failed(f"the local agent did not start within {bound:g} s") from None
-            self.address = (endpoint.host, endpoint.port)
-            return f"started {local.python} -m rk_jupyter.agent: {endpoint.description}"
-        assert self.connection is not None
-        settings = AgentSettings(
-            python=s.get("remote_python") or "python3", deploy=s.get("agent_deploy") or "auto",
-            start_timeout=self._timeout("agent_start_timeout", 30.0),
-            command_timeout=self._command_timeout(),
-        )
-        agent = self.agent = RemoteAgent(self.connection, settings, self.token, log_path)
-        agent.start()
-        self.forwarder = Forwarder(self.connection.transport, ("127.0.0.1", agent.port),
-                                   self._timeout("connect_timeout", 10.0))
-        self.address = ("127.0.0.1", self.forwarder.port)
+        try:
+            self.launched = _bounded(lambda: asyncio.run(open_session(
+                s, self.kernel_id, self.token, log_path, self.launch, pool=self.pool)), bound)
+        except RKError:
+            pass  # recorded as the failing phase's error
+        except TimeoutError:
+            raise Failed(f"the launch did not finish within {bound:g} s",
+                         code="doctor.launch-timeout") from None
+        if self.launched is not None:
+            self.client = self.launched.client
+            self.token = self.launched.token
+            self.address = (self.launched.agent.host, self.launched.agent.port)
+        return self._phase("agent")
+
+    def _phase(self, name: str) -> Phase:
+        phase = self.launch.phases.get(name)
+        if phase is None:
+            raise Failed(f"the launch ended before its {name} phase",
+                         code="doctor.launch-incomplete")
+        if phase.error is not None:
+            raise _PhaseFailed(phase)
+        return phase
+
+    def _describe(self, phase: Phase, transport: Transport) -> str:
+        """The agent phase told as the doctor tells it: how the agent got there (copied now,
+        the cached copy, or an installed rk_jupyter) and what runs it."""
+        if phase.name != "agent":
+            return phase.detail
+        lease = getattr(transport, "lease", None)
+        if lease is None:
+            return f"started {self._s.python or sys.executable} -m rk_jupyter.agent: " \
+                   f"{phase.detail}"
+        agent, app = lease.agent, agent_zipapp()
+        if agent.deployed:
+            how = f"copied the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} over SFTP"
+        else:
+            status, command = lease.shared.connection.run(f"ps -o args= -p {agent.pid}",
+                                                          self._s.command_timeout)
+            how = ("runs the copy cached in ~/" + app.remote_path
+                   if status == 0 and "agent.pyz" in command else
+                   "runs the installed rk_jupyter"
+                   if status == 0 and "rk_jupyter.agent" in command else "started")
         ready = agent.ready
-        return (f"{self._deployment()}; agent pid {agent.pid} (rk_jupyter {ready.get('version')}"
-                f", Python {ready.get('python')}) listens on remote 127.0.0.1:{agent.port}")
+        return (f"{how}; agent pid {agent.pid} (rk_jupyter {ready.get('version')}, Python "
+                f"{ready.get('python')}) listens on remote 127.0.0.1:{agent.port}")
 
-    def _deployment(self) -> str:
-        """How the agent got there: copied now, the cached copy, or an installed rk_jupyter."""
-        assert self.agent is not None and self.connection is not None
-        app = agent_zipapp()
-        if self.agent.deployed:
-            return f"copied the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} over SFTP"
-        status, command = self.connection.run(f"ps -o args= -p {self.agent.pid}",
-                                              self._command_timeout())
-        if status == 0 and "agent.pyz" in command:
-            return f"runs the copy cached in ~/{app.remote_path}"
-        if status == 0 and "rk_jupyter.agent" in command:
-            return "runs the installed rk_jupyter"
-        return "started"
+    def _link(self) -> Phase:
+        return self._phase("link")
 
-    def _link(self) -> str:
-        codec = self._s.get("compression") or "brotli"
-        link = Link.connect(*self.address, self.token, codec,
-                            timeout=self._timeout("connect_timeout", 10.0))
-        link.close()
-        agreed = link.negotiated
-        detail = (f"token accepted; protocol {agreed.peer_protocol}, codec {agreed.name}, "
-                  f"agent rk_jupyter {agreed.peer_version}")
-        if agreed.peer_version != __version__:
-            detail += f" (this side: {__version__})"
-        if agreed.name != codec:
-            package = split_preference(codec)[0]
-            detail += (f"; {codec} was asked for but the agent's Python lacks it (pip install "
-                       f"{package} there compresses better)")
-        return detail
-
-    def _engine(self) -> str:
-        s = self._s
-        host, port = self.address
-        self.client = AgentClient(
-            Endpoint(host, port, self.token, transport=s.get("transport", "local"),
-                     codec=s.get("compression") or "brotli", engine=s.get("engine") or "mathics",
-                     engine_options=dict(s.get("engine_options") or {})),
-            self.kernel_id,
-        )
-        info = self.client.open(ENGINE_START_TIMEOUT)
+    def _engine(self) -> Phase:
+        phase = self._phase("engine")
+        assert self.launched is not None
+        started = time.monotonic()
         answer = self._evaluate("1+1")
         if answer != "2":
             raise Failed(f"the engine answered 1+1 with {answer!r}",
                          "the engine runs but does not compute: see its messages above, and "
-                         "the engine's installation on the host")
-        return f"{info.get('name')} {info.get('version')} started; 1+1 = 2"
+                         "the engine's installation on the host", code="doctor.wrong-answer")
+        info = self.launched.info
+        return replace(phase, seconds=phase.seconds + time.monotonic() - started,
+                       detail=f"{info.get('name')} {info.get('version')} started; 1+1 = 2")
 
     def _evaluate(self, code: str) -> str | None:
         """The text/plain result of one input, as a notebook cell would show it (its messages
@@ -517,8 +481,8 @@ class Checkup:
     def _throughput(self) -> str:
         """Random bytes to the agent and back on a link of its own, in growing sizes until
         one transfer takes long enough to measure (or the largest is done)."""
-        link = Link.connect(*self.address, self.token, self._s.get("compression") or "brotli",
-                            timeout=self._timeout("connect_timeout", 10.0))
+        link = Link.connect(*self.address, self.token, self._s.compression,
+                            timeout=LINK_TIMEOUT)
         try:
             for size in ECHO_SIZES:
                 before = link.stats.sent.wire_bytes + link.stats.received.wire_bytes
@@ -544,11 +508,11 @@ class Checkup:
                     break
         except LinkTimeout:
             raise Failed(f"{_amount(len(payload))} did not come back within "
-                         f"{ECHO_TIMEOUT:g} s") from None
+                         f"{ECHO_TIMEOUT:g} s", code="doctor.echo-timeout") from None
         if expr.args[1:] != (payload,):
             raise Failed("the agent answered the echo without its data",
                          "the agent is another rk_jupyter version: let it be deployed again "
-                         "(agent_deploy 'zipapp')")
+                         "(agent_deploy 'zipapp')", code="doctor.echo-corrupt")
         return time.monotonic() - started
 
 

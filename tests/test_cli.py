@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,144 @@ def test_bad_choices_are_refused_by_argparse(prefix: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["add", "x", "--host", "h", "--engine", "octave"])
     assert "invalid choice: 'octave'" in capsys.readouterr().err
+
+
+# -- one settings schema -------------------------------------------------------------------------
+
+
+def test_add_options_come_from_the_settings_schema() -> None:
+    """Every setting with a flag is an option of add, with the schema's choices and, for the
+    settings every kernelspec records, its default: no second list of either."""
+    from rk_jupyter.cli import build_parser
+    from rk_jupyter.provisioning.settings import (
+        AGENT_DEPLOY,
+        COMPRESSIONS,
+        ENGINES,
+        HOST_KEY_POLICIES,
+        default_of,
+        key_of,
+        settings_fields,
+    )
+
+    add = build_parser()._subparsers._group_actions[0].choices["add"]
+    actions = {a.option_strings[0]: a for a in add._actions if a.option_strings}
+    flagged = [f for f in settings_fields() if key_of(f).flag]
+    assert {key_of(f).flag for f in flagged} <= set(actions)
+    for f in flagged:
+        action = actions[key_of(f).flag]
+        assert action.dest == f.name
+        assert tuple(action.choices or ()) == key_of(f).choices
+        assert action.default == (None if key_of(f).ssh else default_of(f))
+    assert actions["--engine"].choices == ENGINES
+    assert actions["--compression"].choices == COMPRESSIONS
+    assert actions["--host-key-policy"].choices == HOST_KEY_POLICIES
+    assert actions["--agent-deploy"].choices == AGENT_DEPLOY
+
+
+def test_provisioner_traits_and_connect_options_come_from_the_schema() -> None:
+    from rk_jupyter.magics.target import connect_options
+    from rk_jupyter.provisioning.provisioner import TRAIT_NAMES
+    from rk_jupyter.provisioning.settings import default_of, key_of, settings_fields
+
+    traits = RemoteKernelProvisioner.class_traits(config=True)
+    options = connect_options()
+    for f in settings_fields():
+        trait = traits[TRAIT_NAMES.get(f.name, f.name)]
+        assert trait.default() == default_of(f) and trait.help == key_of(f).full_help
+        assert options["--" + f.name.replace("_", "-")][0] == f.name
+    assert options["--identity"][0] == "identity_file"  # add's name works too
+    assert RemoteKernelProvisioner(transport="ssh", host="h").launch_settings().transport == "ssh"
+
+
+@pytest.mark.parametrize("config, code, words", [
+    ({"engine": "octave"}, "settings.choice", ["unknown engine 'octave'", "mathics, wolfram"]),
+    ({"compression": "lzma"}, "settings.choice", ["compression 'lzma'", "brotli, brotli-max"]),
+    ({"transport": "ssh", "host": "h", "host_key_policy": "yolo"}, "settings.choice",
+     ["host_key_policy 'yolo'", "strict, accept-new"]),
+    ({"transport": "ssh", "host": "h", "agent_deploy": "x"}, "settings.choice",
+     ["agent_deploy 'x'", "auto, zipapp, installed"]),
+    ({"transport": "carrier-pigeon"}, "settings.choice", ["transport", "local, ssh"]),
+    ({"transport": "ssh"}, "settings.no-host", ["names no host", "--host"]),
+    ({"port": "22"}, "settings.type", ["port '22'", "a whole number"]),
+    ({"port": 70000}, "settings.port", ["port 70000"]),
+    ({"keepalive": -1}, "settings.negative", ["keepalive -1"]),
+    ({"hostname": "h"}, "settings.unknown-key", ["unknown key 'hostname'", "host_key_policy"]),
+])
+def test_bad_settings_are_refused_with_a_code(config: dict, code: str, words: list[str]) -> None:
+    from rk_jupyter.provisioning.errors import SettingsError, TransportError
+    from rk_jupyter.provisioning.settings import LaunchSettings
+
+    with pytest.raises(SettingsError) as error:
+        LaunchSettings.from_config(config)
+    assert error.value.code == code
+    assert isinstance(error.value, TransportError)  # what pre_launch's callers catch
+    assert all(word in str(error.value) for word in words), str(error.value)
+    assert error.value.fix  # every refusal says what to do
+
+
+def test_settings_round_trip_as_plain_data() -> None:
+    """What the provisioner writes into RK_SETTINGS reads back to equal settings."""
+    from rk_jupyter.provisioning.settings import LaunchSettings
+
+    settings = LaunchSettings.from_config({"transport": "ssh", "host": "h", "port": 2222,
+                                           "connect_timeout": 3, "engine_options": {"a": 1}})
+    assert settings.connect_timeout == 3.0 and isinstance(settings.connect_timeout, float)
+    assert LaunchSettings.from_json(json.dumps(settings.as_dict())) == settings
+    with pytest.raises(AttributeError):
+        settings.host = "other"  # type: ignore[misc]  # frozen
+
+
+# -- imports ---------------------------------------------------------------------------------------
+
+
+def test_importing_the_cli_loads_neither_the_agent_nor_the_kernel_nor_paramiko() -> None:
+    code = ("import json, sys, rk_jupyter.cli, rk_jupyter.provisioning.settings; "
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    loaded = json.loads(done.stdout)
+    assert "rk_jupyter.cli" in loaded  # the probe ran
+    for module in ("rk_jupyter.agent.server", "rk_jupyter.agent.session", "rk_jupyter.kernel",
+                   "paramiko"):
+        assert not [m for m in loaded if m == module or m.startswith(module + ".")], module
+
+
+# -- doctor for %rkernel doctor: python -m rk_jupyter.cli doctor ... --mime ------------------------
+
+
+def cli_doctor(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, dict]:
+    """Run ``python -m rk_jupyter.cli doctor ARGS`` as the kernel will: exit status and the one
+    JSON object it prints."""
+    done = subprocess.run([sys.executable, "-m", "rk_jupyter.cli", "doctor", *args],
+                          input=stdin, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})})
+    assert done.stdout.count("\n") == 1, done.stdout + done.stderr  # one line: one object
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_doctor_mime_for_a_kernelspec(rk_local: str) -> None:
+    status, bundle = cli_doctor("local", "--mime")
+    assert status == 0 and set(bundle) == {"text/plain", "text/html"}
+    assert bundle["text/plain"].startswith("rk_jupyter doctor: local")
+    assert "all 7 steps passed in " in bundle["text/plain"]
+    assert bundle["text/html"].startswith("<table class='rk-doctor'>")
+    assert "1+1 = 2" in bundle["text/html"]
+
+
+def test_doctor_mime_for_settings_on_stdin(rk_local: str) -> None:
+    from rk_jupyter.provisioning.settings import LaunchSettings
+
+    settings = json.dumps(LaunchSettings(compression="zlib").as_dict())
+    status, bundle = cli_doctor("--settings-stdin", "--mime", stdin=settings,
+                                env={"RK_KERNELSPEC": "rk-mine"})
+    text = bundle["text/plain"]
+    assert status == 0 and text.startswith("rk_jupyter doctor: rk-mine"), text
+    assert "compression zlib" in text and "✓ engine" in text
+    # Without RK_KERNELSPEC: "this kernel"; settings that are not valid fail the first step,
+    # with the setting's own words and fix, before anything is started.
+    status, bundle = cli_doctor("--settings-stdin", "--mime", stdin='{"engine": "octave"}',
+                                env={"RK_KERNELSPEC": ""})
+    text = bundle["text/plain"]
+    assert status == 1 and text.startswith("rk_jupyter doctor: this kernel")
+    assert "✗ kernelspec" in text and "unknown engine 'octave'" in text
+    assert "use one of mathics, wolfram" in text and "failed at kernelspec" in text

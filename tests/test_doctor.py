@@ -63,14 +63,16 @@ def doctor(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str
     status = cli(["doctor", name, "--json"])
     elapsed = time.monotonic() - started
     rows = json.loads(capsys.readouterr().out)
-    steps = [Step(**{key: row[key] for key in ("step", "status", "seconds", "detail", "fix")})
+    steps = [Step(**{key: row[key] for key in ("step", "status", "seconds", "detail", "fix",
+                                                "code")})
              for row in rows]
     with capsys.disabled():
         print("\n" + render_text(f"doctor {name} (exit {status}, {elapsed:.1f} s)", steps))
     assert [row["step"] for row in rows] == STEPS
     for row, step in zip(rows, steps, strict=True):
-        assert set(row) == {"step", "ok", "status", "seconds", "detail", "fix"}
+        assert set(row) == {"step", "ok", "status", "seconds", "detail", "fix", "code"}
         assert row["ok"] is step.ok
+        assert bool(row["code"]) is (row["status"] == "fail")  # every failure has its code
     return status, {row["step"]: row for row in rows}, elapsed
 
 
@@ -146,6 +148,7 @@ def test_unknown_host_key_fails_at_the_host_key_with_the_keyscan_fix(
     status, steps, elapsed = doctor(spec, capsys)
     assert status == 1 and elapsed < CONNECT_TIMEOUT + 2
     step = assert_fails_at(steps, "host key")
+    assert step["code"] == "ssh.host-key-unknown"
     assert "is unknown" in step["detail"]
     assert f"ssh-keyscan -p {sshbed.port} -t ed25519 {sshbed.host} >> {empty}" in step["fix"]
     # The text report says the same, with the fix under the failed step.
@@ -164,8 +167,10 @@ def test_refused_key_fails_at_auth(sshbed: SSHBed, jupyter_env: str,
     status, steps, elapsed = doctor(spec, capsys)
     assert status == 1 and elapsed < CONNECT_TIMEOUT + 2
     step = assert_fails_at(steps, "auth")
+    assert step["code"] == "ssh.auth-refused"
     assert f"refused the login of {sshbed.user}" in step["detail"]
-    assert sshbed.unauthorized_key_file in step["fix"] and "authorized_keys" in step["fix"]
+    assert sshbed.unauthorized_key_file in step["detail"]  # "Tried: ..." names the key
+    assert "authorized_keys" in step["fix"]
     assert sshbed.wait_established(0) == 0
 
 
@@ -177,6 +182,7 @@ def test_unresolvable_host_fails_at_resolve(jupyter_env: str,
     status, steps, elapsed = doctor(spec, capsys)
     assert status == 1 and elapsed < CONNECT_TIMEOUT + 2
     step = assert_fails_at(steps, "resolve")
+    assert step["code"] == "ssh.dns-unresolved"
     assert "rkj-doctor-nowhere.invalid" in step["detail"]
     assert "HostName" in step["fix"]
 
@@ -194,6 +200,7 @@ def test_closed_port_fails_at_reach(sshbed: SSHBed, jupyter_env: str,
     status, steps, elapsed = doctor(spec, capsys)
     assert status == 1 and elapsed < CONNECT_TIMEOUT + 2
     step = assert_fails_at(steps, "reach")
+    assert step["code"] == ("ssh.no-answer" if sshbed.mode == "netns" else "ssh.refused")
     if sshbed.mode == "netns":
         assert step["detail"].startswith(f"no answer from {sshbed.host}:{port} within")
         assert "firewall" in step["fix"]
@@ -216,10 +223,12 @@ def test_a_noisy_login_or_no_shell_fails_at_the_remote_shell(
     assert status == 1
     step = assert_fails_at(steps, "remote shell")
     if login == "prints":
+        assert step["code"] == "login.noisy"
         assert "prints 'Welcome to the cluster' on stdout" in step["detail"]
         assert "corrupts SFTP" in step["fix"] and "[[ $- == *i* ]] || return" in step["fix"]
     else:
-        assert "cannot run a command (exit status 1" in step["detail"]
+        assert step["code"] == "login.no-shell"
+        assert "cannot run commands (exit status 1" in step["detail"]
         assert "nologin" in step["fix"]
     assert bed.wait_established(0) == 0
 
@@ -236,6 +245,7 @@ def test_through_a_jump_host_to_a_missing_python(
         in steps["reach"]["detail"]
     assert "the jump host resolves" in steps["resolve"]["detail"]
     step = assert_fails_at(steps, "python")
+    assert step["code"] == "agent.python-missing"
     assert "the remote Python '/nonexistent/python3' was not found" in step["detail"]
     assert "set remote_python in the kernelspec" in step["fix"]
     assert sshbed.wait_established(0) == 0
@@ -260,9 +270,13 @@ def test_python_without_mathics_fails_at_the_engine(
     status, steps, _ = doctor(spec, capsys)
     assert status == 1
     step = assert_fails_at(steps, "engine")
+    assert step["code"] == "engine.start-failed"
     assert f"Mathics3 is not installed for the Python interpreter {bare_python}" \
         in step["detail"]
-    assert f"{bare_python} -m pip install Mathics3" in step["fix"]
+    # The agent's error packet is plain text: its fix stays in the detail (the step's fix
+    # is the engine hint) until the agent sends errors with cause and fix apart.
+    assert f"{bare_python} -m pip install Mathics3" in step["detail"]
+    assert "pip install Mathics3" in step["fix"]
     assert bare_python in steps["python"]["detail"]
     assert "codec zlib" in steps["link"]["detail"]  # the bare Python has no brotli
     assert wait_for(lambda: sshbed.remote_processes() == []), sshbed.remote_processes()

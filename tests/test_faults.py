@@ -18,25 +18,40 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import start_new_kernel
+from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rk_jupyter import kernelspec
 from rk_jupyter.link.handshake import PROTOCOL_VERSION
+from rk_jupyter.provisioning.errors import TransportError
 
 from kernel_helpers import execute
-from kernel_helpers import start_fails as start_fails_within
 from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 4.0
 BOUND = CONNECT_TIMEOUT + 2.0  # what the issue allows for every fault
 
-#: The start error of a spec, which must come within BOUND.
-start_fails = partial(start_fails_within, bound=BOUND)
+
+def start_fails(code: str, spec: str) -> str:
+    """The start error of a spec as JupyterLab shows it (whitespace folded), which must come
+    within BOUND and carry the error ``code`` (what callers branch on: part of the contract
+    as much as the message).  kernel_helpers.start_fails, keeping the error itself."""
+    km = KernelManager(kernel_name=spec)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as failure:
+        km.start_kernel()
+    elapsed = time.monotonic() - started
+    message = str(failure.value)
+    print(f"\n{spec}: failed after {elapsed:.2f} s [{failure.value.code}]:\n{message}")
+    assert elapsed < BOUND, f"{elapsed:.2f} s"
+    assert not km.has_kernel
+    assert failure.value.code == code
+    return " ".join(message.split())
+
+
 FAULT_USER = "rkjfaults"
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
 
@@ -102,7 +117,7 @@ def in_sshd_mounts(bed: SSHBed, *argv: str) -> None:
 
 
 def test_host_name_does_not_resolve(jupyter_env: str) -> None:
-    message = start_fails(install(jupyter_env, "f-dns", {
+    message = start_fails("ssh.dns-unresolved", install(jupyter_env, "f-dns", {
         "transport": "ssh", "host": "rkj-faults-nowhere.invalid"}))
     assert "cannot resolve the host name 'rkj-faults-nowhere.invalid'" in message
     assert "HostName" in message and "kernelspec" in message
@@ -110,7 +125,7 @@ def test_host_name_does_not_resolve(jupyter_env: str) -> None:
 
 def test_connection_refused(jupyter_env: str) -> None:
     port = free_port()
-    message = start_fails(install(jupyter_env, "f-refused", {
+    message = start_fails("ssh.refused", install(jupyter_env, "f-refused", {
         "transport": "ssh", "host": "127.0.0.1", "port": port}))
     assert f"127.0.0.1:{port} refused the connection" in message
     assert "sshd" in message and "port" in message
@@ -120,7 +135,7 @@ def test_no_answer_from_a_firewalled_port(bed: SSHBed, jupyter_env: str) -> None
     if bed.mode != "netns":
         pytest.skip(f"no firewall in {bed.mode} mode")
     started = time.monotonic()
-    message = start_fails(on_bed(bed, jupyter_env, "f-drop", port=2222))
+    message = start_fails("ssh.no-answer", on_bed(bed, jupyter_env, "f-drop", port=2222))
     assert time.monotonic() - started >= CONNECT_TIMEOUT - 0.1
     assert f"no answer from {bed.host}:2222 within {CONNECT_TIMEOUT:g} s" in message
     assert "firewall" in message and "connect_timeout" in message
@@ -128,7 +143,8 @@ def test_no_answer_from_a_firewalled_port(bed: SSHBed, jupyter_env: str) -> None
 
 def test_proxy_jump_host_unreachable(bed: SSHBed, jupyter_env: str) -> None:
     port = free_port()
-    message = start_fails(on_bed(bed, jupyter_env, "f-jump",
+    message = start_fails("ssh.jump-unreachable",
+                          on_bed(bed, jupyter_env, "f-jump",
                                  proxy_jump=f"{bed.user}@127.0.0.1:{port}"))
     assert f"the jump host {bed.user}@127.0.0.1:{port}" in message
     assert "refused the connection" in message and "proxy_jump" in message
@@ -140,21 +156,24 @@ def test_proxy_jump_host_unreachable(bed: SSHBed, jupyter_env: str) -> None:
 def test_unknown_host_key(bed: SSHBed, jupyter_env: str, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    message = start_fails(on_bed(bed, jupyter_env, "f-unknown", known_hosts=str(empty)))
+    message = start_fails("ssh.host-key-unknown",
+                          on_bed(bed, jupyter_env, "f-unknown", known_hosts=str(empty)))
     assert "is unknown" in message
     assert f"ssh-keyscan -p {bed.port} -t ed25519 {bed.host} >> {empty}" in message
     nothing_left(bed)
 
 
 def test_changed_host_key(bed: SSHBed, jupyter_env: str) -> None:
-    message = start_fails(on_bed(bed, jupyter_env, "f-changed",
+    message = start_fails("ssh.host-key-changed",
+                          on_bed(bed, jupyter_env, "f-changed",
                                  known_hosts=bed.wrong_known_hosts))
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message
     assert f"ssh-keygen -f {bed.wrong_known_hosts} -R" in message
 
 
 def test_key_refused(bed: SSHBed, jupyter_env: str) -> None:
-    message = start_fails(on_bed(bed, jupyter_env, "f-refused-key",
+    message = start_fails("ssh.auth-refused",
+                          on_bed(bed, jupyter_env, "f-refused-key",
                                  identity_file=bed.unauthorized_key_file))
     assert f"refused the login of {bed.user}" in message
     assert bed.unauthorized_key_file in message and "authorized_keys" in message
@@ -162,7 +181,8 @@ def test_key_refused(bed: SSHBed, jupyter_env: str) -> None:
 
 def test_no_usable_key(bed: SSHBed, jupyter_env: str, tmp_path: Path) -> None:
     missing = tmp_path / "id_missing"
-    message = start_fails(on_bed(bed, jupyter_env, "f-no-key", identity_file=str(missing)))
+    message = start_fails("ssh.auth-no-key",
+                          on_bed(bed, jupyter_env, "f-no-key", identity_file=str(missing)))
     assert f"no usable key to log in to {bed.host}:{bed.port} as {bed.user}" in message
     assert f"{missing} does not exist" in message and "set identity_file" in message
 
@@ -189,7 +209,8 @@ def test_empty_ssh_agent_and_a_locked_key(bed: SSHBed, jupyter_env: str, tmp_pat
     os.chmod(locked, 0o600)
     subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "a passphrase", "-f",
                     str(locked)], check=True, timeout=30, capture_output=True)
-    message = start_fails(on_bed(bed, jupyter_env, "f-agent-empty", identity_file=str(locked)))
+    message = start_fails("ssh.auth-no-key",
+                          on_bed(bed, jupyter_env, "f-agent-empty", identity_file=str(locked)))
     assert f"ssh-agent ({empty_ssh_agent}) holds no keys" in message
     assert f"{locked} is passphrase-protected" in message and f"ssh-add {locked}" in message
 
@@ -207,7 +228,9 @@ def test_account_without_shell_or_with_a_noisy_login(
                "prints": 'echo "Welcome to the cluster"; eval "$SSH_ORIGINAL_COMMAND"'}[login]
     bed = sshbed_factory(users=[FAULT_USER], sshd_options={"ForceCommand": command})
     bed.run_remote("rm -rf ~/.cache/rk_jupyter")
-    message = start_fails(on_bed(bed, jupyter_env, f"f-{login}", agent_deploy="zipapp"))
+    code = {"no-shell": "login.no-shell", "prints": "login.noisy"}[login]
+    message = start_fails(code,
+                          on_bed(bed, jupyter_env, f"f-{login}", agent_deploy="zipapp"))
     if login == "no-shell":
         assert f"the account {bed.user} on {bed.host} cannot run commands" in message
         assert "This account is currently not available" in message
@@ -221,13 +244,14 @@ def test_account_without_shell_or_with_a_noisy_login(
 def test_port_forwarding_disabled(sshbed_factory: Callable[..., SSHBed],
                                   jupyter_env: str) -> None:
     bed = sshbed_factory(users=[FAULT_USER], sshd_options={"AllowTcpForwarding": "no"})
-    message = start_fails(on_bed(bed, jupyter_env, "f-no-forwarding"))
+    message = start_fails("ssh.forwarding-refused", on_bed(bed, jupyter_env, "f-no-forwarding"))
     assert "refuses port forwarding" in message and "AllowTcpForwarding" in message
     nothing_left(bed)
 
 
 def test_remote_python_missing(bed: SSHBed, jupyter_env: str) -> None:
-    message = start_fails(on_bed(bed, jupyter_env, "f-no-python",
+    message = start_fails("agent.python-missing",
+                          on_bed(bed, jupyter_env, "f-no-python",
                                  remote_python="/nonexistent/python3"))
     assert "the remote Python '/nonexistent/python3' was not found" in message
     assert "set remote_python in the kernelspec" in message
@@ -244,7 +268,8 @@ def test_remote_python_too_old(bed: SSHBed, jupyter_env: str) -> None:
     os.chmod(site, 0o755)
     old = account_script(bed, "python3.8", f"#!/bin/sh\nPYTHONPATH={site} "
                                            f"exec {bed.remote_python} \"$@\"\n")
-    message = start_fails(on_bed(bed, jupyter_env, "f-old-python", remote_python=old,
+    message = start_fails("agent.python-old",
+                          on_bed(bed, jupyter_env, "f-old-python", remote_python=old,
                                  agent_deploy="zipapp"))
     assert f"{old} on {bed.user}@{bed.host}:{bed.port} is Python 3.8.18" in message
     assert "3.10 or newer" in message and "set remote_python in the kernelspec" in message
@@ -265,7 +290,8 @@ def test_agent_copy_fails(fault: str, sshbed_factory: Callable[..., SSHBed],
     else:
         in_sshd_mounts(bed, "mount", "--bind", home, home)
         in_sshd_mounts(bed, "mount", "-o", "remount,bind,ro", home)
-    message = start_fails(on_bed(bed, jupyter_env, f"f-{fault}", agent_deploy="zipapp"))
+    message = start_fails("agent.copy-failed",
+                          on_bed(bed, jupyter_env, f"f-{fault}", agent_deploy="zipapp"))
     assert "cannot copy the agent" in message
     cause = {"no-space": "No space left on device", "read-only": "Read-only file system"}
     assert cause[fault] in message
@@ -282,7 +308,8 @@ def test_mathics_not_installed(bed: SSHBed, jupyter_env: str) -> None:
     probe = subprocess.run([bare, "-c", "import mathics"], capture_output=True, timeout=60)
     if probe.returncode == 0:
         pytest.skip(f"{bare} has Mathics3")
-    message = start_fails(on_bed(bed, jupyter_env, "f-no-mathics",
+    message = start_fails("engine.start-failed",
+                          on_bed(bed, jupyter_env, "f-no-mathics",
                                  engine_options={"python": bare}))
     assert f"Mathics3 is not installed for the Python interpreter {bare}" in message
     assert f"{bare} -m pip install Mathics3" in message
@@ -290,7 +317,8 @@ def test_mathics_not_installed(bed: SSHBed, jupyter_env: str) -> None:
 
 
 def test_wolfram_kernel_path_wrong(bed: SSHBed, jupyter_env: str) -> None:
-    message = start_fails(on_bed(bed, jupyter_env, "f-wolfram", engine="wolfram",
+    message = start_fails("engine.start-failed",
+                          on_bed(bed, jupyter_env, "f-wolfram", engine="wolfram",
                                  engine_options={"kernel_path": "/nonexistent/WolframKernel"}))
     assert "/nonexistent/WolframKernel does not exist" in message and "--kernel-path" in message
     nothing_left(bed)
@@ -301,7 +329,8 @@ def test_engine_starts_then_dies_with_its_last_lines(bed: SSHBed, jupyter_env: s
     dying = account_script(bed, "dying-engine", "#!/bin/sh\n"
                            "echo 'Licence server lic.example.org is unreachable' >&2\n"
                            "echo 'No licence available: exiting' >&2\nexit 7\n")
-    message = start_fails(on_bed(bed, jupyter_env, "f-dies",
+    message = start_fails("engine.start-failed",
+                          on_bed(bed, jupyter_env, "f-dies",
                                  engine_options={"python": dying}))
     assert "the mathics engine did not start" in message
     assert "exited with code 7" in message
@@ -336,7 +365,8 @@ def other_protocol(bed: SSHBed) -> Iterator[str]:
 
 
 def test_agent_protocol_mismatch(bed: SSHBed, jupyter_env: str, other_protocol: str) -> None:
-    message = start_fails(on_bed(bed, jupyter_env, "f-protocol", remote_python=other_protocol,
+    message = start_fails("link.protocol-mismatch",
+                          on_bed(bed, jupyter_env, "f-protocol", remote_python=other_protocol,
                                  agent_deploy="installed"))
     assert "protocol version mismatch" in message and "speaks 99" in message
     assert "same rk_jupyter version on both sides" in message

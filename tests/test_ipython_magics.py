@@ -223,8 +223,8 @@ def test_host_means_the_ssh_transport(rk_local: str) -> None:
     label, config = connect_config(["--host", "me@example.org:2222", "--identity", "/id"])
     assert label == "ssh me@example.org:2222"
     settings = transport_settings(config)
-    assert settings["transport"] == "ssh" and settings["host"] == "example.org"
-    assert (settings["user"], settings["port"], settings["identity_file"]) == ("me", 2222, "/id")
+    assert settings.transport == "ssh" and settings.host == "example.org"
+    assert (settings.user, settings.port, settings.identity_file) == ("me", 2222, "/id")
 
 
 @pytest.mark.parametrize("args", [[], ["a", "b"], ["--port", "x", "local"], ["local", "--port"],

@@ -193,6 +193,8 @@ def test_unknown_key_message_says_how_to_trust_it(keys, tmp_path: Path) -> None:
         HostKeyChecker(_target(kh)).verify(keys[1])
     message = str(err.value)
     print(message)
+    assert err.value.code == "ssh.host-key-unknown"
+    assert "is unknown" in err.value.cause and "ssh-keyscan" in err.value.fix
     assert "is unknown" in message and fingerprint(keys[1]) in message
     assert f"ssh-keyscan -p 2222 -t ed25519 h.example >> {kh}" in message
     assert f"ssh -o UserKnownHostsFile={kh} -p 2222 ada@h.example" in message
@@ -206,6 +208,7 @@ def test_changed_key_is_refused_loudly(keys, tmp_path: Path) -> None:
         with pytest.raises(ChangedHostKeyError) as err:
             HostKeyChecker(_target(kh), policy).verify(keys[1])
         message = str(err.value)
+        assert err.value.code == "ssh.host-key-changed"
         assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in message
         assert f"{kh}:2" in message
         assert fingerprint(keys[0]) in message and fingerprint(keys[1]) in message
@@ -215,8 +218,9 @@ def test_changed_key_is_refused_loudly(keys, tmp_path: Path) -> None:
 def test_revoked_key_is_refused(keys, tmp_path: Path) -> None:
     kh = tmp_path / "known_hosts"
     kh.write_text("@revoked " + _line("*", keys[0]))
-    with pytest.raises(ChangedHostKeyError, match="@revoked"):
+    with pytest.raises(ChangedHostKeyError, match="@revoked") as err:
         HostKeyChecker(_target(kh), "accept-new").verify(keys[0])
+    assert err.value.code == "ssh.host-key-revoked"
 
 
 def test_accept_new_records_the_key_once_asked(keys, tmp_path: Path) -> None:
@@ -239,8 +243,9 @@ def test_known_key_types_are_preferred(keys, tmp_path: Path) -> None:
 
 
 def test_unknown_policy_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TransportError, match="host_key_policy"):
+    with pytest.raises(TransportError, match="host_key_policy") as err:
         HostKeyChecker(_target(tmp_path / "kh"), "yolo")
+    assert err.value.code == "settings.choice" and "strict, accept-new" in err.value.fix
 
 
 # -- the agent zipapp --------------------------------------------------------------------------
@@ -294,8 +299,9 @@ def test_launch_command_modes() -> None:
     assert "-m rk_jupyter.agent" not in zipapp and deploy.DEPLOY_MARKER in zipapp
     installed = deploy.launch_command("python3", "installed", app, args)
     assert app.remote_path not in installed and deploy.NOT_INSTALLED_MARKER in installed
-    with pytest.raises(TransportError, match="agent_deploy"):
+    with pytest.raises(TransportError, match="agent_deploy") as err:
         deploy.launch_command("python3", "sometimes", app, args)
+    assert err.value.code == "settings.choice"
 
 
 def test_launch_command_runs_in_sh(tmp_path: Path) -> None:
@@ -308,3 +314,54 @@ def test_launch_command_runs_in_sh(tmp_path: Path) -> None:
     run = subprocess.run(["sh", "-c", deploy.launch_command(sys.executable, "zipapp", app, [])],
                          capture_output=True, text=True, timeout=30, env=env)
     assert run.stdout.strip() == deploy.DEPLOY_MARKER
+
+
+# -- the transport's identity, and who imports whom -------------------------------------------
+
+
+def test_ssh_transports_are_distinct_objects(tmp_path: Path) -> None:
+    """Two launches' transports are two things: not equal, and usable as dict keys."""
+    from rk_jupyter.provisioning.settings import LaunchSettings
+    from rk_jupyter.provisioning.transports.ssh import SSHTransport
+
+    settings = LaunchSettings(transport="ssh", host="h.example")
+    one, two = (SSHTransport(settings, str(tmp_path / "a.log")) for _ in range(2))
+    assert one != two and one == one
+    assert len({one: 1, two: 2}) == 2
+
+
+def test_ssh_modules_do_not_import_the_transports() -> None:
+    """provisioning/transports uses provisioning/ssh, never the other way round (that was an
+    import cycle); both take their errors from provisioning/errors."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "rk_jupyter" / "provisioning" / "ssh"
+    for source in package.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert "transports" not in (node.module or ""), (source.name, node.module)
+
+
+def test_errors_carry_codes(tmp_path: Path) -> None:
+    with pytest.raises(TransportError) as error:
+        resolve_target("bad host")
+    assert error.value.code == "ssh.bad-host"
+    with pytest.raises(TransportError) as error:
+        load_ssh_config(str(tmp_path / "none"))
+    assert error.value.code == "ssh.config-missing" and error.value.fix
+
+
+def test_encrypted_key_files_are_told_by_their_format(tmp_path: Path) -> None:
+    """A passphrase-protected key is recognised from the file (not from an error's words)."""
+    from rk_jupyter.provisioning.ssh.connect import _encrypted, _load_key
+
+    for name, passphrase in (("plain", ""), ("locked", "a passphrase")):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f",
+                        str(tmp_path / name)], check=True, timeout=30)
+    assert not _encrypted(str(tmp_path / "plain")) and _encrypted(str(tmp_path / "locked"))
+    notes: list[str] = []
+    assert _load_key(str(tmp_path / "locked"), notes) is None
+    assert notes == [f"{tmp_path / 'locked'} is passphrase-protected (load it into ssh-agent: "
+                     f"ssh-add {tmp_path / 'locked'})"]
+    assert _load_key(str(tmp_path / "plain"), []) is not None

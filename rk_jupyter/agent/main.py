@@ -29,12 +29,8 @@ import threading
 from .. import __version__
 from ..link.compression import available_codecs
 from ..link.handshake import PROTOCOL_VERSION
+from ..link.launcher import READY_PREFIX, STOP_LINE, TOKEN_ENV
 from .server import AgentServer
-
-READY_PREFIX = "RKJ-AGENT-READY "
-TOKEN_ENV = "RK_AGENT_TOKEN"
-#: The line a launcher writes on stdin for a clean shutdown (before closing it).
-STOP_LINE = b"stop"
 
 log = logging.getLogger("rk_jupyter.agent")
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..link.connection import Link
 from ..link.expr import Function
 from ..link.frames import LinkError
+from ..link.launcher import ENGINE_START_TIMEOUT
 from ..link.outbox import ACK, Outbox
 from ..link.packets import (
     BAD_REQUEST_ERROR,
@@ -26,7 +27,6 @@ from .engines.base import EngineUnsupported, InputAborted
 
 log = logging.getLogger("rk_jupyter.agent")
 
-ENGINE_START_TIMEOUT = 120.0
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}

@@ -17,20 +17,27 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from ..client import AgentClient, AgentError, Endpoint, EvaluationError, Evaluator, SessionLost
+from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
 from ..client.agent import NOT_CONNECTED
 from ..client.evaluate import ABORTED_CODE, INTERRUPT_TIMEOUT, Output
-from ..provisioning.transports import Transport, TransportError, create_transport
+from ..errors import RKError
+from ..link.launcher import ENGINE_START_WAIT
+from ..provisioning.errors import TransportError
+from ..provisioning.launch import LaunchObserver, open_session
+from ..provisioning.settings import LaunchSettings
+from ..provisioning.transports import Transport
 
-ENGINE_START_TIMEOUT = 150.0
 TRANSPORT_GRACE = 120.0  # beyond the agent's own start timeout (an ssh connect, an upload)
 STOP_TIMEOUT = 15.0
 INTERRUPT_GRACE = 30.0  # for the engine to answer an interrupt
 SETTLE_TIMEOUT = 5.0  # for the end of an earlier evaluation that a cell gave up on
 
 
-class RKernelError(Exception):
-    """A failure shown as its message alone: the text names the cause, a traceback would not."""
+class RKernelError(RKError):
+    """A failure shown as its message alone: the text names the cause, a traceback would not.
+    A launch failure keeps the transport's code (``ssh.refused``, ``settings.choice``, …)."""
+
+    code = "magics.error"
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
@@ -65,6 +72,15 @@ class _LoopThread:
             self.loop.close()
 
 
+class _Started(LaunchObserver):
+    """Remembers the launch's transport, to stop it when the launch is abandoned."""
+
+    transport: Transport | None = None
+
+    def begin(self, name: str, transport: Transport, detail: str) -> None:
+        self.transport = transport
+
+
 class Connection:
     """A session on an agent that this process started; ``evaluate`` is for the cell's thread."""
 
@@ -78,10 +94,11 @@ class Connection:
         self._evaluator = Evaluator(client)
 
     @classmethod
-    def open(cls, label: str, settings: dict[str, Any]) -> Connection:
-        """Start the agent as the provisioner would and open an engine session on it.
+    def open(cls, label: str, settings: LaunchSettings) -> Connection:
+        """Open an engine session through the launch path a kernel start takes
+        (``rk_jupyter.provisioning.launch.open_session``).
 
-        Raises RKernelError with the transport's or the agent's own explanation.
+        Raises RKernelError with the launch's own explanation and code.
         """
         kernel_id = f"magics-{os.getpid()}-{secrets.token_hex(4)}"
         runtime = jupyter_runtime_dir()
@@ -89,40 +106,23 @@ class Connection:
         log_path = os.path.join(runtime, f"rk-{kernel_id}-agent.log")
         token = secrets.token_urlsafe(32).encode()
         loop = _LoopThread()
-        transport: Transport | None = None
-        client: AgentClient | None = None
+        started = _Started()
+        timeout = settings.agent_start_timeout + TRANSPORT_GRACE + ENGINE_START_WAIT
         try:
-            transport = create_transport(settings, log_path)
-            timeout = float(settings.get("agent_start_timeout", 30.0)) + TRANSPORT_GRACE
-            endpoint = loop.run(transport.start(kernel_id, token), timeout,
-                                f"starting the agent ({transport.name})")
-            client = AgentClient(
-                Endpoint(
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    token=endpoint.token or token,
-                    transport=transport.name,
-                    description=endpoint.description,
-                    codec=settings["compression"],
-                    engine=settings["engine"],
-                    engine_options=settings["engine_options"],
-                ),
-                kernel_id,
-            )
-            client.open(ENGINE_START_TIMEOUT)
+            launched = loop.run(open_session(settings, kernel_id, token, log_path, started),
+                                timeout, f"starting the agent ({settings.transport}) and its "
+                                "engine")
         except BaseException as exc:
-            if client is not None:
-                client.close()
-            if transport is not None:
+            if started.transport is not None:  # a launch cut short by the timeout
                 try:
-                    loop.run(transport.stop(), STOP_TIMEOUT, "stopping the agent")
+                    loop.run(started.transport.stop(), STOP_TIMEOUT, "stopping the agent")
                 except Exception:  # the start's failure is the one to report
                     pass
             loop.close()
-            if isinstance(exc, (TransportError, AgentError)):
-                raise RKernelError(str(exc)) from None
+            if isinstance(exc, TransportError):
+                raise RKernelError(exc.cause, exc.fix, code=exc.code) from None
             raise
-        return cls(label, transport, client, loop)
+        return cls(label, launched.transport, launched.client, loop)
 
     @property
     def closed(self) -> bool:

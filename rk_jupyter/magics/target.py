@@ -1,38 +1,41 @@
 """What ``%rkernel connect`` connects to: a kernelspec's provisioner config, or ``--host``.
 
-The config is turned into transport settings by ``RemoteKernelProvisioner`` itself, so the
-magics start exactly the agent that Jupyter would start for the same kernelspec.
+The options are the launch settings' keys (``rk_jupyter.provisioning.settings``) and the
+config becomes the same validated ``LaunchSettings`` a kernel start builds, so the magics
+start exactly the agent that Jupyter would start for the same kernelspec.
 """
 
 from __future__ import annotations
 
+from dataclasses import Field
 from typing import Any
 
 from IPython.core.error import UsageError
-from traitlets import TraitError, TraitType
 
 from .. import kernelspec
-from ..provisioning.provisioner import RemoteKernelProvisioner
-from ..provisioning.transports import TransportError
+from ..provisioning.errors import SettingsError
+from ..provisioning.settings import (
+    LaunchSettings,
+    parse_destination,
+    parse_text,
+    settings_fields,
+)
 from .connection import RKernelError
 
 CONNECT_USAGE = (
     "usage: %rkernel connect NAME [--OPTION VALUE ...]  (NAME: an rk- kernelspec, e.g. local)\n"
     "       %rkernel connect --host [USER@]HOST[:PORT] [--OPTION VALUE ...]"
 )
-# The kernelspec key that is not named like its provisioner trait.
-_KERNELSPEC_KEYS = {"transport_name": "transport"}
-# rk-jupyter add's names for options that are named otherwise here.
-_ALIASES = {"--identity": "--identity-file"}
-
-
-def connect_options() -> dict[str, tuple[str, TraitType | None]]:
-    """``--option`` → (config key, trait that parses its value): one for every config trait of
-    the provisioner, plus ``--kernel-path`` (an engine option, as in ``rk-jupyter add``)."""
-    options: dict[str, tuple[str, TraitType | None]] = {}
-    for name, trait in RemoteKernelProvisioner.class_own_traits(config=True).items():
-        key = _KERNELSPEC_KEYS.get(name, name)
-        options["--" + key.replace("_", "-")] = (key, trait)
+def connect_options() -> dict[str, tuple[str, Field | None]]:
+    """``--option`` → (config key, settings field that parses its value): one for every
+    launch setting (also under ``rk-jupyter add``'s name where it differs, e.g.
+    ``--identity``), plus ``--kernel-path`` (an engine option, as in ``rk-jupyter add``)."""
+    options: dict[str, tuple[str, Field | None]] = {}
+    for f in settings_fields():
+        options["--" + f.name.replace("_", "-")] = (f.name, f)
+        flag = f.metadata["key"].flag
+        if flag:
+            options[flag] = (f.name, f)
     options["--kernel-path"] = ("kernel_path", None)
     return options
 
@@ -66,20 +69,19 @@ def connect_config(args: list[str]) -> tuple[str, dict[str, Any]]:
             names.append(word)
             continue
         option, _, text = word.partition("=")
-        option = _ALIASES.get(option, option)
         if option not in options:
             raise UsageError(f"unknown option {option}; options: {', '.join(sorted(options))}"
                              f"\n{CONNECT_USAGE}")
         text = text or next(words, "")
         if not text:
             raise UsageError(f"option {option} needs a value\n{CONNECT_USAGE}")
-        key, trait = options[option]
-        if trait is None:
+        key, setting = options[option]
+        if setting is None:
             engine_options[key] = text
             continue
         try:
-            given[key] = trait.from_string(text)
-        except Exception as exc:  # what the trait type's parser raises (ValueError, ...)
+            given[key] = parse_text(setting, text)
+        except ValueError as exc:
             raise UsageError(f"{option} {text!r}: {exc}") from None
     if len(names) > 1 or not (names or "host" in given):
         raise UsageError(CONNECT_USAGE)
@@ -98,8 +100,6 @@ def connect_config(args: list[str]) -> tuple[str, dict[str, Any]]:
 
 def _destination(text: str) -> dict[str, Any]:
     """``--host [user@]host[:port]`` as config keys, split as ``rk-jupyter add`` splits it."""
-    from ..provisioning.ssh.target import parse_destination  # imports paramiko
-
     try:
         dest = parse_destination(text)
     except ValueError as exc:
@@ -112,11 +112,10 @@ def _destination(text: str) -> dict[str, Any]:
     return keys
 
 
-def transport_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings dict the provisioner hands to ``create_transport`` for ``config``."""
+def transport_settings(config: dict[str, Any]) -> LaunchSettings:
+    """The validated launch settings of ``config``, as a kernel start would build them;
+    RKernelError (with the setting's code) names a bad key and the values it allows."""
     try:
-        return RemoteKernelProvisioner(**config)._settings()
-    except TraitError as exc:
-        raise RKernelError(f"invalid kernelspec config: {exc}") from None
-    except TransportError as exc:
-        raise RKernelError(str(exc)) from None
+        return LaunchSettings.from_config(config)
+    except SettingsError as exc:
+        raise RKernelError(exc.cause, exc.fix, code=exc.code) from None

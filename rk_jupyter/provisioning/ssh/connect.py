@@ -22,7 +22,7 @@ from typing import Any
 
 import paramiko
 
-from ..transports.base import TransportError
+from ..errors import TransportError
 from .hostkeys import HostKeyChecker, fingerprint
 from .target import SSHTarget
 
@@ -103,7 +103,7 @@ class SSHConnection:
             return self.transport.open_session(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"cannot open an SSH session channel to {self.target}: "
-                                 f"{exc or type(exc).__name__}") from None
+                                 f"{exc or type(exc).__name__}", code="ssh.channel") from None
 
     def exec(self, command: str, timeout: float, combine: bool = True) -> paramiko.Channel:
         """Start ``command`` on a new channel (stderr merged into stdout unless ``combine`` is
@@ -123,7 +123,8 @@ class SSHConnection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             channel.close()
             why = f"no answer within {timeout:g} s" if timer.finished.is_set() else str(exc)
-            raise TransportError(f"cannot run a command on {self.target}: {why}") from None
+            raise TransportError(f"cannot run a command on {self.target}: {why}",
+                                 code="ssh.command-failed") from None
         finally:
             timer.cancel()
         return channel
@@ -150,9 +151,10 @@ class SSHConnection:
             return channel.recv_exit_status(), b"".join(chunks).decode("utf-8", "replace")
         except TimeoutError:
             raise TransportError(f"a remote command on {self.target} did not finish within "
-                                 f"{timeout:g} s") from None
+                                 f"{timeout:g} s", code="ssh.command-timeout") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise TransportError(f"a remote command on {self.target} failed: {exc}") from None
+            raise TransportError(f"a remote command on {self.target} failed: {exc}",
+                                 code="ssh.command-failed") from None
         finally:
             channel.close()
 
@@ -160,10 +162,13 @@ class SSHConnection:
         try:
             sftp = paramiko.SFTPClient.from_transport(self.transport)
         except (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError) as exc:
-            raise TransportError(f"cannot start SFTP on {self.target} (is the sftp subsystem "
-                                 f"enabled in its sshd_config?): {exc}") from None
+            raise TransportError(f"cannot start SFTP on {self.target}: {exc}",
+                                 "is the sftp subsystem enabled in its sshd_config?",
+                                 code="ssh.sftp") from None
         if sftp is None:
-            raise TransportError(f"the server {self.target} refused the sftp subsystem")
+            raise TransportError(f"the server {self.target} refused the sftp subsystem",
+                                 "enable it in its sshd_config (Subsystem sftp ...)",
+                                 code="ssh.sftp")
         sftp.get_channel().settimeout(timeout)
         return sftp
 
@@ -206,7 +211,8 @@ def connect(target: SSHTarget, policy: str, timeout: float, keepalive: float) ->
             if not target.jumps:
                 raise
             raise TransportError(f"the jump host {hops[0]} (proxy_jump, or ProxyJump in "
-                                 f"ssh_config) cannot be reached: {exc}") from None
+                                 f"ssh_config) cannot be reached: {exc.cause}", exc.fix,
+                                 code="ssh.jump-unreachable") from None
         for hop, next_hop in zip(hops, hops[1:], strict=False):
             jumps.append(_handshake(hop, sock, policy, timeout, keepalive=0))
             sock = _through(jumps[-1], next_hop, timeout)
@@ -219,9 +225,12 @@ def connect(target: SSHTarget, policy: str, timeout: float, keepalive: float) ->
     return connection
 
 
-def _resolve(hop: SSHTarget, timeout: float) -> list[Any]:
+def resolve(hop: SSHTarget, timeout: float) -> list[Any]:
     """getaddrinfo bounded by ``timeout`` (it takes none, and a resolver that does not answer
-    makes it wait tens of seconds): on a daemon thread, abandoned when late."""
+    makes it wait tens of seconds): on a daemon thread, abandoned when late.
+
+    The one place a name that does not resolve is diagnosed (``ssh.dns-unresolved``,
+    ``ssh.dns-timeout``): a connect and the doctor's resolve step both call it."""
     box: queue.Queue[Any] = queue.Queue(1)
 
     def work() -> None:
@@ -235,15 +244,16 @@ def _resolve(hop: SSHTarget, timeout: float) -> list[Any]:
         found = box.get(timeout=timeout)
     except queue.Empty:
         raise TransportError(f"the resolver gave no answer for {hop.hostname!r} within "
-                             f"{timeout:g} s (connect_timeout): check the DNS servers in "
-                             "/etc/resolv.conf, or give the host as an IP address") from None
+                             f"{timeout:g} s (connect_timeout)",
+                             "check the DNS servers in /etc/resolv.conf, or give the host as "
+                             "an IP address", code="ssh.dns-timeout") from None
     if isinstance(found, OSError):
         why = found.strerror if isinstance(found, socket.gaierror) else str(found)
         raise TransportError(
-            f"cannot resolve the host name {hop.hostname!r} ({why}): check host in the "
-            "kernelspec, or the HostName of that alias in your ssh_config; a name known only "
-            "inside a VPN or a private network needs that network (try: getent hosts "
-            f"{hop.hostname})")
+            f"cannot resolve the host name {hop.hostname!r} ({why})",
+            "check host in the kernelspec, or the HostName of that alias in your ssh_config; "
+            "a name known only inside a VPN or a private network needs that network (try: "
+            f"getent hosts {hop.hostname})", code="ssh.dns-unresolved")
     return found
 
 
@@ -252,7 +262,7 @@ def _tcp_connect(hop: SSHTarget, timeout: float) -> socket.socket:
     started = time.monotonic()
     sock = None
     try:
-        for family, kind, proto, _, address in _resolve(hop, timeout):  # in order, as ssh
+        for family, kind, proto, _, address in resolve(hop, timeout):  # in order, as ssh
             sock = socket.socket(family, kind, proto)
             sock.settimeout(max(timeout - (time.monotonic() - started), 0.01))
             try:
@@ -264,17 +274,19 @@ def _tcp_connect(hop: SSHTarget, timeout: float) -> socket.socket:
         if sock is None:
             raise error
     except ConnectionRefusedError:
-        raise TransportError(f"{where} refused the connection: is sshd running there, and "
-                             "is the port right (port in the kernelspec, or Port in "
-                             "ssh_config)?") from None
+        raise TransportError(f"{where} refused the connection",
+                             "is sshd running there, and is the port right (port in the "
+                             "kernelspec, or Port in ssh_config)?", code="ssh.refused") from None
     except TimeoutError:
-        raise TransportError(f"no answer from {where} within {timeout:g} s (connect_timeout): "
+        raise TransportError(f"no answer from {where} within {timeout:g} s (connect_timeout)",
                              "the host is down, or a firewall drops SSH on the way; check the "
                              "host and port, and that SSH is let through (VPN?); on a slow "
-                             "network raise connect_timeout in the kernelspec") from None
+                             "network raise connect_timeout in the kernelspec",
+                             code="ssh.no-answer") from None
     except OSError as exc:
-        raise TransportError(f"cannot reach {where}: {exc.strerror or exc}; check the host "
-                             "and the network route to it") from None
+        raise TransportError(f"cannot reach {where}: {exc.strerror or exc}",
+                             "check the host and the network route to it",
+                             code="ssh.unreachable") from None
     log.info("TCP connection to %s (%s) in %.2f s", where, sock.getpeername()[0],
              time.monotonic() - started)
     # One cell is a few small writes: do not let Nagle hold them for an ACK.
@@ -288,7 +300,8 @@ def _through(jump: SSHConnection, hop: SSHTarget, timeout: float) -> paramiko.Ch
                                            ("127.0.0.1", 0), timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise TransportError(f"the jump host {jump.target} could not connect to "
-                             f"{hop.hostname}:{hop.port}: {exc}") from None
+                             f"{hop.hostname}:{hop.port}: {exc}",
+                             code="ssh.jump-tunnel") from None
 
 
 # -- the phases one by one, public for ``rk-jupyter doctor``, which times and reports each ----
@@ -319,11 +332,13 @@ def start_transport(hop: SSHTarget, sock: Any, policy: str, timeout: float) -> p
             transport.start_client(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise TransportError(f"{hop.hostname}:{hop.port} did not complete the SSH "
-                                 f"handshake within {timeout:g} s: {exc}") from None
+                                 f"handshake within {timeout:g} s: {exc}",
+                                 code="ssh.handshake") from None
         if not transport.is_active() or transport.host_key is None:
             # start_client returns without an error when its timeout passes mid-exchange.
             raise TransportError(f"{hop.hostname}:{hop.port} did not complete the SSH "
-                                 f"handshake within {timeout:g} s (no answer)")
+                                 f"handshake within {timeout:g} s (no answer)",
+                                 code="ssh.handshake")
         key = transport.get_remote_server_key()
         checker.verify(key)
         log.info("host key of %s: %s %s", hop.known_hosts_name, key.get_name(),
@@ -379,12 +394,36 @@ def _load_key(path: str, notes: list[str]) -> paramiko.PKey | None:
         notes.append(f"{path} does not exist")
     except (paramiko.PasswordRequiredException, TypeError) as exc:
         # For an encrypted OpenSSH-format key paramiko lets cryptography's TypeError through.
-        if isinstance(exc, TypeError) and "password" not in str(exc):
+        if isinstance(exc, TypeError) and not _encrypted(path):
             raise
         notes.append(f"{path} is passphrase-protected (load it into ssh-agent: ssh-add {path})")
     except (OSError, ValueError, paramiko.SSHException) as exc:
         notes.append(f"{path} cannot be read as a private key: {exc}")
     return None
+
+
+def _encrypted(path: str) -> bool:
+    """Whether the private key file ``path`` is passphrase-protected, read from its format
+    (an OpenSSH key names its cipher, "none" when it has no passphrase; a PEM key says
+    ENCRYPTED in its header), not from an error's wording."""
+    try:
+        with open(path, errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return False
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    if begin in text:
+        body = text.split(begin, 1)[1].split(end, 1)[0]
+        try:
+            data = base64.b64decode("".join(body.split()))
+        except (binascii.Error, ValueError):
+            return False
+        magic = b"openssh-key-v1\0"
+        if not data.startswith(magic):
+            return False
+        size = int.from_bytes(data[len(magic):len(magic) + 4], "big")
+        return data[len(magic) + 4:len(magic) + 4 + size] != b"none"
+    return "-----BEGIN ENCRYPTED PRIVATE KEY-----" in text or "Proc-Type: 4,ENCRYPTED" in text
 
 
 def _candidate_keys(hop: SSHTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
@@ -418,29 +457,32 @@ def _authenticate(transport: paramiko.Transport, hop: SSHTarget) -> str:
         except paramiko.BadAuthenticationType as exc:
             raise TransportError(
                 f"{hop} does not accept public keys (it allows: "
-                f"{', '.join(exc.allowed_types) or 'nothing'}); rk_jupyter needs key-based "
-                "login (no passwords)"
+                f"{', '.join(exc.allowed_types) or 'nothing'})",
+                "rk_jupyter needs key-based login (no passwords)", code="ssh.auth-method",
             ) from None
         except paramiko.AuthenticationException:
             tried.append(label)
             continue
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise TransportError(f"authentication with {hop} failed: {exc}") from None
+            raise TransportError(f"authentication with {hop} failed: {exc}",
+                                 code="ssh.auth-failed") from None
         if remaining:
-            raise TransportError(f"{hop} wants more than a key ({', '.join(remaining)}); "
-                                 "rk_jupyter can only log in with keys")
+            raise TransportError(f"{hop} wants more than a key ({', '.join(remaining)})",
+                                 "rk_jupyter can only log in with keys",
+                                 code="ssh.auth-partial")
         log.info("authenticated to %s with %s", hop, label)
         return label
     extra = f" ({'; '.join(notes)})" if notes else ""
     if not tried:
         raise TransportError(
-            f"no usable key to log in to {hop.hostname}:{hop.port} as {hop.user}{extra}: "
+            f"no usable key to log in to {hop.hostname}:{hop.port} as {hop.user}{extra}",
             "set identity_file in the kernelspec to a key without a passphrase, or load the "
-            "key into ssh-agent (ssh-add); passwords are not used."
+            "key into ssh-agent (ssh-add); passwords are not used.", code="ssh.auth-no-key",
         )
     raise TransportError(
         f"{hop.hostname}:{hop.port} refused the login of {hop.user}: no offered key was "
-        f"accepted. Tried: {'; '.join(tried)}{extra}. Put your public key in ~{hop.user}/.ssh/"
-        f"authorized_keys on {hop.hostname} (e.g. ssh-copy-id), set identity_file in the "
-        "kernelspec, or load the key into ssh-agent."
+        f"accepted. Tried: {'; '.join(tried)}{extra}",
+        f"put your public key in ~{hop.user}/.ssh/authorized_keys on {hop.hostname} (e.g. "
+        "ssh-copy-id), set identity_file in the kernelspec, or load the key into ssh-agent.",
+        code="ssh.auth-refused",
     )

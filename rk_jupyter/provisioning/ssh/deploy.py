@@ -27,14 +27,14 @@ from pathlib import Path
 import paramiko
 
 from ... import __version__
-from ..transports.base import TransportError
+from ...link.launcher import MIN_PYTHON
+from ..errors import SettingsError, TransportError
+from ..settings import AGENT_DEPLOY as MODES
 
-MODES = ("auto", "zipapp", "installed")
 CACHE_DIR = ".cache/rk_jupyter"  # relative to the remote home (SFTP and the shell start there)
 DEPLOY_MARKER = "RKJ-AGENT-DEPLOY"
 NO_PYTHON_MARKER = "RKJ-NO-PYTHON"
 NOT_INSTALLED_MARKER = "RKJ-NOT-INSTALLED"
-MIN_PYTHON = (3, 10)
 LOG_DIR = f"{CACHE_DIR}/logs"  # the agents' own logs on the remote: agent-<pid>.log
 LOG_DAYS = 14  # older agent logs are removed when an agent starts
 _PACKAGE = Path(__file__).resolve().parents[2]  # the rk_jupyter package directory
@@ -108,7 +108,8 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
     It prints a marker instead when the interpreter is missing, or the agent is not there.
     """
     if mode not in MODES:
-        raise TransportError(f"unknown agent_deploy {mode!r}; use one of {', '.join(MODES)}")
+        raise SettingsError(f"unknown agent_deploy {mode!r}", f"use one of {', '.join(MODES)}",
+                            code="settings.choice")
     # "$@": --log-file for the agent's own log (the shell's $$ is the agent's pid after
     # exec), left out where the directory cannot be made (read-only or full home): the log
     # then goes to stderr only, which comes back over the channel anyway.

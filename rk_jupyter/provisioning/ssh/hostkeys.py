@@ -21,23 +21,30 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..transports.base import TransportError
+from ..errors import SettingsError, TransportError
+from ..settings import HOST_KEY_POLICIES as POLICIES
 from .target import SSHTarget
 
-POLICIES = ("strict", "accept-new")
 _KEYSCAN_TYPES = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ssh-dss": "dsa"}
 
 
 class HostKeyError(TransportError):
-    """The server's host key is not one we may trust."""
+    """The server's host key is not one we may trust (or cannot be recorded)."""
+
+    code = "ssh.host-key"
 
 
 class UnknownHostKeyError(HostKeyError):
     """No known_hosts entry for the host."""
 
+    code = "ssh.host-key-unknown"
+
 
 class ChangedHostKeyError(HostKeyError):
-    """known_hosts lists the host with another key, or marks the key revoked."""
+    """known_hosts lists the host with another key (``ssh.host-key-changed``), or marks the
+    key revoked (``ssh.host-key-revoked``)."""
+
+    code = "ssh.host-key-changed"
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,8 @@ class HostKeyChecker:
 
     def __init__(self, target: SSHTarget, policy: str = "strict") -> None:
         if policy not in POLICIES:
-            raise TransportError(f"unknown host_key_policy {policy!r}; use 'strict' or "
-                                 "'accept-new'")
+            raise SettingsError(f"unknown host_key_policy {policy!r}",
+                                f"use one of {', '.join(POLICIES)}", code="settings.choice")
         self.target = target
         self.policy = policy
         self.known = [
@@ -140,16 +147,17 @@ class HostKeyChecker:
         """Return if ``key`` may be trusted; raise a HostKeyError that says what to do."""
         for entry in self.known:
             if entry.revoked and _same(entry.key, key):
-                raise ChangedHostKeyError(self._revoked_message(key, entry))
+                raise ChangedHostKeyError(self._revoked_message(key, entry),
+                                          code="ssh.host-key-revoked")
         valid = [entry for entry in self.known if not entry.revoked]
         if any(_same(entry.key, key) for entry in valid):
             return
         if valid:
-            raise ChangedHostKeyError(self._changed_message(key, valid))
+            raise ChangedHostKeyError(*self._changed_message(key, valid))
         if self.policy == "accept-new":
             self._remember(key)
             return
-        raise UnknownHostKeyError(self._unknown_message(key))
+        raise UnknownHostKeyError(*self._unknown_message(key))
 
     # -- messages -------------------------------------------------------------------------
 
@@ -157,7 +165,7 @@ class HostKeyChecker:
         return self.target.known_hosts_files[0] if self.target.known_hosts_files else \
             os.path.expanduser("~/.ssh/known_hosts")
 
-    def _unknown_message(self, key: paramiko.PKey) -> str:
+    def _unknown_message(self, key: paramiko.PKey) -> tuple[str, str]:
         t = self.target
         kind = _KEYSCAN_TYPES.get(key.get_name(), "ecdsa")
         file = self._user_file()
@@ -170,7 +178,8 @@ class HostKeyChecker:
         return (
             f"the SSH host key of {t.known_hosts_name} is unknown: the server offered "
             f"{key.get_name()} {fingerprint(key)}, and no known_hosts file lists this host "
-            f"(looked in: {files}). rk_jupyter checks host keys strictly and never asks. "
+            f"(looked in: {files})",
+            "rk_jupyter checks host keys strictly and never asks. "
             f"If that fingerprint is the host's, trust it by connecting once with ssh and "
             f"answering yes:\n    ssh {ssh_opts}-p {t.port} {t.user}@{host}\n"
             f"or add it with ssh-keyscan (then compare: ssh-keygen -lf {shlex.quote(file)}):\n"
@@ -179,7 +188,7 @@ class HostKeyChecker:
             "first key automatically."
         )
 
-    def _changed_message(self, key: paramiko.PKey, valid: list[KnownKey]) -> str:
+    def _changed_message(self, key: paramiko.PKey, valid: list[KnownKey]) -> tuple[str, str]:
         t = self.target
         entry = valid[0]
         return (
@@ -188,7 +197,8 @@ class HostKeyChecker:
             f"but {entry.path}:{entry.lineno} says its key is {entry.key.get_name()} "
             f"{fingerprint(entry.key)}. Someone could be eavesdropping on you right now "
             "(a man-in-the-middle attack), or the host key has just been replaced. "
-            "rk_jupyter refused to connect. If you know why the key changed, remove the old "
+            "rk_jupyter refused to connect",
+            "if you know why the key changed, remove the old "
             f"entry with:\n    ssh-keygen -f {shlex.quote(entry.path)} -R "
             f"{shlex.quote(t.known_hosts_name)}\nthen trust the new key (connect once with ssh)."
         )
@@ -211,4 +221,7 @@ class HostKeyChecker:
                 handle.write(line)
         except OSError as exc:
             raise HostKeyError(f"cannot record the new host key of "
-                               f"{self.target.known_hosts_name} in {path}: {exc}") from None
+                               f"{self.target.known_hosts_name} in {path}: {exc}",
+                               "make that file writable, or set known_hosts in the "
+                               "kernelspec to a writable file",
+                               code="ssh.host-key-unrecorded") from None

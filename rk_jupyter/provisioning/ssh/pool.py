@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ...link.connection import Link
 from ...link.frames import LinkError
-from ..transports.base import TransportError
+from ..errors import TransportError
 from .connect import SSHConnection, connect
 from .forward import Forwarder
 from .remote_agent import AgentSettings, RemoteAgent
@@ -203,7 +203,7 @@ class ConnectionPool:
             wait = options.connect_timeout * 4 * hops + options.agent.start_timeout
             if not shared.setup.acquire(timeout=wait):
                 raise TransportError(f"another kernel's connection to {target} is still being "
-                                     f"set up after {wait:g} s")
+                                     f"set up after {wait:g} s", code="ssh.setup-busy")
             try:
                 if shared.connection is None:
                     started = time.monotonic()
@@ -342,8 +342,8 @@ class ConnectionPool:
                                   options.connect_timeout)
         except OSError as exc:
             agent.stop()
-            raise TransportError(f"cannot listen on a local port for the forward: {exc}") \
-                from None
+            raise TransportError(f"cannot listen on a local port for the forward: {exc}",
+                                 code="ssh.forward-listen") from None
         return _Slot(options.agent, agent, forwarder)
 
     def _release(self, shared: _Shared, slot: _Slot | None, keep: bool = False) -> None:

@@ -25,13 +25,13 @@ from typing import Any
 import paramiko
 
 from ... import __version__
-from ...agent.main import READY_PREFIX, STOP_LINE
-from ..transports.base import TransportError
+from ...link.launcher import READY_PREFIX, STOP_LINE
+from ..diagnosis import PY_PROBE, check_probe, python_missing, python_too_old
+from ..errors import TransportError
 from .connect import SSHConnection
 from .deploy import (
     DEPLOY_MARKER,
     LOG_DIR,
-    MIN_PYTHON,
     NO_PYTHON_MARKER,
     NOT_INSTALLED_MARKER,
     OLD_PYTHON_TEXT,
@@ -61,56 +61,79 @@ class AgentSettings:
     command_timeout: float = 30.0
 
 
-def python_not_found(python: str, target: str) -> str:
-    """Why the agent cannot start when ``python`` is missing (also said by the doctor)."""
-    return (f"the remote Python {python!r} was not found on {target} (not in the login "
-            "PATH); set remote_python in the kernelspec to a Python 3.10+ interpreter there "
-            "(e.g. /usr/bin/python3)")
+def check_login(connection: SSHConnection, timeout: float) -> str:
+    """Run a command through the account's login shell; raise a TransportError if the shell
+    refuses commands (nologin: code ``login.no-shell``) or its startup files print on stdout
+    (which garbles every channel that is not a terminal, SFTP's first: ``login.noisy``).
 
-
-def login_problem(connection: SSHConnection, timeout: float) -> str:
-    """What is wrong with the account's login, or "": a shell that refuses commands
-    (nologin), or startup files that print on stdout, which garbles every channel that is not
-    a terminal (SFTP's first).  Like ``rk-jupyter doctor``'s remote shell step."""
+    The one place these are diagnosed: the doctor's remote shell step calls it, and a failed
+    agent start or copy asks ``login_problem``.  Returns what it found when all is well.
+    """
     target = connection.target
-    try:
-        status, out = connection.run(f"printf {SHELL_MARK}", timeout, combine=False)
-    except TransportError:
-        return ""
+    status, out = connection.run(f"printf {SHELL_MARK}", timeout, combine=False)
     if status != 0 or SHELL_MARK not in out:
-        return (f"the account {target.user} on {target.hostname} cannot run commands (exit "
-                f"status {status}, output {out.strip()[:200]!r}): rk_jupyter starts its agent "
-                f"with a command run by the login shell; give {target.user} a shell that runs "
-                "commands (e.g. chsh -s /bin/bash); /usr/sbin/nologin and /bin/false refuse "
-                "them")
+        raise TransportError(
+            f"the account {target.user} on {target.hostname} cannot run commands (exit "
+            f"status {status}, output {out.strip()[:200]!r})",
+            "rk_jupyter starts its agent with a command run by the login shell; give "
+            f"{target.user} a shell that runs commands (e.g. chsh -s /bin/bash); "
+            "/usr/sbin/nologin and /bin/false refuse them", code="login.no-shell")
     extra = out.replace(SHELL_MARK, "", 1).strip()
     if extra:
-        return (f"the login on {target.hostname} prints {extra[:200]!r} on stdout before any "
-                "command: a shell startup file (~/.bashrc, ~/.profile, /etc/bash.bashrc) "
-                "prints even for commands run over SSH, and that text corrupts SFTP, which "
-                "copies the agent. Print only in interactive shells, e.g. with this line "
-                "above the output in ~/.bashrc:\n    [[ $- == *i* ]] || return")
-    return ""
+        raise TransportError(
+            f"the login on {target.hostname} prints {extra[:200]!r} on stdout before any "
+            "command",
+            "a shell startup file (~/.bashrc, ~/.profile, /etc/bash.bashrc) prints even for "
+            "commands run over SSH, and that text corrupts SFTP, which copies the agent. "
+            "Print only in interactive shells, e.g. with this line above the output in "
+            "~/.bashrc:\n    [[ $- == *i* ]] || return", code="login.noisy")
+    return f"{target.user}'s login shell ran a command; stdout is clean"
 
 
-def forwarding_refused(connection: SSHConnection, port: int, timeout: float) -> str:
-    """Why a forwarded channel to the agent's ``port`` cannot be opened, or "" if it can:
+def check_python(connection: SSHConnection, python: str, timeout: float) -> str:
+    """Run the Python probe with ``python`` through the login shell, from the home
+    directory, as the agent's launch command runs it; raise the diagnosis (missing, too old,
+    not working: ``provisioning.diagnosis``) or return what was found.  The doctor's python
+    step on an ssh host."""
+    script = (f"cd; PY={shlex.quote(python)}; command -v \"$PY\" >/dev/null 2>&1 || "
+              f"{{ echo {NO_PYTHON_MARKER}; exit 0; }}; exec \"$PY\" -c {shlex.quote(PY_PROBE)}")
+    status, out = connection.run("sh -c " + shlex.quote(script), timeout)
+    if NO_PYTHON_MARKER in out.split():
+        raise python_missing(python, str(connection.target))
+    return check_probe(python, str(connection.target), status, out)
+
+
+def login_problem(connection: SSHConnection, timeout: float) -> TransportError | None:
+    """``check_login``'s error, or None (also when the check itself cannot run: the
+    caller's own error is then the better explanation)."""
+    try:
+        check_login(connection, timeout)
+    except TransportError as exc:
+        return exc if exc.code.startswith("login.") else None
+    return None
+
+
+def forwarding_refused(connection: SSHConnection, port: int,
+                       timeout: float) -> TransportError | None:
+    """Why a forwarded channel to the agent's ``port`` cannot be opened, or None if it can:
     asked only after a kernel's link through the forward failed, to name the cause."""
     try:
         channel = connection.transport.open_channel(
             "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
     except paramiko.ChannelException as exc:
         if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
-            return (f"the SSH server {connection.target} refuses port forwarding "
-                    f"({exc.text}): rk_jupyter reaches its agent through a forwarded port. "
-                    "Ask its administrator to allow it for your account (AllowTcpForwarding "
-                    "local or yes in sshd_config, and no restrict/no-port-forwarding option "
-                    "on your key in authorized_keys)")
-        return f"the SSH server {connection.target} cannot forward to the agent: {exc.text}"
+            return TransportError(
+                f"the SSH server {connection.target} refuses port forwarding ({exc.text})",
+                "rk_jupyter reaches its agent through a forwarded port. Ask its "
+                "administrator to allow it for your account (AllowTcpForwarding local or yes "
+                "in sshd_config, and no restrict/no-port-forwarding option on your key in "
+                "authorized_keys)", code="ssh.forwarding-refused")
+        return TransportError(f"the SSH server {connection.target} cannot forward to the "
+                              f"agent: {exc.text}", code="ssh.forwarding-failed")
     except (paramiko.SSHException, OSError, EOFError):
-        return ""
+        return None
     channel.close()
-    return ""
+    return None
 
 
 class _Run:
@@ -189,7 +212,7 @@ class RemoteAgent:
                 raise TransportError(
                     f"the agent on {self.connection.target} did not report ready within "
                     f"{self.settings.start_timeout:g} s (agent_start_timeout); it said:\n"
-                    f"{run.tail()}")
+                    f"{run.tail()}", code="agent.start-timeout")
             if run.ready:
                 log.info("agent pid %s on %s listens on 127.0.0.1:%s (rk_jupyter %s, %s)",
                          run.ready.get("pid"), self.connection.target, run.ready.get("port"),
@@ -204,13 +227,13 @@ class RemoteAgent:
                         sftp.close()
                 except TransportError as exc:
                     run.channel.close()
-                    raise TransportError(self._copy_failure(str(exc))) from None
+                    raise self._copy_failure(exc) from None
                 log.info("agent %s copied to ~/%s on %s", app.digest, app.remote_path,
                          self.connection.target)
                 run.channel.close()
                 continue
             break
-        raise TransportError(self._start_failure(run))
+        raise self._start_failure(run)
 
     def alive(self) -> bool:
         run = self._run
@@ -295,38 +318,39 @@ class RemoteAgent:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             channel.close()
             raise TransportError(f"cannot start the agent on {self.connection.target}: "
-                                 f"{exc}") from None
+                                 f"{exc}", code="agent.start-failed") from None
         run = self._run = _Run(channel)
         threading.Thread(target=run.read, args=(self.log_path,), daemon=True,
                          name=f"ssh-agent-output-{self.connection.target.hostname}").start()
         return run
 
-    def _start_failure(self, run: _Run) -> str:
+    def _start_failure(self, run: _Run) -> TransportError:
         target = self.connection.target
         python = self.settings.python
         if NO_PYTHON_MARKER in run.lines:
-            return python_not_found(python, str(target))
+            return python_missing(python, str(target))
         if NOT_INSTALLED_MARKER in run.lines:
-            return (f"{python} on {target} cannot import rk_jupyter of this version, and "
-                    "agent_deploy is 'installed'; install it there or use agent_deploy 'auto'")
+            return TransportError(f"{python} on {target} cannot import rk_jupyter of this "
+                                  "version, and agent_deploy is 'installed'",
+                                  "install it there or use agent_deploy 'auto'",
+                                  code="agent.not-installed")
         if DEPLOY_MARKER in run.lines:
-            return (f"the agent was copied to ~/{agent_zipapp().remote_path} on {target} over "
-                    "SFTP, but the shell does not find it there: do SFTP and the shell see "
-                    "the same home directory?")
+            return TransportError(f"the agent was copied to ~/{agent_zipapp().remote_path} on "
+                                  f"{target} over SFTP, but the shell does not find it there",
+                                  "do SFTP and the shell see the same home directory?",
+                                  code="agent.copy-not-found")
         too_old = next((line for line in run.lines if OLD_PYTHON_TEXT in line), "")
         if too_old:
-            found = too_old.rsplit(" is ", 1)[-1]
-            return (f"{python} on {target} is Python {found}; the agent needs "
-                    f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer: set remote_python in the "
-                    "kernelspec to a newer interpreter there (e.g. /usr/bin/python3.11)")
+            return python_too_old(python, str(target), too_old.rsplit(" is ", 1)[-1])
         problem = login_problem(self.connection, self.settings.command_timeout)
         if problem:
             return problem
         status = "" if run.status is None else f" with status {run.status}"
-        return (f"the agent on {target} (run with {python}) exited{status} before it was "
-                f"ready; it said:\n{run.tail()}")
+        return TransportError(f"the agent on {target} (run with {python}) exited{status} "
+                              f"before it was ready; it said:\n{run.tail()}",
+                              code="agent.start-failed")
 
-    def _copy_failure(self, error: str) -> str:
+    def _copy_failure(self, error: TransportError) -> TransportError:
         """Why the SFTP copy failed, in the shell's words: SFTP says just "Failure" for a
         full disk or a read-only file system, and a login that prints garbles SFTP itself."""
         problem = login_problem(self.connection, self.settings.command_timeout)
@@ -337,10 +361,11 @@ class RemoteAgent:
             status, out = self.connection.run(copy_probe(app), self.settings.command_timeout)
         except TransportError:
             status, out = 0, ""
-        cause = out.strip().splitlines()[-1] if status and out.strip() else error
-        return (f"cannot copy the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} on "
-                f"{self.connection.target}: {cause}. Free space in that home directory or "
-                "make it writable; or install rk_jupyter "
-                f"{__version__} there for {self.settings.python} (pip install "
-                f"rk_jupyter=={__version__}) and set agent_deploy to 'installed', which copies "
-                "nothing")
+        cause = out.strip().splitlines()[-1] if status and out.strip() else str(error)
+        return TransportError(
+            f"cannot copy the agent ({len(app.data) >> 10} KiB) to ~/{app.remote_path} on "
+            f"{self.connection.target}: {cause}",
+            "free space in that home directory or make it writable; or install rk_jupyter "
+            f"{__version__} there for {self.settings.python} (pip install "
+            f"rk_jupyter=={__version__}) and set agent_deploy to 'installed', which copies "
+            "nothing", code="agent.copy-failed")

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paramiko
 
-from ..transports.base import TransportError
+from ..errors import TransportError
+from ..settings import Destination, parse_destination
+
+__all__ = ["Destination", "SSHTarget", "load_ssh_config", "parse_destination", "resolve_target"]
 
 DEFAULT_PORT = 22
 USER_CONFIG = "~/.ssh/config"
@@ -24,31 +26,6 @@ SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-_DESTINATION = re.compile(r"^(?:(?P<user>[^@\s:/]+)@)?(?P<host>\[[^\]\s]+\]|[^@\s:/\[\]]+)"
-                          r"(?::(?P<port>[^:\s]*))?$")
-
-
-@dataclass(frozen=True)
-class Destination:
-    """``[user@]host[:port]`` as written by a user (CLI ``--host``, ProxyJump entries)."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-
-def parse_destination(text: str) -> Destination:
-    """Split ``[user@]host[:port]`` (IPv6 in brackets); ValueError says what is wrong."""
-    match = _DESTINATION.match(text.strip())
-    if not match or not match.group("host").strip("[]"):
-        raise ValueError(f"{text!r} is not [user@]host[:port]")
-    port_text = match.group("port")
-    port = None
-    if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
-        port = int(port_text)
-    return Destination(match.group("host").strip("[]"), match.group("user"), port)
 
 
 @dataclass(frozen=True)
@@ -94,13 +71,15 @@ def load_ssh_config(path: str | None) -> paramiko.SSHConfig:
         if not os.path.isfile(name):
             if required:
                 raise TransportError(f"the ssh_config file {name} given in the kernelspec "
-                                     "does not exist")
+                                     "does not exist", "correct ssh_config in the kernelspec",
+                                     code="ssh.config-missing")
             continue
         try:
             with open(name) as handle:
                 config.parse(handle)
         except (OSError, UnicodeDecodeError, paramiko.ConfigParseError) as exc:
-            raise TransportError(f"cannot read the ssh_config file {name}: {exc}") from None
+            raise TransportError(f"cannot read the ssh_config file {name}: {exc}",
+                                 code="ssh.config-unreadable") from None
     return config
 
 
@@ -141,7 +120,9 @@ def resolve_target(
         try:
             dest = parse_destination(hop)
         except ValueError as exc:
-            raise TransportError(f"bad ProxyJump entry: {exc}") from None
+            raise TransportError(f"bad ProxyJump entry: {exc}",
+                                 "write proxy_jump as [user@]host[:port][,...]",
+                                 code="ssh.bad-proxy-jump") from None
         hops.append(_resolve_one(dest.host, dest.port, dest.user, identity_file, known_hosts,
                                  config))
     return replace(target, jumps=tuple(hops))
@@ -152,15 +133,17 @@ def _resolve_one(
     known_hosts: str | None, config: paramiko.SSHConfig,
 ) -> SSHTarget:
     if not host or any(c.isspace() for c in host):
-        raise TransportError(f"the host {host!r} is not a host name")
+        raise TransportError(f"the host {host!r} is not a host name", code="ssh.bad-host")
     found = config.lookup(host)
     try:
         port_value = port or int(found.get("port", DEFAULT_PORT))
     except ValueError:
         raise TransportError(f"ssh_config gives host {host} the port "
-                             f"{found.get('port')!r}, which is not a number") from None
+                             f"{found.get('port')!r}, which is not a number",
+                             code="ssh.bad-port") from None
     if not 0 < port_value < 65536:
-        raise TransportError(f"port {port_value} of host {host} is not from 1 to 65535")
+        raise TransportError(f"port {port_value} of host {host} is not from 1 to 65535",
+                             code="ssh.bad-port")
     identities = [os.path.expanduser(identity_file)] if identity_file else []
     identities += [f for f in found.get("identityfile", []) if f not in identities]
     if not identities:  # ssh's defaults, offered only when they exist

@@ -5,13 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ..errors import TransportError
 
-class TransportError(RuntimeError):
-    """The agent cannot be reached or started; the message names the cause and the fix.
-
-    Raised from the provisioner's ``pre_launch``, so JupyterLab shows it in its
-    "Error Starting Kernel" dialog.
-    """
+__all__ = ["AgentEndpoint", "Transport", "TransportError"]
 
 
 @dataclass
@@ -54,6 +50,14 @@ class Transport(ABC):
     @abstractmethod
     def death_reason(self) -> str:
         """Why ``alive`` turned False (the agent's last words where known)."""
+
+    def link_failure(self, endpoint: AgentEndpoint, error: Exception) -> TransportError:
+        """Why no link to the agent at ``endpoint`` could be made (``error``: the link's or
+        the client's failure).  Called by the launch path from a worker thread; a transport
+        that can name a more precise cause (a server that forbids forwarding, an agent of
+        another protocol) overrides it."""
+        return TransportError(f"cannot open a link to the agent ({endpoint.description}): "
+                              f"{error}", code="link.failed")
 
     @abstractmethod
     async def stop(self, restart: bool = False) -> None:

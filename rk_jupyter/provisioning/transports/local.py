@@ -10,10 +10,10 @@ import subprocess
 import sys
 from typing import Any
 
-from ...agent.main import READY_PREFIX, TOKEN_ENV
+from ...link.launcher import READY_PREFIX, TOKEN_ENV
+from ..diagnosis import python_cannot_run
+from ..settings import LaunchSettings
 from .base import AgentEndpoint, Transport, TransportError
-
-AGENT_START_TIMEOUT = 30.0
 
 
 def read_ready_line(stream: Any, prefix: str = READY_PREFIX) -> dict[str, Any]:
@@ -45,9 +45,9 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    def __init__(self, config: dict[str, Any], log_path: str) -> None:
-        self.python = config.get("python") or sys.executable
-        self.timeout = float(config.get("agent_start_timeout", AGENT_START_TIMEOUT))
+    def __init__(self, settings: LaunchSettings, log_path: str) -> None:
+        self.python = settings.python or sys.executable
+        self.timeout = settings.agent_start_timeout
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
@@ -61,7 +61,7 @@ class LocalTransport(Transport):
                 stderr=open(self.log_path, "ab"), env=env, start_new_session=True,
             )
         except OSError as exc:
-            raise TransportError(f"cannot run the agent with {self.python}: {exc}") from None
+            raise python_cannot_run(self.python, exc) from None
         process = self.process
         try:
             ready = await asyncio.wait_for(
@@ -75,8 +75,8 @@ class LocalTransport(Transport):
                 why = str(exc)
             raise TransportError(
                 f"the local agent ({self.python} -m rk_jupyter.agent) {why}. "
-                f"Its log {self.log_path} ends with:\n{tail(self.log_path)}"
-            ) from None
+                f"Its log {self.log_path} ends with:\n{tail(self.log_path)}",
+                code="agent.start-failed") from None
         return AgentEndpoint("127.0.0.1", int(ready["port"]),
                              f"local agent pid {ready['pid']} on 127.0.0.1:{ready['port']}")
 

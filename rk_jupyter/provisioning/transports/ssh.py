@@ -1,63 +1,55 @@
 """The ``ssh`` transport: the agent runs on another host, reached through one shared SSH
 connection per (user, host, port) (see ``rk_jupyter.provisioning.ssh``).
 
-A lost connection is re-established by the pool within ``reconnect_grace`` (the provisioner's
-trait, passed in the config); ``alive`` stays True meanwhile, so that ``poll`` leaves the
-kernel running while it waits for its agent.
+A lost connection is re-established by the pool within ``reconnect_grace``; ``alive`` stays
+True meanwhile, so that ``poll`` leaves the kernel running while it waits for its agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
-from typing import Any
 
-from ..ssh.pool import POOL, ConnectOptions, Lease
-from ..ssh.remote_agent import AgentSettings
+from ...link.handshake import PROTOCOL_VERSION
+from ..settings import LaunchSettings
+from ..ssh.pool import POOL, ConnectionPool, ConnectOptions, Lease
+from ..ssh.remote_agent import AgentSettings, forwarding_refused
 from ..ssh.target import load_ssh_config, resolve_target
 from .base import AgentEndpoint, Transport, TransportError
 
-#: The provisioner's default reconnect_grace, for a config that does not carry it.
-DEFAULT_RECONNECT_GRACE = 600.0
 
-
-@dataclass
 class SSHTransport(Transport):
-    """Leases the shared connection's agent for one kernel launch."""
+    """Leases the shared connection's agent for one kernel launch (from ``pool``: the
+    process's shared POOL unless the caller, like the doctor, brings its own)."""
 
     name = "ssh"
 
-    def __init__(self, config: dict[str, Any], log_path: str) -> None:
-        self.config = config
+    def __init__(self, settings: LaunchSettings, log_path: str,
+                 pool: ConnectionPool | None = None) -> None:
+        self.settings = settings
         self.log_dir = os.path.dirname(os.path.abspath(log_path))
+        self.pool = pool or POOL
         self.lease: Lease | None = None
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
-        c = self.config
-        if not c.get("host"):
-            raise TransportError("the kernelspec uses transport 'ssh' but names no host")
-        ssh_config = await asyncio.to_thread(load_ssh_config, c.get("ssh_config") or None)
+        s = self.settings
+        ssh_config = await asyncio.to_thread(load_ssh_config, s.ssh_config or None)
         target = resolve_target(
-            c["host"], port=c.get("port") or None, user=c.get("user") or None,
-            identity_file=c.get("identity_file") or None,
-            proxy_jump=c.get("proxy_jump") or None, known_hosts=c.get("known_hosts") or None,
-            ssh_config=ssh_config,
+            s.host, port=s.port or None, user=s.user or None,
+            identity_file=s.identity_file or None, proxy_jump=s.proxy_jump or None,
+            known_hosts=s.known_hosts or None, ssh_config=ssh_config,
         )
         options = ConnectOptions(
-            agent=AgentSettings(
-                python=c.get("remote_python") or "python3",
-                deploy=c.get("agent_deploy") or "auto",
-                start_timeout=float(c.get("agent_start_timeout", 30.0)),
-                command_timeout=float(c.get("command_timeout", 30.0)),
-            ),
-            host_key_policy=c.get("host_key_policy") or "strict",
-            connect_timeout=float(c.get("connect_timeout", 10.0)),
-            keepalive=float(c.get("keepalive", 15.0)),
+            agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
+                                start_timeout=s.agent_start_timeout,
+                                command_timeout=s.command_timeout),
+            host_key_policy=s.host_key_policy,
+            connect_timeout=s.connect_timeout,
+            keepalive=s.keepalive,
             log_dir=self.log_dir,
-            reconnect_grace=float(c.get("reconnect_grace", DEFAULT_RECONNECT_GRACE)),
+            reconnect_grace=s.reconnect_grace,
         )
-        self.lease = lease = await asyncio.to_thread(POOL.acquire, target, options)
+        self.lease = lease = await asyncio.to_thread(self.pool.acquire, target, options)
         agent = lease.agent
         return AgentEndpoint(
             "127.0.0.1", lease.port,
@@ -66,6 +58,23 @@ class SSHTransport(Transport):
             token=lease.token,
             state_file=lease.state_path,
         )
+
+    def link_failure(self, endpoint: AgentEndpoint, error: Exception) -> TransportError:
+        """A server that refuses forwarding, an agent of another protocol (its ready line
+        says which it speaks), or the link's own words."""
+        lease = self.lease
+        if lease is None or lease.shared.connection is None:
+            return super().link_failure(endpoint, error)
+        refused = forwarding_refused(lease.shared.connection, lease.agent.port,
+                                     self.settings.connect_timeout)
+        if refused is not None:
+            return refused
+        if lease.agent.ready.get("protocol") != PROTOCOL_VERSION:
+            return TransportError(
+                f"cannot open a link to the agent ({endpoint.description}): {error}",
+                "or set agent_deploy to 'zipapp' in the kernelspec: this rk_jupyter's own "
+                "agent is then copied there and used", code="link.protocol-mismatch")
+        return super().link_failure(endpoint, error)
 
     def alive(self) -> bool:
         return self.lease is not None and self.lease.alive()
@@ -76,4 +85,4 @@ class SSHTransport(Transport):
     async def stop(self, restart: bool = False) -> None:
         lease, self.lease = self.lease, None
         if lease is not None:
-            await asyncio.to_thread(POOL.release, lease, restart)
+            await asyncio.to_thread(self.pool.release, lease, restart)

@@ -1,0 +1,183 @@
+"""The one launch path: transport → agent → link → engine, each phase reported to an observer.
+
+Why one: the provisioner (a Jupyter kernel start), the IPython magics (``%rkernel connect``)
+and the doctor (``rk-jupyter doctor``) all open a session the same way, so a launch fails
+with the same error, at the same phase, whoever asked for it; the doctor shows the timing
+and the first failing phase of this very path instead of rebuilding it.
+
+Phases, in order:
+
+``agent``   the transport starts (or leases) an agent and returns where it listens;
+``link``    a link to the agent is made: TCP (through the forward, with ssh) and the
+            token handshake, which also agrees on the protocol and the codec;
+``engine``  a session is opened on the agent and its engine started.
+
+A failure is raised as a TransportError whose ``code`` names what failed (``link.failed``,
+``link.protocol-mismatch``, ``ssh.forwarding-refused``, ``engine.start-failed``, or the
+transport's own); what was started is stopped again before it is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..client import AgentClient, AgentError, Endpoint
+from ..errors import RKError
+from ..link.compression import split_preference
+from ..link.connection import Link
+from ..link.frames import LinkError
+from ..link.launcher import ENGINE_START_WAIT
+from .errors import TransportError
+from .settings import LaunchSettings
+from .transports import AgentEndpoint, Transport, create_transport
+
+PHASES = ("agent", "link", "engine")
+#: Seconds for the link's TCP connect and handshake.
+LINK_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase as it ended: its name (one of PHASES), the seconds it took, what it found
+    (``detail``) or the error that ended it."""
+
+    name: str
+    seconds: float
+    detail: str = ""
+    error: RKError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class LaunchObserver:
+    """Told of each phase as it begins and ends; the default does nothing.
+
+    The provisioner's writes its launch log; the doctor's turns phases into report rows.
+    Called on the thread that runs ``open_session``; must not raise.
+    """
+
+    def begin(self, name: str, transport: Transport, detail: str) -> None:
+        """Phase ``name`` begins (``detail``: what it is about to do)."""
+
+    def end(self, phase: Phase) -> None:
+        """A phase ended, passed or failed."""
+
+    def secret(self, value: bytes) -> None:
+        """The launch now uses ``value`` (a shared agent's own token): never show it."""
+
+
+@dataclass
+class LaunchedSession:
+    """What ``open_session`` made: the running transport, where its agent is, the token the
+    link uses (the transport's, when it shares an agent), the open client of the session and
+    the engine's info.  The caller owns all of it: ``client.close`` and ``transport.stop``."""
+
+    settings: LaunchSettings
+    transport: Transport
+    agent: AgentEndpoint
+    token: bytes
+    client: AgentClient
+    info: dict[str, Any]
+    phases: list[Phase]
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.client.endpoint
+
+
+async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, log_path: str,
+                       observer: LaunchObserver | None = None, *, session: str = "",
+                       keep: float = 0.0, pool: Any = None) -> LaunchedSession:
+    """Start the agent through the transport ``settings`` name, make a link to it and open a
+    session with its engine; report each phase to ``observer``.
+
+    ``token`` is the launch's own (used unless the transport shares an agent that has one);
+    ``session`` names the session (empty: the agent picks one); ``keep`` is how long the
+    agent keeps the session when the link goes (the provisioner's kernel process attaches
+    to it after this returns); ``pool`` is the ssh connection pool (default: the process's
+    shared one; the doctor passes a private one).  Raises TransportError within bounded time.
+    """
+    observer = observer or LaunchObserver()
+    phases: list[Phase] = []
+
+    def ended(phase: Phase) -> Phase:
+        phases.append(phase)
+        observer.end(phase)
+        return phase
+
+    transport = create_transport(settings, log_path, pool=pool)
+    observer.begin("agent", transport, f"transport {transport.name}: starting the agent")
+    started = time.monotonic()
+    try:
+        agent = await transport.start(kernel_id, token)
+    except TransportError as exc:
+        ended(Phase("agent", time.monotonic() - started, error=exc))
+        raise
+    ended(Phase("agent", time.monotonic() - started, agent.description,
+                timings=dict(getattr(getattr(transport, "lease", None), "timings", None) or {})))
+    token = agent.token or token
+    observer.secret(token)
+    client = AgentClient(Endpoint(
+        agent.host, agent.port, token, transport=transport.name,
+        description=agent.description, codec=settings.compression, engine=settings.engine,
+        engine_options=dict(settings.engine_options), session=session,
+    ), kernel_id)
+    try:
+        observer.begin("link", transport, f"link to {agent.host}:{agent.port}")
+        started = time.monotonic()
+        try:
+            detail = await asyncio.to_thread(_link, agent, token, settings.compression)
+        except LinkError as exc:
+            error = await asyncio.to_thread(transport.link_failure, agent, exc)
+            ended(Phase("link", time.monotonic() - started, error=error))
+            raise error from None
+        ended(Phase("link", time.monotonic() - started, detail))
+        observer.begin("engine", transport, f"opening session {session or 'of ' + kernel_id}: "
+                       f"starting the {settings.engine} engine")
+        started = time.monotonic()
+        try:
+            info = await asyncio.to_thread(client.open, ENGINE_START_WAIT, keep)
+        except AgentError as exc:
+            linked = client.link is not None
+            client.close()
+            if linked:
+                error = TransportError(f"the {settings.engine} engine did not start on "
+                                       f"{agent.description}: {exc.cause}", exc.fix,
+                                       code="engine.start-failed")
+            else:  # the link failed now although it worked a moment ago
+                error = await asyncio.to_thread(transport.link_failure, agent, exc)
+            ended(Phase("engine" if linked else "link", time.monotonic() - started,
+                        error=error))
+            raise error from None
+        codec = client.link.codec if client.link else settings.compression
+        ended(Phase("engine", time.monotonic() - started,
+                    f"{info.get('name', settings.engine)} {info.get('version', '')} "
+                    f"(codec {codec})"))
+    except BaseException:
+        await transport.stop()
+        raise
+    return LaunchedSession(settings, transport, agent, token, client, info, phases)
+
+
+def _link(agent: AgentEndpoint, token: bytes, codec: str) -> str:
+    """Make a link and close it again: the token, the protocol and the codec agreed, or a
+    LinkError.  What it found, for the launch log and the doctor."""
+    link = Link.connect(agent.host, agent.port, token, codec, timeout=LINK_TIMEOUT)
+    link.close()
+    agreed = link.negotiated
+    detail = (f"token accepted; protocol {agreed.peer_protocol}, codec {agreed.name}, "
+              f"agent rk_jupyter {agreed.peer_version}")
+    if agreed.peer_version != __version__:
+        detail += f" (this side: {__version__})"
+    if agreed.name != codec:
+        package = split_preference(codec)[0]
+        detail += (f"; {codec} was asked for but the agent's Python lacks it (pip install "
+                   f"{package} there compresses better)")
+    return detail
