@@ -17,7 +17,8 @@ outside In/Out: EvaluatePacket), ``{"op": "complete", "id", "prefix"}``,
 ``{"op": "inspect", "id", "name"}``, ``{"op": "input", "id", "text"}`` (answer to an input
 request; ``text`` null means the input was aborted).
 
-Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error}`` once at start;
+Worker → agent: ``ready {version, python, pid}`` or ``fatal {missing, error,
+externally_managed}`` once at start;
 per cell ``started``, then any of ``print {text}``, ``message {symbol, tag, text}``,
 ``syntax {pos}``, ``input {id, kind, prompt}``, then ``result {line, bundle}`` or
 ``result {aborted: true}`` (none when the result is Null), and last ``done {next}``; an
@@ -839,7 +840,17 @@ def _exit_with_parent(parent: int) -> None:
 
 def _import_failure(exc: ImportError) -> dict[str, Any]:
     missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "mathics"
-    return {"ev": "fatal", "missing": missing, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ev": "fatal", "missing": missing, "error": f"{type(exc).__name__}: {exc}",
+            "externally_managed": _externally_managed()}
+
+
+def _externally_managed() -> bool:
+    """Whether pip refuses to install into this Python (PEP 668: a distribution's Python,
+    Debian 12, Ubuntu 24.04), so that the start error advises a virtual environment instead."""
+    import sysconfig
+
+    return sys.prefix == sys.base_prefix and os.path.isfile(
+        os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
 
 
 def main() -> int:
