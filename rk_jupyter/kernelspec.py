@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -14,6 +15,9 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 PREFIX = "rk-"
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+#: Modes of an installed kernelspec, as Jupyter's own installs have them (umask 022): every
+#: user's Jupyter must read a system-wide spec, whatever root's umask was.
+DIR_MODE, FILE_MODE = 0o755, 0o644
 
 
 def spec_name(name: str) -> str:
@@ -34,17 +38,42 @@ def install(
     name: str, display_name: str, config: dict[str, Any], user: bool = False,
     prefix: str | None = None,
 ) -> str:
-    """Install (or replace) kernelspec ``rk-<name>``; return the directory it landed in."""
+    """Install (or replace) kernelspec ``rk-<name>``; return the directory it landed in.
+
+    Whatever the umask, the spec's directory is 0755 and its files 0644, as Jupyter's own
+    installs are: a spec added by root with ``--sys-prefix``/``--prefix`` is listed for every
+    user (the hub guide relies on it).
+    """
     spec = build_spec(name, display_name, config)
+    ksm = KernelSpecManager()
+    # A system-wide install's new parents (kernels/, share/jupyter/) must be readable too; a
+    # user's own tree (~/.local/share) keeps their umask's modes.
+    new_dirs = [] if user else _missing_dirs(
+        ksm._get_destination_dir(spec_name(name), user=user, prefix=prefix))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         assets = resources.files("rk_jupyter.kernelspecs")
         for logo in LOGOS:
             with resources.as_file(assets.joinpath(logo)) as src:
                 shutil.copy(src, Path(tmp) / logo)
-        return KernelSpecManager().install_kernel_spec(
-            tmp, spec_name(name), user=user, prefix=prefix
-        )
+        # install_kernel_spec copies the modes: TemporaryDirectory's 0700, files per umask.
+        os.chmod(tmp, DIR_MODE)
+        for entry in Path(tmp).iterdir():
+            entry.chmod(FILE_MODE)
+        where = ksm.install_kernel_spec(tmp, spec_name(name), user=user, prefix=prefix)
+    for made in new_dirs:
+        os.chmod(made, DIR_MODE)
+    return where
+
+
+def _missing_dirs(destination: str) -> list[str]:
+    """The ancestors of ``destination`` that do not exist yet (the install will make them)."""
+    missing = []
+    parent = os.path.dirname(os.path.abspath(destination))
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    return missing
 
 
 def installed() -> list[dict[str, Any]]:

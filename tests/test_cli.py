@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -280,3 +283,44 @@ def test_doctor_mime_for_settings_on_stdin(rk_local: str) -> None:
     assert status == 1 and text.startswith("rk_jupyter doctor: this kernel")
     assert "✗ kernelspec" in text and "unknown engine 'octave'" in text
     assert "use one of mathics, wolfram" in text and "failed at kernelspec" in text
+
+
+def test_installed_kernelspec_is_readable_by_every_user_whatever_the_umask(
+        jupyter_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``add --prefix`` under umask 077 (a hardened root's): the spec, and the directories the
+    install made for it, have the modes of Jupyter's own installs, so another user's Jupyter
+    lists it (a 0700 kernel directory is silently skipped)."""
+    root = Path(tempfile.mkdtemp(prefix="rkj-modes-"))
+    try:
+        root.chmod(0o755)  # the test's own directory: any user may enter it
+        prefix = root / "pfx"
+        monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        old = os.umask(0o077)
+        try:
+            assert main(["add", "hpc", "--host", "hpc.example.org", "--prefix", str(prefix)]) == 0
+            assert main(["add", "here", "--local", "--prefix", str(prefix)]) == 0
+        finally:
+            os.umask(old)
+        kernels = prefix / "share" / "jupyter" / "kernels"
+        for directory in (prefix, prefix / "share", prefix / "share" / "jupyter", kernels,
+                          kernels / "rk-hpc", kernels / "rk-here"):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+        for spec in ("rk-hpc", "rk-here"):
+            files = sorted((kernels / spec).iterdir())
+            assert [f.name for f in files] == ["kernel.json", "logo-32x32.png",
+                                               "logo-64x64.png", "logo-svg.svg"]
+            for path in files:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            # As another user: the directory lists and kernel.json reads (what Jupyter does).
+            nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+            for spec in ("rk-hpc", "rk-here"):
+                res = subprocess.run([*nobody, "cat", str(kernels / spec / "kernel.json")],
+                                     capture_output=True, text=True, timeout=30, check=False)
+                assert res.returncode == 0, res.stderr
+                assert json.loads(res.stdout)["metadata"]["kernel_provisioner"]
+            res = subprocess.run([*nobody, "ls", str(kernels)], capture_output=True, text=True,
+                                 timeout=30, check=False)
+            assert sorted(res.stdout.split()) == ["rk-here", "rk-hpc"], res.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -342,6 +342,34 @@ def test_missing_mathics_is_explained(tmp_path: Path) -> None:
     assert f"{python} -m pip install Mathics3" in text
 
 
+
+def _externally_managed_python_without_mathics() -> str | None:
+    """The distribution's python3 when pip refuses it (PEP 668) and it lacks Mathics3."""
+    python = "/usr/bin/python3"
+    if not os.path.exists(python):
+        return None
+    probe = ("import importlib.util, os, sys, sysconfig; sys.exit(0 if sys.prefix == "
+             "sys.base_prefix and os.path.isfile(os.path.join(sysconfig.get_path('stdlib'), "
+             "'EXTERNALLY-MANAGED')) and not importlib.util.find_spec('mathics') else 1)")
+    res = subprocess.run([python, "-c", probe], capture_output=True, timeout=30, check=False)
+    return python if res.returncode == 0 else None
+
+
+def test_missing_mathics_on_an_externally_managed_python_advises_a_venv() -> None:
+    """Debian 12 / Ubuntu 24.04 refuse ``python3 -m pip install`` (PEP 668): the start error
+    gives the command that works there, a virtual environment, not the refused one."""
+    python = _externally_managed_python_without_mathics()
+    if python is None:
+        pytest.skip("no externally managed /usr/bin/python3 without Mathics3 here")
+    with pytest.raises(EngineError) as info:
+        MathicsEngine(FakeHost(), {"python": python}).start(START_TIMEOUT)
+    text = str(info.value)
+    assert "Mathics3 is not installed" in text and "externally-managed-environment" in text
+    assert "python3 -m venv ~/rk-venv && ~/rk-venv/bin/pip install Mathics3" in text
+    assert "--remote-python" in text
+    assert f"{python} -m pip install Mathics3" not in text
+
+
 def test_unusable_python_is_explained(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="cannot run the Python interpreter"):
         MathicsEngine(FakeHost(), {"python": str(tmp_path / "nope")}).start(10)

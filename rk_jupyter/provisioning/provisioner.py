@@ -92,6 +92,20 @@ def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: st
     link.close()
 
 
+def forget_failed_start(kernel_manager: Any, kernel_id: str) -> None:
+    """Take a kernel whose start failed off its MultiKernelManager's list of starting kernels.
+
+    jupyter_client (8.x) keeps a failed start's id in ``MultiKernelManager._pending_kernels``
+    (``_add_kernel_when_ready`` logs the error but pops the id only on success), and
+    jupyter_server's ``shutdown_all`` then raises "404: Kernel does not exist" for it: the
+    server does not stop on SIGTERM (under JupyterHub: not before the spawner's next signal,
+    ``term_timeout`` later).  Called by ``pre_launch`` when it fails; a no-op under a manager
+    without that table.
+    """
+    pending = getattr(getattr(kernel_manager, "parent", None), "_pending_kernels", None)
+    if isinstance(pending, dict):
+        pending.pop(kernel_id, None)
+
 _TRAIT_TYPES: dict[type, type[TraitType]] = {str: Unicode, int: Int, float: Float, dict: Dict}
 #: The kernelspec key that is not named like its provisioner trait (``transport`` holds the
 #: live Transport object).
@@ -197,6 +211,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
             launch.step("launch failed [%s]: %s", exc.code, exc, level=logging.ERROR)
             self._launch_log = None  # no kernel: KernelManager calls no cleanup
             launch.close()
+            forget_failed_start(self.parent, kernel_id)
             raise with_message(exc, readable(str(exc))) from None
         finally:
             _LAUNCH.reset(context)

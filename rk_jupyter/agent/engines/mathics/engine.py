@@ -54,6 +54,15 @@ _WORKER = "rk_jupyter.agent.engines.mathics.worker"
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))))
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
+#: How to install Mathics3 for a Python whose pip refuses to (PEP 668 "externally managed":
+#: Debian 12, Ubuntu 24.04): into a virtual environment, whose Python then runs the agent.
+PEP668_ADVICE = (
+    "its pip refuses to install packages (externally-managed-environment, PEP 668). Install "
+    "Mathics3 into a virtual environment (on Debian/Ubuntu this needs: apt install "
+    "python3-venv) and make that environment's Python the kernelspec's remote_python, by its "
+    "full path (rk-jupyter add NAME --host HOST --remote-python /home/USER/rk-venv/bin/python):"
+    "\n    python3 -m venv ~/rk-venv && ~/rk-venv/bin/pip install Mathics3"
+)
 _IDLE, _STARTING, _RUNNING, _CLOSED = "idle", "starting", "running", "closed"
 _POLL = 1.0  # how often a wait on the worker checks that it is still alive
 _STDERR_LINES = 50
@@ -114,13 +123,13 @@ class MathicsEngine(Engine):
                     version=str(version),
                     extra={"python": self.python, "pid": proc.pid},
                 )
-            case ["fatal", missing, error]:
+            case ["fatal", missing, error, externally_managed]:
                 self.close()
                 if missing:
-                    raise EngineError(
-                        f"Mathics3 is not installed for the Python interpreter {self.python} "
-                        f"({error}); install it with:\n    {self.python} -m pip install Mathics3"
-                    )
+                    how = (PEP668_ADVICE if externally_managed else
+                           f"install it with:\n    {self.python} -m pip install Mathics3")
+                    raise EngineError(f"Mathics3 is not installed for the Python interpreter "
+                                      f"{self.python} ({error}); {how}")
                 raise EngineError(
                     f"Mathics3 cannot be imported by {self.python}: {error}; reinstall it with:\n"
                     f"    {self.python} -m pip install --force-reinstall Mathics3{self._tail()}"

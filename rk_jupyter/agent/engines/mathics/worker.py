@@ -422,7 +422,16 @@ def _exit_with_parent(parent: int) -> None:
 
 def _import_failure(exc: ImportError) -> Message:
     missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "mathics"
-    return ["fatal", missing, f"{type(exc).__name__}: {exc}"]
+    return ["fatal", missing, f"{type(exc).__name__}: {exc}", _externally_managed()]
+
+
+def _externally_managed() -> bool:
+    """Whether pip refuses to install into this Python (PEP 668: a distribution's Python,
+    Debian 12, Ubuntu 24.04), so that the start error advises a virtual environment instead."""
+    import sysconfig
+
+    return sys.prefix == sys.base_prefix and os.path.isfile(
+        os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
 
 
 def main() -> int:
