@@ -13,13 +13,13 @@ Agent → worker: ``["eval", code]``, ``["expr", code]`` (evaluate for the value
 In/Out: EvaluatePacket), ``["complete", id, prefix]``, ``["inspect", id, name]``,
 ``["input", id, text]`` (answer to an input request; ``text`` None means it was aborted).
 
-Worker → agent: ``["ready", version, python, pid]`` or
-``["fatal", missing, error, externally_managed]`` once at start; per cell ``["started"]``, then
-any of ``["print", text]``, ``["message", symbol, tag, text]``, ``["syntax", position]``,
-``["input", id, kind, prompt]``, and last ``["done", next_line, outcome]``, whose outcome is ``["result", line, bundle]``,
-``["aborted"]`` or None (the result is Null).  An ``expr`` request is answered the same way,
-except that its outcome is ``["value", value]`` unless aborted, also for Null and (as $Failed)
-after a syntax error.  ``["reply", id, value]`` answers complete/inspect.
+Worker → agent: ``["ready", version, python, pid]`` or ``["fatal", missing, error,
+externally_managed]`` once at start; per cell ``["started"]``, then any of ``["print", text]``,
+``["message", symbol, tag, text]``, ``["syntax", position]``, ``["input", id, kind, prompt]``, and
+last ``["done", next_line, outcome]``, whose outcome is ``["result", line, bundle]``,
+``["aborted"]`` or None (the result is Null).  An ``expr`` request is answered the same way, except
+that its outcome is ``["value", value]`` unless aborted, also for Null and (as $Failed) after a
+syntax error.  ``["reply", id, value]`` answers complete/inspect.
 
 Values (``["value", value]``) are the Python values of the WXF mapping (``values.to_wxf``),
 so they cross the pipe in the link's own format and the agent passes them on as they are.
