@@ -30,7 +30,6 @@ import threading
 import time
 from typing import Any
 
-from ....link.expr import Symbol
 from ....link.packets import ABORTED, packet
 from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
 from ..process import (
@@ -44,6 +43,7 @@ from ..process import (
     wait_exit,
 )
 from .pipe import Message, encode_frame, take_frame
+from .values import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,6 @@ _IDLE, _STARTING, _RUNNING, _CLOSED = "idle", "starting", "running", "closed"
 _POLL = 1.0  # how often a wait on the worker checks that it is still alive
 _STDERR_LINES = 50
 _STDERR_WIDTH = 2000  # characters kept of a line: a traceback's lines are shorter
-_FAILED = Symbol("$Failed")
 
 
 class MathicsEngine(Engine):
@@ -193,7 +192,7 @@ class MathicsEngine(Engine):
             if op == "eval":
                 self.host.emit(packet("InputNamePacket", f"In[{next_line}]:= "))
             elif not returned:  # the worker failed (its message says why): still one answer
-                self.host.emit(packet("ReturnPacket", _FAILED))
+                self.host.emit(packet("ReturnPacket", FAILED))
         except BaseException:
             with self._lock:
                 if self._state != _CLOSED:

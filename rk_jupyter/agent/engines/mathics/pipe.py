@@ -57,7 +57,8 @@ def take_frame(buffer: bytearray) -> Message | None:
     (size,) = HEADER.unpack_from(buffer)
     if len(buffer) < HEADER.size + size:
         return None
-    payload = bytes(buffer[HEADER.size : HEADER.size + size])
+    with memoryview(buffer) as view:  # one copy of the payload, not two
+        payload = bytes(view[HEADER.size : HEADER.size + size])
     del buffer[: HEADER.size + size]
     return decode_payload(payload)
 

@@ -78,7 +78,14 @@ def to_wxf(value: Any) -> Any:
             array = _machine_array(expr)
             if array is not None:
                 return array
-            return [convert(element, depth + 1) for element in expr.elements]
+            items = []
+            for element in expr.elements:  # integers and strings inline: lists of them are
+                kind = element.__class__  # common and long (Range[10^5])
+                if kind is Integer or kind is String:
+                    items.append(element.value)
+                else:
+                    items.append(convert(element, depth + 1))
+            return items
         elements = expr.elements
         if expr.get_head_name() == "System`Association" and all(
             rule.get_head_name() in _RULES and len(rule.elements) == 2 for rule in elements
