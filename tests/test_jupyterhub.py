@@ -204,6 +204,7 @@ def _run_the_guide(bed: SSHBed, t0: float) -> None:
                 "HOME": "/root", "LANG": "C.UTF-8", "USER": "root", "LOGNAME": "root"}
     hub: Hub | None = None
     uids: list[int] = []
+    passwords: dict[str, str] = {}
     group_was_there = _group_exists(GROUP)
     try:
         # -- 1, 2: the hub's environment and rk_jupyter in it (hub:system is what
@@ -412,6 +413,8 @@ def _run_the_guide(bed: SSHBed, t0: float) -> None:
         for user_uid in uids:  # anything the hub did not end (by pid, only these users')
             kill_pids([pid for pid, _ in processes_of(user_uid)])
         shutil.rmtree(root, ignore_errors=True)
+        for name in passwords:  # the log-in passwords were for this run only
+            subprocess.run(["passwd", "-l", name], capture_output=True, timeout=30, check=False)
         if not group_was_there and _group_exists(GROUP):  # hub:users made it: the test's own
             subprocess.run(["groupdel", GROUP], capture_output=True, timeout=30, check=False)
 
