@@ -1,8 +1,12 @@
 # jupyterhub_config.py: JupyterHub for Wolfram Language kernels on a remote host through
-# rk_jupyter (see docs/jupyterhub.md). Start it as root with:  jupyterhub -f jupyterhub_config.py
+# rk_jupyter (see docs/jupyterhub.md, which installs it as
+# /opt/jupyterhub/etc/jupyterhub/jupyterhub_config.py). Start it as root, from the directory
+# that is to hold the hub's database and cookie secret:
+#   cd /srv/jupyterhub
+#   /opt/jupyterhub/bin/jupyterhub -f /opt/jupyterhub/etc/jupyterhub/jupyterhub_config.py
 #
-# tests/test_jupyterhub.py loads this very file and overrides only what a test on loopback
-# needs (ports, the database's place, which users may log in, its own API service).
+# tests/test_jupyterhub.py runs this very file unchanged; it only adds, in a file of its own that
+# loads this one, free ports in place of 8000/8081/8001 and an API service of its own.
 import os
 import signal
 import sys
@@ -28,6 +32,11 @@ class TermFirstSpawner(LocalProcessSpawner):
         await super().stop(now=True)  # SIGTERM again if still there, then SIGKILL
 
 
+# -- where the hub listens -----------------------------------------------------------------------
+# Loopback only, for a trial: reach it through an SSH tunnel (ssh -L 8000:127.0.0.1:8000 HUB).
+# Before others use it, serve HTTPS (ssl_cert/ssl_key, or a reverse proxy on this address).
+c.JupyterHub.bind_url = "http://127.0.0.1:8000"
+
 # -- who logs in, and as whom their server runs ---------------------------------------------------
 # Local Unix accounts (PAM). Each single-user server runs as its user, with HOME set to that
 # user's home: ~/.ssh (key, config, known_hosts) is theirs, and so is the remote account that
@@ -37,12 +46,14 @@ class TermFirstSpawner(LocalProcessSpawner):
 # identity. Do not use it here.
 c.JupyterHub.authenticator_class = "pam"
 c.LocalAuthenticator.allowed_groups = {"wolfram"}  # members of this Unix group may log in
+#                                                   (groupadd -f wolfram; usermod -aG wolfram NAME)
 c.JupyterHub.spawner_class = TermFirstSpawner
 
 # -- the single-user servers ----------------------------------------------------------------------
 # They run on the Python environment rk_jupyter is installed in (here: the hub's own). Its
 # share/jupyter/kernels holds the system-wide rk- kernelspecs made with
-#   rk-jupyter add hpc1 --host hpc1.example.org --remote-python /usr/bin/python3 --sys-prefix
+#   /opt/jupyterhub/bin/rk-jupyter add hpc1 --host hpc1.example.org \
+#       --remote-python /opt/rk-venv/bin/python --sys-prefix
 c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
 # JupyterHub passes (almost) nothing of its own environment on. In particular no
@@ -63,7 +74,7 @@ c.LocalProcessSpawner.term_timeout = 20
 
 # Kernels idle for an hour are shut down by jupyter_server itself (their engines with them);
 # a server with no kernel and no activity for two hours is stopped by the idle culler
-# (pip install jupyterhub-idle-culler).
+# (/opt/jupyterhub/bin/pip install jupyterhub-idle-culler).
 c.Spawner.args = ["--MappingKernelManager.cull_idle_timeout=3600",
                   "--MappingKernelManager.cull_interval=300"]
 c.JupyterHub.services = [

@@ -8,6 +8,7 @@ Plain module (no pytest), used by tests/test_jupyterhub.py.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import pwd
@@ -16,13 +17,14 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +43,17 @@ def hub_unavailable_reason() -> str | None:
     """Why a hub cannot be run here (None when it can), for pytest.skip."""
     if os.geteuid() != 0:
         return "the JupyterHub test needs root (it creates Unix users and spawns as them)"
-    for module in ("jupyterhub", "jupyter_server", "websocket"):
+    # The guide's hub:venv and hub:system, as .ci/install-hub.sh does them for the test.
+    for module in ("jupyterhub", "jupyterlab", "jupyterhub_idle_culler", "jupyter_server",
+                   "websocket", "ensurepip"):
         try:
             __import__(module)
         except ImportError:
             return f"Python package {module} missing (run .ci/install-hub.sh)"
     if shutil.which("configurable-http-proxy") is None:
         return "configurable-http-proxy missing (run .ci/install-hub.sh)"
-    for tool in ("useradd", "setpriv", "ssh-keygen", "ps"):
+    for tool in ("useradd", "groupadd", "usermod", "gpasswd", "chpasswd", "runuser", "setpriv",
+                 "ssh-keygen", "ssh-keyscan", "ps"):
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     return None
@@ -96,49 +101,6 @@ def run_as(user: pwd.struct_passwd, argv: list[str], timeout: float = CMD_TIMEOU
             "--", "env", "-i", *env, *argv]
     return subprocess.run(full, capture_output=True, text=True, timeout=timeout,
                           cwd=user.pw_dir, stdin=subprocess.DEVNULL, check=False)
-
-
-def _write_owned(path: Path, text: str, user: pwd.struct_passwd, mode: int) -> None:
-    path.write_text(text)
-    os.chown(path, user.pw_uid, user.pw_gid)
-    os.chmod(path, mode)
-
-
-@dataclass
-class SSHHome:
-    """What one Jupyter user has in ~/.ssh."""
-
-    user: pwd.struct_passwd
-    key_file: str
-    public_key: str
-    fingerprint: str  # SHA256:..., as sshd logs it
-
-
-def prepare_ssh_home(user: pwd.struct_passwd, ssh_config: str, known_hosts: str | None
-                     ) -> SSHHome:
-    """~/.ssh of ``user``: a key pair of their own (made by them, kept across runs), the given
-    ``config``, and ``known_hosts`` (None: no personal known_hosts file at all)."""
-    ssh_dir = Path(user.pw_dir) / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chown(ssh_dir, user.pw_uid, user.pw_gid)
-    os.chmod(ssh_dir, 0o700)
-    key = ssh_dir / "id_ed25519"
-    if not key.exists() or not Path(f"{key}.pub").exists():
-        for stale in (key, Path(f"{key}.pub")):
-            stale.unlink(missing_ok=True)
-        res = run_as(user, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "",
-                            "-C", f"{user.pw_name}@jupyterhub", "-f", str(key)])
-        if res.returncode != 0:
-            raise HubError(f"ssh-keygen as {user.pw_name}: {res.stderr.strip()}")
-    _write_owned(ssh_dir / "config", ssh_config, user, 0o600)
-    if known_hosts is None:
-        (ssh_dir / "known_hosts").unlink(missing_ok=True)
-    else:
-        _write_owned(ssh_dir / "known_hosts", known_hosts, user, 0o644)
-    public = Path(f"{key}.pub").read_text().strip()
-    listing = subprocess.run(["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True,
-                             text=True, timeout=CMD_TIMEOUT, check=True).stdout
-    return SSHHome(user, str(key), public, listing.split()[1])
 
 
 def processes_of(uid: int, pattern: str | None = None) -> list[tuple[int, str]]:
@@ -212,10 +174,12 @@ def http(method: str, url: str, token: str, body: Any = None, timeout: float = 6
 
 @dataclass
 class Hub:
-    """``jupyterhub -f CONFIG`` on loopback; its proxy is started by the hub itself."""
+    """A JupyterHub on loopback, run as ``argv`` in ``state_dir`` (its working directory: the
+    database and cookie secret land there); its proxy is started by the hub itself."""
 
-    config_file: str
+    argv: list[str]
     state_dir: str
+    log_dir: str
     port: int
     env: dict[str, str]
     admin_token: str
@@ -235,11 +199,11 @@ class Hub:
                     timeout)
 
     def start(self, timeout: float = 60.0) -> Hub:
-        self.log_path = os.path.join(self.state_dir, "jupyterhub.log")
+        self.log_path = os.path.join(self.log_dir, "jupyterhub.log")
         self._log = open(self.log_path, "ab")  # closed in stop()
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", self.config_file],
+            self.argv,
             cwd=self.state_dir, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -274,15 +238,17 @@ class Hub:
         except (OSError, ValueError):
             return None
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM: the hub stops the servers it spawned and the proxy it started; whatever
-        outlives ``timeout`` is killed by pid."""
+        outlives ``timeout`` is killed by pid.  True when the hub exited on SIGTERM alone."""
         proxy = self.proxy_pid()
+        clean = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                clean = False
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         if proxy is not None and Path(f"/proc/{proxy}").exists():
@@ -294,6 +260,32 @@ class Hub:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return clean
+
+    def pam_login(self, username: str, password: str) -> int:
+        """Log in through the hub's login form (PAM); the HTTP status of the form's answer:
+        302 (logged in, redirected on) or 403 (refused)."""
+        jar = CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
+                                             NoRedirect())
+        with opener.open(f"{self.url}/hub/login", timeout=30) as response:
+            page = response.read().decode(errors="replace")
+        match = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+        form = {"username": username, "password": password}
+        if match:
+            form["_xsrf"] = html.unescape(match.group(1))
+        request = urllib.request.Request(f"{self.url}/hub/login?next=",
+                                         data=urllib.parse.urlencode(form).encode())
+        try:
+            with opener.open(request, timeout=60) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
     # -- users and their servers ------------------------------------------------------------
 
