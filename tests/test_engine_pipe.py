@@ -36,3 +36,13 @@ def test_arrays_stay_numeric_arrays() -> None:
 def test_a_broken_frame_is_a_value_error(payload: bytes) -> None:
     with pytest.raises(ValueError):
         take_frame(bytearray(HEADER.pack(len(payload)) + payload))
+
+
+def test_lone_surrogates_travel_as_replacement_characters() -> None:
+    """WXF strings are UTF-8, which has no lone surrogates; Mathics3 strings can hold them
+    (FromCharacterCode[55296]): the message goes anyway, with U+FFFD in their place."""
+    message = ["done", 1, ["value", {("\ud800",): ["a\udfffb", Function(Symbol("f"), "\ud801")],
+                                     "k": Delayed("\ud802")}]]
+    assert take_frame(bytearray(encode_frame(message))) == [
+        "done", 1, ["value", {("\ufffd",): ["a\ufffdb", Function(Symbol("f"), "\ufffd")],
+                              "k": Delayed("\ufffd")}]]
