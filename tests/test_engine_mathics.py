@@ -165,6 +165,15 @@ def test_no_latex_for_plain_data(engine: MathicsEngine, host: FakeHost, code: st
     assert set(bundle) == {"text/plain"}
 
 
+def test_lone_surrogates_do_not_break_the_engine(engine: MathicsEngine, host: FakeHost) -> None:
+    """A string the link cannot carry as it is (a lone surrogate is no UTF-8) is shown with
+    U+FFFD in its place; the engine goes on."""
+    packets = run(engine, host, "Print[FromCharacterCode[55296]]; FromCharacterCode[55297]")
+    assert names(packets) == ["TextPacket", "OutputNamePacket", "ReturnPacket", "InputNamePacket"]
+    assert packets[0].args[0] == "\ufffd" and result(packets) == {"text/plain": "\ufffd"}
+    assert result(run(engine, host, "1 + 1")) == {"text/plain": "2"}
+
+
 def test_plot_gives_svg(engine: MathicsEngine, host: FakeHost) -> None:
     bundle = result(run(engine, host, "Plot[Sin[x], {x, 0, 1}]"))
     assert bundle["image/svg+xml"].startswith(("<svg", "<?xml"))

@@ -82,6 +82,7 @@ def value(engine: MathicsEngine, host: Recorder, code: str) -> Any:
     ("ByteArray[{1, 2, 255}]", b"\x01\x02\xff"),
     ("f[x, {}]", Function(Symbol("Global`f"), Symbol("Global`x"), [])),
     ("a = 5;", None),
+    ("FromCharacterCode[{97, 55296}]", "a\ufffd"),  # a lone surrogate is no UTF-8
 ])
 def test_values(engine: MathicsEngine, host: Recorder, code: str, expected: Any) -> None:
     got = value(engine, host, code)

@@ -95,7 +95,7 @@ class MathicsEngine(Engine):
         with self._lock:
             if self._closed or self._proc is not None:
                 raise EngineError("the Mathics3 engine was already started or closed")
-            try:
+            try:  # in the agent's working directory (Directory[]), which is off its sys.path
                 self._proc = spawn(python_argv(self.python, _WORKER, _ROOT),
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)

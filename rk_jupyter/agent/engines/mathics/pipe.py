@@ -30,6 +30,7 @@ Interrupts: frames are written, and read, with SIGINT deferred, so that none is 
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import struct
@@ -37,16 +38,41 @@ import sys
 from typing import Any
 
 from ....link import wxf
+from ....link.expr import Function
+from ....link.wxf import Delayed
 
 HEADER = struct.Struct(">I")
 SIGINT = {signal.SIGINT}
 Message = list[Any]  # [name, *fields], see above
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_frame(message: Message) -> bytes:
-    """One protocol frame: length prefix + WXF (WXFError for a value WXF cannot carry)."""
-    data = wxf.dumps(message)
+    """One protocol frame: length prefix + WXF.
+
+    A string with a lone surrogate (``FromCharacterCode[55296]``) is no UTF-8, so WXF cannot
+    carry it: such a message is sent with U+FFFD in its place rather than not at all."""
+    try:
+        data = wxf.dumps(message)
+    except wxf.WXFError:
+        data = wxf.dumps(_encodable(message))
     return HEADER.pack(len(data)) + data
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with each lone surrogate of its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    if isinstance(value, tuple):  # a frozen association key
+        return tuple(_encodable(item) for item in value)
+    if isinstance(value, dict):
+        return {_encodable(key): Delayed(_encodable(item.value)) if isinstance(item, Delayed)
+                else _encodable(item) for key, item in value.items()}
+    if isinstance(value, Function):
+        return Function(_encodable(value.head), *(_encodable(arg) for arg in value.args))
+    return value
 
 
 def take_frame(buffer: bytearray) -> Message | None:
