@@ -11,15 +11,20 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ...errors import RKError
 from ...link.expr import Function
 
 
-class EngineError(Exception):
+class EngineError(RKError):
     """A failure that the user must see verbatim: its text names the cause and the fix."""
+
+    code = "engine.error"
 
 
 class EngineUnsupported(EngineError):
     """The engine cannot serve this kind of request; the engine itself stays usable."""
+
+    code = "engine.unsupported"
 
 
 class InputAborted(Exception):
