@@ -29,6 +29,7 @@ import threading
 from .. import __version__
 from ..link.compression import available_codecs
 from ..link.handshake import PROTOCOL_VERSION
+from ..logfiles import PrivateRotatingFileHandler
 from .server import AgentServer
 
 READY_PREFIX = "RKJ-AGENT-READY "
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handlers: list[logging.Handler] = []
     if args.log_file:
-        handlers.append(logging.FileHandler(args.log_file))
+        handlers.append(PrivateRotatingFileHandler(args.log_file))  # 0600, capped
     if args.log_stderr or not args.log_file:
         handlers.append(logging.StreamHandler())
     for handler in handlers:

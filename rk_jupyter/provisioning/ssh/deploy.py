@@ -1,6 +1,6 @@
 """Getting the agent onto a remote host that has only Python: a zip application over SFTP.
 
-The zipapp holds ``rk_jupyter/__init__.py``, ``rk_jupyter/errors.py``, ``rk_jupyter/link`` and
+The zipapp holds ``rk_jupyter/__init__.py``, ``errors.py``, ``logfiles.py``, ``rk_jupyter/link`` and
 ``rk_jupyter/agent`` (engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs
 the agent.  It is cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the
 directory name is a hash of the files, and the file appears there only by an atomic rename after a
@@ -27,6 +27,7 @@ from pathlib import Path
 import paramiko
 
 from ... import __version__
+from ...safepath import BOOTSTRAP
 from ..transports.base import TransportError
 
 MODES = ("auto", "zipapp", "installed")
@@ -65,7 +66,7 @@ class Zipapp:
 
 def agent_files(package: Path = _PACKAGE) -> dict[str, bytes]:
     """What the agent needs from rk_jupyter, by archive name: stdlib-only code and data."""
-    wanted = [package / "__init__.py", package / "errors.py"]
+    wanted = [package / "__init__.py", package / "errors.py", package / "logfiles.py"]
     for sub in ("link", "agent"):
         wanted += (p for p in (package / sub).rglob("*") if p.suffix in (".py", ".wl"))
     return {
@@ -113,19 +114,25 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
     # exec), left out where the directory cannot be made (read-only or full home): the log
     # then goes to stderr only, which comes back over the channel anyway.
     args = shlex.join(agent_args) + ' "$@"'
-    probe = f'import sys, rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")'
+    # -c puts the working directory first on sys.path: the probe drops it as BOOTSTRAP does
+    # (the zipapp's sys.path[0] is the zipapp itself).
+    probe = ('import sys; getattr(sys.flags, "safe_path", False) or sys.path.pop(0); '
+             f'import rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")')
+    installed = shlex.join(["-c", BOOTSTRAP, "rk_jupyter.agent"])  # the remote may be 3.10
     steps = [
         "cd",
         f"PY={shlex.quote(python)}",
         f'command -v "$PY" >/dev/null 2>&1 || {{ echo {NO_PYTHON_MARKER}; exit 0; }}',
         f"L={shlex.quote(LOG_DIR)}",
-        'set --; if mkdir -p "$L" 2>/dev/null && chmod 700 "$L" && [ -w "$L" ]; then '
+        # The cache and its logs are the user's alone (0700, whatever the login umask).
+        'set --; if (umask 077 && mkdir -p "$L") 2>/dev/null '
+        f'&& chmod 700 {shlex.quote(CACHE_DIR)} "$L" && [ -w "$L" ]; then '
         f'find "$L" -name "agent-*.log" -mtime +{LOG_DAYS} -exec rm -f {{}} + 2>/dev/null; '
         'set -- --log-file "$PWD/$L/agent-$$.log" --log-stderr; fi',
     ]
     if mode != "zipapp":
         steps.append(f'if "$PY" -c {shlex.quote(probe)} >/dev/null 2>&1; '
-                     f'then exec "$PY" -m rk_jupyter.agent {args}; fi')
+                     f'then exec "$PY" {installed} {args}; fi')
     if mode == "installed":
         steps.append(f"echo {NOT_INSTALLED_MARKER}")
     else:

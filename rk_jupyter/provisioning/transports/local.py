@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 from ...agent.main import READY_PREFIX, TOKEN_ENV
+from ...logfiles import open_private
+from ...safepath import module_argv
 from .base import AgentEndpoint, Transport, TransportError
 
 AGENT_START_TIMEOUT = 30.0
@@ -53,13 +55,17 @@ class LocalTransport(Transport):
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         env = dict(os.environ, **{TOKEN_ENV: token.decode()})
-        cmd = [self.python, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof",
-               "--log-file", self.log_path]
+        # Neither Jupyter's working directory on sys.path (a planted json.py would run as
+        # the user) nor as the agent's own: it works in its log's private directory.
+        cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
+                          "--log-file", self.log_path)
         try:
-            self.process = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=open(self.log_path, "ab"), env=env, start_new_session=True,
-            )
+            with open_private(self.log_path, "ab") as stderr:
+                self.process = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                    env=env, start_new_session=True,
+                    cwd=os.path.dirname(os.path.abspath(self.log_path)),
+                )
         except OSError as exc:
             raise TransportError(f"cannot run the agent with {self.python}: {exc}") from None
         process = self.process
