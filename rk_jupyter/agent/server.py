@@ -20,9 +20,10 @@ from .session import Session
 log = logging.getLogger("rk_jupyter.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
-#: Connections still in their handshake, at most: a new one beyond this ends the oldest, so
-#: that peers without the token hold a bounded number of the agent's descriptors and threads
-#: for a bounded time, and a kernel's own handshake (done in milliseconds) still gets through.
+#: Connections still in their handshake, at most (and at most a quarter of the process's
+#: descriptors): a new one beyond this ends the oldest, so that peers without the token hold
+#: a bounded number of the agent's descriptors and threads for a bounded time, and a
+#: kernel's own handshake (done in milliseconds) still gets through.
 PENDING_MAX = 64
 #: Refused handshakes are logged at most once per this many seconds, with a count.
 REFUSED_LOG_INTERVAL = 10.0
@@ -62,6 +63,15 @@ def log_tail(lines: int) -> tuple[list[str], str]:
     except OSError as exc:
         return [f"(cannot read {path}: {exc.strerror or exc})"], path
     return [line.rstrip("\n") for line in tail], path
+
+
+def _open_files_limit() -> int:
+    try:
+        import resource
+    except ImportError:  # not a Unix host
+        return 4 * PENDING_MAX
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 4 * PENDING_MAX
 
 
 class RefusalLog:
@@ -243,6 +253,7 @@ class AgentServer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._pending: OrderedDict[socket.socket, None] = OrderedDict()
+        self.pending_max = min(PENDING_MAX, max(_open_files_limit() // 4, 4))
         self.refusals = RefusalLog()
 
     def new_session(self, name: str, engine: str, options: dict, keep: float) -> Session:
@@ -338,11 +349,12 @@ class AgentServer:
                 sock.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        """Count ``sock`` as pending; beyond PENDING_MAX, end the oldest pending handshake
+        """Count ``sock`` as pending; beyond ``pending_max``, end the oldest pending handshake
         (its thread sees the shutdown at once and closes its socket)."""
         with self._lock:
             self._pending[sock] = None
-            oldest = next(iter(self._pending)) if len(self._pending) > PENDING_MAX else None
+            full = len(self._pending) > self.pending_max
+            oldest = next(iter(self._pending)) if full else None
             if oldest is not None:
                 del self._pending[oldest]
         if oldest is not None:
