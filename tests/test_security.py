@@ -289,3 +289,72 @@ def test_private_logs_are_0600_capped_and_pruned(tmp_path: Path) -> None:
     os.utime(loose, (old, old))
     assert logfiles.prune(str(directory), "rk-*.log*") == 1
     assert not loose.exists() and (directory / "rk-new.log").exists()
+
+
+def test_a_kernel_started_where_json_py_was_planted_does_not_run_it(
+        rk_local: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's ``json.py``/``secrets.py`` in the directory Jupyter runs in: neither the
+    kernel process, nor the agent, nor its engine imports them; the launch log and the agent
+    log are 0600 in a 0700 directory."""
+    from jupyter_client.manager import start_new_kernel
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    from kernel_helpers import execute
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    marker = tmp_path / "planted-code-ran"
+    for name in ("json", "secrets", "argparse", "selectors"):
+        (shared / f"{name}.py").write_text(
+            f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
+    monkeypatch.chdir(shared)
+    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=120)
+    try:
+        result = execute(kc, "StringJoin[\"rk\", \"safe\"]").results()
+        assert result[0]["data"]["text/plain"] == "rksafe"
+        kernel_id = km.kernel_id
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert not marker.exists(), f"planted modules ran: {marker.read_text()}"
+    runtime = Path(jupyter_runtime_dir())
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    for name in (f"rk-{kernel_id}.log", f"rk-{kernel_id}-agent.log"):
+        path = runtime / name
+        assert path.stat().st_size > 0 and stat.S_IMODE(path.stat().st_mode) == 0o600, name
+
+
+def test_kernel_channels_are_encrypted_when_jupyter_requires_it(rk_local: str) -> None:
+    """``transport_encryption="required"`` starts an rk kernel (its kernelspec declares
+    curve) and a listener on the IOPub port, as another user would be, reads nothing."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    from kernel_helpers import execute
+
+    if not zmq.has("curve"):
+        pytest.fail("pyzmq without CurveZMQ: install a pyzmq built with libsodium")
+    km = KernelManager(kernel_name=rk_local, transport_encryption="required")
+    km.start_kernel()
+    context = zmq.Context()
+    listener = context.socket(zmq.SUB)
+    listener.setsockopt(zmq.SUBSCRIBE, b"")
+    listener.connect(f"tcp://{km.ip}:{km.iopub_port}")
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        result = execute(kc, "StringJoin[\"rk-clear\", \"text-marker\"]").results()
+        assert result[0]["data"]["text/plain"] == "rk-cleartext-marker"
+        heard = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            if listener.poll(100):
+                heard.append(b"".join(listener.recv_multipart()))
+        assert not any(b"rk-clear" in frame or b"execute_input" in frame for frame in heard)
+        assert heard == []
+    finally:
+        listener.close(0)
+        context.term()
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
