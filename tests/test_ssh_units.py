@@ -287,11 +287,12 @@ def test_launch_command_modes() -> None:
     args = ["--token-stdin", "--exit-on-stdin-eof"]
     auto = deploy.launch_command("/opt/py 3/bin/python3", "auto", app, args)
     assert auto.startswith("sh -c ")
-    assert "-m rk_jupyter.agent" in auto and app.remote_path in auto
+    assert "rk_jupyter.agent" in auto and app.remote_path in auto
+    assert "-m rk_jupyter" not in auto and "sys.path.pop(0)" in auto  # cwd not on sys.path
     assert f'!= "{__version__}"' in auto
     assert "'\"'\"'/opt/py 3/bin/python3'\"'\"'" in auto  # quoted inside the sh -c string
     zipapp = deploy.launch_command("python3", "zipapp", app, args)
-    assert "-m rk_jupyter.agent" not in zipapp and deploy.DEPLOY_MARKER in zipapp
+    assert "rk_jupyter.agent" not in zipapp and deploy.DEPLOY_MARKER in zipapp
     installed = deploy.launch_command("python3", "installed", app, args)
     assert app.remote_path not in installed and deploy.NOT_INSTALLED_MARKER in installed
     with pytest.raises(TransportError, match="agent_deploy"):
@@ -305,6 +306,9 @@ def test_launch_command_runs_in_sh(tmp_path: Path) -> None:
     run = subprocess.run(["sh", "-c", deploy.launch_command("no-such-python", "auto", app, [])],
                          capture_output=True, text=True, timeout=30, env=env)
     assert run.stdout.strip() == deploy.NO_PYTHON_MARKER
-    run = subprocess.run(["sh", "-c", deploy.launch_command(sys.executable, "zipapp", app, [])],
+    run = subprocess.run(["sh", "-c", "umask 002; " + deploy.launch_command(
+                             sys.executable, "zipapp", app, [])],
                          capture_output=True, text=True, timeout=30, env=env)
     assert run.stdout.strip() == deploy.DEPLOY_MARKER
+    for directory in (deploy.CACHE_DIR, deploy.LOG_DIR):  # the user's alone, whatever umask
+        assert (tmp_path / directory).stat().st_mode & 0o777 == 0o700, directory
