@@ -358,3 +358,55 @@ def test_kernel_channels_are_encrypted_when_jupyter_requires_it(rk_local: str) -
         context.term()
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+def test_the_ssh_forward_survives_running_out_of_descriptors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The Jupyter side's forward (one per host, its end kills every kernel of the host):
+    accept fails with EMFILE while the process is out of descriptors, and the forward
+    accepts again once it has some (before: the loop ended on the first error)."""
+    import logging
+
+    from rk_jupyter.provisioning.ssh.forward import Forwarder
+
+    class NoTransport:  # the forward's channel opening fails: the client is closed at once
+        def open_channel(self, *args: object, **kwargs: object) -> None:
+            raise OSError("no transport in this test")
+
+        def is_active(self) -> bool:
+            return False
+
+    caplog.set_level(logging.INFO, logger="rk_jupyter.ssh")
+    forward = Forwarder(NoTransport(), ("127.0.0.1", 9), 5.0)  # type: ignore[arg-type]
+    client = [sys.executable, "-c",
+              "import socket, sys; sys.stdin.readline(); s = socket.create_connection("
+              "('127.0.0.1', int(sys.argv[1])), 30); s.settimeout(30); print(repr(s.recv(1)))",
+              str(forward.port)]
+    peer = subprocess.Popen(client, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler: list[int] = []
+    try:
+        in_use = max(map(int, os.listdir("/proc/self/fd")))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 50, hard))
+        try:
+            while True:
+                filler.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        peer.stdin.write("connect now\n")  # the peer connects while we have no descriptor
+        peer.stdin.flush()
+        deadline = time.monotonic() + 10
+        while "cannot accept for now" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "cannot accept for now" in caplog.text and forward.alive()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        out, _ = peer.communicate(timeout=20)
+        assert out.strip() == "b''"  # accepted, then closed: the channel could not open
+        assert "accepts again" in caplog.text and forward.alive()
+        assert caplog.text.count("cannot accept for now") == 1
+    finally:
+        forward.close()
