@@ -410,3 +410,44 @@ def test_the_ssh_forward_survives_running_out_of_descriptors(
         assert caplog.text.count("cannot accept for now") == 1
     finally:
         forward.close()
+
+
+def test_the_remote_runs_only_the_agent_that_was_deployed(
+        sshbed_factory, jupyter_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the SSH test bed: the cache is 0700; a cached zipapp replaced by one of the same
+    size is not run (it is copied again, and the kernel works); a copy another account owns
+    is refused, naming the path."""
+    from jupyter_client.manager import start_new_kernel
+
+    from rk_jupyter import kernelspec
+    from rk_jupyter.provisioning.ssh import deploy
+
+    from kernel_helpers import execute, start_fails
+
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    bed = sshbed_factory(users=["rkjdeploy"])
+    bed.run_remote("rm -rf ~/.cache/rk_jupyter")
+    kernelspec.install("deployed", "deployed", {
+        "engine": "mathics", "transport": "ssh", "host": bed.host, "port": bed.port,
+        "user": bed.user, "identity_file": bed.key_file, "known_hosts": bed.known_hosts,
+        "remote_python": bed.remote_python, "agent_deploy": "zipapp"}, prefix=jupyter_env)
+    app = deploy.agent_zipapp()
+    cached = Path(bed.account.home, app.remote_path)
+
+    def runs() -> None:
+        km, kc = start_new_kernel(kernel_name="rk-deployed", startup_timeout=120)
+        try:
+            assert execute(kc, "6 * 7").results()[0]["data"]["text/plain"] == "42"
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+
+    runs()
+    assert stat.S_IMODE(cached.parent.parent.stat().st_mode) == 0o700
+    assert cached.read_bytes() == app.data
+    cached.write_bytes(app.data[:-4] + b"evil")  # same size: the old size check passed it
+    runs()
+    assert cached.read_bytes() == app.data
+    os.chown(cached, 0, 0)  # not the remote user's
+    message = start_fails("rk-deployed", 60)
+    assert deploy.REFUSED_PATH_TEXT in message and str(app.remote_path) in message, message
