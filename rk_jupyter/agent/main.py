@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_on_stdin_eof:
         lost = orphaned if args.keep_sessions_on_stdin_eof else stop
         threading.Thread(target=_watch_stdin, args=(stop, lost), daemon=True).start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    accepting = threading.Thread(target=server.serve_forever, daemon=True)
+    accepting.start()
     ready = {
         "port": server.port,
         "pid": os.getpid(),
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         if orphaned.is_set() and not server.kept_sessions():
             log.info("no session is kept for a kernel (any more)")
+            break
+        if not accepting.is_alive():  # an agent no kernel can reach must not linger
+            log.error("the accept loop ended; the agent exits")
             break
     log.info("stopping: ending every session")
     server.shutdown()
