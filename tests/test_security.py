@@ -451,3 +451,20 @@ def test_the_remote_runs_only_the_agent_that_was_deployed(
     os.chown(cached, 0, 0)  # not the remote user's
     message = start_fails("rk-deployed", 60)
     assert deploy.REFUSED_PATH_TEXT in message and str(app.remote_path) in message, message
+
+
+def test_the_wolfram_helper_loaded_is_the_one_deployed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the zipapp the helper package is written next to the cache; a file already there
+    under its name with other content (replaced, damaged) is written again before use."""
+    import pkgutil
+
+    from rk_jupyter.agent.engines.wolfram import engine
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(engine, "HELPER", tmp_path / "not-a-file.wl")  # as inside a zipapp
+    data = pkgutil.get_data(*engine.HELPER_RESOURCE)
+    first = engine.helper_file()
+    assert first.read_bytes() == data
+    first.write_bytes(b"Print[\"not rk_jupyter's\"]")
+    assert engine.helper_file() == first and first.read_bytes() == data
