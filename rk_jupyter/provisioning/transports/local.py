@@ -56,7 +56,9 @@ class LocalTransport(Transport):
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         env = dict(os.environ, **{TOKEN_ENV: token.decode()})
         # Neither Jupyter's working directory on sys.path (a planted json.py would run as
-        # the user) nor as the agent's own: it works in its log's private directory.
+        # the user) nor as the agent's own (a shared /tmp, a group folder): it works in the
+        # user's home, as the agent over SSH does, so relative paths in a notebook's Wolfram
+        # code mean the same on either transport.
         cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
                           "--log-file", self.log_path)
         try:
@@ -64,7 +66,7 @@ class LocalTransport(Transport):
                 self.process = subprocess.Popen(
                     cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                     env=env, start_new_session=True,
-                    cwd=os.path.dirname(os.path.abspath(self.log_path)),
+                    cwd=os.path.expanduser("~"),
                 )
         except OSError as exc:
             raise TransportError(f"cannot run the agent with {self.python}: {exc}") from None
