@@ -33,7 +33,7 @@ TOKEN = secrets.token_urlsafe(32).encode()
 ATTACKER_FILES = 1024  # the second user's RLIMIT_NOFILE (a common default)
 
 # Run as the second user with its own interpreter (stdlib only): hold as many half-open
-# connections to PORT as 1024 descriptors allow, or (with a frame file) send that many
+# connections to PORT as 1024 descriptors allow, or (with a payload on stdin) send that many
 # refused handshakes.  Prints how many connections it made, then waits for stdin to close.
 ATTACKER = r"""
 import resource, socket, sys
@@ -71,8 +71,7 @@ def second_user() -> Iterator[str]:
     try:
         yield name
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-        subprocess.run(["userdel", "-r", name], capture_output=True)
+        subprocess.run(["userdel", "-r", name], capture_output=True, check=True)
 
 
 @contextmanager
@@ -107,9 +106,12 @@ def agent_process(tmp_path: Path, files: int) -> Iterator[tuple[int, int, Path]]
 def attacker(user: str, port: int, count: int, payload: bytes = b"") -> Iterator[int]:
     """The attack script run as ``user``; yields once it has made its connections (their
     number), and ends it on exit."""
+    import pwd
+    account = pwd.getpwnam(user)
+    # setpriv execs (runuser would stay as a parent): the attacker's pid is proc's.
     proc = subprocess.Popen(
-        ["runuser", "-u", user, "--", sys.executable, "-I", "-c", ATTACKER, str(port),
-         str(count), str(len(payload))],
+        ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
+         "--", sys.executable, "-I", "-c", ATTACKER, str(port), str(count), str(len(payload))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/")
     try:
         proc.stdin.write(payload)
