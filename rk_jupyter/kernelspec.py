@@ -13,6 +13,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from .safepath import module_argv
+
 PREFIX = "rk-"
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 #: Modes of an installed kernelspec, as Jupyter's own installs have them (umask 022): every
@@ -25,10 +27,19 @@ def spec_name(name: str) -> str:
 
 
 def build_spec(name: str, display_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """kernel.json for ``name``, from the template in ``kernelspecs/``."""
+    """kernel.json for ``name``, from the template in ``kernelspecs/``.
+
+    The kernel process runs without its working directory on ``sys.path`` (``safepath``),
+    and the metadata declares CurveZMQ support (``supported_encryption``), so that
+    jupyter_client's ``transport_encryption`` "auto" encrypts its channels and "required"
+    accepts it (an rk kernel is an ipykernel, which speaks it).
+    """
     template = resources.files("rk_jupyter.kernelspecs").joinpath("kernel.json").read_text()
     spec = json.loads(template)
-    spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
+    python, option, module, *args = spec["argv"]  # {python} -m MODULE ARGS…
+    assert (python, option) == ("{python}", "-m"), spec["argv"]
+    spec["argv"] = module_argv(sys.executable, module, *args)  # cwd not on sys.path
+    spec["metadata"]["supported_encryption"] = ["curve"]
     spec["display_name"] = display_name
     spec["metadata"]["kernel_provisioner"]["config"] = config
     return spec

@@ -56,7 +56,8 @@ def test_add_remote_writes_the_ssh_kernelspec(prefix: Path, key_files, capsys) -
         "proxy_jump": "gate:2200", "known_hosts": known, "engine": "wolfram",
         "compression": "zlib", "engine_options": {"kernel_path": "/opt/Wolfram/WolframKernel"},
     }
-    assert spec["argv"][1:3] == ["-m", "rk_jupyter.kernel"]
+    assert spec["argv"][1:4] == ["-P", "-m", "rk_jupyter.kernel"]  # cwd not on sys.path
+    assert spec["metadata"]["supported_encryption"] == ["curve"]
 
 
 def test_kernelspec_config_becomes_provisioner_traits(prefix: Path, key_files) -> None:

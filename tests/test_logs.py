@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -79,13 +80,24 @@ def test_a_full_ssh_life_cycle_logs_every_step_and_no_secret(
     assert remote_logs
     remote_text = "".join(Path(p).read_text(errors="replace") for p in remote_logs)
     assert "listening on 127.0.0.1:" in remote_text and "opening session" in remote_text
-    assert "stop requested by the launcher" in remote_text or "stopping" in remote_text
+    # The kernel's shutdown ended the agent through its lifeline's stop line, not by a lost
+    # connection (stdin closed without one), and it ended every session.
+    assert "stop requested by the launcher" in remote_text, remote_text[-2000:]
+    assert "stdin closed without a stop" not in remote_text
+    assert "stopping: ending every session" in remote_text
+
+    # Private on both sides (issue 21): every log 0600, in 0700 directories.
+    assert stat.S_IMODE(os.stat(runtime).st_mode) == 0o700
+    cache = os.path.join(bed.account.home, ".cache/rk_jupyter")
+    for directory in (cache, os.path.join(cache, "logs")):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
 
     local_logs = glob.glob(os.path.join(runtime, "rk-*.log"))
     assert any("rk-ssh-" in p for p in local_logs)
     key_lines = [line for line in Path(bed.key_file).read_text().splitlines()
                  if line and not line.startswith("-----")]
     for path in local_logs + remote_logs:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
         text = Path(path).read_text(errors="replace")
         for secret in tokens + key_lines:
             assert secret not in text, f"a secret is in {path}"

@@ -292,11 +292,12 @@ def test_launch_command_modes() -> None:
     args = ["--token-stdin", "--exit-on-stdin-eof"]
     auto = deploy.launch_command("/opt/py 3/bin/python3", "auto", app, args)
     assert auto.startswith("sh -c ")
-    assert "-m rk_jupyter.agent" in auto and app.remote_path in auto
+    assert "rk_jupyter.agent" in auto and app.remote_path in auto
+    assert "-P -m rk_jupyter.agent" in auto and "sys.path.pop(0)" in auto  # cwd not on path
     assert f'!= "{__version__}"' in auto
     assert "'\"'\"'/opt/py 3/bin/python3'\"'\"'" in auto  # quoted inside the sh -c string
     zipapp = deploy.launch_command("python3", "zipapp", app, args)
-    assert "-m rk_jupyter.agent" not in zipapp and deploy.DEPLOY_MARKER in zipapp
+    assert "rk_jupyter.agent" not in zipapp and deploy.DEPLOY_MARKER in zipapp
     installed = deploy.launch_command("python3", "installed", app, args)
     assert app.remote_path not in installed and deploy.NOT_INSTALLED_MARKER in installed
     with pytest.raises(TransportError, match="agent_deploy") as err:
@@ -311,9 +312,40 @@ def test_launch_command_runs_in_sh(tmp_path: Path) -> None:
     run = subprocess.run(["sh", "-c", deploy.launch_command("no-such-python", "auto", app, [])],
                          capture_output=True, text=True, timeout=30, env=env)
     assert run.stdout.strip() == deploy.NO_PYTHON_MARKER
-    run = subprocess.run(["sh", "-c", deploy.launch_command(sys.executable, "zipapp", app, [])],
+    run = subprocess.run(["sh", "-c", "umask 002; " + deploy.launch_command(
+                             sys.executable, "zipapp", app, [])],
                          capture_output=True, text=True, timeout=30, env=env)
     assert run.stdout.strip() == deploy.DEPLOY_MARKER
+    for directory in (deploy.CACHE_DIR, deploy.LOG_DIR):  # the user's alone, whatever umask
+        assert (tmp_path / directory).stat().st_mode & 0o777 == 0o700, directory
+
+
+def test_launch_command_runs_only_the_zipapp_that_was_deployed(tmp_path: Path) -> None:
+    """The cached copy runs only when its bytes hash as deployed and no other user can write
+    it or its directories: a same-size replacement is removed and a new copy asked for; a
+    copy owned by someone else is refused, naming the path and the fix."""
+    app = deploy.agent_zipapp()
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    path = tmp_path / app.remote_path
+    path.parent.mkdir(parents=True, mode=0o775)
+    path.write_bytes(app.data)
+
+    def launch() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["sh", "-c", deploy.launch_command(sys.executable, "zipapp", app, ["--help"])],
+            capture_output=True, text=True, timeout=60, env=env)
+
+    run = launch()
+    assert run.returncode == 0 and "--token-stdin" in run.stdout, run.stderr
+    assert path.parent.stat().st_mode & 0o777 == 0o700  # tightened before the check
+    path.write_bytes(app.data[:-4] + b"evil")
+    run = launch()
+    assert run.stdout.strip() == deploy.DEPLOY_MARKER and not path.exists(), run.stderr
+    path.write_bytes(app.data)
+    os.chown(path, 65534, 65534)  # nobody's: could have been replaced after the check
+    run = launch()
+    assert run.returncode == 4 and deploy.REFUSED_PATH_TEXT in run.stderr, run.stderr
+    assert "--token-stdin" not in run.stdout
 
 
 # -- the transport's identity, and who imports whom -------------------------------------------

@@ -30,6 +30,7 @@ from .. import __version__
 from ..link.compression import available_codecs
 from ..link.handshake import PROTOCOL_VERSION
 from ..link.launcher import READY_PREFIX, STOP_LINE, TOKEN_ENV
+from ..logfiles import PrivateRotatingFileHandler
 from .server import AgentServer
 
 log = logging.getLogger("rk_jupyter.agent")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handlers: list[logging.Handler] = []
     if args.log_file:
-        handlers.append(logging.FileHandler(args.log_file))
+        handlers.append(PrivateRotatingFileHandler(args.log_file))  # 0600, capped
     if args.log_stderr or not args.log_file:
         handlers.append(logging.StreamHandler())
     for handler in handlers:
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_on_stdin_eof:
         lost = orphaned if args.keep_sessions_on_stdin_eof else stop
         threading.Thread(target=_watch_stdin, args=(stop, lost), daemon=True).start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    accepting = threading.Thread(target=server.serve_forever, daemon=True)
+    accepting.start()
     ready = {
         "port": server.port,
         "pid": os.getpid(),
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         if orphaned.is_set() and not server.kept_sessions():
             log.info("no session is kept for a kernel (any more)")
+            break
+        if not accepting.is_alive():  # an agent no kernel can reach must not linger
+            log.error("the accept loop ended; the agent exits")
             break
     log.info("stopping: ending every session")
     server.shutdown()

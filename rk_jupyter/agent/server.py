@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from typing import Any
 
 from ..link.connection import Link
@@ -25,6 +27,18 @@ from .session import Session
 log = logging.getLogger("rk_jupyter.agent")
 
 HANDSHAKE_TIMEOUT = 10.0
+#: Connections still in their handshake, at most (and at most a quarter of the process's
+#: descriptors): a new one beyond this ends the oldest, so that peers without the token hold
+#: a bounded number of the agent's descriptors and threads for a bounded time, and a
+#: kernel's own handshake (done in milliseconds) still gets through.
+PENDING_MAX = 64
+#: Refused handshakes are logged at most once per this many seconds, with a count.
+REFUSED_LOG_INTERVAL = 10.0
+#: accept() errors that pass (out of descriptors, memory, or a peer gone before its accept):
+#: the loop waits, doubling from the first to the last figure, and goes on.
+ACCEPT_BACKOFF = (0.01, 1.0)
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED,
+              errno.EPROTO, errno.EPERM, errno.EAGAIN, errno.EINTR}
 
 
 def require_loopback(host: str) -> None:
@@ -56,6 +70,54 @@ def log_tail(lines: int) -> tuple[list[str], str]:
     except OSError as exc:
         return [f"(cannot read {path}: {exc.strerror or exc})"], path
     return [line.rstrip("\n") for line in tail], path
+
+
+def _open_files_limit() -> int:
+    try:
+        import resource
+    except ImportError:  # not a Unix host
+        return 4 * PENDING_MAX
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 4 * PENDING_MAX
+
+
+class RefusalLog:
+    """Logs refused handshakes: the first at once, then one line per ``interval`` with the
+    count and the last reason, so a peer refused in a loop cannot fill the disk.  The
+    reasons' peer-chosen parts are bounded by the handshake (``handshake.shown``)."""
+
+    def __init__(self, interval: float = REFUSED_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = -interval
+        self._count = 0
+        self._latest = ""
+
+    def refused(self, peer: str, reason: str) -> None:
+        """One refused peer (called from handshake threads)."""
+        with self._lock:
+            self._count += 1
+            self._latest = f"{peer}: {reason}"
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            count, latest, self._count, self._last = self._count, self._latest, 0, now
+        self._write(count, latest)
+
+    def flush(self) -> None:
+        """Log what is counted but not yet written (at shutdown)."""
+        with self._lock:
+            count, latest, self._count = self._count, self._latest, 0
+        if count:
+            self._write(count, latest)
+
+    @staticmethod
+    def _write(count: int, latest: str) -> None:
+        if count == 1:
+            log.warning("refused link from %s", latest)
+        else:
+            log.warning("refused %d links in the last period; the latest from %s",
+                        count, latest)
 
 
 class Connection:
@@ -192,13 +254,16 @@ class AgentServer:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        self.sock.listen(16)
+        self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.connections: list[Connection] = []
         self.named: dict[str, Session] = {}
         self._expiry: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._pending: OrderedDict[socket.socket, None] = OrderedDict()
+        self.pending_max = min(PENDING_MAX, max(_open_files_limit() // 4, 4))
+        self.refusals = RefusalLog()
 
     def new_session(self, name: str, engine: str, options: dict, keep: float) -> Session:
         """A session registered under ``name``; KeyError if a live one has that name."""
@@ -258,31 +323,77 @@ class AgentServer:
             connection.forget(session)
 
     def serve_forever(self) -> None:
+        """The accept loop (main runs it in a thread) until ``shutdown``.
+
+        An accept error that passes (EMFILE and the like) does not end it: it waits with
+        back-off and goes on, logging once per run of errors, so that a flood that has
+        ended leaves an agent that accepts again.
+        """
+        delay = 0.0
         while not self._stopped.is_set():
             try:
                 sock, addr = self.sock.accept()
+            except OSError as exc:
+                if self._stopped.is_set() or self.sock.fileno() < 0 \
+                        or exc.errno not in _TRANSIENT:
+                    if not self._stopped.is_set():
+                        log.error("the agent stops accepting links: %s", exc)
+                    break
+                if not delay:
+                    log.warning("cannot accept links for now (%s); retrying", exc)
+                delay = min(max(delay * 2, ACCEPT_BACKOFF[0]), ACCEPT_BACKOFF[1])
+                self._stopped.wait(delay)
+                continue
+            if delay:
+                log.info("accepting links again")
+                delay = 0.0
+            self._admit(sock)
+            try:
+                threading.Thread(
+                    target=self._handle, args=(sock, f"{addr[0]}:{addr[1]}"), daemon=True
+                ).start()
+            except RuntimeError as exc:  # no thread to be had: as EMFILE, it passes
+                log.warning("cannot start a thread for a link (%s)", exc)
+                self._settled(sock)
+                sock.close()
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Count ``sock`` as pending; beyond ``pending_max``, end the oldest pending handshake
+        (its thread sees the shutdown at once and closes its socket)."""
+        with self._lock:
+            self._pending[sock] = None
+            full = len(self._pending) > self.pending_max
+            oldest = next(iter(self._pending)) if full else None
+            if oldest is not None:
+                del self._pending[oldest]
+        if oldest is not None:
+            try:
+                oldest.shutdown(socket.SHUT_RDWR)
             except OSError:
-                break
-            threading.Thread(
-                target=self._handle, args=(sock, f"{addr[0]}:{addr[1]}"), daemon=True
-            ).start()
+                pass
+
+    def _settled(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._pending.pop(sock, None)
 
     def _handle(self, sock: socket.socket, peer: str) -> None:
         try:
             link = Link.accept(sock, self.token, HANDSHAKE_TIMEOUT)
         except HandshakeError as exc:
-            log.warning("refused link from %s: %s", peer, exc)
+            self.refusals.refused(peer, str(exc))
             sock.close()
             return
         except (LinkError, OSError) as exc:
-            log.warning("link from %s failed during the handshake: %s", peer, exc)
+            self.refusals.refused(peer, f"failed during the handshake: {exc}")
             sock.close()
             return
         except Exception as exc:  # noqa: BLE001 - a peer must not be able to kill this thread
-            log.error("link from %s closed: its handshake broke the agent (%s: %s); please "
-                      "report this", peer, type(exc).__name__, exc)
+            log.error("link from %s closed: its handshake broke the agent (%s); please "
+                      "report this", peer, type(exc).__name__)
             sock.close()
             return
+        finally:
+            self._settled(sock)
         log.info("link from %s accepted (codec %s, kernel rk_jupyter %s)",
                  peer, link.codec, link.negotiated.peer_version)
         connection = Connection(link, peer, self)
@@ -299,6 +410,7 @@ class AgentServer:
             self.sock.close()
         except OSError:
             pass
+        self.refusals.flush()
         for connection in list(self.connections):
             connection.link.close()
         for session in list(self.named.values()):

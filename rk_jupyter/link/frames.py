@@ -41,7 +41,7 @@ way, no further than ``delta.bound`` of that).
 from __future__ import annotations
 
 import mmap
-import select
+import selectors
 import socket
 import threading
 import time
@@ -223,8 +223,16 @@ def decode_header(data: bytes | memoryview, max_frame: int = DEFAULT_MAX_FRAME) 
 # -- reading --------------------------------------------------------------------------------------
 
 
+#: poll(2) needs no descriptor of its own (epoll would: one more to fail with EMFILE) and has
+#: no FD_SETSIZE limit.
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+
+
 class SocketReader:
-    """Exact reads with a deadline; select() first so a silent peer can't block forever.
+    """Exact reads with a deadline; a readiness wait first so a silent peer can't block forever.
+
+    The wait is a poll-based selector, not ``select.select``: select() fails for descriptors
+    ≥ 1024, which a process holding many connections (an agent under a flood) hands out.
 
     With ``readahead`` (the default) it reads up to READAHEAD bytes at a time and serves small
     reads from that buffer; without, it never reads a byte beyond what it was asked for (the
@@ -238,14 +246,19 @@ class SocketReader:
         self._buf = bytearray(READAHEAD)
         self._view = memoryview(self._buf)
         self._start = self._end = 0
+        self._selector: selectors.BaseSelector | None = None
+
+    def _wait(self, remaining: float | None) -> bool:
+        """True once the socket is readable, False after ``remaining`` s (None: no limit)."""
+        if self._selector is None:
+            self._selector = _Selector()
+            self._selector.register(self.sock, selectors.EVENT_READ)
+        return bool(self._selector.select(remaining))
 
     def _recv(self, into: memoryview, deadline: float | None, midframe: bool) -> int:
         remaining = None if deadline is None else deadline - time.monotonic()
         try:
-            if remaining is None:
-                ready = select.select([self.sock], [], [])[0]
-            else:
-                ready = remaining > 0 and select.select([self.sock], [], [], remaining)[0]
+            ready = self._wait(remaining) if remaining is None or remaining > 0 else False
         except (OSError, ValueError) as exc:
             raise LinkClosed(f"connection lost: {exc}") from None
         if not ready:

@@ -49,6 +49,20 @@ class Negotiated:
         return "brotli-max" if self.codec == "brotli" and self.medium_quality else self.codec
 
 
+#: How much of a value the peer chose may appear in a message (and so in a log line).
+SHOWN_MAX = 40
+
+
+def shown(value: object, limit: int = SHOWN_MAX) -> str:
+    """``repr`` of a peer's value cut to SHOWN_MAX characters: a refused peer decides what it
+    sends, and must not decide how long the agent's log lines are (an int's repr is bounded
+    first, as a 4,300-digit one is otherwise formatted in full)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit] + f"…({len(text)} chars)"
+
+
 def _mac(token: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(token, label + first + second, hashlib.sha256).digest()
 
@@ -111,7 +125,7 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
     if protocol != PROTOCOL_VERSION:
         reason = (
             f"protocol version mismatch: agent speaks {PROTOCOL_VERSION}, kernel speaks "
-            f"{protocol}; install the same rk_jupyter version on both sides"
+            f"{shown(auth.get('protocol'))}; install the same rk_jupyter version on both sides"
         )
         writer.send(0, {"refused": reason})
         raise HandshakeError(reason)
@@ -129,7 +143,7 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
     if not (codec == "brotli" and type(quality) is int and 0 <= quality <= MAX_QUALITY):
         quality = None
     writer.send(0, {"codec": codec, "mac": _mac(token, b"rkj-agent", peer_nonce, nonce)})
-    return Negotiated(codec, str(auth.get("kernel", "?")), protocol, quality)
+    return Negotiated(codec, shown(auth.get("kernel", "?")), protocol, quality)
 
 
 def client_handshake(
@@ -149,9 +163,9 @@ def client_handshake(
     protocol = _protocol(hello)
     if protocol != PROTOCOL_VERSION:
         raise HandshakeError(
-            f"protocol version mismatch: agent speaks {protocol} (rk_jupyter "
-            f"{hello.get('agent')}), kernel speaks {PROTOCOL_VERSION} (rk_jupyter "
-            f"{__version__}); install the same rk_jupyter version on both sides"
+            f"protocol version mismatch: agent speaks {shown(hello.get('protocol'))} "
+            f"(rk_jupyter {shown(hello.get('agent'))}), kernel speaks {PROTOCOL_VERSION} "
+            f"(rk_jupyter {__version__}); install the same rk_jupyter version on both sides"
         )
     server_nonce = hello.get("nonce")
     offered = hello.get("codecs")
@@ -180,7 +194,7 @@ def client_handshake(
     except LinkError as exc:
         raise HandshakeError(f"the agent closed the link during the handshake: {exc}") from None
     if "refused" in welcome:
-        raise HandshakeError(f"the agent refused the link: {welcome['refused']}")
+        raise HandshakeError(f"the agent refused the link: {shown(welcome['refused'], 400)}")
     mac = welcome.get("mac")
     if not isinstance(mac, bytes) or not hmac.compare_digest(
         mac, _mac(token, b"rkj-agent", nonce, server_nonce)
@@ -188,8 +202,8 @@ def client_handshake(
         raise HandshakeError("the agent could not prove it holds the token; refusing it")
     agreed = welcome.get("codec", "none")
     if not isinstance(agreed, str) or agreed != chosen:
-        raise HandshakeError(f"the agent answered with codec {agreed!r}, not the {chosen!r} "
+        raise HandshakeError(f"the agent answered with codec {shown(agreed)}, not the {chosen!r} "
                              "agreed on; refusing it (install the same rk_jupyter version on "
                              "both sides)")
-    return Negotiated(agreed, str(hello.get("agent")), protocol,
+    return Negotiated(agreed, shown(hello.get("agent")), protocol,
                       quality if agreed == "brotli" else None)

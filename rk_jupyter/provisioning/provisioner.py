@@ -14,6 +14,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_core.paths import jupyter_runtime_dir
 from traitlets import Dict, Float, Int, TraitType, Unicode
 
+from .. import logfiles
 from ..client import Endpoint
 from ..client.environment import KernelEnvironment
 from ..link.connection import Link
@@ -41,13 +42,17 @@ class LaunchLog:
     Secrets never reach the file: nothing here formats a token, and as a second line of
     defence every record is scrubbed of the tokens registered with ``secret`` before it is
     written (the scrubbed text replaces the record's, so no other handler sees them either).
+
+    The file is created 0600 and capped (``logfiles``); opening one removes the per-kernel
+    logs of its directory (``rk-*.log``) unwritten for ``logfiles.RETENTION_DAYS``.
     """
 
     def __init__(self, path: str, kernel_id: str) -> None:
         self.path = path
         self.kernel_id = kernel_id
         self._secrets: set[str] = set()
-        self._handler = logging.FileHandler(path, encoding="utf-8")
+        logfiles.prune(os.path.dirname(path), "rk-*.log*")
+        self._handler = logfiles.PrivateRotatingFileHandler(path)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
         self._handler.addFilter(self._mine)
         if _PACKAGE_LOG.getEffectiveLevel() > logging.INFO:
@@ -192,8 +197,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         kwargs = await super().pre_launch(**kwargs)
         settings = self.launch_settings()
         kernel_id = str(self.kernel_id or "kernel")
-        runtime = jupyter_runtime_dir()
-        os.makedirs(runtime, exist_ok=True)
+        runtime = logfiles.private_dir(jupyter_runtime_dir())  # 0700: the logs are private
         log_path = os.path.join(runtime, f"rk-{kernel_id}-agent.log")
         token = secrets.token_urlsafe(32).encode()
         if self._launch_log is None:  # a restart appends to the same kernel's log

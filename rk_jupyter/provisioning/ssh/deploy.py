@@ -1,6 +1,6 @@
 """Getting the agent onto a remote host that has only Python: a zip application over SFTP.
 
-The zipapp holds ``rk_jupyter/__init__.py``, ``rk_jupyter/errors.py``, ``rk_jupyter/link`` and
+The zipapp holds ``rk_jupyter/__init__.py``, ``errors.py``, ``logfiles.py``, ``rk_jupyter/link`` and
 ``rk_jupyter/agent`` (engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs
 the agent.  It is cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the
 directory name is a hash of the files, and the file appears there only by an atomic rename after a
@@ -28,6 +28,7 @@ import paramiko
 
 from ... import __version__
 from ...link.launcher import MIN_PYTHON
+from ...safepath import BOOTSTRAP
 from ..errors import SettingsError, TransportError
 from ..settings import AGENT_DEPLOY as MODES
 
@@ -62,10 +63,43 @@ class Zipapp:
     def remote_path(self) -> str:
         return f"{CACHE_DIR}/{self.digest}/agent.pyz"
 
+    @property
+    def sha256(self) -> str:
+        """Hash of the archive's bytes: what the launch command checks before running it."""
+        return hashlib.sha256(self.data).hexdigest()
+
+
+REFUSED_PATH_TEXT = "rk_jupyter: refusing to run the agent"
+# Runs the cached zipapp as ``python agent.pyz`` would, once it has checked (on any Python 3)
+# that what is run is what was deployed: the cache directories and the file are the user's
+# and nobody else can write them (so the check is not raced), and the archive's bytes have the
+# hash the launcher expects.  A wrong hash (a damaged copy) removes the file and asks for a
+# new copy.  argv: SHA256 ZIPAPP AGENT_ARGS… (ps shows "agent.pyz --host …" as before)
+_RUN_CHECKED = f"""import hashlib, os, runpy, stat, sys
+getattr(sys.flags, "safe_path", False) or sys.path.pop(0)
+want, z = sys.argv[1], sys.argv[2]
+top = os.path.abspath({CACHE_DIR!r})
+p = os.path.abspath(z)
+q = os.path.dirname(p)
+for path in (top, q, p):
+    s = os.lstat(path)
+    if s.st_uid != os.getuid() or s.st_mode & 0o022 or stat.S_ISLNK(s.st_mode):
+        sys.stderr.write("{REFUSED_PATH_TEXT} from %s: it must be yours and writable by "
+                         "you alone (chmod go-w %s)\\n" % (path, path))
+        sys.exit(4)
+with open(p, "rb") as f:
+    if hashlib.sha256(f.read()).hexdigest() != want:
+        os.unlink(p)
+        print({DEPLOY_MARKER!r})
+        sys.exit(0)
+sys.argv = [p] + sys.argv[3:]
+runpy.run_path(p, run_name="__main__")
+"""
+
 
 def agent_files(package: Path = _PACKAGE) -> dict[str, bytes]:
     """What the agent needs from rk_jupyter, by archive name: stdlib-only code and data."""
-    wanted = [package / "__init__.py", package / "errors.py"]
+    wanted = [package / "__init__.py", package / "errors.py", package / "logfiles.py"]
     for sub in ("link", "agent"):
         wanted += (p for p in (package / sub).rglob("*") if p.suffix in (".py", ".wl"))
     return {
@@ -114,24 +148,33 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
     # exec), left out where the directory cannot be made (read-only or full home): the log
     # then goes to stderr only, which comes back over the channel anyway.
     args = shlex.join(agent_args) + ' "$@"'
-    probe = f'import sys, rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")'
+    # -c puts the working directory first on sys.path: the probe drops it as BOOTSTRAP does
+    # (the zipapp's sys.path[0] is the zipapp itself).
+    probe = ('import sys; getattr(sys.flags, "safe_path", False) or sys.path.pop(0); '
+             f'import rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")')
+    # -P where the remote's Python has it (3.11+), the same bootstrap as safepath's on 3.10.
+    installed = ('if "$PY" -P -c "" 2>/dev/null; then exec "$PY" -P -m rk_jupyter.agent '
+                 f'{args}; fi; exec "$PY" {shlex.join(["-c", BOOTSTRAP, "rk_jupyter.agent"])}')
     steps = [
         "cd",
         f"PY={shlex.quote(python)}",
         f'command -v "$PY" >/dev/null 2>&1 || {{ echo {NO_PYTHON_MARKER}; exit 0; }}',
         f"L={shlex.quote(LOG_DIR)}",
-        'set --; if mkdir -p "$L" 2>/dev/null && chmod 700 "$L" && [ -w "$L" ]; then '
+        # The cache and its logs are the user's alone (0700, whatever the login umask).
+        'set --; if (umask 077 && mkdir -p "$L") 2>/dev/null '
+        f'&& chmod 700 {shlex.quote(CACHE_DIR)} "$L" && [ -w "$L" ]; then '
         f'find "$L" -name "agent-*.log" -mtime +{LOG_DAYS} -exec rm -f {{}} + 2>/dev/null; '
         'set -- --log-file "$PWD/$L/agent-$$.log" --log-stderr; fi',
     ]
     if mode != "zipapp":
         steps.append(f'if "$PY" -c {shlex.quote(probe)} >/dev/null 2>&1; '
-                     f'then exec "$PY" -m rk_jupyter.agent {args}; fi')
+                     f'then {installed} {args}; fi')
     if mode == "installed":
         steps.append(f"echo {NOT_INSTALLED_MARKER}")
     else:
         steps.append(f"Z={shlex.quote(app.remote_path)}")
-        steps.append(f'if [ -f "$Z" ]; then exec "$PY" "$Z" {args}; fi')
+        steps.append(f'if [ -f "$Z" ]; then chmod 700 "${{Z%/*}}" 2>/dev/null; '
+                     f'exec "$PY" -c {shlex.quote(_RUN_CHECKED)} {app.sha256} "$Z" {args}; fi')
         steps.append(f"echo {DEPLOY_MARKER}")
     return "sh -c " + shlex.quote("; ".join(steps))
 
@@ -141,7 +184,7 @@ def copy_probe(app: Zipapp) -> str:
     fails with the shell's own words (no space, read-only) when ``upload`` would."""
     directory = shlex.quote(app.remote_path.rsplit("/", 1)[0])
     return "sh -c " + shlex.quote(
-        f'cd; D={directory}; mkdir -p "$D" && head -c {len(app.data)} /dev/zero '
+        f'cd; umask 077; D={directory}; mkdir -p "$D" && head -c {len(app.data)} /dev/zero '
         '> "$D/.rkj-space-probe"; r=$?; rm -f "$D/.rkj-space-probe"; exit $r')
 
 

@@ -10,8 +10,9 @@ every kernel's TCP connection is one more channel on the one connection.
 
 from __future__ import annotations
 
+import errno
 import logging
-import select
+import selectors
 import socket
 import threading
 
@@ -21,6 +22,12 @@ log = logging.getLogger("rk_jupyter.ssh")
 
 _CHUNK = 65536
 _ACCEPT_POLL = 0.5  # how often the accept loop notices close()
+#: accept() errors that pass (out of descriptors or memory, a client gone before its accept):
+#: the loop waits (doubling up to the last figure) and goes on.  Ending it would cut every
+#: kernel of the host off its agent.
+_BACKOFF = (0.01, 1.0)
+_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED,
+              errno.EPROTO, errno.EPERM, errno.EAGAIN, errno.EINTR}
 
 
 class Forwarder:
@@ -73,16 +80,41 @@ class Forwarder:
             self._thread.join(timeout=2 * _ACCEPT_POLL)
 
     def _accept_loop(self) -> None:
-        while not self._closed.is_set():
+        """Until ``close``: a transient accept error (EMFILE…) is logged once per run and
+        waited out with back-off; only a closed listener ends the loop."""
+        delay = 0.0
+        with selectors.PollSelector() as selector:
             try:
-                ready, _, _ = select.select([self._listener], [], [], _ACCEPT_POLL)
-                if not ready:
-                    continue
-                client, peer = self._listener.accept()
+                selector.register(self._listener, selectors.EVENT_READ)
             except (OSError, ValueError):
-                break  # closed under us
-            threading.Thread(target=self._open, args=(client, peer), daemon=True,
-                             name=f"ssh-forward-open-{self.port}").start()
+                return  # closed before the thread ran
+            while not self._closed.is_set():
+                try:
+                    if not selector.select(_ACCEPT_POLL):
+                        continue
+                    client, peer = self._listener.accept()
+                except (OSError, ValueError) as exc:
+                    if self._closed.is_set() or self._listener.fileno() < 0 \
+                            or getattr(exc, "errno", None) not in _TRANSIENT:
+                        if not self._closed.is_set():
+                            log.error("forward 127.0.0.1:%d stops accepting: %s", self.port, exc)
+                        break
+                    if not delay:
+                        log.warning("forward 127.0.0.1:%d cannot accept for now (%s); "
+                                    "retrying", self.port, exc)
+                    delay = min(max(delay * 2, _BACKOFF[0]), _BACKOFF[1])
+                    self._closed.wait(delay)
+                    continue
+                if delay:
+                    log.info("forward 127.0.0.1:%d accepts again", self.port)
+                    delay = 0.0
+                try:
+                    threading.Thread(target=self._open, args=(client, peer), daemon=True,
+                                     name=f"ssh-forward-open-{self.port}").start()
+                except RuntimeError as exc:  # no thread to be had: it passes, as EMFILE
+                    log.warning("forward 127.0.0.1:%d: cannot start a thread (%s)",
+                                self.port, exc)
+                    client.close()
 
     def _open(self, client: socket.socket, peer: tuple[str, int]) -> None:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -26,6 +26,7 @@ import paramiko
 
 from ... import __version__
 from ...link.launcher import READY_PREFIX, STOP_LINE
+from ...logfiles import open_private, rotate_if_large
 from ..diagnosis import PY_PROBE, check_probe, python_missing, python_too_old
 from ..errors import TransportError
 from .connect import SSHConnection
@@ -153,7 +154,8 @@ class _Run:
     def read(self, log_path: str) -> None:
         """Reader thread: the ready line, then the agent's log, until the channel ends."""
         try:
-            with open(log_path, "a", encoding="utf-8", errors="replace") as log_file:
+            rotate_if_large(log_path)  # 0600 and capped, as every log (logfiles)
+            with open_private(log_path, "a", encoding="utf-8", errors="replace") as log_file:
                 for raw in self.channel.makefile("rb"):
                     line = raw.decode("utf-8", "replace").rstrip("\r\n")
                     if not self.ready and line.startswith(READY_PREFIX):

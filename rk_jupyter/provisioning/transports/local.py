@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 from ...link.launcher import READY_PREFIX, TOKEN_ENV
+from ...logfiles import open_private
+from ...safepath import module_argv
 from ..diagnosis import python_cannot_run
 from ..settings import LaunchSettings
 from .base import AgentEndpoint, Transport, TransportError
@@ -53,13 +55,19 @@ class LocalTransport(Transport):
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         env = dict(os.environ, **{TOKEN_ENV: token.decode()})
-        cmd = [self.python, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof",
-               "--log-file", self.log_path]
+        # Neither Jupyter's working directory on sys.path (a planted json.py would run as
+        # the user) nor as the agent's own (a shared /tmp, a group folder): it works in the
+        # user's home, as the agent over SSH does, so relative paths in a notebook's Wolfram
+        # code mean the same on either transport.
+        cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
+                          "--log-file", self.log_path)
         try:
-            self.process = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=open(self.log_path, "ab"), env=env, start_new_session=True,
-            )
+            with open_private(self.log_path, "ab") as stderr:
+                self.process = subprocess.Popen(
+                    cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                    env=env, start_new_session=True,
+                    cwd=os.path.expanduser("~"),
+                )
         except OSError as exc:
             raise python_cannot_run(self.python, exc) from None
         process = self.process

@@ -68,7 +68,7 @@ def helper_file() -> Path:
                           "rk_jupyter on this host")
     target = (Path.home() / ".cache" / "rk_jupyter"
               / f"RKJupyter-{hashlib.sha256(data).hexdigest()[:16]}.wl")
-    if not target.is_file():
+    if not target.is_file() or target.read_bytes() != data:  # loaded is what was deployed
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.tmp")
         partial.write_bytes(data)
