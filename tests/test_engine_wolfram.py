@@ -30,6 +30,7 @@ import pytest
 from rk_jupyter.agent.engines import create_engine
 from rk_jupyter.agent.engines.base import EngineError, InputAborted
 from rk_jupyter.agent.engines.wolfram import WolframEngine, discovery, engine, wstp
+from rk_jupyter.agent.engines.wolfram.engine import IMPOSTOR, NONCE_ENV
 from rk_jupyter.agent.engines.wolfram.session import (
     ABORT_CHOICE,
     DIALOG_EXIT,
@@ -961,6 +962,14 @@ class KernelSide:
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.01)
 
+    def nonce(self) -> str:
+        """The link check's value, read where only the kernel's owner can: the environment of
+        the kernel process the engine started."""
+        assert self.eng._proc is not None
+        environ = Path(f"/proc/{self.eng._proc.pid}/environ").read_bytes().split(b"\0")
+        return next(v.split(b"=", 1)[1].decode() for v in environ
+                    if v.startswith(NONCE_ENV.encode() + b"="))
+
     def wait_evaluation(self, count: int) -> str:
         self.wait_for(lambda: self.fake.fake_evaluations() >= count, f"evaluation {count}")
         return self.fake.fake_last_code().decode()
@@ -999,8 +1008,10 @@ def test_engine_over_a_stand_in_link(
                       / discovery.system_id() / "CompilerAdditions/libWSTP64i4.so")
     try:
         thread, outcome = in_thread(lambda: eng.start(20.0))
-        assert side.wait_evaluation(1) == str(HELPER)  # Get["…/RKJupyter.wl"]
+        assert side.wait_evaluation(1) == NONCE_ENV  # Environment["RK_WSTP_NONCE"] first
         side.send("InputNamePacket", "In[1]:= ")
+        side.send("ReturnPacket", side.nonce())  # what only the started kernel knows
+        assert side.wait_evaluation(2) == str(HELPER)  # then Get["…/RKJupyter.wl"]
         side.send("ReturnPacket", association(version="14.3.0 for Linux x86 (64-bit)",
                                               systemID="Linux-x86-64", line=1))
         thread.join(10.0)
@@ -1008,7 +1019,7 @@ def test_engine_over_a_stand_in_link(
         assert info.version == "14.3.0 for Linux x86 (64-bit)" and eng.alive()
 
         thread, outcome = in_thread(lambda: eng.evaluate('Print["hi"]; 1+1'))
-        assert side.wait_evaluation(2) == 'Print["hi"]; 1+1'
+        assert side.wait_evaluation(3) == 'Print["hi"]; 1+1'
         side.send("TextPacket", "hi\n")
         side.send("ReturnPacket", association(line=2, results=Function(
             Symbol("List"), association(line=1, text_plain="2"))))
@@ -1023,7 +1034,7 @@ def test_engine_over_a_stand_in_link(
         messages = side.fake.fake_message_count()
         side.fake.fake_set_line(3)
         thread, outcome = in_thread(lambda: eng.evaluate("Pause[100]"))
-        side.wait_evaluation(3)
+        side.wait_evaluation(4)
         eng.interrupt()
         side.wait_for(lambda: side.fake.fake_message_count() > messages, "the abort message")
         assert side.fake.fake_message(messages) == wstp.ABORT_MESSAGE
@@ -1034,7 +1045,7 @@ def test_engine_over_a_stand_in_link(
                                 packet("InputNamePacket", "In[3]:= ")]
 
         thread, outcome = in_thread(lambda: eng.complete("Plo"))
-        assert side.wait_evaluation(4) == "Plo"
+        assert side.wait_evaluation(5) == "Plo"
         side.send("ReturnPacket", Function(Symbol("List"), "Plot", "Plot3D"))
         thread.join(10.0)
         assert outcome == [["Plot", "Plot3D"]]
@@ -1046,6 +1057,35 @@ def test_engine_over_a_stand_in_link(
     finally:
         eng.close()
     assert not eng.alive()
+
+
+def test_a_link_peer_that_is_not_the_started_kernel_gets_nothing(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process that connects to the listening link first (WSTP links do not
+    authenticate, and the name is in ``ps``) cannot answer the check: the start fails with
+    ``engine.link-impostor`` naming the cause, no cell or helper is sent, the kernel is ended."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    kernel = fake_installation("import time\ntime.sleep(600)\n")
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(kernel)})
+    side = KernelSide(eng, kernel.parents[1] / "SystemFiles/Links/WSTP/DeveloperKit"
+                      / discovery.system_id() / "CompilerAdditions/libWSTP64i4.so")
+    try:
+        thread, outcome = in_thread(lambda: eng.start(20.0))
+        assert side.wait_evaluation(1) == NONCE_ENV
+        pid = eng._proc.pid
+        side.send("ReturnPacket", "0" * 32)  # a guess: an impostor cannot read the kernel's
+        thread.join(10.0)                    # environment
+        error = outcome[0]
+        assert isinstance(error, EngineError) and error.code == IMPOSTOR
+        assert "not the kernel rk_jupyter started" in error.cause and "start the kernel again" \
+            in error.fix
+        assert side.fake.fake_evaluations() == 1  # the helper (and any cell) never went out
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        eng.close()
 
 
 # -- the helper package under Mathics3 ----------------------------------------------------

@@ -13,6 +13,14 @@ events; ``interrupt`` (from any thread) only queues an event, so that the conver
 evaluation thread, sends the WSTP messages and answers the menus.  Every WSTP call holds the
 link's lock.  Cells are evaluated by the helper package ``agent/wl/RKJupyter.wl``, loaded at
 start: EvaluatePacket[RKJupyter`Evaluate["cell text"]].
+
+Who is at the other end: WSTP links do not authenticate, and the link's name is on the
+kernel's command line, which every user of the host can read in ``ps``; the WSTP reference
+promises nothing about who may connect to a SharedMemory (or TCPIP) link.  So before anything
+else crosses the link, the engine asks its peer for ``Environment["RK_WSTP_NONCE"]``: a random
+value put only in the environment of the kernel it started (``/proc/PID/environ`` is readable
+by the process's owner alone).  A peer that cannot answer it is not our kernel — another user
+connected first — and the start fails (code ``engine.link-impostor``) with nothing sent to it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import os
 import pkgutil
 import queue
 import re
+import secrets
 import shlex
 import subprocess
 import threading
@@ -49,6 +58,10 @@ _OUTPUT_LINES = 100
 _OUTPUT_WIDTH = 500  # characters kept of a line
 # A symbol name or its beginning: letters, digits, $ and context marks (no pattern syntax).
 _SYMBOLISH = re.compile(r"(?:[$`]|[^\W_])+")
+#: The kernel's environment variable with the value that proves it is the peer of our link.
+NONCE_ENV = "RK_WSTP_NONCE"
+#: The error code of a start whose link peer is not the kernel we started.
+IMPOSTOR = "engine.link-impostor"
 
 
 
@@ -119,33 +132,31 @@ class WolframEngine(Engine):
         argv = [str(inst.kernel), inst.link_flag, "-linkprotocol", protocol, "-linkconnect",
                 "-linkname", name, *extra]
         try:
+            nonce = secrets.token_hex(16)
             self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, env={**os.environ, NONCE_ENV: nonce})
         except OSError as exc:
             with link.lock:
                 link.close()
             raise EngineError(f"cannot run the Wolfram kernel {inst.kernel}: {exc}") from None
         assert self._proc.stdout is not None
-        output = self._output = OutputTail(self._proc.stdout, lines=_OUTPUT_LINES,
-                                           width=_OUTPUT_WIDTH,
-                                           label=f"wolfram kernel {self._proc.pid}")
+        self._output = OutputTail(self._proc.stdout, lines=_OUTPUT_LINES, width=_OUTPUT_WIDTH,
+                                  label=f"wolfram kernel {self._proc.pid}")
         try:
             self._activate(link, deadline, timeout)
             self._link = link
             self._reader = threading.Thread(target=self._read_packets, daemon=True,
                                             name=f"wolfram-link-{self._proc.pid}")
             self._reader.start()
-            call = Call(_LinkKernel(self), time.monotonic, self.escalation,
-                        max(1.0, deadline - time.monotonic()))
-            try:
-                self._run(call, Function(Symbol("CompoundExpression"),
-                                         Function(Symbol("Get"), str(helper)),
-                                         Function(Symbol("RKJupyter`Info"))))
-            except EngineError:
-                if call.died is None:
-                    raise
-                words = "\n".join([*call.output, *output.lines()])
-                raise start_failure(str(inst.kernel), words, exit_status(self._proc)) from None
+            check = self._starting(Function(Symbol("Environment"), NONCE_ENV), deadline)
+            if check.aborted:
+                said = "\n".join(check.output) or "nothing"
+                raise EngineError(f"the Wolfram kernel {inst.kernel} did not answer its first "
+                                  f"evaluation within {timeout:g} s; it said: {said}")
+            self._check_peer(check.value, nonce)
+            call = self._starting(Function(Symbol("CompoundExpression"),
+                                           Function(Symbol("Get"), str(helper)),
+                                           Function(Symbol("RKJupyter`Info"))), deadline)
         except BaseException:
             self.close()
             raise
@@ -226,6 +237,34 @@ class WolframEngine(Engine):
             self._events.put(("RKInterrupt", (request,)))
 
     # -- internals ------------------------------------------------------------------------
+
+    def _starting(self, expr: Any, deadline: float) -> Call:
+        """Evaluate ``expr`` during ``start``; a kernel that dies meanwhile (no licence, no
+        free kernel process) is reported in its own words."""
+        call = Call(_LinkKernel(self), time.monotonic, self.escalation,
+                    max(1.0, deadline - time.monotonic()))
+        try:
+            self._run(call, expr)
+        except EngineError:
+            if call.died is None or self._proc is None or self._output is None:
+                raise
+            words = "\n".join([*call.output, *self._output.lines()])
+            raise start_failure(str(self._proc.args[0]), words,
+                                exit_status(self._proc)) from None
+        return call
+
+    @staticmethod
+    def _check_peer(answer: Any, nonce: str) -> None:
+        """Make sure the link's peer is the kernel we started (see the module's docstring):
+        it answered ``Environment[NONCE_ENV]`` with the value only that kernel was given."""
+        if answer != nonce:
+            raise EngineError(
+                "the process at the other end of the Wolfram kernel's WSTP link is not the "
+                "kernel rk_jupyter started (it did not know the value only that kernel was "
+                "given): another process on this host connected to the link first",
+                "nothing was sent to it and the kernel was stopped; start the kernel again, "
+                "and if this recurs tell the host's administrator, since another user may be "
+                "trying to intercept Wolfram kernels", code=IMPOSTOR)
 
     def _request(self, expr: Any) -> Any:
         call = Call(_LinkKernel(self), time.monotonic, self.escalation, self.request_timeout)
