@@ -18,11 +18,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from typing import IO, Any
+
+from ...safepath import DROP_CWD, has_safe_path_flag
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 # ``root`` (the directory or zipapp holding it) without putting ``root`` on sys.path: that may
 # be the agent's site-packages, whose packages must not shadow the child interpreter's own.
 # So the child runs this very rk_jupyter, whether its interpreter has one installed or not.
-_SAFE_BOOTSTRAP = """\
-import sys
-if sys.path[:1] == ['']: del sys.path[0]
+_SAFE_BOOTSTRAP = "import sys\n" + DROP_CWD + """
 import importlib.machinery, importlib.util, runpy
 root, module = sys.argv.pop(1), sys.argv.pop(1)
 spec = importlib.machinery.PathFinder.find_spec(module.partition('.')[0], [root])
@@ -54,7 +53,7 @@ def python_argv(python: str, module: str, root: str) -> list[str]:
     bootstrap alone, which works on every version (3.10 has no -P).  The environment is not
     touched: PYTHONSAFEPATH would pass on to every process the child starts (a user's scripts).
     """
-    safe = ["-P"] if python == sys.executable and sys.version_info >= (3, 11) else []
+    safe = ["-P"] if has_safe_path_flag(python) else []
     return [python, *safe, "-c", _SAFE_BOOTSTRAP, root, module]
 
 

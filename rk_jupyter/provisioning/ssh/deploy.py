@@ -1,10 +1,11 @@
 """Getting the agent onto a remote host that has only Python: a zip application over SFTP.
 
-The zipapp holds ``rk_jupyter/__init__.py``, ``errors.py``, ``logfiles.py``, ``rk_jupyter/link`` and
-``rk_jupyter/agent`` (engines, the Mathics worker, ``agent/wl/*.wl``) and a ``__main__`` that runs
-the agent.  It is cached on the remote as ``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the
-directory name is a hash of the files, and the file appears there only by an atomic rename after a
-complete upload, so "present" means "this exact version", and a new version gets a new directory.
+The zipapp holds ``rk_jupyter/__init__.py``, ``errors.py``, ``logfiles.py``, ``safepath.py``,
+``rk_jupyter/link`` and ``rk_jupyter/agent`` (engines, the Mathics worker, ``agent/wl/*.wl``) and a
+``__main__`` that runs the agent.  It is cached on the remote as
+``~/.cache/rk_jupyter/<content-hash>/agent.pyz``: the directory name is a hash of the files, and
+the file appears there only by an atomic rename after a complete upload, so "present" means "this
+exact version", and a new version gets a new directory.
 
 ``launch_command`` is the one shell command that starts the agent: with an installed
 rk_jupyter of the same version (mode "auto"), else with the cached zipapp, else it prints
@@ -28,7 +29,7 @@ import paramiko
 
 from ... import __version__
 from ...link.launcher import MIN_PYTHON
-from ...safepath import BOOTSTRAP
+from ...safepath import BOOTSTRAP, DROP_CWD
 from ..errors import SettingsError, TransportError
 from ..settings import AGENT_DEPLOY as MODES
 
@@ -76,7 +77,7 @@ REFUSED_PATH_TEXT = "rk_jupyter: refusing to run the agent"
 # hash the launcher expects.  A wrong hash (a damaged copy) removes the file and asks for a
 # new copy.  argv: SHA256 ZIPAPP AGENT_ARGS… (ps shows "agent.pyz --host …" as before)
 _RUN_CHECKED = f"""import hashlib, os, runpy, stat, sys
-getattr(sys.flags, "safe_path", False) or sys.path.pop(0)
+{DROP_CWD}
 want, z = sys.argv[1], sys.argv[2]
 top = os.path.abspath({CACHE_DIR!r})
 p = os.path.abspath(z)
@@ -99,7 +100,8 @@ runpy.run_path(p, run_name="__main__")
 
 def agent_files(package: Path = _PACKAGE) -> dict[str, bytes]:
     """What the agent needs from rk_jupyter, by archive name: stdlib-only code and data."""
-    wanted = [package / "__init__.py", package / "errors.py", package / "logfiles.py"]
+    wanted = [package / "__init__.py", package / "errors.py", package / "logfiles.py",
+              package / "safepath.py"]
     for sub in ("link", "agent"):
         wanted += (p for p in (package / sub).rglob("*") if p.suffix in (".py", ".wl"))
     return {
@@ -150,7 +152,7 @@ def launch_command(python: str, mode: str, app: Zipapp, agent_args: list[str]) -
     args = shlex.join(agent_args) + ' "$@"'
     # -c puts the working directory first on sys.path: the probe drops it as BOOTSTRAP does
     # (the zipapp's sys.path[0] is the zipapp itself).
-    probe = ('import sys; getattr(sys.flags, "safe_path", False) or sys.path.pop(0); '
+    probe = (f'import sys; {DROP_CWD}; '
              f'import rk_jupyter; sys.exit(rk_jupyter.__version__ != "{__version__}")')
     # -P where the remote's Python has it (3.11+), the same bootstrap as safepath's on 3.10.
     installed = ('if "$PY" -P -c "" 2>/dev/null; then exec "$PY" -P -m rk_jupyter.agent '
