@@ -312,7 +312,15 @@ def test_mathics_not_installed(bed: SSHBed, jupyter_env: str) -> None:
                           on_bed(bed, jupyter_env, "f-no-mathics",
                                  engine_options={"python": bare}))
     assert f"Mathics3 is not installed for the Python interpreter {bare}" in message
-    assert f"{bare} -m pip install Mathics3" in message
+    marker = subprocess.run([bare, "-c", "import os, sysconfig; print(os.path.isfile(os.path.join("
+                             "sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))"],
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    if marker == "True":  # PEP 668 (Debian 12, Ubuntu 24.04): pip would refuse; a venv works
+        assert "externally-managed-environment" in message
+        assert "python3 -m venv ~/rk-venv && ~/rk-venv/bin/pip install Mathics3" in message
+        assert f"{bare} -m pip install Mathics3" not in message
+    else:
+        assert f"{bare} -m pip install Mathics3" in message
     nothing_left(bed)
 
 
