@@ -154,16 +154,20 @@ def interrupt_endless_loop(km: Any, kc: BlockingKernelClient, how: str) -> float
     return elapsed
 
 
-def start_fails(spec: str, bound: float) -> str:
+def start_fails(spec: str, bound: float, code: str | None = None) -> str:
     """Start the kernel as JupyterLab does; return the error's text (whitespace folded, as
-    the dialog's reader sees it), after checking it came within ``bound`` seconds."""
+    the dialog's reader sees it), after checking it came within ``bound`` seconds and, when
+    ``code`` is given, that it carries that error code (what callers branch on: part of the
+    contract as much as the message)."""
     km = KernelManager(kernel_name=spec)
     started = time.monotonic()
     with pytest.raises(TransportError) as failure:
         km.start_kernel()
     elapsed = time.monotonic() - started
     message = str(failure.value)
-    print(f"\n{spec}: failed after {elapsed:.2f} s:\n{message}")
+    print(f"\n{spec}: failed after {elapsed:.2f} s [{failure.value.code}]:\n{message}")
     assert elapsed < bound, f"{elapsed:.2f} s"
     assert not km.has_kernel
+    if code is not None:
+        assert failure.value.code == code
     return " ".join(message.split())

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from rk_jupyter.agent.engines import process
 from rk_jupyter.agent.engines.process import (
     OutputTail,
     describe_exit,
@@ -52,17 +55,22 @@ def test_spawned_process_leads_its_own_group_and_is_reaped_with_it() -> None:
 
 
 def test_python_child_runs_the_module_from_root_without_the_cwd_on_its_path(
-    tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The bootstrap alone (an interpreter that is not the agent's gets no -P): the working
-    directory is off sys.path, and the module's package comes from ``root``."""
+    """The bootstrap alone (an interpreter not known to have -P gets none, as another
+    interpreter than the agent's would): the working directory is off sys.path, and the
+    module's package comes from ``root``."""
     (tmp_path / "json.py").write_text("raise SystemExit('the planted json.py was imported')\n")
     root = tmp_path / "root"
     (root / "pkg").mkdir(parents=True)
     (root / "pkg" / "__init__.py").write_text("")
     (root / "pkg" / "main.py").write_text(
         "import json, sys\nprint(json.dumps([sys.argv[1:], sys.path[0]]))\n")
+    # The same interpreter under another path is still known to take -P (safepath compares
+    # real paths); pretend it is not, to run the bootstrap alone as on 3.10.
     python = os.path.join(os.path.dirname(sys.executable), ".", os.path.basename(sys.executable))
+    assert ("-P" in python_argv(python, "pkg.main", str(root))) == (sys.version_info >= (3, 11))
+    monkeypatch.setattr(process, "has_safe_path_flag", lambda python: False)
     argv = python_argv(python, "pkg.main", str(root))
     assert "-P" not in argv
     out = subprocess.run([*argv, "arg"], cwd=tmp_path, capture_output=True, text=True,
@@ -70,5 +78,6 @@ def test_python_child_runs_the_module_from_root_without_the_cwd_on_its_path(
     assert out.returncode == 0, out.stderr
     args, first = json.loads(out.stdout)
     assert args == ["arg"] and first not in ("", str(tmp_path))
+    monkeypatch.undo()
     if sys.version_info >= (3, 11):
         assert "-P" in python_argv(sys.executable, "pkg.main", str(root))

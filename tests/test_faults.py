@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter import kernelspec
 from rk_jupyter.link.handshake import PROTOCOL_VERSION
-from rk_jupyter.provisioning.errors import TransportError
 
+import kernel_helpers
 from kernel_helpers import execute
 from sshbed import SSHBed
 
@@ -36,20 +36,8 @@ BOUND = CONNECT_TIMEOUT + 2.0  # what the issue allows for every fault
 
 
 def start_fails(code: str, spec: str) -> str:
-    """The start error of a spec as JupyterLab shows it (whitespace folded), which must come
-    within BOUND and carry the error ``code`` (what callers branch on: part of the contract
-    as much as the message).  kernel_helpers.start_fails, keeping the error itself."""
-    km = KernelManager(kernel_name=spec)
-    started = time.monotonic()
-    with pytest.raises(TransportError) as failure:
-        km.start_kernel()
-    elapsed = time.monotonic() - started
-    message = str(failure.value)
-    print(f"\n{spec}: failed after {elapsed:.2f} s [{failure.value.code}]:\n{message}")
-    assert elapsed < BOUND, f"{elapsed:.2f} s"
-    assert not km.has_kernel
-    assert failure.value.code == code
-    return " ".join(message.split())
+    """The start error of a spec (whitespace folded), within BOUND and with ``code``."""
+    return kernel_helpers.start_fails(spec, BOUND, code)
 
 
 FAULT_USER = "rkjfaults"

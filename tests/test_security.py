@@ -93,13 +93,21 @@ def agent_process(tmp_path: Path, files: int) -> Iterator[tuple[int, int, Path]]
         assert line.startswith(READY_PREFIX), line
         yield json.loads(line[len(READY_PREFIX):])["port"], proc.pid, log
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise
+        if not ended(proc):
+            raise AssertionError("the agent did not end within 20 s of its stdin closing")
+
+
+def ended(proc: subprocess.Popen) -> bool:
+    """Close ``proc``'s stdin (its cue to end) and wait for it; kill it after 20 s.  False
+    if it had to be killed."""
+    proc.stdin.close()
+    try:
+        proc.wait(20)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return False
 
 
 @contextmanager
@@ -120,12 +128,7 @@ def attacker(user: str, port: int, count: int, payload: bytes = b"") -> Iterator
         assert made, "the attacker failed to run"
         yield int(made)
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        ended(proc)
 
 
 def ping(port: int, timeout: float = 10.0) -> None:
