@@ -468,7 +468,7 @@ class Checkup:
             if exc.code == TIMEOUT:
                 raise Failed(f"the engine did not answer {code} within {EVAL_TIMEOUT:g} s",
                               "the engine started but hangs: look at its process on the "
-                              "host") from None
+                              "host", code="doctor.engine-hangs") from None
         result = out.text
         return result if result is not None or not out.messages else "; ".join(out.messages)
 
