@@ -41,11 +41,11 @@ from .client.evaluate import TIMEOUT
 from .errors import RKError
 from .link.connection import Link
 from .link.frames import LinkTimeout
-from .link.launcher import ENGINE_START_WAIT
+from .link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from .link.packets import packet, packet_name
 from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run
 from .provisioning.errors import SettingsError, readable
-from .provisioning.launch import LINK_TIMEOUT, LaunchedSession, LaunchObserver, Phase, open_session
+from .provisioning.launch import LaunchedSession, LaunchObserver, Phase, open_session
 from .provisioning.settings import LaunchSettings
 from .provisioning.ssh.connect import (
     SSHConnection,

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import RKError
 from ..link.connection import Link
 from ..link.frames import FrameError, LinkError
+from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from ..link.outbox import ACK, Outbox
 from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
 
@@ -104,7 +105,7 @@ class AgentClient:
         self._pongs: dict[int, threading.Event] = {}
         self._ping_ids = itertools.count(1)
 
-    def open(self, timeout: float = 150.0, keep: float = 0.0) -> dict[str, Any]:
+    def open(self, timeout: float = ENGINE_START_WAIT, keep: float = 0.0) -> dict[str, Any]:
         """Connect, authenticate and attach to the endpoint's session, or start a new one
         (named ``endpoint.session`` if set) with its engine; return the engine's info.
 
@@ -113,7 +114,7 @@ class AgentClient:
         """
         ep = self.endpoint
         self.keep = keep
-        self.link = self._connect(15.0)
+        self.link = self._connect(LINK_TIMEOUT)
         request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
         if ep.attach:
             info = self._attach(self.link, timeout)

@@ -23,3 +23,5 @@ ENGINE_START_TIMEOUT = 120.0
 #: Seconds a launcher waits for the engine's ready answer: the agent's own bound plus a margin,
 #: so that the agent's explanation of a late engine arrives before the launcher gives up.
 ENGINE_START_WAIT = ENGINE_START_TIMEOUT + 30.0
+#: Seconds for a link's TCP connect and token handshake.
+LINK_TIMEOUT = 15.0

@@ -30,14 +30,12 @@ from ..errors import RKError
 from ..link.compression import split_preference
 from ..link.connection import Link
 from ..link.frames import LinkError
-from ..link.launcher import ENGINE_START_WAIT
+from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from .errors import TransportError
 from .settings import LaunchSettings
 from .transports import AgentEndpoint, Transport, create_transport
 
 PHASES = ("agent", "link", "engine")
-#: Seconds for the link's TCP connect and handshake.
-LINK_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
