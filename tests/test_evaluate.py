@@ -19,8 +19,14 @@ from rk_jupyter.client import (
     SessionLost,
     run,
 )
-from rk_jupyter.client.agent import AGENT_GONE, ENGINE_DIED, LINK_DOWN
-from rk_jupyter.client.evaluate import ABORTED_CODE, INTERRUPT_TIMEOUT, SYNTAX, TIMEOUT
+from rk_jupyter.client.agent import AGENT_GONE, LINK_DOWN
+from rk_jupyter.client.evaluate import (
+    ABORTED_CODE,
+    ENGINE_ENDED,
+    INTERRUPT_TIMEOUT,
+    SYNTAX,
+    TIMEOUT,
+)
 from rk_jupyter.link.expr import Symbol
 from rk_jupyter.link.packets import UNSUPPORTED_ERROR, error_packet, packet, packet_name
 
@@ -176,18 +182,46 @@ def test_a_keyboard_interrupt_interrupts_and_the_grace_bounds_the_wait() -> None
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize(("answer", "code"), [
-    (LinkDown("the link to the agent ended: reset"), LINK_DOWN),
-    (packet("RKEngineDied", "the engine was killed by signal SIGKILL"), ENGINE_DIED),
-])
-def test_a_lost_session_raises_session_lost_with_the_reason(answer: Any, code: str) -> None:
+def test_a_lost_session_raises_session_lost_with_the_reason() -> None:
+    answer = LinkDown("the link to the agent ended: reset")
     client = ScriptedClient([packet("TextPacket", "a"), answer])
     evaluator = Evaluator(client, poll=0.05)
     with pytest.raises(SessionLost) as failure:
         evaluator.run("x", Collected())
-    assert failure.value.code == code
-    assert str(failure.value) == (answer.reason if isinstance(answer, LinkDown)
-                                  else answer.args[0])
+    assert failure.value.code == LINK_DOWN
+    assert str(failure.value) == answer.reason
+
+
+class RestartingClient(ScriptedClient):
+    restarted: list[dict[str, Any]]
+
+    def engine_restarted(self, info: dict[str, Any]) -> None:
+        self.restarted = [*getattr(self, "restarted", []), info]
+
+
+def test_an_engine_that_ends_ends_the_cell_and_the_next_cell_says_it_is_fresh() -> None:
+    """A crash ends its cell with ENGINE_ENDED (the session goes on); the next cell's answer
+    starts with RKEngineRestarted, said once on stderr; Quit[] ends its cell quietly."""
+    client = RestartingClient(
+        [packet("TextPacket", "a"), packet("RKEngineDied", "killed by signal SIGKILL", False)],
+        [packet("RKEngineRestarted", {"name": "M", "restarts": 1, "cause": "killed by SIGKILL"}),
+         *cell(2, packet("OutputNamePacket", "Out[1]= "),
+                 packet("ReturnPacket", {"text/plain": "2"}))],
+        [packet("RKEngineDied", "exited (Quit[] and Exit[] end the engine)", True)],
+    )
+    evaluator = Evaluator(client, poll=0.05)
+    with pytest.raises(EvaluationError) as failure:
+        evaluator.run("x", Collected())
+    assert failure.value.code == ENGINE_ENDED and "SIGKILL" in str(failure.value)
+    assert "fresh engine" in str(failure.value)
+    out = Collected()
+    evaluator.run("1 + 1", out)
+    assert out.text == "2" and out.line == 2
+    assert len(out.messages) == 1 and "definitions were reset" in out.messages[0]
+    assert "killed by SIGKILL" in out.messages[0]
+    assert client.restarted[0]["restarts"] == 1
+    quiet = Collected()
+    assert evaluator.run("Quit[]", quiet) is None and quiet.messages == [] and not evaluator.owed
     assert evaluator.owed == 0
 
 

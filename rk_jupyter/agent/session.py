@@ -17,19 +17,23 @@ from ..link.outbox import ACK, Outbox
 from ..link.packets import (
     BAD_REQUEST_ERROR,
     ENGINE_START_ERROR,
+    ENGINE_STOPPED_ERROR,
     UNSUPPORTED_ERROR,
     error_packet,
     packet,
     packet_name,
 )
 from .engines import Engine, EngineError, create_engine
-from .engines.base import EngineUnsupported, InputAborted
+from .engines.base import EngineEnded, EngineUnsupported, InputAborted
 
 log = logging.getLogger("rk_jupyter.agent")
 
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
+#: What a request that needs no engine is answered with while there is none (a completion
+#: or an inspection does not start a fresh engine).
+_WITHOUT_ENGINE = {"RKComplete": ("RKCompletions", []), "RKInspect": ("RKInspection", None)}
 _HELD = {"OutputNamePacket", "ReturnPacket", "ReturnTextPacket", "InputNamePacket"}
 _STOP = object()
 
@@ -49,6 +53,11 @@ class Session:
     sent until the kernel acknowledges it (RKAck[count], after every evaluation) and, on
     attach, sends again exactly what the kernel has not seen, while telling it how many of its
     packets arrived.
+
+    An engine that ends (Quit[], a crash, a signal, memory) does not end the session: the
+    request it was serving ends with RKEngineDied, and the next request that needs an engine
+    starts a fresh one the same way the first was started (``_start_engine``), announced by
+    RKEngineRestarted.  So no request of a kernel ever waits on an engine that is gone.
     """
 
     def __init__(
@@ -75,6 +84,9 @@ class Session:
         self._waiting_input = threading.Event()
         self._closed = threading.Event()
         self.engine: Engine | None = None
+        self.restarts = 0
+        self.last_end = ""  # why the last engine ended
+        self._ended: EngineEnded | None = None  # the current engine ended, not yet replaced
         self._thread = threading.Thread(target=self._run, name=f"session-{name}", daemon=True)
 
     @property
@@ -185,6 +197,10 @@ class Session:
                 self._answers.put(None)
             if self.engine is not None:
                 self.engine.interrupt()
+                if self.engine.usage().get("state") == "stopped":
+                    self.emit(packet("MessagePacket", "General", "stopped", self._stopped()))
+        elif name == "RKEngineState":  # answered now, also while a cell runs
+            self.emit(packet("RKEngineStatus", self.engine_status()))
         elif name == "RKTerminate":
             self.close()
         else:
@@ -202,10 +218,35 @@ class Session:
         log.info("session %s closed", self.name)
         self._on_closed(self)
 
+    def engine_status(self) -> dict[str, Any]:
+        """RKEngineStatus's association: the engine process's state, memory and limit (where
+        the engine knows them), how many times the engine was replaced and why the last
+        one ended."""
+        engine = self.engine
+        status: dict[str, Any] = {"state": "ended" if self._ended else "running"}
+        if engine is not None and self._ended is None:
+            status.update(engine.usage())
+        status.update(restarts=self.restarts, last_end=self.last_end)
+        return status
+
+    def _stopped(self) -> str:
+        pid = (self.engine.usage().get("pid") if self.engine is not None else None) or "?"
+        return (f"The engine (pid {pid}) is stopped by a signal (SIGSTOP or a debugger) and "
+                f"answers nothing until it is continued (kill -CONT {pid}); restart the "
+                "kernel for a fresh engine (definitions are lost).")
+
+    def _start_engine(self) -> dict[str, Any]:
+        """Create and start an engine (the first, or a fresh one after an end); its info.
+        Raises EngineError naming why it did not start."""
+        self.engine = create_engine(self.engine_name, self, self.options)
+        info = self.engine.start(float(self.options.get("start_timeout", ENGINE_START_TIMEOUT)))
+        log.info("session %s: %s %s ready", self.name, info.name, info.version)
+        self._ended = None
+        return asdict(info)
+
     def _run(self) -> None:
         try:
-            self.engine = create_engine(self.engine_name, self, self.options)
-            info = self.engine.start(float(self.options.get("start_timeout", ENGINE_START_TIMEOUT)))
+            self.info = self._start_engine()
         except EngineError as exc:
             log.error("session %s: engine %s failed to start: %s",
                       self.name, self.engine_name, exc)
@@ -215,20 +256,57 @@ class Session:
         if self._closed.is_set():
             self.engine.close()
             return
-        log.info("session %s: %s %s ready", self.name, info.name, info.version)
-        self.info = asdict(info)
         self.emit(packet("RKSessionReady", self.info))
         while not self._closed.is_set():
             request = self._requests.get()
             if request is _STOP:
                 break
             try:
-                self._serve(request)
-                self._end_request()
+                try:
+                    self._serve(request)
+                except EngineEnded as exc:
+                    if not exc.unserved:
+                        raise
+                    self._engine_ended(exc)  # it ended just before: a fresh one serves it
+                    self._serve(request)
             except EngineError as exc:
-                log.error("session %s: engine died: %s", self.name, exc)
-                self.emit(packet("RKEngineDied", str(exc)))
-                self.close()
+                if not isinstance(exc, EngineEnded) and self.engine is not None \
+                        and self.engine.alive():
+                    self.emit(error_packet(str(exc), exc.code))
+                else:
+                    ended = exc if isinstance(exc, EngineEnded) else self.engine.ended()
+                    self._engine_ended(ended)
+                    name = packet_name(request)
+                    if name in _WITHOUT_ENGINE:  # its answer, as if there were no engine
+                        self.emit(packet(*_WITHOUT_ENGINE[name]))
+                    else:
+                        self.emit(packet("RKEngineDied", str(exc), ended.requested))
+            self._end_request()
+
+    def _engine_ended(self, why: EngineEnded) -> None:
+        """The engine is gone: remember why (status, the fresh engine's notice), end what is
+        left of its processes."""
+        if self._ended is not None:
+            return
+        log.warning("session %s: the engine ended: %s", self.name, why)
+        self._ended, self.last_end = why, why.cause
+        if self.engine is not None:
+            self.engine.close()
+
+    def _restart(self) -> bool:
+        """Start a fresh engine in place of the one that ended; False (and the start error
+        sent as the request's answer) if it does not start."""
+        try:
+            self.info = self._start_engine()
+        except EngineError as exc:
+            log.error("session %s: a fresh engine failed to start: %s", self.name, exc)
+            self.emit(error_packet(f"the engine ended ({self.last_end}) and a fresh one did "
+                                   f"not start: {exc}", ENGINE_START_ERROR))
+            return False
+        self.restarts += 1
+        self.emit(packet("RKEngineRestarted",
+                         {**self.info, "restarts": self.restarts, "cause": self.last_end}))
+        return True
 
     def _serve(self, request: Function) -> None:
         name = packet_name(request)
@@ -236,7 +314,18 @@ class Session:
         if not isinstance(arg, str):
             self.emit(error_packet(f"{name} needs a string argument", BAD_REQUEST_ERROR))
             return
+        if self._ended is None and self.engine is not None and not self.engine.alive():
+            self._engine_ended(self.engine.ended())  # it ended between requests
+        if self._ended is not None:
+            if name in _WITHOUT_ENGINE:
+                self.emit(packet(*_WITHOUT_ENGINE[name]))
+                return
+            if not self._restart():
+                return
         assert self.engine is not None
+        if self.engine.usage().get("state") == "stopped":
+            self.emit(error_packet(self._stopped(), ENGINE_STOPPED_ERROR))
+            return
         if name == "EnterTextPacket":
             self.engine.evaluate(arg)
         elif name == "EvaluatePacket":

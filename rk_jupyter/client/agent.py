@@ -29,9 +29,9 @@ NO_ANSWER = "agent.no-answer"  # the agent did not answer a request in time
 UNEXPECTED = "agent.unexpected"  # the agent answered with something we cannot read
 NOT_CONNECTED = "session.not-connected"  # used before open or after close
 LINK_DOWN = "session.link-down"  # the link ended for good: the session is lost to us
-ENGINE_DIED = "session.engine-died"  # the engine ended on its own (RKEngineDied)
 AGENT_GONE = "session.agent-gone"  # the agent's process ended (the transport saw it)
 RECONNECTING = "session.reconnecting"  # the link is being re-established
+ENGINE_ENDED = "engine.ended"  # the engine ended serving a request (the session goes on)
 
 
 class AgentError(RKError):
@@ -42,7 +42,7 @@ class AgentError(RKError):
 
 
 class SessionLost(AgentError):
-    """The session cannot go on (link down, engine died, agent gone): a front end tells the
+    """The session cannot go on (link down, agent gone): a front end tells the
     user to start again; nothing more comes on this client."""
 
     code = LINK_DOWN
@@ -90,6 +90,11 @@ class AgentClient:
         self.heartbeat = heartbeat
         self.link: Link | None = None
         self.engine_info: dict[str, Any] = {}
+        self.engine_restarts = 0
+        self.last_engine_end = ""
+        # The engine is known to have ended and the agent starts a fresh one with the next
+        # request that needs it (a front end then takes no line of its own: see the kernel).
+        self.engine_gone = False
         self.started = time.time()
         self.last_rtt: float | None = None
         self.down: str | None = None
@@ -214,17 +219,62 @@ class AgentClient:
         except queue.Empty:
             return None
 
+    def engine_restarted(self, info: dict[str, Any]) -> None:
+        """The agent replaced an engine that ended (RKEngineRestarted): keep what status
+        shows."""
+        self.engine_info = {k: v for k, v in info.items() if k not in ("restarts", "cause")}
+        self.engine_restarts = int(info.get("restarts", self.engine_restarts + 1))
+        self.last_engine_end = str(info.get("cause", ""))
+        self.engine_gone = False
+
     def request(self, pkt: Any, answer: str, timeout: float) -> Any:
-        """Send ``pkt`` and return the argument of the first ``answer`` packet."""
+        """Send ``pkt`` and return the argument of the first ``answer`` packet; AgentError
+        when the agent refuses it (RKError) or does not answer within ``timeout`` s."""
         self.send(pkt)
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             reply = self.next_packet(remaining)
             if isinstance(reply, LinkDown):
                 raise SessionLost(reply.reason)
-            if packet_name(reply) == answer:
+            name = packet_name(reply)
+            if name == answer:
                 return reply.args[0] if reply.args else None
+            if name == "RKError":
+                raise AgentError(str(reply.args[0]) if reply.args else "refused",
+                                 code=error_code(reply))
+            if name == "RKEngineDied":
+                self.engine_gone = True
+                raise AgentError(str(reply.args[0]) if reply.args else "the engine ended",
+                                 code=ENGINE_ENDED)
+            if name == "RKEngineRestarted":
+                self.engine_restarted(reply.args[0] if reply.args else {})
         raise AgentError(f"no {answer} from the agent within {timeout:.0f} s", code=NO_ANSWER)
+
+    def engine_state(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The engine's RKEngineStatus (state, memory, limit, restarts, last end), asked now;
+        AgentError if it does not come within ``timeout`` s.  Packets of other requests that
+        arrive meanwhile are put back, in order, for whoever waits for them."""
+        self.send(packet("RKEngineState"))
+        deadline = time.monotonic() + timeout
+        others: list[Any] = []
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                reply = self.next_packet(remaining)
+                if packet_name(reply) == "RKEngineStatus":
+                    state = dict(reply.args[0]) if reply.args else {}
+                    self.engine_gone = self.engine_gone or state.get("state") == "ended"
+                    return state
+                if reply is not None:
+                    others.append(reply)
+                    if isinstance(reply, LinkDown):
+                        raise SessionLost(reply.reason)
+        finally:
+            with self._packets.mutex:
+                self._packets.queue.extendleft(reversed(others))
+                if others:
+                    self._packets.not_empty.notify()
+        raise AgentError(f"the agent did not tell the engine's state within {timeout:g} s",
+                         code=NO_ANSWER)
 
     def interrupt(self) -> None:
         self.send(packet("RKInterrupt"))

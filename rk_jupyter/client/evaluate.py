@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ..errors import RKError
 from ..link.expr import Symbol
 from ..link.packets import ABORTED, error_code, packet, packet_name
-from .agent import AGENT_GONE, ENGINE_DIED, AgentClient, AgentError, LinkDown, SessionLost
+from .agent import AGENT_GONE, ENGINE_ENDED, AgentClient, AgentError, LinkDown, SessionLost
 
 #: How often a waiting loop wakes up to check its deadline and that the agent is alive.
 POLL = 1.0
@@ -155,9 +155,11 @@ class Evaluator:
     def _drop(self, pkt: Any) -> None:
         """Account for a packet of an earlier request."""
         name = packet_name(pkt)
-        if isinstance(pkt, LinkDown) or name == "RKEngineDied":
+        if isinstance(pkt, LinkDown):
             self._owed.clear()  # nothing more comes; the next request reports why
-        elif name in (self._owed[0], "RKError"):
+        elif name == "RKEngineRestarted":
+            self.client.engine_restarted(pkt.args[0] if pkt.args else {})
+        elif name in (self._owed[0], "RKError", "RKEngineDied"):
             self._owed.popleft()
 
     def run(
@@ -220,11 +222,22 @@ class Evaluator:
                 name = packet_name(pkt)
                 if isinstance(pkt, LinkDown):
                     raise SessionLost(pkt.reason)
-                if name == "RKEngineDied":
-                    raise SessionLost(str(pkt.args[0]) if pkt.args else "the engine died",
-                                      code=ENGINE_DIED)
                 if len(self._owed) > 1:  # the rest of an earlier request
                     self._drop(pkt)
+                    continue
+                if name == "RKEngineDied":  # the request ends here; the session goes on
+                    self._owed.popleft()
+                    self.client.engine_gone = True
+                    text, requested = (list(pkt.args) + ["the engine ended", False])[:2]
+                    if requested:  # Quit[]/Exit[]: the end asked for, like a front end's
+                        break
+                    raise EvaluationError(
+                        str(text), "the next cell starts a fresh engine (definitions are "
+                        "reset)", code=ENGINE_ENDED)
+                if name == "RKEngineRestarted":
+                    info = pkt.args[0] if pkt.args else {}
+                    self.client.engine_restarted(info)
+                    output.stderr(restart_notice(info))
                     continue
                 if name == "RKError":  # the request was refused: it ends here
                     self._owed.popleft()
@@ -265,6 +278,13 @@ class Evaluator:
         if failure is not None:
             raise failure
         return value
+
+
+def restart_notice(info: dict[str, Any]) -> str:
+    """What a cell that got a fresh engine says first, once: that definitions are reset,
+    and why the old engine ended."""
+    return (f"A fresh engine was started; all definitions were reset and In[n] starts again "
+            f"at 1 (the previous engine ended: {info.get('cause') or 'unknown'}).")
 
 
 def run(client: AgentClient, code: str, output: Output, **options: Any) -> Any:

@@ -14,11 +14,11 @@ from ipykernel.kernelbase import Kernel
 
 from .. import __version__
 from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
-from ..client.agent import ENGINE_DIED, NOT_CONNECTED
+from ..client.agent import NOT_CONNECTED
 from ..client.environment import KernelEnvironment
-from ..client.evaluate import ABORTED_CODE, SYNTAX
+from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
 from ..errors import RKError
-from ..link.packets import packet
+from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, packet
 from .magics import is_magic, run_magic
 from .syntax import is_complete, word_at
 
@@ -27,8 +27,9 @@ REQUEST_TIMEOUT = 30.0
 #: request collect that answer (a link being re-established must not hold the cell).
 MAGIC_LINE_WAIT = 2.0
 #: The ename of an error reply, by the code of what the client raised.
-ENAMES = {SYNTAX: "SyntaxError", ABORTED_CODE: "$Aborted", ENGINE_DIED: "EngineDied",
-          NOT_CONNECTED: "LinkDown"}
+ENAMES = {SYNTAX: "SyntaxError", ABORTED_CODE: "$Aborted", ENGINE_ENDED: "EngineEnded",
+          NOT_CONNECTED: "LinkDown", ENGINE_STOPPED_ERROR: "EngineStopped",
+          ENGINE_START_ERROR: "EngineStartFailed"}
 
 
 class JupyterOutput:
@@ -143,8 +144,11 @@ class RKernel(Kernel):
         """A magic cell takes an In[n] like any other, so that Jupyter's execution count and
         the engine's $Line stay one and the same: it evaluates Null, but waits for that only
         briefly, and not at all while the link is being re-established (``%rkernel status``
-        must answer then); the next request collects the answer."""
-        if self.evaluator is not None and self.evaluator.defer("Null"):
+        must answer then); the next request collects the answer.  With the engine gone it
+        takes none: that would start a fresh engine, whose In[n] starts at 1 anyway."""
+        if self.evaluator is None or self.evaluator.client.engine_gone:
+            return
+        if self.evaluator.defer("Null"):
             if self.evaluator.client.reconnecting_since is None:
                 self.evaluator.settle(MAGIC_LINE_WAIT)
 

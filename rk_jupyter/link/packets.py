@@ -52,8 +52,13 @@ ends each request, the kernel with its next request or heartbeat); an attach car
 kernel's count ("received") and RKAttached the agent's, and each side then sends again what
 the other lacks, so that a dropped network loses and duplicates nothing.
 ``RKComplete[prefix]`` is answered by ``RKCompletions[list]``;
-``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text]`` tells that the
-engine ended on its own.  On channel 0, ``RKLog[n]`` is answered by ``RKLogLines[lines, path]``:
+``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text, requested]`` ends
+a request whose engine ended (``requested``: by Quit[]/Exit[]); the session goes on, and the
+next request that needs an engine starts a fresh one, announced by
+``RKEngineRestarted[<|info, "restarts", "cause"|>]`` before its answer.  ``RKEngineState[]`` is
+answered at once (also while a cell runs) by ``RKEngineStatus[<|"state", "memory", "limit",
+"pid", "restarts", "last_end"|>]``.  On channel 0, ``RKLog[n]`` is answered by
+``RKLogLines[lines, path]``:
 the last ``n`` lines of the agent's log file and its path on the agent's host (no lines and
 "" when the agent logs to stderr only).
 
@@ -127,6 +132,9 @@ CONTROL_NAMES = frozenset(
         "RKInspect",
         "RKInspection",
         "RKEngineDied",
+        "RKEngineRestarted",
+        "RKEngineState",
+        "RKEngineStatus",
         "RKLog",
         "RKLogLines",
     }
@@ -141,6 +149,7 @@ SESSION_EXISTS_ERROR = "agent.session-exists"  # open: the name is taken
 BAD_REQUEST_ERROR = "agent.bad-request"  # malformed request, busy channel, non-string code
 ENGINE_START_ERROR = "engine.start-failed"  # open: the engine did not start
 UNSUPPORTED_ERROR = "engine.unsupported"  # e.g. EvaluatePacket on an engine without it
+ENGINE_STOPPED_ERROR = "engine.stopped"  # its process is stopped (SIGSTOP): nothing answers
 
 
 def packet(name: str, *args: Any) -> Function:

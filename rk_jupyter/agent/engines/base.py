@@ -27,6 +27,22 @@ class EngineUnsupported(EngineError):
     code = "engine.unsupported"
 
 
+class EngineEnded(EngineError):
+    """The engine's process ended (Quit[], a crash, a signal, memory).  The session goes on:
+    its next request starts a fresh engine.  ``requested`` is True when the engine was asked
+    to end (Quit[]/Exit[]: exit status 0), which a front end does not report as a failure;
+    ``unserved`` when it ended before it began the request that meets its end (that request
+    can go to a fresh engine as it is)."""
+
+    code = "engine.ended"
+
+    def __init__(self, cause: str, fix: str = "", *, requested: bool = False,
+                 code: str | None = None) -> None:
+        super().__init__(cause, fix, code=code)
+        self.requested = requested
+        self.unserved = False
+
+
 class InputAborted(Exception):
     """Raised by ``EngineHost.read_input`` when the evaluation was aborted while it waited."""
 
@@ -109,6 +125,17 @@ class Engine(ABC):
     @abstractmethod
     def alive(self) -> bool:
         """False once the engine process has ended."""
+
+    def ended(self) -> EngineEnded:
+        """Why the engine ended, once ``alive`` is False: the error its next request would
+        have raised (the session reports it when it starts a fresh engine)."""
+        return EngineEnded("the engine ended")
+
+    def usage(self) -> dict[str, Any]:
+        """What ``%rkernel status`` shows of the engine's process: ``state`` ("running",
+        "stopped" for a process stopped by a signal, "ended"), ``memory`` (bytes resident)
+        and ``pid``, where the engine knows them."""
+        return {}
 
     @abstractmethod
     def close(self) -> None:

@@ -131,6 +131,54 @@ def describe_exit(status: int) -> str:
     return f"exited with code {status}"
 
 
+_STATES = {"R": "running", "S": "running", "D": "running", "T": "stopped", "t": "stopped",
+           "Z": "ended", "X": "ended"}
+
+
+def process_usage(pid: int) -> dict[str, Any]:
+    """``state`` ("running", "stopped" by a signal such as SIGSTOP, "ended") and ``memory``
+    (resident bytes) of process ``pid``, read from /proc; {} where there is no /proc.
+
+    Why: a stopped engine looks alive to every other check (its pipe is open, it has not
+    exited), and only its state says that nothing will answer until it is continued.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            stat = file.read()
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as file:
+            status = file.read()
+    except OSError:
+        return {}
+    state = stat.rpartition(")")[2].split()[0] if ")" in stat else ""
+    usage: dict[str, Any] = {"pid": pid, "state": _STATES.get(state, "running")}
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            usage["memory"] = int(line.split()[1]) * 1024
+    return usage
+
+
+def set_memory_limit(limit: int) -> None:
+    """Limit this process's address space to ``limit`` bytes (0: no limit); called by an
+    engine's worker as it starts, so that Python's MemoryError, not the host's OOM killer,
+    meets a cell that asks for too much.  No-op where the resource module is missing."""
+    if limit <= 0:
+        return
+    try:
+        import resource
+    except ImportError:
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as people write a memory size: 512M, 8G, 1.5G."""
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.3g}{unit}" if unit else f"{int(n)}"
+        n /= 1024
+    return str(n)
+
+
 class OutputTail:
     """The last lines a child process wrote on one stream, kept by a reader thread.
 
