@@ -54,8 +54,11 @@ def status_rows(client: AgentClient | None, start_error: str | None,
             since = time.strftime("%H:%M:%S", time.localtime(client.reconnecting_since))
             state = f"reconnecting since {since}"
     uptime = int(time.time() - client.started)
-    rows += [("state", state), ("uptime", f"{uptime // 3600}h {uptime // 60 % 60:02d}m "
-                                           f"{uptime % 60:02d}s"), ("rtt", rtt)]
+    rows.append(("state", state))
+    if state == "connected":  # else the engine's state could not come now
+        rows += engine_rows(client)
+    rows += [("uptime", f"{uptime // 3600}h {uptime // 60 % 60:02d}m {uptime % 60:02d}s"),
+             ("rtt", rtt)]
     if client.link is not None:
         stats = client.link.stats
         for label, d in (("sent", stats.sent), ("received", stats.received)):
@@ -70,6 +73,34 @@ def status_rows(client: AgentClient | None, start_error: str | None,
     rows.append(("reconnects", str(client.reconnects)))
     if connection := transport_state(transport_state_path):
         rows.append((f"{ep.transport} connection", connection))
+    return rows
+
+
+def engine_rows(client: AgentClient) -> list[tuple[str, str]]:
+    """The engine process's rows: its state (a stopped engine says what to do), memory in use
+    and limit, and how often it was replaced and why the last one ended."""
+    try:
+        engine = client.engine_state()
+    except AgentError as exc:
+        return [("engine state", f"unknown: {exc}")]
+    state = str(engine.get("state", "unknown"))
+    if state == "stopped":
+        pid = engine.get("pid", "?")
+        state += (f": not answering while the link is up (kill -CONT {pid} continues it); "
+                  "interrupt, then restart the kernel")
+    elif state == "ended":
+        state += ": the next cell starts a fresh engine"
+    rows = [("engine state", state)]
+    memory = engine.get("memory")
+    limit = engine.get("limit")
+    if memory is not None or limit:
+        used = _size(memory) if memory is not None else "-"
+        rows.append(("engine memory", f"{used} in use, limit {_size(limit) if limit else 'none'}"))
+    restarts = int(engine.get("restarts", 0))
+    restarted = str(restarts)
+    if engine.get("last_end"):
+        restarted += f"; the last engine ended: {engine['last_end']}"
+    rows.append(("engine restarts", restarted))
     return rows
 
 
