@@ -25,3 +25,7 @@ ENGINE_START_TIMEOUT = 120.0
 ENGINE_START_WAIT = ENGINE_START_TIMEOUT + 30.0
 #: Seconds for a link's TCP connect and token handshake.
 LINK_TIMEOUT = 15.0
+
+#: Characters of a result's text (and of one Print) above which an engine shows a short form
+#: (the kernelspec's output_limit changes it; the Wolfram helper's $maxText is the same).
+OUTPUT_LIMIT = 100_000

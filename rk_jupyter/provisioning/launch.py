@@ -125,7 +125,7 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
     client = AgentClient(Endpoint(
         agent.host, agent.port, token, transport=transport.name,
         description=agent.description, codec=settings.compression, engine=settings.engine,
-        engine_options=dict(settings.engine_options), session=session,
+        engine_options=settings.engine_request(), session=session,
     ), kernel_id)
     try:
         observer.begin("link", transport, f"link to {agent.host}:{agent.port}")

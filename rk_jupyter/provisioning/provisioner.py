@@ -234,7 +234,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
             endpoint=Endpoint(agent.host, agent.port, launched.token,
                               transport=launched.transport.name, description=agent.description,
                               codec=settings.compression, engine=settings.engine,
-                              engine_options=dict(settings.engine_options), session=session),
+                              engine_options=settings.engine_request(), session=session),
             kernel_id=kernel_id,
             reconnect_grace=settings.reconnect_grace,
             transport_state=agent.state_file,

@@ -20,6 +20,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from ..link.compression import PREFERENCES
+from ..link.launcher import OUTPUT_LIMIT
 from .errors import SettingsError
 
 #: How the agent is reached: a process on this machine, or one on a host reached over SSH.
@@ -81,6 +82,13 @@ class LaunchSettings:
         "brotli", "'brotli', 'brotli-max' (~13% fewer bytes for ~1.5 ms more per larger "
         "output, up to ~0.1 s for a plot: for slow or metered networks), 'zlib' or 'none'",
         choices=COMPRESSIONS, flag="--compression")
+    memory_limit: str = _key(
+        "", "the engine's memory limit on its host, e.g. '8G' or '512M' (K, M, G, T; default: "
+        "none); a cell that needs more is stopped with a message that names the limit",
+        flag="--memory-limit", metavar="SIZE")
+    output_limit: int = _key(
+        OUTPUT_LIMIT, "characters of a result's text (or of one Print) above which it is shown "
+        "in a short form; Out[n] keeps the whole value", flag="--output-limit", metavar="CHARS")
     python: str = _key("", "Python that runs a local agent (default: this one)")
     reconnect_grace: float = _key(
         600.0, "seconds a kernel may be cut off from its agent (network down, SSH "
@@ -160,6 +168,14 @@ class LaunchSettings:
                                 code="settings.not-json")
         return cls.from_config(config)
 
+    def engine_request(self) -> dict[str, Any]:
+        """The engine options the agent gets when the session opens: ``engine_options``,
+        ``output_limit``, and ``memory_limit`` in bytes when one is set."""
+        options = {"output_limit": self.output_limit, **self.engine_options}
+        if self.memory_limit:
+            options["memory_limit"] = memory_bytes(self.memory_limit)
+        return options
+
     def as_dict(self) -> dict[str, Any]:
         """Every key with its value, as plain JSON-able data."""
         return asdict(self)
@@ -214,11 +230,38 @@ def _checked(f: Field, value: Any) -> Any:
         raise SettingsError(f"port {value} in the kernelspec is not from 1 to 65535",
                             "give port as 0 (ssh_config's Port, else 22) or a port number",
                             code="settings.port")
+    if f.name == "memory_limit" and value:
+        memory_bytes(value)
+    if f.name == "output_limit" and value < 100:
+        raise SettingsError(f"output_limit {value} in the kernelspec is less than 100",
+                            f"give a number of characters, e.g. {OUTPUT_LIMIT}",
+                            code="settings.output-limit")
     if kind is float and value < 0:
         raise SettingsError(f"{f.name} {value:g} in the kernelspec is negative",
                             f"give {f.name} in seconds, e.g. {default_of(f)!r}",
                             code="settings.negative")
     return dict(value) if kind is dict else value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_bytes(text: str) -> int:
+    """A memory size as written in a kernelspec ("8G", "512M", "1.5G", "2GiB") in bytes;
+    SettingsError naming the key for anything else, or for less than 64 MiB (an engine
+    cannot start in less)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise SettingsError(f"memory_limit {text!r} in the kernelspec is not a size",
+                            "give it like '8G' or '512M' (K, M, G, T), or leave it empty for "
+                            "no limit", code="settings.memory-limit")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    if size < 64 << 20:
+        raise SettingsError(f"memory_limit {text!r} in the kernelspec is less than 64M",
+                            "give at least '512M'; an engine needs that much to start",
+                            code="settings.memory-limit")
+    return size
 
 
 def parse_text(f: Field, text: str) -> Any:

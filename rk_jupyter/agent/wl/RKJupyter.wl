@@ -30,7 +30,7 @@ RKJupyter`Info::usage = "RKJupyter`Info[] describes the kernel.";
 Begin["RKJupyter`Private`"];
 
 $pageWidth = 100;
-$maxText = 100000;   (* characters of text/plain before the result is shown Short *)
+$maxText = 100000;   (* characters of text/plain before Short; the engine sets output_limit *)
 $maxTeX = 20000;
 $maxTeXLeaves = 5000;
 $renderSeconds = 60;

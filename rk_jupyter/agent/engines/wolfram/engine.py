@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ....link.expr import Function, Symbol
+from ....link.launcher import OUTPUT_LIMIT
 from ....link.packets import packet
 from ..base import Engine, EngineError, EngineHost, EngineInfo
 from ..process import OutputTail, describe_exit, exit_status, kill_group, reap, spawn, wait_exit
@@ -154,8 +155,11 @@ class WolframEngine(Engine):
                 raise EngineError(f"the Wolfram kernel {inst.kernel} did not answer its first "
                                   f"evaluation within {timeout:g} s; it said: {said}")
             self._check_peer(check.value, nonce)
+            limit = int(self.options.get("output_limit") or OUTPUT_LIMIT)
             call = self._starting(Function(Symbol("CompoundExpression"),
                                            Function(Symbol("Get"), str(helper)),
+                                           Function(Symbol("Set"),
+                                                    Symbol("RKJupyter`Private`$maxText"), limit),
                                            Function(Symbol("RKJupyter`Info"))), deadline)
         except BaseException:
             self.close()
