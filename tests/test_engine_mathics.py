@@ -181,8 +181,12 @@ def test_plot_gives_svg(engine: MathicsEngine, host: FakeHost) -> None:
     assert "text/latex" not in bundle
 
 
-def test_graphics3d_falls_back_to_text(engine: MathicsEngine, host: FakeHost) -> None:
-    assert result(run(engine, host, "Graphics3D[Sphere[]]")) == {"text/plain": "-Graphics3D-"}
+def test_graphics3d_gives_a_picture(engine: MathicsEngine, host: FakeHost) -> None:
+    """A static SVG of the default view and an HTML view that turns; the text stays."""
+    bundle = result(run(engine, host, "Graphics3D[{Red, Sphere[]}]"))
+    assert bundle["text/plain"] == "-Graphics3D-"
+    assert bundle["image/svg+xml"].startswith("<svg") and "<polygon" in bundle["image/svg+xml"]
+    assert "<canvas" in bundle["text/html"] and "<svg" in bundle["text/html"]
 
 
 def test_syntax_error(engine: MathicsEngine, host: FakeHost) -> None:

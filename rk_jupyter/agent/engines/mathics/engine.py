@@ -20,6 +20,7 @@ sent on to the kernel.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -30,13 +31,16 @@ import threading
 import time
 from typing import Any
 
+from ....link.launcher import OUTPUT_LIMIT
 from ....link.packets import ABORTED, packet
-from ..base import Engine, EngineError, EngineHost, EngineInfo, InputAborted
+from ..base import Engine, EngineEnded, EngineError, EngineHost, EngineInfo, InputAborted
 from ..process import (
     OutputTail,
     describe_exit,
     exit_status,
+    format_bytes,
     kill_group,
+    process_usage,
     python_argv,
     reap,
     spawn,
@@ -71,12 +75,16 @@ _STDERR_WIDTH = 2000  # characters kept of a line: a traceback's lines are short
 
 class MathicsEngine(Engine):
     """Mathics3 in a worker process; options: ``python`` (interpreter, default the agent's),
-    ``request_timeout`` (seconds for complete/inspect, default 30)."""
+    ``request_timeout`` (seconds for complete/inspect, default 30), ``memory_limit`` (bytes
+    of address space for the worker, 0: none), ``output_limit`` (characters of a result's
+    text before it is shown in a short form, default ``OUTPUT_LIMIT``)."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
         self.python = str(options.get("python") or sys.executable)
         self.request_timeout = float(options.get("request_timeout", 30.0))
+        self.memory_limit = int(options.get("memory_limit") or 0)
+        self.output_limit = int(options.get("output_limit") or OUTPUT_LIMIT)
         self._proc: subprocess.Popen[bytes] | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
@@ -86,6 +94,7 @@ class MathicsEngine(Engine):
         self._lock = threading.Lock()
         self._state = _IDLE
         self._pending_interrupt = False
+        self._began = False  # the worker said "started" for the current request
         self._closed = False
         self._next_id = 0
 
@@ -96,7 +105,9 @@ class MathicsEngine(Engine):
             if self._closed or self._proc is not None:
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:  # in the agent's working directory (Directory[]), which is off its sys.path
-                self._proc = spawn(python_argv(self.python, _WORKER, _ROOT),
+                config = {"memory_limit": self.memory_limit, "output_limit": self.output_limit}
+                argv = [*python_argv(self.python, _WORKER, _ROOT), json.dumps(config)]
+                self._proc = spawn(argv,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
             except OSError as exc:
@@ -140,6 +151,18 @@ class MathicsEngine(Engine):
         proc = self._proc
         return proc is not None and exit_status(proc) is None
 
+    def ended(self) -> EngineEnded:
+        return self._died()
+
+    def usage(self) -> dict[str, Any]:
+        proc = self._proc
+        if proc is None:
+            return {}
+        usage = {"state": "ended"} if exit_status(proc) is not None else process_usage(proc.pid)
+        if self.memory_limit:
+            usage["limit"] = self.memory_limit
+        return usage
+
     def close(self) -> None:
         with self._lock:
             proc = None if self._closed else self._proc
@@ -176,6 +199,7 @@ class MathicsEngine(Engine):
             if self._closed:
                 raise EngineError("the Mathics3 engine was closed")
             self._state = _STARTING
+            self._began = False
             self._pending_interrupt = False
         try:
             self._send([op, code])
@@ -193,8 +217,10 @@ class MathicsEngine(Engine):
                 self.host.emit(packet("InputNamePacket", f"In[{next_line}]:= "))
             elif not returned:  # the worker failed (its message says why): still one answer
                 self.host.emit(packet("ReturnPacket", FAILED))
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
+                if isinstance(exc, EngineEnded) and not self._began:
+                    exc.unserved = True  # it never said "started": the cell did not run
                 if self._state != _CLOSED:
                     self._state = _IDLE
             raise
@@ -338,17 +364,21 @@ class MathicsEngine(Engine):
         self._inbox += chunk
         return True
 
-    def _died(self) -> EngineError:
-        """The error for a worker that has ended, with its last words."""
+    def _died(self) -> EngineEnded:
+        """The error for a worker that has ended, with its last words (and the memory limit,
+        when a signal may have been the kernel's answer to it)."""
         if self._closed:
-            return EngineError("the Mathics3 engine was closed")
+            return EngineEnded("the Mathics3 engine was closed")
         proc = self._proc
         assert proc is not None
         status = wait_exit(proc, 2.0)
         how = "closed its end of the pipe" if status is None else describe_exit(status)
+        if status is not None and status < 0 and self.memory_limit:
+            how += f" (its memory_limit is {format_bytes(self.memory_limit)})"
         if self._stderr is not None:
             self._stderr.wait(1.0)  # let it catch the last lines
-        return EngineError(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}")
+        return EngineEnded(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}",
+                           requested=status == 0)
 
     def _tail(self) -> str:
         lines = self._stderr.lines() if self._stderr is not None else []
@@ -377,6 +407,7 @@ class MathicsEngine(Engine):
                 self._state = _IDLE
             else:
                 self._state = _RUNNING
+                self._began = True
                 if self._pending_interrupt:
                     self._pending_interrupt = False
                     self._signal_worker()

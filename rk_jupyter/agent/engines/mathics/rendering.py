@@ -2,16 +2,22 @@
 
 Results with math in them (non-List compound expressions, rationals, complex numbers) add
 "$$...$$" text/latex, while strings, numbers, symbols and lists of those stay text only
-(``wants_tex``); Graphics add image/svg+xml (Mathics3's SVG export; Graphics3D has no SVG
-there and stays "-Graphics3D-").  The optional renderings run quietly: their messages and
-failures never reach the user, who still gets the text.
+(``wants_tex``); Graphics add image/svg+xml (Mathics3's SVG export), Graphics3D a picture of
+their own (``graphics3d``: SVG, and HTML that turns with the mouse).  Results whose text would
+pass the output limit are shown short (``shorten``).  The optional renderings run quietly:
+their messages and failures never reach the user, who still gets the text.
 """
 
 from __future__ import annotations
 
 import traceback
+import uuid
 from collections.abc import Callable
 from typing import Any
+
+from ....link.launcher import OUTPUT_LIMIT
+from . import graphics3d
+from .shorten import SHORT_SIZE, estimate, shorten
 
 # Heads whose results are pictures: shown as SVG (Graphics) or as text, never as TeX.
 _PICTURES = frozenset(
@@ -29,27 +35,48 @@ class Renderer:
     """Renders results with one Mathics3 evaluation; ``reset`` makes it usable again after a
     rendering (the worker's ``reset_evaluation``)."""
 
-    def __init__(self, evaluation: Any, reset: Callable[[], None]) -> None:
+    def __init__(self, evaluation: Any, reset: Callable[[], None],
+                 limit: int = OUTPUT_LIMIT) -> None:
         self.evaluation = evaluation
         self.reset_evaluation = reset
+        self.limit = limit
 
-    def bundle(self, value: Any) -> dict[str, str]:
-        """The MIME bundle of a result: OutputForm text, plus SVG for Graphics or TeX for math."""
+    def bundle(self, value: Any, line: int | None = None) -> dict[str, str]:
+        """The MIME bundle of a result: OutputForm text, plus SVG for Graphics or TeX for
+        math; a result whose text would pass the limit gets a short form (``shorten``) and
+        a line that says where the rest is (``Out[line]``)."""
         from mathics.core.atoms import Integer
 
-        if isinstance(value, Integer):  # its OutputForm is its digits; formatting would take
-            return {"text/plain": str(value.value)}  # 40 % of a cell like "1"
+        if isinstance(value, Integer) and value.value.bit_length() < 4 * self.limit:
+            return {"text/plain": str(value.value)}  # its OutputForm is its digits; formatting
+            # would take 40 % of a cell like "1"
+        size = estimate(value, self.limit)
+        if size > self.limit:
+            return {"text/plain": self.short(value, line)}
         text = self.evaluation.format_output(value, "text")
         bundle = {"text/plain": text if isinstance(text, str) else str(value)}
         if value.get_head_name() == "System`Graphics":
             svg = self.quietly(self.svg, value)
             if svg:
                 bundle["image/svg+xml"] = svg
+        elif value.get_head_name() == "System`Graphics3D":
+            bundle.update(self.quietly(graphics3d.render, value,
+                                       f"rk3d-{uuid.uuid4().hex[:12]}") or {})
         elif wants_tex(value):
             tex = self.quietly(self.evaluation.format_output, value, "latex")
             if isinstance(tex, str) and tex and len(tex) <= _TEX_MAX:
                 bundle["text/latex"] = f"$${tex}$$"
         return bundle
+
+    def short(self, value: Any, line: int | None) -> str:
+        """A short form of a result too large to show, with a one-line hint."""
+        text, elided = shorten(value, SHORT_SIZE,
+                               lambda e: str(self.evaluation.format_output(e, "text")))
+        out = f"Out[{line}]" if line is not None else "Out[n]"
+        what = f"{elided} elements" if elided else "what <<n>> marks"
+        return (f"{text}\n(a short form: {what} left out, the whole text being over "
+                f"output_limit = {self.limit} characters; {out} holds all of it: Take[{out}, "
+                "100] or Part show more, and output_limit in the kernelspec raises the limit)")
 
     def svg(self, value: Any) -> str | None:
         """Mathics3's own SVG export of a Graphics expression."""

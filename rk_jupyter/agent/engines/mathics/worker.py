@@ -22,6 +22,7 @@ or the next cell.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -32,10 +33,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from ....link.launcher import OUTPUT_LIMIT
+from ..process import format_bytes, set_memory_limit
 from .frontend import input_builtins
 from .history import History, history_builtins
 from .pipe import SIGINT, STARTED, Channel, Message
 from .rendering import Renderer
+from .shorten import cut_text
 from .values import FAILED, MAX_DEPTH, ValueTooDeep, to_wxf
 
 _SYMBOL_NAME = re.compile(r"^`?[$A-Za-z][$A-Za-z0-9]*(`[$A-Za-z][$A-Za-z0-9]*)*$")
@@ -52,7 +56,8 @@ def _drain_sigint() -> None:
 class Worker:
     """A Mathics3 session serving the agent's requests one at a time."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, memory_limit: int = 0,
+                 output_limit: int = OUTPUT_LIMIT) -> None:
         # Mathics3 is imported here, not at module level, so that a missing Mathics3 can be
         # reported over the channel.
         import mathics
@@ -63,14 +68,15 @@ class Worker:
         from mathics.session import MathicsSession
 
         self.version: str = mathics.__version__
+        self.memory_limit = memory_limit
         self.channel = channel
         self.session = MathicsSession(catch_interrupt=True)
         self.definitions = self.session.definitions
         self.evaluation = self.session.evaluation
-        self.evaluation.output = _pipe_output(channel)
+        self.evaluation.output = _pipe_output(channel, output_limit)
         self.null = SymbolNull
         self.history = History()
-        self.renderer = Renderer(self.evaluation, self.reset_evaluation)
+        self.renderer = Renderer(self.evaluation, self.reset_evaluation, output_limit)
         for builtin in [*input_builtins(self), *history_builtins(self.history)]:
             builtin.contribute(self.definitions)
         self.definitions.clear_cache()
@@ -121,6 +127,9 @@ class Worker:
             outcome = evaluate(code)
         except KeyboardInterrupt:
             self.interruptible = False
+        except MemoryError:
+            self.interruptible = False
+            self.channel.send(["message", "General", "nomem", self.out_of_memory()])
         except Exception as exc:
             self.interruptible = False
             failure, outcome = exc, None
@@ -134,6 +143,15 @@ class Worker:
             self.channel.send(["message", "Mathics3", "err", text])
         # The outcome rides in the same frame: a cell costs the agent one frame less.
         self.channel.send(["done", self.definitions.get_line_no() + 1, outcome])
+
+    def out_of_memory(self) -> str:
+        """The message of a cell that ran out of memory: what happened, that definitions
+        stay, and where the limit is set."""
+        limit = (f"the engine's memory_limit of {format_bytes(self.memory_limit)}"
+                 if self.memory_limit else "the memory this host gives the engine")
+        return (f"The evaluation needed more than {limit} and was stopped; definitions are "
+                "kept. To allow more, raise memory_limit in the kernelspec (rk-jupyter add "
+                "NAME --memory-limit 16G, or the key \"memory_limit\") and restart the kernel.")
 
     def reset_evaluation(self) -> None:
         """Make the evaluation usable outside ``Evaluation.evaluate`` (it leaves stopped=True),
@@ -168,7 +186,7 @@ class Worker:
                 return ["aborted"]
         if value is None or value is self.null:
             return None
-        return ["result", line, self.renderer.bundle(value)]
+        return ["result", line, self.renderer.bundle(value, line)]
 
     def main_loop_step(self, expr: Any, line: int) -> Any:
         """What the main loop does with one input: In, $Pre, evaluation, $Post, Out, $PrePrint.
@@ -399,8 +417,9 @@ class Worker:
         return {"text/plain": text} if text else None
 
 
-def _pipe_output(channel: Channel) -> Any:
-    """An Output that forwards each Print and message to the agent as it happens."""
+def _pipe_output(channel: Channel, limit: int) -> Any:
+    """An Output that forwards each Print and message to the agent as it happens (a Print
+    over ``limit`` characters shortened)."""
     from mathics.core.evaluation import Output
 
     class PipeOutput(Output):
@@ -408,7 +427,7 @@ def _pipe_output(channel: Channel) -> Any:
             if out.is_message:
                 channel.send(["message", str(out.symbol), str(out.tag), str(out.text)])
             else:
-                channel.send(["print", str(out.text)])
+                channel.send(["print", cut_text(str(out.text), limit)])
 
     return PipeOutput()
 
@@ -437,10 +456,14 @@ def _externally_managed() -> bool:
 def main() -> int:
     """Start Mathics3, say ready (or why not), and serve the agent."""
     channel = Channel.claim_stdio()
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    memory_limit = int(config.get("memory_limit") or 0)
+    set_memory_limit(memory_limit)
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)  # also for the watchdog thread
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        worker = Worker(channel)
+        worker = Worker(channel, memory_limit,
+                        int(config.get("output_limit") or OUTPUT_LIMIT))
     except ImportError as exc:
         traceback.print_exc()
         channel.send(_import_failure(exc))
