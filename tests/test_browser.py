@@ -57,12 +57,13 @@ REFUSED = "rk-refused"
 
 INTEGRATE = "Integrate[x^2, x]"
 PLOT = "Plot[Sin[x], {x, 0, 6}]"
+PLOT3D = "Plot3D[Sin[x y], {x, 0, 3}, {y, 0, 3}]"
 ONE_OVER_ZERO = "1/0"
 STATUS = "%rkernel status"
 SET_X = "x = 0;"
 LOOP = "While[True, x++]"
 X_POSITIVE = "x > 0"
-CELLS = [INTEGRATE, PLOT, ONE_OVER_ZERO, STATUS, SET_X, LOOP, X_POSITIVE]
+CELLS = [INTEGRATE, PLOT, PLOT3D, ONE_OVER_ZERO, STATUS, SET_X, LOOP, X_POSITIVE]
 
 STDERR = '.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]'
 
@@ -277,6 +278,30 @@ def test_plot_shows_as_an_svg_image(nb: NotebookPage) -> None:
     cell.screenshot(path=str(artefact("04-plot-svg.png")))
 
 
+def test_plot3d_shows_a_picture_that_turns_when_dragged(nb: NotebookPage) -> None:
+    """Graphics3D comes as HTML whose canvas (drawn by its own script, shipped with the
+    package) replaces the static SVG; dragging it draws another view."""
+    cell = nb.run(PLOT3D, timeout_ms=90_000)
+    canvas = cell.locator(".rk-graphics3d canvas")
+    expect(canvas).to_be_visible(timeout=30_000)
+    box = canvas.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 200, box
+    painted = ("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+               " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }")
+    snapshot = "c => c.toDataURL()"
+    handle = canvas.element_handle()
+    assert nb.page.evaluate(painted, handle) > 10_000, "the surface is drawn"
+    before = nb.page.evaluate(snapshot, handle)
+    cell.screenshot(path=str(artefact("04b-plot3d.png")))
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    nb.page.mouse.move(x, y)
+    nb.page.mouse.down()
+    nb.page.mouse.move(x + 60, y + 20, steps=5)
+    nb.page.mouse.up()
+    assert nb.page.evaluate(snapshot, handle) != before, "dragging turns the view"
+    cell.screenshot(path=str(artefact("04c-plot3d-turned.png")))
+
+
 def test_message_is_shown_in_the_stderr_style(nb: NotebookPage) -> None:
     cell = nb.run(ONE_OVER_ZERO)
     stderr = cell.locator(STDERR)
@@ -298,8 +323,11 @@ def test_status_magic_is_rendered_as_a_table(nb: NotebookPage) -> None:
     rows = {th.strip(): td.strip() for th, td in zip(table.locator("th").all_inner_texts(),
                                                      table.locator("td").all_inner_texts(),
                                                      strict=True)}
-    assert list(rows) == ["transport", "endpoint", "engine", "state", "uptime", "rtt", "sent",
+    assert list(rows) == ["transport", "endpoint", "engine", "state", "engine state",
+                          "engine memory", "engine restarts", "uptime", "rtt", "sent",
                           "received", "compression", "reconnects"], rows
+    assert rows["engine state"] == "running" and rows["engine restarts"] == "0", rows
+    assert re.fullmatch(r"[\d.]+ [KMG]iB in use, limit none", rows["engine memory"]), rows
     assert rows["reconnects"] == "0", rows
     assert rows["transport"] == "local" and rows["state"] == "connected", rows
     assert rows["engine"].startswith("Mathics3"), rows
