@@ -10,6 +10,11 @@ the iopub ``idle`` status of that request (the execute_result must read ``1``).
 rk-local's path: kernel → TCP link (brotli) → agent → Mathics3 worker process and back; the
 peer's: its kernel process evaluates in-process.  Goal: median(rk-local) ≤ 1.2 × median(peer).
 
+Then a large result on rk-local: ``Range[200000]`` (1.5 MB of text before issue 15) reaches the
+notebook in its short form; goal ≤ 1 s (median of ``--large-runs``), reported with the bytes of
+text/plain and, as the baseline of the same run, ``Range[200000];`` (the same evaluation with no
+output to show).
+
 The peer kernel comes from PyPI (``mathics3-jupyter-kernel``), which registers no kernelspec on
 install; when it is missing this benchmark pip-installs it into this Python and registers
 ``mathics3-kernel`` under ``sys.prefix`` (``--no-install`` skips the peer instead).  Exit status
@@ -40,6 +45,8 @@ PEER = "mathics3-kernel"
 PEER_PACKAGE = "mathics3-jupyter-kernel"
 PEER_MODULE = "mathics3_jupyter_kernel"
 GOAL = 1.2
+LARGE = "Range[200000]"
+LARGE_GOAL = 1.0  # seconds until the notebook has it (issue 15)
 START_TIMEOUT = 180.0
 REPLY_TIMEOUT = 60.0
 
@@ -152,6 +159,39 @@ def round_trip(kernel: Kernel, code: str = "1", timeout: float = REPLY_TIMEOUT) 
     return elapsed
 
 
+def timed_cell(kernel: Kernel, code: str) -> tuple[float, int]:
+    """Seconds from execute_request to iopub idle + execute_reply, and the length of the
+    result's text/plain (0 when there is none)."""
+    client = kernel.client
+    started = time.perf_counter()
+    msg_id = client.execute(code)
+    size = 0
+    while True:
+        msg = client.get_iopub_msg(timeout=REPLY_TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "execute_result":
+            size = len(msg["content"]["data"].get("text/plain", "").encode())
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    while client.get_shell_msg(timeout=REPLY_TIMEOUT)["parent_header"].get("msg_id") != msg_id:
+        pass
+    return time.perf_counter() - started, size
+
+
+def large_output(kernel: Kernel, runs: int) -> None:
+    """The large-result section (see the module's docstring)."""
+    timed_cell(kernel, LARGE + ";")  # Mathics3's first Range of a size is slower: warm it
+    shown = [timed_cell(kernel, LARGE) for _ in range(runs)]
+    bare = [timed_cell(kernel, LARGE + ";")[0] for _ in range(runs)]
+    median = statistics.median(t for t, _ in shown)
+    base = statistics.median(bare)
+    print(f"{LARGE}: median {median:.3f} s to the notebook, {shown[-1][1]} B of text/plain; "
+          f"baseline {LARGE}; (no output) {base:.3f} s, output costs {median - base:.3f} s")
+    print(f"goal {LARGE} in the notebook ≤ {LARGE_GOAL:g} s: {median:.3f} s -> "
+          f"{'met' if median <= LARGE_GOAL else 'MISSED'}")
+
+
 def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[8]
 
@@ -160,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="timed executions per kernel")
     parser.add_argument("--warmup", type=int, default=5, help="untimed executions first")
+    parser.add_argument("--large-runs", type=int, default=3,
+                        help=f"timed executions of {LARGE}")
     parser.add_argument("--no-install", action="store_true",
                         help=f"do not pip-install {PEER_PACKAGE} when it is missing")
     args = parser.parse_args(argv)
@@ -186,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             for kernel in kernels:
                 kernel.times.append(round_trip(kernel))
+        large_output(kernels[0], args.large_runs)
     finally:
         for kernel in kernels:
             stop(kernel)
