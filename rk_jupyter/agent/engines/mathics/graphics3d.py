@@ -282,7 +282,8 @@ def _rgb(colour: Any) -> str:
     return "#" + "".join(f"{max(0, min(255, round(c * 255))):02x}" for c in colour)
 
 
-# The interactive view: the same drawing as ``svg``, in a canvas, turned by dragging.
+# The interactive view: the same drawing as ``svg`` (the box behind the scene), in a
+# canvas, turned by dragging.
 _SCRIPT = """(function(){var S=%(scene)s,c=document.getElementById('%(id)s');if(!c)return;
 var st=c.previousElementSibling;st.style.display='none';c.style.display='block';
 var g=c.getContext('2d'),W=c.width,az=Math.atan2(%(vy)s,%(vx)s),el=Math.atan2(%(vz)s,
@@ -300,7 +301,12 @@ n=[a[1]*b[2]-a[2]*b[1],a[2]*b[0]-a[0]*b[2],a[0]*b[1]-a[1]*b[0]],nn=Math.hypot(n[
 q.length,q,col(f[1],s),1])});S.lines.forEach(function(l){var q=l[0].map(P);it.push([Math.max.
 apply(null,q.map(function(v){return v[2]}))+1e-3,q,col(l[1],1),2])});S.points.forEach(
 function(l){l[0].forEach(function(p){var q=[P(p)];it.push([q[0][2]+1e-3,q,col(l[1],1),3])})});
-it.sort(function(a,b){return a[0]-b[0]});g.clearRect(0,0,W,W);it.forEach(function(i){var q=
+it.sort(function(a,b){return a[0]-b[0]});g.clearRect(0,0,W,W);
+var h=S.half,E=function(i){return P([(i&4?1:-1)*h[0],(i&2?1:-1)*h[1],(i&1?1:-1)*h[2]])};
+g.strokeStyle='#999';g.lineWidth=0.6;for(var i=0;i<8;i++)for(var j=i+1;j<8;j++){
+var x=i^j;if(x&(x-1))continue;
+var a=E(i),b=E(j);g.beginPath();g.moveTo(a[0],a[1]);g.lineTo(b[0],b[1]);g.stroke()}
+g.lineWidth=1;it.forEach(function(i){var q=
 i[1];g.beginPath();if(i[3]==3){g.arc(q[0][0],q[0][1],2.5,0,7);g.fillStyle=i[2];g.fill();
 return}g.moveTo(q[0][0],q[0][1]);for(var j=1;j<q.length;j++)g.lineTo(q[j][0],q[j][1]);if(
 i[3]==2){g.strokeStyle=i[2];g.stroke();return}g.closePath();g.fillStyle=i[2];g.fill();
