@@ -47,9 +47,10 @@ class Renderer:
         a line that says where the rest is (``Out[line]``)."""
         from mathics.core.atoms import Integer
 
-        if isinstance(value, Integer) and value.value.bit_length() < 4 * self.limit:
-            return {"text/plain": str(value.value)}  # its OutputForm is its digits; formatting
-            # would take 40 % of a cell like "1"
+        # An Integer's OutputForm is its digits (formatting would take 40 % of a cell like
+        # "1"); under 3 bits a digit, its digits are surely within the limit.
+        if isinstance(value, Integer) and value.value.bit_length() < 3 * self.limit:
+            return {"text/plain": str(value.value)}
         size = estimate(value, self.limit)
         if size > self.limit:
             return {"text/plain": self.short(value, line)}
