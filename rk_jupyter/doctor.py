@@ -44,9 +44,10 @@ from .link.frames import LinkTimeout
 from .link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from .link.packets import packet, packet_name
 from .provisioning.diagnosis import PY_PROBE, check_probe, python_cannot_run
-from .provisioning.errors import SettingsError, readable
+from .provisioning.errors import SettingsError, TransportError, readable
 from .provisioning.launch import LaunchedSession, LaunchObserver, Phase, open_session
 from .provisioning.settings import LaunchSettings
+from .provisioning.ssh import backend, openssh
 from .provisioning.ssh.connect import (
     SSHConnection,
     authenticate,
@@ -60,7 +61,7 @@ from .provisioning.ssh.deploy import agent_zipapp
 from .provisioning.ssh.hostkeys import fingerprint
 from .provisioning.ssh.pool import ConnectionPool
 from .provisioning.ssh.remote_agent import check_login, check_python
-from .provisioning.ssh.target import SSHTarget, load_ssh_config, resolve_target
+from .provisioning.ssh.target import SSHTarget
 from .provisioning.transports import Transport
 
 T = TypeVar("T")
@@ -188,7 +189,8 @@ class Checkup:
         self.jump: SSHConnection | None = None
         self.sock: Any = None
         self.transport: paramiko.Transport | None = None
-        self.connection: SSHConnection | None = None
+        self.connection: backend.Connection | None = None
+        self.login_error: TransportError | None = None  # OpenSSH: found by reach, told later
         self.pool = ConnectionPool()  # the doctor's own: a running kernel's is not touched
         self.launch = _Recorder(self._describe)
         self.launched: LaunchedSession | None = None
@@ -314,22 +316,30 @@ class Checkup:
                              f"{os.path.join(row['resource_dir'], 'kernel.json')}, or install "
                              "it again with rk-jupyter add", code=exc.code) from None
         s = self._s
-        return (f"{label}: transport {s.transport}{s.where()}, engine {s.engine}, "
-                f"compression {s.compression}")
+        found = (f"{label}: transport {s.transport}{s.where()}, engine {s.engine}, "
+                 f"compression {s.compression}")
+        if s.transport == "ssh":
+            client = backend.choose(s.ssh_client)
+            found += f"; SSH client {client} (ssh_client {s.ssh_client})"
+            if client == "paramiko":
+                found += (". paramiko ignores of ssh_config: " + ", ".join(backend.IGNORED)
+                          + " (ssh_client 'openssh' honours them)")
+        return found
 
     def _resolve(self) -> str:
         s = self._ssh()
-        self.target = target = resolve_target(
-            s.host, port=s.port or None, user=s.user or None,
-            identity_file=s.identity_file or None, proxy_jump=s.proxy_jump or None,
-            known_hosts=s.known_hosts or None, ssh_config=load_ssh_config(s.ssh_config or None),
-        )
+        self.target = target = backend.resolve(s)
+        if target.via:
+            how = "ssh -G" if target.backend == "openssh" else "ssh_config"
+            return (f"{target.alias} is {target} ({how}); {target.via.split(' ', 1)[0]} "
+                    f"reaches {target.hostname}, so its name is resolved on the way")
         first = (*target.jumps, target)[0]
         infos = resolve(first, s.connect_timeout)
         addresses = ", ".join(dict.fromkeys(info[4][0] for info in infos))
         detail = f"{first.hostname} is {addresses}"
         if target.alias != target.hostname:
-            detail = f"{target.alias} is {target} (ssh_config); {detail}"
+            how = "ssh -G" if target.backend == "openssh" else "ssh_config"
+            detail = f"{target.alias} is {target} ({how}); {detail}"
         if target.jumps:
             detail += f"; the jump host resolves {target.hostname}"
         return detail
@@ -337,6 +347,8 @@ class Checkup:
     def _reach(self) -> str:
         s, target = self._ssh(), self.target
         assert target is not None
+        if target.backend == "openssh":
+            return self._login_openssh()
         if target.jumps:
             chain = replace(target.jumps[-1], jumps=target.jumps[:-1])
             self.jump = connect(chain, s.host_key_policy, s.connect_timeout, 0)
@@ -345,9 +357,33 @@ class Checkup:
         self.sock = tcp_connect(target, s.connect_timeout)
         return f"{target.hostname}:{target.port} accepts TCP connections"
 
+    def _login_openssh(self) -> str:
+        """OpenSSH logs in in one go: the doctor runs it at the reach step, fails there for
+        what means "not reached" and keeps a host-key or login refusal for its own step."""
+        s, target = self._ssh(), self.target
+        assert target is not None
+        try:
+            self.connection = openssh.connect(target, s.host_key_policy, s.connect_timeout, 0)
+        except TransportError as exc:
+            if not exc.code.startswith(("ssh.host-key", "ssh.auth")):
+                raise
+            self.login_error = exc
+        where = f"{target.hostname}:{target.port}"
+        if target.via.startswith("ProxyJump "):
+            return f"{where} answers through {target.via.split(' ', 1)[1]}"
+        if target.via:
+            return f"{where} answers through its ProxyCommand"
+        return f"{where} answers (OpenSSH)"
+
     def _host_key(self) -> str:
         s, target = self._ssh(), self.target
         assert target is not None
+        if target.backend == "openssh":
+            if self.login_error and self.login_error.code.startswith("ssh.host-key"):
+                raise self.login_error
+            strict = "accept-new" if s.host_key_policy == "accept-new" else "yes"
+            return (f"OpenSSH trusts the host key of {target.known_hosts_name} "
+                    f"(StrictHostKeyChecking={strict})")
         self.transport = start_transport(target, self.sock, s.host_key_policy,
                                          s.connect_timeout)
         key = self.transport.get_remote_server_key()
@@ -356,7 +392,13 @@ class Checkup:
 
     def _auth(self) -> str:
         self._ssh()
-        assert self.target is not None and self.transport is not None
+        assert self.target is not None
+        if self.target.backend == "openssh":
+            if self.login_error:
+                raise self.login_error
+            assert self.connection is not None
+            return f"logged in as {self.target.user} ({self.connection.description})"
+        assert self.transport is not None
         label = authenticate(self.transport, self.target)
         self.connection = SSHConnection(self.target, self.transport,
                                         [self.jump] if self.jump else [], keepalive=0)

@@ -237,7 +237,10 @@ def test_through_a_jump_host_to_a_missing_python(
     sshbed: SSHBed, jupyter_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The jump host is the bed itself; the target's remote_python does not exist."""
+    # paramiko: OpenSSH refuses a jump through the host itself ("jumphost loop"); its jump
+    # chains are checked on a real two-hop set-up (test_openssh_backend.py).
     spec = bed_spec(sshbed, jupyter_env, "doctor-jump", remote_python="/nonexistent/python3",
+                    ssh_client="paramiko",
                     proxy_jump=f"{sshbed.user}@{sshbed.host}:{sshbed.port}")
     status, steps, _ = doctor(spec, capsys)
     assert status == 1

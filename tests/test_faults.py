@@ -3,6 +3,9 @@ where the fault is local), and the kernel start fails through jupyter_client's K
 the call JupyterLab makes — with a TransportError that names the cause and the fix, within
 ``connect_timeout`` + 2 s.  The last test kills a running kernel's agent.
 
+Every fault runs on both SSH clients (kernelspec ``ssh_client``): the system's OpenSSH (the
+default) and paramiko (the fallback); each must name the same cause with the same code.
+
 The beds here use an account of their own (FAULT_USER), so that what is done to its home
 (a full or read-only ``~/.cache``) cannot disturb other tests' accounts.
 """
@@ -44,9 +47,18 @@ FAULT_USER = "rkjfaults"
 AGENT = r"(agent\.pyz|-m rk_jupyter\.agent) --host"
 
 
+SSH_CLIENT = "openssh"  # the backend of the kernelspecs ``install`` writes (see ssh_client)
+
+
 @pytest.fixture(autouse=True)
 def _only_chosen_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # only the keys a test names
+
+
+@pytest.fixture(autouse=True, params=["openssh", "paramiko"])
+def ssh_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sys.modules[__name__], "SSH_CLIENT", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +74,7 @@ def free_port() -> int:
 
 
 def install(prefix: str, name: str, config: dict[str, Any]) -> str:
-    kernelspec.install(name, f"fault {name}", {"engine": "mathics",
+    kernelspec.install(name, f"fault {name}", {"engine": "mathics", "ssh_client": SSH_CLIENT,
                                                "connect_timeout": CONNECT_TIMEOUT, **config},
                        prefix=prefix)
     return f"rk-{name}" if not name.startswith("rk-") else name
@@ -249,7 +261,7 @@ def test_remote_python_too_old(bed: SSHBed, jupyter_env: str) -> None:
     """No Python older than 3.10 exists here: this one reports itself as 3.8.18
     (sitecustomize sets sys.version_info before the agent's own check reads it)."""
     site = Path(bed.tmpdir) / "old-site"
-    site.mkdir()
+    site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
         "import sys\nsys.version_info = (3, 8, 18, 'final', 0)\n"
         "sys.version = '3.8.18 (default)'\n")

@@ -29,8 +29,16 @@ def _only_chosen_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
 
 
+#: What the launch log says of the connection, by SSH client.
+CONNECT_STEPS = {
+    "paramiko": ("TCP connection to", "host key of", "authenticated to"),
+    "openssh": ("OpenSSH master for", "logged in in", "control socket"),
+}
+
+
+@pytest.mark.parametrize("ssh_client", sorted(CONNECT_STEPS))
 def test_a_full_ssh_life_cycle_logs_every_step_and_no_secret(
-    sshbed_factory, jupyter_env: str, monkeypatch: pytest.MonkeyPatch
+    sshbed_factory, jupyter_env: str, monkeypatch: pytest.MonkeyPatch, ssh_client: str
 ) -> None:
     bed: SSHBed = sshbed_factory(users=[LOG_USER])
     bed.run_remote("rm -rf ~/.cache/rk_jupyter")
@@ -46,7 +54,8 @@ def test_a_full_ssh_life_cycle_logs_every_step_and_no_secret(
     kernelspec.install("logs", "logs", {
         "engine": "mathics", "transport": "ssh", "host": bed.host, "port": bed.port,
         "user": bed.user, "identity_file": bed.key_file, "known_hosts": bed.known_hosts,
-        "remote_python": bed.remote_python, "agent_deploy": "zipapp"}, prefix=jupyter_env)
+        "remote_python": bed.remote_python, "agent_deploy": "zipapp",
+        "ssh_client": ssh_client}, prefix=jupyter_env)
     km, kc = start_new_kernel(kernel_name="rk-logs", startup_timeout=120)
     try:
         kernel_id = km.kernel_id
@@ -67,8 +76,8 @@ def test_a_full_ssh_life_cycle_logs_every_step_and_no_secret(
     runtime = jupyter_runtime_dir()
     launch_log = Path(runtime, f"rk-{kernel_id}.log").read_text()
     print(launch_log)
-    for step in ("launch of kernel", "TCP connection to", "host key of",
-                 "authenticated to", "agent ", "copied to", "transport ssh started in",
+    for step in ("launch of kernel", *CONNECT_STEPS[ssh_client], "agent ", "copied to",
+                 "transport ssh started in",
                  "engine ready in", "kernel process pid", "cleanup done in"):
         assert step in launch_log, step
     # %rkernel log: the launch log and the agent's own, fetched from the remote.

@@ -371,6 +371,7 @@ def test_the_ssh_forward_survives_running_out_of_descriptors(
     accept fails with EMFILE while the process is out of descriptors, and the forward
     accepts again once it has some (before: the loop ended on the first error)."""
     import logging
+    import types
 
     from rk_jupyter.provisioning.ssh.forward import Forwarder
 
@@ -382,7 +383,8 @@ def test_the_ssh_forward_survives_running_out_of_descriptors(
             return False
 
     caplog.set_level(logging.INFO, logger="rk_jupyter.ssh")
-    forward = Forwarder(NoTransport(), ("127.0.0.1", 9), 5.0)  # type: ignore[arg-type]
+    connection = types.SimpleNamespace(transport=NoTransport())
+    forward = Forwarder(connection, ("127.0.0.1", 9), 5.0)  # type: ignore[arg-type]
     client = [sys.executable, "-c",
               "import socket, sys; sys.stdin.readline(); s = socket.create_connection("
               "('127.0.0.1', int(sys.argv[1])), 30); s.settimeout(30); print(repr(s.recv(1)))",

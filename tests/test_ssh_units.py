@@ -100,7 +100,7 @@ def test_alias_resolves_like_ssh(ssh_config: paramiko.SSHConfig, tmp_path: Path)
     [gate] = target.jumps
     assert (gate.hostname, gate.user, gate.port) == ("gate.example.org", "jump", 2200)
     assert str(target) == "ada@lab.internal:2222 via jump@gate.example.org:2200"
-    assert target.key == ("ada", "lab.internal", 2222)
+    assert target.key == ("paramiko", "ada", "lab.internal", 2222)
 
 
 def test_kernelspec_keys_win_over_ssh_config(ssh_config: paramiko.SSHConfig,

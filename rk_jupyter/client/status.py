@@ -73,6 +73,8 @@ def status_rows(client: AgentClient | None, start_error: str | None,
     rows.append(("reconnects", str(client.reconnects)))
     if connection := transport_state(transport_state_path):
         rows.append((f"{ep.transport} connection", connection))
+        if client_name := transport_client(transport_state_path):
+            rows.append((f"{ep.transport} client", client_name))
     return rows
 
 
@@ -122,6 +124,16 @@ def transport_state(path: str) -> str:
     if state["state"] != "connected" and state.get("last_error"):
         line += f"; last error: {state['last_error']}"
     return line
+
+
+def transport_client(path: str) -> str:
+    """Which client the connection runs on ("OpenSSH (its own master)", "paramiko"), as
+    the pool publishes it; '' when it does not say."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return str(json.load(file).get("client", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:

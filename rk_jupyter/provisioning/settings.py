@@ -29,6 +29,8 @@ TRANSPORTS = ("local", "ssh")
 ENGINES = ("mathics", "wolfram")
 #: What to do with a host key known_hosts lacks (a changed key is refused under both).
 HOST_KEY_POLICIES = ("strict", "accept-new")
+#: Which SSH client connects: OpenSSH when usable (auto), or one of them by name.
+SSH_CLIENTS = ("auto", "openssh", "paramiko")
 #: How the agent gets onto a remote host.
 AGENT_DEPLOY = ("auto", "zipapp", "installed")
 #: The link's compression preferences (the link's own list).
@@ -96,6 +98,12 @@ class LaunchSettings:
     agent_start_timeout: float = _key(
         30.0, "seconds to wait for the agent's ready line (with ssh: including its upload)")
     host: str = _key("", "the remote host, a name or an ~/.ssh/config alias", ssh=True)
+    ssh_client: str = _key(
+        "auto", "the SSH client: 'openssh' (the system's ssh: all of ssh_config, ProxyCommand, "
+        "certificates, Kerberos, an open ControlMaster for password/MFA hosts), 'paramiko' "
+        "(built in: keys only, reads a subset of ssh_config), or 'auto' (openssh when an ssh "
+        "client with ControlMaster is on PATH, else paramiko)", choices=SSH_CLIENTS, ssh=True,
+        flag="--ssh-client")
     port: int = _key(0, "port (0: ssh_config's Port, else 22)", ssh=True)
     user: str = _key("", "login name (default: ssh_config's User, else the local user)",
                      ssh=True)

@@ -23,6 +23,7 @@ from typing import Any
 import paramiko
 
 from ..errors import TransportError
+from .forward import Forwarder
 from .hostkeys import HostKeyChecker, fingerprint
 from .target import SSHTarget
 
@@ -59,6 +60,9 @@ class SSHConnection:
     intervals, so that a silently dead network is noticed (paramiko's own keepalive does not
     wait for answers).
     """
+
+    backend = "paramiko"
+    description = "paramiko"
 
     def __init__(self, target: SSHTarget, transport: paramiko.Transport,
                  jumps: list[SSHConnection], keepalive: float) -> None:
@@ -171,6 +175,41 @@ class SSHConnection:
                                  code="ssh.sftp")
         sftp.get_channel().settimeout(timeout)
         return sftp
+
+    def upload(self, data: bytes, path: str, timeout: float) -> bool:
+        """Copy ``data`` to ``~/path`` over SFTP unless it is there; True if copied."""
+        from .deploy import upload  # deploy imports the agent's packaging: only when used
+
+        sftp = self.open_sftp(timeout)
+        try:
+            return upload(sftp, data, path)
+        finally:
+            sftp.close()
+
+    def forward(self, destination: tuple[str, int], timeout: float) -> Forwarder:
+        """A local loopback port forwarded to ``destination`` on the remote host."""
+        return Forwarder(self, destination, timeout)
+
+    def forwarding_refused(self, port: int, timeout: float) -> TransportError | None:
+        """Why a forwarded channel to the agent's ``port`` cannot be opened, or None if it
+        can: asked only after a kernel's link through the forward failed, to name the cause."""
+        try:
+            channel = self.transport.open_channel(
+                "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                return TransportError(
+                    f"the SSH server {self.target} refuses port forwarding ({exc.text})",
+                    "rk_jupyter reaches its agent through a forwarded port. Ask its "
+                    "administrator to allow it for your account (AllowTcpForwarding local or "
+                    "yes in sshd_config, and no restrict/no-port-forwarding option on your key "
+                    "in authorized_keys)", code="ssh.forwarding-refused")
+            return TransportError(f"the SSH server {self.target} cannot forward to the "
+                                  f"agent: {exc.text}", code="ssh.forwarding-failed")
+        except (paramiko.SSHException, OSError, EOFError):
+            return None
+        channel.close()
+        return None
 
     # -- keepalive ---------------------------------------------------------------------------
 

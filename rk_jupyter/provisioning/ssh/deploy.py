@@ -190,15 +190,15 @@ def copy_probe(app: Zipapp) -> str:
         '> "$D/.rkj-space-probe"; r=$?; rm -f "$D/.rkj-space-probe"; exit $r')
 
 
-def upload(sftp: paramiko.SFTPClient, app: Zipapp) -> bool:
-    """Copy the zipapp to its cache path unless it is there; True if it was copied.
+def upload(sftp: paramiko.SFTPClient, data: bytes, path: str) -> bool:
+    """Copy ``data`` to ``path`` (relative to the home directory) unless a file of that size
+    is there; True if it was copied (the paramiko backend's copy).
 
     The file is written under a temporary name and renamed, so that a reader (or a
     concurrent upload from another Jupyter) never sees half a file.
     """
-    path = app.remote_path
     try:
-        if sftp.stat(path).st_size == len(app.data):
+        if sftp.stat(path).st_size == len(data):
             return False
     except FileNotFoundError:
         pass
@@ -214,13 +214,13 @@ def upload(sftp: paramiko.SFTPClient, app: Zipapp) -> bool:
         temporary = f"{path}.{secrets.token_hex(4)}.part"
         with sftp.open(temporary, "wb") as handle:
             handle.set_pipelined(True)
-            handle.write(app.data)
+            handle.write(data)
         # Pipelined writes report no error (a full disk's): check what arrived.
         written = sftp.stat(temporary).st_size
-        if written != len(app.data):
+        if written != len(data):
             with contextlib.suppress(OSError):
                 sftp.remove(temporary)
-            raise OSError(f"only {written} of {len(app.data)} bytes were written")
+            raise OSError(f"only {written} of {len(data)} bytes were written")
         sftp.chmod(temporary, 0o600)
         sftp.posix_rename(temporary, path)
     except (OSError, paramiko.SSHException, EOFError) as exc:

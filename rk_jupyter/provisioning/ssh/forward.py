@@ -15,8 +15,12 @@ import logging
 import selectors
 import socket
 import threading
+from typing import TYPE_CHECKING
 
 import paramiko
+
+if TYPE_CHECKING:
+    from .connect import SSHConnection
 
 log = logging.getLogger("rk_jupyter.ssh")
 
@@ -36,9 +40,9 @@ class Forwarder:
     Only this machine's loopback listens; the agent still checks the token on every link.
     """
 
-    def __init__(self, transport: paramiko.Transport, destination: tuple[str, int],
+    def __init__(self, connection: SSHConnection, destination: tuple[str, int],
                  open_timeout: float) -> None:
-        self.transport = transport
+        self.transport = connection.transport
         self.destination = destination
         self.open_timeout = open_timeout
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -55,15 +59,15 @@ class Forwarder:
     def alive(self) -> bool:
         return not self._closed.is_set() and self._thread.is_alive()
 
-    def retarget(self, transport: paramiko.Transport) -> None:
-        """Forward through ``transport`` (a new connection to the same host) from now on.
+    def retarget(self, connection: SSHConnection) -> None:
+        """Forward through ``connection`` (a new connection to the same host) from now on.
 
         The listener stays, so kernel processes reconnect to the port they know; the
         connections forwarded through the old transport are closed (it is dead: their kernels
         notice at once instead of waiting for a heartbeat).
         """
         with self._lock:
-            self.transport = transport
+            self.transport = connection.transport
             pairs, self._pairs = self._pairs, set()
         for client, channel in pairs:
             _close(client, channel)

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from ...link.connection import Link
 from ...link.frames import LinkError
 from ..errors import TransportError
-from .connect import SSHConnection, connect
-from .forward import Forwarder
+from .backend import Connection, Forward, connect
 from .remote_agent import AgentSettings, RemoteAgent
 from .target import SSHTarget
 
@@ -60,7 +59,7 @@ class _Slot:
 
     settings: AgentSettings
     agent: RemoteAgent
-    forwarder: Forwarder
+    forwarder: Forward
     refs: int = 0
     lost: str = ""  # why the agent cannot be used after a reconnect (it was gone)
 
@@ -78,7 +77,7 @@ class _Shared:
 
     target: SSHTarget
     options: ConnectOptions | None = None  # the first acquire's, used to reconnect
-    connection: SSHConnection | None = None
+    connection: Connection | None = None
     slots: list[_Slot] = field(default_factory=list)
     refs: int = 0
     keep_until: float = 0.0  # a restart is under way: reap nothing before this (monotonic)
@@ -101,8 +100,10 @@ class _Shared:
         """Write the state (connected, reconnecting, lost) with when it began; never raises:
         a status display is not worth failing a connection for."""
         since = self.reconnecting_since if state == "reconnecting" else None
-        record = {"target": str(self.target), "state": state, "since": since or time.time(),
-                  "reconnects": self.reconnects, "last_error": last_error or self.failure}
+        client = self.connection.description if self.connection else self.target.backend
+        record = {"target": str(self.target), "client": client, "state": state,
+                  "since": since or time.time(), "reconnects": self.reconnects,
+                  "last_error": last_error or self.failure}
         path = self.state_path
         try:
             with open(f"{path}.tmp", "w", encoding="utf-8") as file:
@@ -178,7 +179,7 @@ class ConnectionPool:
         self._shared: dict[tuple[str, str, int], _Shared] = {}
         self._lock = threading.Lock()
 
-    def connections(self) -> list[SSHConnection]:
+    def connections(self) -> list[Connection]:
         """The live shared connections (for status displays and tests)."""
         with self._lock:
             return [s.connection for s in self._shared.values()
@@ -199,7 +200,7 @@ class ConnectionPool:
             shared.keep_until = 0.0  # the restart it was kept for (if any) has come
         timings = {"connect": 0.0, "agent": 0.0}
         try:
-            hops = 1 + len(target.jumps)
+            hops = target.hops
             wait = options.connect_timeout * 4 * hops + options.agent.start_timeout
             if not shared.setup.acquire(timeout=wait):
                 raise TransportError(f"another kernel's connection to {target} is still being "
@@ -210,7 +211,8 @@ class ConnectionPool:
                     shared.connection = connect(target, options.host_key_policy,
                                                 options.connect_timeout, options.keepalive)
                     timings["connect"] = time.monotonic() - started
-                    log.info("connected to %s in %.2f s", target, timings["connect"])
+                    log.info("connected to %s in %.2f s (SSH client: %s)", target,
+                             timings["connect"], shared.connection.description)
                     shared.publish("connected")
                     if options.reconnect_grace > 0:
                         threading.Thread(target=self._watch, args=(shared,), daemon=True,
@@ -245,7 +247,7 @@ class ConnectionPool:
                     shared, connection):
                 return
 
-    def _reconnect(self, shared: _Shared, lost: SSHConnection) -> bool:
+    def _reconnect(self, shared: _Shared, lost: Connection) -> bool:
         """Connect again with back-off within the grace, then take the agents over; False
         when the grace ran out (``shared.failure`` says why) or the pool closed it."""
         assert shared.options is not None
@@ -291,7 +293,7 @@ class ConnectionPool:
         log.error("%s", shared.failure)
         return False
 
-    def _take_over(self, shared: _Shared, connection: SSHConnection) -> bool:
+    def _take_over(self, shared: _Shared, connection: Connection) -> bool:
         """Point the forwards at ``connection`` and adopt each agent still running there;
         a gone agent marks its slot lost.  False if the new connection itself failed."""
         assert shared.options is not None
@@ -299,7 +301,7 @@ class ConnectionPool:
         with self._lock:
             slots = list(shared.slots)
         for slot in slots:
-            slot.forwarder.retarget(connection.transport)
+            slot.forwarder.retarget(connection)
             try:
                 Link.connect("127.0.0.1", slot.forwarder.port, slot.agent.token, "none",
                              timeout=timeout).close()
@@ -330,7 +332,7 @@ class ConnectionPool:
                     return slot
             return None
 
-    def _start_slot(self, connection: SSHConnection, options: ConnectOptions) -> _Slot:
+    def _start_slot(self, connection: Connection, options: ConnectOptions) -> _Slot:
         target = connection.target
         log_path = os.path.join(options.log_dir,
                                 f"rk-ssh-{target.user}@{target.hostname}-{target.port}.log")
@@ -338,8 +340,7 @@ class ConnectionPool:
                             log_path)
         agent.start()
         try:
-            forwarder = Forwarder(connection.transport, ("127.0.0.1", agent.port),
-                                  options.connect_timeout)
+            forwarder = connection.forward(("127.0.0.1", agent.port), options.connect_timeout)
         except OSError as exc:
             agent.stop()
             raise TransportError(f"cannot listen on a local port for the forward: {exc}",

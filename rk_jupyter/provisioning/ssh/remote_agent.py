@@ -29,7 +29,7 @@ from ...link.launcher import READY_PREFIX, STOP_LINE
 from ...logfiles import open_private, rotate_if_large
 from ..diagnosis import PY_PROBE, check_probe, python_missing, python_too_old
 from ..errors import TransportError
-from .connect import SSHConnection
+from .backend import Connection
 from .deploy import (
     DEPLOY_MARKER,
     LOG_DIR,
@@ -39,7 +39,6 @@ from .deploy import (
     agent_zipapp,
     copy_probe,
     launch_command,
-    upload,
 )
 
 log = logging.getLogger("rk_jupyter.ssh")
@@ -62,7 +61,7 @@ class AgentSettings:
     command_timeout: float = 30.0
 
 
-def check_login(connection: SSHConnection, timeout: float) -> str:
+def check_login(connection: Connection, timeout: float) -> str:
     """Run a command through the account's login shell; raise a TransportError if the shell
     refuses commands (nologin: code ``login.no-shell``) or its startup files print on stdout
     (which garbles every channel that is not a terminal, SFTP's first: ``login.noisy``).
@@ -91,7 +90,7 @@ def check_login(connection: SSHConnection, timeout: float) -> str:
     return f"{target.user}'s login shell ran a command; stdout is clean"
 
 
-def check_python(connection: SSHConnection, python: str, timeout: float) -> str:
+def check_python(connection: Connection, python: str, timeout: float) -> str:
     """Run the Python probe with ``python`` through the login shell, from the home
     directory, as the agent's launch command runs it; raise the diagnosis (missing, too old,
     not working: ``provisioning.diagnosis``) or return what was found.  The doctor's python
@@ -104,36 +103,13 @@ def check_python(connection: SSHConnection, python: str, timeout: float) -> str:
     return check_probe(python, str(connection.target), status, out)
 
 
-def login_problem(connection: SSHConnection, timeout: float) -> TransportError | None:
+def login_problem(connection: Connection, timeout: float) -> TransportError | None:
     """``check_login``'s error, or None (also when the check itself cannot run: the
     caller's own error is then the better explanation)."""
     try:
         check_login(connection, timeout)
     except TransportError as exc:
         return exc if exc.code.startswith("login.") else None
-    return None
-
-
-def forwarding_refused(connection: SSHConnection, port: int,
-                       timeout: float) -> TransportError | None:
-    """Why a forwarded channel to the agent's ``port`` cannot be opened, or None if it can:
-    asked only after a kernel's link through the forward failed, to name the cause."""
-    try:
-        channel = connection.transport.open_channel(
-            "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
-    except paramiko.ChannelException as exc:
-        if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
-            return TransportError(
-                f"the SSH server {connection.target} refuses port forwarding ({exc.text})",
-                "rk_jupyter reaches its agent through a forwarded port. Ask its "
-                "administrator to allow it for your account (AllowTcpForwarding local or yes "
-                "in sshd_config, and no restrict/no-port-forwarding option on your key in "
-                "authorized_keys)", code="ssh.forwarding-refused")
-        return TransportError(f"the SSH server {connection.target} cannot forward to the "
-                              f"agent: {exc.text}", code="ssh.forwarding-failed")
-    except (paramiko.SSHException, OSError, EOFError):
-        return None
-    channel.close()
     return None
 
 
@@ -179,7 +155,7 @@ class _Run:
 class RemoteAgent:
     """One agent process; ``start`` deploys it when needed and waits for its ready line."""
 
-    def __init__(self, connection: SSHConnection, settings: AgentSettings, token: bytes,
+    def __init__(self, connection: Connection, settings: AgentSettings, token: bytes,
                  log_path: str) -> None:
         self.connection = connection
         self.settings = settings
@@ -222,11 +198,8 @@ class RemoteAgent:
                 return
             if DEPLOY_MARKER in run.lines and attempt == 0:
                 try:
-                    sftp = self.connection.open_sftp(self.settings.command_timeout)
-                    try:
-                        self.deployed = upload(sftp, app)
-                    finally:
-                        sftp.close()
+                    self.deployed = self.connection.upload(app.data, app.remote_path,
+                                                           self.settings.command_timeout)
                 except TransportError as exc:
                     run.channel.close()
                     raise self._copy_failure(exc) from None
@@ -241,7 +214,7 @@ class RemoteAgent:
         run = self._run
         return bool(run and run.ready and not run.ended.is_set() and self.connection.alive())
 
-    def adopt(self, connection: SSHConnection) -> None:
+    def adopt(self, connection: Connection) -> None:
         """Take over the (still running) agent through a new ``connection``, the old one
         having been lost with the lifeline; a watcher command on the new connection ends
         when the agent does, so that ``alive`` keeps telling the truth.  Raises

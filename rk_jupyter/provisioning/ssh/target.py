@@ -41,11 +41,27 @@ class SSHTarget:
     known_hosts_files: tuple[str, ...]
     global_known_hosts_files: tuple[str, ...]
     jumps: tuple[SSHTarget, ...] = field(default=())
+    #: The SSH client that connects: "paramiko" (this module's resolution) or "openssh"
+    #: (``openssh.resolve``: ssh -G).
+    backend: str = "paramiko"
+    #: How the OpenSSH client reaches the host when not directly: "ProxyJump HOSTS" or
+    #: "ProxyCommand CMD"; "" for a direct connection.
+    via: str = ""
+    #: The options that name this host to ``ssh`` exactly as resolved (-F, -p, -l, -i, -J,
+    #: -o …), before the alias on every ssh command line of the OpenSSH backend.
+    ssh_options: tuple[str, ...] = field(default=())
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> tuple[str, str, str, int]:
         """What one shared connection is keyed by."""
-        return (self.user, self.hostname, self.port)
+        return (self.backend, self.user, self.hostname, self.port)
+
+    @property
+    def hops(self) -> int:
+        """How many SSH logins reaching the host takes (jump hosts, then the host)."""
+        if self.via.startswith("ProxyJump "):
+            return 1 + len(self.via.split(" ", 1)[1].split(","))
+        return 1 + len(self.jumps) + bool(self.via)
 
     @property
     def known_hosts_name(self) -> str:
@@ -57,6 +73,9 @@ class SSHTarget:
         text = f"{self.user}@{host}:{self.port}"
         if self.jumps:
             text += " via " + ", ".join(f"{j.user}@{j.hostname}:{j.port}" for j in self.jumps)
+        elif self.via:
+            how, what = self.via.split(" ", 1)
+            text += f" via {what if how == 'ProxyJump' else how}"
         return text
 
 

@@ -12,9 +12,9 @@ import os
 
 from ...link.handshake import PROTOCOL_VERSION
 from ..settings import LaunchSettings
+from ..ssh import backend
 from ..ssh.pool import POOL, ConnectionPool, ConnectOptions, Lease
-from ..ssh.remote_agent import AgentSettings, forwarding_refused
-from ..ssh.target import load_ssh_config, resolve_target
+from ..ssh.remote_agent import AgentSettings
 from .base import AgentEndpoint, Transport, TransportError
 
 
@@ -33,12 +33,7 @@ class SSHTransport(Transport):
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         s = self.settings
-        ssh_config = await asyncio.to_thread(load_ssh_config, s.ssh_config or None)
-        target = resolve_target(
-            s.host, port=s.port or None, user=s.user or None,
-            identity_file=s.identity_file or None, proxy_jump=s.proxy_jump or None,
-            known_hosts=s.known_hosts or None, ssh_config=ssh_config,
-        )
+        target = await asyncio.to_thread(backend.resolve, s)
         options = ConnectOptions(
             agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
                                 start_timeout=s.agent_start_timeout,
@@ -65,8 +60,8 @@ class SSHTransport(Transport):
         lease = self.lease
         if lease is None or lease.shared.connection is None:
             return super().link_failure(endpoint, error)
-        refused = forwarding_refused(lease.shared.connection, lease.agent.port,
-                                     self.settings.connect_timeout)
+        refused = lease.shared.connection.forwarding_refused(lease.agent.port,
+                                                             self.settings.connect_timeout)
         if refused is not None:
             return refused
         if lease.agent.ready.get("protocol") != PROTOCOL_VERSION:
