@@ -15,6 +15,12 @@ All figures come from the same run; exit status is 0 whenever it ran (goals are 
    network round trip per cell.
 3. A 5 MB text result over a 2 Mbit/s link (50 ms RTT) with each link codec.  Goal: brotli
    ≤ 0.33 × none; zlib is shown for comparison.
+4. The two SSH clients side by side (kernelspec ``ssh_client``), each in the same run: cold
+   start to the first result, a second kernel to the same host (goal ≤ engine start + 0.3 s),
+   a cell at 50 ms RTT (goal ≤ 1.1 network round trips), 50 MB through the forward from a
+   remote process (goal: OpenSSH ≥ paramiko) and the time to re-establish a connection after
+   every TCP connection of it was reset (a cell runs again).
+Sections 1-3 use the default client (OpenSSH where it is installed).
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from rk_jupyter.client import AgentClient, Collected, Endpoint  # noqa: E402
 from rk_jupyter.client import run as evaluate  # noqa: E402
 from rk_jupyter.errors import RKError  # noqa: E402
 from rk_jupyter.link.connection import Link  # noqa: E402
+from rk_jupyter.provisioning.settings import LaunchSettings  # noqa: E402
+from rk_jupyter.provisioning.ssh import backend  # noqa: E402
 from rk_jupyter.provisioning.ssh.pool import ConnectionPool, ConnectOptions, Lease  # noqa: E402
 from rk_jupyter.provisioning.ssh.remote_agent import AgentSettings  # noqa: E402
-from rk_jupyter.provisioning.ssh.target import SSHTarget, resolve_target  # noqa: E402
+from rk_jupyter.provisioning.ssh.target import SSHTarget  # noqa: E402
 
 from sshbed import SSHBed  # noqa: E402
 
@@ -50,17 +58,21 @@ BIG_SETUP = 'big = StringRepeat[ToString[Range[2500]] <> "\\n", {repeats}];'
 CELL_TIMEOUT = 180.0
 
 
-def target_for(bed: SSHBed, host: str, port: int) -> SSHTarget:
-    return resolve_target(host, port=port, user=bed.user, identity_file=bed.key_file,
-                          known_hosts=bed.known_hosts)
+def target_for(bed: SSHBed, host: str, port: int, client: str = "auto") -> SSHTarget:
+    """The bed's host resolved as the kernel's ``ssh_client`` would resolve it."""
+    return backend.resolve(LaunchSettings(
+        transport="ssh", host=host, port=port, user=bed.user, identity_file=bed.key_file,
+        known_hosts=bed.known_hosts, ssh_client=client))
 
 
-def options(bed: SSHBed, log_dir: str, deploy: str = "auto") -> ConnectOptions:
+def options(bed: SSHBed, log_dir: str, deploy: str = "auto",
+            reconnect_grace: float = 0.0) -> ConnectOptions:
     return ConnectOptions(agent=AgentSettings(python=bed.remote_python, deploy=deploy),
-                          log_dir=log_dir)
+                          log_dir=log_dir, reconnect_grace=reconnect_grace)
 
 
-def open_client(lease: Lease, codec: str = "brotli") -> tuple[AgentClient, float, float]:
+def open_client(lease: Lease, codec: str = "brotli",
+                grace: float = 0.0) -> tuple[AgentClient, float, float]:
     """A session on the lease's agent: (client, link seconds, engine start seconds).
 
     The link alone (TCP through the forward + handshake) is timed on a throwaway link first;
@@ -69,9 +81,11 @@ def open_client(lease: Lease, codec: str = "brotli") -> tuple[AgentClient, float
     started = time.perf_counter()
     Link.connect("127.0.0.1", lease.port, lease.token, codec, timeout=15.0).close()
     link = time.perf_counter() - started
-    client = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, codec=codec))
+    session = f"bench-{os.getpid()}-{time.monotonic_ns()}" if grace else ""
+    client = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, codec=codec,
+                                  session=session), grace=grace)
     started = time.perf_counter()
-    client.open(CELL_TIMEOUT)
+    client.open(CELL_TIMEOUT, keep=grace)
     return client, link, time.perf_counter() - started - link
 
 
@@ -239,6 +253,134 @@ def bench_big(bed: SSHBed, log_dir: str) -> list[str]:
     return rows
 
 
+# -- 4. OpenSSH and paramiko side by side ---------------------------------------------------------
+
+TUNNEL_MB = 50
+# A remote process that sends TUNNEL_MB MiB (incompressible) to whoever connects.
+SINK = ("import os, socket\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "c, _ = s.accept(); block = os.urandom(1 << 20)\n"
+        "for _ in range({mb}): c.sendall(block)\n"
+        "c.close()\n")
+
+
+def tunnel_throughput(lease: Lease, bed: SSHBed) -> float:
+    """MB/s of TUNNEL_MB MiB from a remote process through a forward like the agent's."""
+    import shlex
+    import socket
+
+    connection = lease.shared.connection
+    command = f"{shlex.quote(bed.remote_python)} -c {shlex.quote(SINK.format(mb=TUNNEL_MB))}"
+    channel = connection.exec(command, 30.0, combine=False)
+    forward = None
+    try:
+        port = int(channel.makefile("rb").readline())
+        forward = connection.forward(("127.0.0.1", port), 10.0)
+        with socket.create_connection(("127.0.0.1", forward.port), 10) as sock:
+            sock.settimeout(60)
+            started, got = time.perf_counter(), 0
+            while data := sock.recv(1 << 20):
+                got += len(data)
+            seconds = time.perf_counter() - started
+        if got != TUNNEL_MB << 20:
+            raise RuntimeError(f"only {got} of {TUNNEL_MB << 20} bytes came through")
+        return got / 1e6 / seconds
+    finally:
+        if forward is not None:
+            forward.close()
+        channel.close()
+
+
+def reconnect_seconds(bed: SSHBed, client_name: str, log_dir: str) -> float:
+    """From resetting every TCP connection of the kernel's SSH connection to the next cell's
+    result (the pool re-establishes the connection; the kernel's link resends)."""
+    proxy = bed.proxy(delay_ms=0, rate_bps=None)
+    pool = ConnectionPool()
+    lease = pool.acquire(target_for(bed, proxy.host, proxy.port, client_name),
+                         options(bed, log_dir, reconnect_grace=60.0))
+    client, _, _ = open_client(lease, grace=60.0)
+    try:
+        cell(client, "1")
+        before = lease.shared.reconnects
+        started = time.perf_counter()
+        proxy.reset_connections()
+        while lease.shared.reconnects == before:
+            if time.perf_counter() - started > 60:
+                raise RuntimeError("no reconnect within 60 s")
+            time.sleep(0.01)
+        cell(client, "2")
+        return time.perf_counter() - started
+    finally:
+        client.close()
+        pool.release(lease)
+        pool.shutdown()
+        proxy.stop()
+
+
+def bench_clients(bed: SSHBed, log_dir: str, runs: int) -> list[str]:
+    figures: dict[str, dict[str, float]] = {}
+    for name in ("openssh", "paramiko"):
+        bed.run_remote("rm -rf ~/.cache/rk_jupyter")
+        pool = ConnectionPool()
+        target = target_for(bed, bed.host, bed.port, name)
+        opts = options(bed, log_dir, deploy="zipapp")
+        cold = first_result(pool, target, opts)
+        warm = first_result(pool, target, opts)
+        throughput = tunnel_throughput(cold["lease"], bed)
+        for run in (warm, cold):
+            run["client"].close()
+            pool.release(run["lease"])
+        pool.shutdown()
+        proxy = bed.proxy(delay_ms=RTT_MS / 2, rate_bps=None)
+        try:
+            shaped = round_trips_with(bed, proxy.host, proxy.port, log_dir, runs, name)
+        finally:
+            proxy.stop()
+        direct = round_trips_with(bed, bed.host, bed.port, log_dir, runs, name)
+        figures[name] = {
+            "cold": cold["total"], "connect": cold["connect"], "warm": warm["total"],
+            "warm_limit": warm["engine"] + 0.3,
+            "trips": (shaped["cell"] - direct["cell"]) / (RTT_MS / 1000),
+            "cell": shaped["cell"], "throughput": throughput,
+            "reconnect": reconnect_seconds(bed, name, log_dir)}
+    o, p = figures["openssh"], figures["paramiko"]
+    rows = [f"{'':<36}{'openssh':>10}{'paramiko':>15}"]
+    for key, label, unit in (("connect", "SSH connect (cold)", "s"),
+                             ("cold", "cold start to first result", "s"),
+                             ("warm", "second kernel to first result", "s"),
+                             ("cell", f"cell `1` at {RTT_MS:.0f} ms RTT", "s"),
+                             ("trips", "  = network round trips", ""),
+                             ("throughput", f"{TUNNEL_MB} MB through the forward", "MB/s"),
+                             ("reconnect", "reconnect after a reset to a result", "s")):
+        rows.append(f"{label:<36}{o[key]:>10.3f} {unit:<4}{p[key]:>10.3f} {unit}")
+    for name, f in figures.items():
+        met = "met" if f["warm"] <= f["warm_limit"] else "MISSED"
+        rows.append(f"goal {name} second kernel ≤ engine start + 0.3 s = "
+                    f"{f['warm_limit']:.3f} s: {f['warm']:.3f} s -> {met}")
+        rows.append(f"goal {name} cell at {RTT_MS:.0f} ms RTT ≤ 1.1 round trips: "
+                    f"{f['trips']:.2f} -> {'met' if f['trips'] <= 1.1 else 'MISSED'}")
+    rows.append(f"goal openssh ≥ paramiko through the forward: {o['throughput']:.1f} vs "
+                f"{p['throughput']:.1f} MB/s (ratio {o['throughput'] / p['throughput']:.2f}) -> "
+                f"{'met' if o['throughput'] >= p['throughput'] else 'MISSED'}")
+    return rows
+
+
+def round_trips_with(bed: SSHBed, host: str, port: int, log_dir: str, runs: int,
+                     client_name: str) -> dict:
+    pool = ConnectionPool()
+    lease = pool.acquire(target_for(bed, host, port, client_name), options(bed, log_dir))
+    client, _, _ = open_client(lease)
+    try:
+        for _ in range(5):
+            cell(client, "1")
+        return {"cell": statistics.median(cell(client, "1")[0] for _ in range(runs))}
+    finally:
+        client.close()
+        pool.release(lease)
+        pool.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="cells per round-trip median")
@@ -253,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
              bench_round_trip(bed, log_dir, args.runs)),
             (f"3. {BIG_MB:.0f} MB text result over {RATE_BPS / 1e6:.0f} Mbit/s, "
              f"{RTT_MS:.0f} ms RTT", bench_big(bed, log_dir)),
+            ("4. SSH clients: OpenSSH and paramiko", bench_clients(bed, log_dir, args.runs)),
         ):
             print(f"\n{title}")
             for row in rows:
