@@ -78,6 +78,8 @@ def _ssh_config(args: argparse.Namespace) -> dict[str, Any]:
         config["host_key_policy"] = args.host_key_policy
     if args.agent_deploy:
         config["agent_deploy"] = args.agent_deploy
+    if args.ssh_client:
+        config["ssh_client"] = args.ssh_client
     return config
 
 

@@ -95,7 +95,9 @@ def test_status_shows_the_ssh_connection_reconnecting(
     km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
     try:
         lease = km.provisioner.transport.lease
-        assert status_rows(kc)["ssh connection"].startswith("connected since")
+        rows = status_rows(kc)
+        assert rows["ssh connection"].startswith("connected since")
+        assert rows["ssh client"] == "OpenSSH (its own master)"  # the default where ssh is
         proxy.cut()
         assert wait_for(lambda: lease.shared.reconnecting_since is not None, 10)
         started = time.monotonic()

@@ -662,6 +662,10 @@ class MuxForwarder:
             self._thread.join(timeout=2)
 
     def _accept_loop(self) -> None:
+        """Until ``close``: a failed accept or spawn (out of descriptors, processes) is
+        logged once per run and waited out with back-off; ending the loop would cut every
+        kernel of the host off its agent."""
+        delay = 0.0
         while not self._closed.is_set():
             try:
                 if not select.select([self._listener], [], [], 0.5)[0]:
@@ -670,9 +674,15 @@ class MuxForwarder:
             except (OSError, ValueError) as exc:
                 if self._closed.is_set() or self._listener.fileno() < 0:
                     return
-                log.warning("forward 127.0.0.1:%d cannot accept for now (%s)", self.port, exc)
-                self._closed.wait(0.1)
+                if not delay:
+                    log.warning("forward 127.0.0.1:%d cannot accept for now (%s); retrying",
+                                self.port, exc)
+                delay = min(max(delay * 2, 0.01), 1.0)
+                self._closed.wait(delay)
                 continue
+            if delay:
+                log.info("forward 127.0.0.1:%d accepts again", self.port)
+                delay = 0.0
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 process = self.connection.stdio_forward(self.destination, client.fileno())

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -204,7 +205,15 @@ def diagnose(stderr: str, target: SSHTarget, timeout: float) -> TransportError:
             code = "ssh.jump-unreachable"
         elif code == "ssh.auth-refused":
             unusable = _unusable_keys(target)
-            if unusable is not None:
+            expired = _expired_certificates(target)
+            if expired:
+                cause = (f"{target.hostname}:{target.port} refused the login of {target.user}: "
+                         f"{'; '.join(expired)}")
+                fix = ("renew the certificate (ask whoever signs your SSH certificates: your "
+                       "CA's tool, or ssh-keygen -s CA -I ID -n USER -V +1d KEY.pub), then "
+                       "start the kernel again")
+                code = "ssh.auth-cert-expired"
+            elif unusable is not None:
                 cause = (f"no usable key to log in to {target.hostname}:{target.port} as "
                          f"{target.user} ({'; '.join(unusable)})")
                 fix = ("set identity_file in the kernelspec to a key without a passphrase, "
@@ -221,9 +230,7 @@ def _unusable_keys(target: SSHTarget) -> list[str] | None:
     None when some key could be (the server refused it: ``ssh.auth-refused`` stands)."""
     from .connect import _encrypted  # reads the key file's format; no key is loaded
 
-    options = list(target.ssh_options)
-    given = [options[i + 1] for i, flag in enumerate(options[:-1]) if flag == "-i"]
-    files = list(dict.fromkeys([*given, *target.identity_files]))
+    files = _identity_files(target)
     notes = []
     usable = False
     agent = os.environ.get("SSH_AUTH_SOCK", "")
@@ -246,6 +253,35 @@ def _unusable_keys(target: SSHTarget) -> list[str] | None:
         else:
             usable = True
     return None if usable or not (notes or files) else notes
+
+
+def _identity_files(target: SSHTarget) -> list[str]:
+    options = list(target.ssh_options)
+    given = [options[i + 1] for i, flag in enumerate(options[:-1]) if flag == "-i"]
+    return list(dict.fromkeys([*given, *target.identity_files]))
+
+
+def _expired_certificates(target: SSHTarget) -> list[str]:
+    """The user certificates next to ``target``'s keys (KEY-cert.pub, as ssh looks for
+    them) that are not valid now, each with its validity as ssh-keygen -L reads it."""
+    found = []
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for key in _identity_files(target):
+        cert = key[:-4] + "-cert.pub" if key.endswith(".pub") else key + "-cert.pub"
+        if not os.path.exists(cert):
+            continue
+        try:
+            listed = subprocess.run(["ssh-keygen", "-L", "-f", cert], capture_output=True,
+                                    text=True, timeout=5, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        valid = re.search(r"Valid: from (\S+) to (\S+)", listed.stdout)
+        if valid and not valid.group(1) <= now <= valid.group(2):
+            when = "expired on" if valid.group(2) < now else "is not valid before"
+            date = valid.group(2) if valid.group(2) < now else valid.group(1)
+            found.append(f"the certificate {cert} {when} {date} (valid from "
+                         f"{valid.group(1)} to {valid.group(2)})")
+    return found
 
 
 def _quote(stderr: str) -> str:
