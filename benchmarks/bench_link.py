@@ -37,11 +37,13 @@ import hashlib
 import importlib.metadata
 import multiprocessing
 import os
+import queue
 import random
 import socket
 import statistics
 import struct
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -666,8 +668,23 @@ def serve_raw(sock: socket.socket, data: dict[str, bytes]) -> None:
 
 
 def serve_link(link: Link, data: dict[str, bytes]) -> None:
+    """As the agent's server does: one thread reads the link all the time (so the kernel's
+    acknowledgements of bulk bytes reach the sender's policy while a payload goes out),
+    another answers the requests."""
+    requests: queue.Queue[Any] = queue.Queue()
+
+    def read() -> None:
+        try:
+            while True:
+                requests.put(link.recv(timeout=None)[1])
+        except (OSError, ValueError):
+            requests.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     while True:
-        _, request = link.recv(timeout=None)
+        request = requests.get()
+        if request is None:
+            return
         name = request.args[0]
         if name == "stop":
             return

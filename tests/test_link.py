@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -338,46 +339,83 @@ class _SlowNetwork:
         self.data.append(bytes(data))
 
 
-def test_bulk_compression_adapts_to_the_network() -> None:
-    """Chunks go uncompressed while sends do not block (loopback); once sends are as slow as
-    a 20 MB/s network, compressible chunks go through the bulk brotli context."""
-    payload = CSV.encode() * 2
-    slow_sock = _SlowNetwork(20e6)
-    slow = FrameWriter(slow_sock, "brotli")  # type: ignore[arg-type]
-    slow.send(1, payload)
-    chunks = slow.stats.frames
-    assert chunks == -(-len(wxf.dumps(payload)) // compression.CHUNK)
-    assert slow.stats.compressed_frames >= chunks // 2
-    assert slow.stats.wire_bytes < 0.7 * len(payload)
-    a, b = socket.socketpair()
-    reader = FrameReader(b, "brotli")
-    feeder = threading.Thread(target=a.sendall, args=(b"".join(slow_sock.data),))
-    feeder.start()
-    assert reader.recv(5) == (1, payload)
-    feeder.join(5)
-    # the same payload on a socket that keeps up: no compression
-    a, b = socket.socketpair()
-    fast = FrameWriter(a, "brotli")
-    reader = FrameReader(b, "brotli")
-    sender = _send_in_thread(fast, 1, payload)
-    assert reader.recv(5) == (1, payload)
-    sender.join(5)
-    assert fast.stats.compressed_frames == 0
+def test_bulk_compression_follows_the_acknowledged_path_rate() -> None:
+    """Over a real socket pair (a fast path): the first chunks of a remote link go compressed
+    (a remote path is assumed slow until measured), the receiver's acknowledgements show the
+    compressor is the bottleneck, and the rest goes raw.  A local link never compresses."""
+    payload = CSV.encode() * 40  # ~20 MB of compressible text
+    for path in ("remote", "local"):
+        a, b = socket.socketpair()
+        sender = Link(a, Negotiated("brotli", "test", 3, path=path), 1 << 30)
+        receiver = Link(b, Negotiated("brotli", "test", 3, path=path), 1 << 30)
+        done = threading.Event()
+
+        def pump(link: Link = sender, done: threading.Event = done) -> None:
+            while not done.is_set():  # the sender's reader: it takes the acknowledgements
+                with contextlib.suppress(LinkTimeout):
+                    link.recv(0.05)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        thread = _send_in_thread(sender._writer, 1, payload)  # noqa: SLF001
+        assert receiver.recv(30) == (1, payload)
+        thread.join(30)
+        done.set()
+        reader.join(5)
+        stats, policy = sender.stats.sent, sender.bulk_policy
+        if path == "local":
+            assert stats.compressed_frames == 0 and policy.mode == "never"
+        else:
+            assert 0 < stats.compressed_frames < stats.frames // 2, (stats, policy.describe())
+            assert policy.path_Bps is not None and not policy.compressing
+        sender.close()
+        receiver.close()
+
+
+class _Clock:
+    """A fake path: acknowledgements at a given rate of the wire bytes sent."""
+
+    def __init__(self, policy: BulkPolicy) -> None:
+        self.policy, self.now, self.received = policy, 100.0, 0
+
+    def chunk(self, chunk: bytes, rate: float, ratio: float = 0.1) -> bool:
+        """Send one chunk as the policy says; the path delivers it at ``rate`` bytes/s, a
+        200 MB/s compressor compresses it to ``ratio``: whichever is slower sets the pace."""
+        compress = self.policy.should_compress(chunk)
+        wire = int(len(chunk) * ratio) if compress else len(chunk)
+        work = len(chunk) / 200e6 if compress else 0.0
+        if compress:
+            self.policy.compressed(len(chunk), wire, work)
+        self.now += max(wire / rate, work)
+        self.received += wire
+        self.policy.acked(self.received, self.now)
+        return compress
 
 
 def test_bulk_policy_decisions() -> None:
     text = CSV.encode()[: compression.CHUNK]
     noise = os.urandom(compression.CHUNK)
+    # A slow path (2 Mbit/s): compressed from the first chunk on, and stays so.
+    slow = _Clock(BulkPolicy())
+    assert all(slow.chunk(text, 250e3) for _ in range(20))
+    assert slow.policy.path_Bps == pytest.approx(250e3, rel=0.01)
+    # A fast path (1 GB/s): the compressor (200 MB/s) is the bottleneck, so after a few
+    # chunks it measures the path raw and sends raw.
+    fast = _Clock(BulkPolicy())
+    sent = [fast.chunk(text, 1e9) for _ in range(200)]
+    assert sent[0] and not any(sent[20:]), sent
+    assert fast.policy.path_Bps == pytest.approx(1e9, rel=0.01)
+    # The path slows down mid-payload (to 5 MB/s): compression comes back within chunks.
+    later = [fast.chunk(text, 5e6) for _ in range(10)]
+    assert all(later[2:]), later
+    # A slow compressor (2 MB/s) on a 5 MB/s path: not worth it.
     policy = BulkPolicy()
-    assert not policy.should_compress(text)  # nothing measured: assume a fast network
-    policy.sent(len(text), len(text) / 1e9)  # 1 GB/s
+    policy.path_Bps = 5e6
+    for _ in range(8):
+        policy.compressed(len(text), len(text) // 3, len(text) / 2e6)
     assert not policy.should_compress(text)
-    for _ in range(3):
-        policy.sent(len(text), len(text) / 5e6)  # 5 MB/s
-    assert policy.should_compress(text) and not policy.should_compress(noise)
-    policy.compressed(len(text), len(text) // 3, len(text) / 2e6)  # a 2 MB/s compressor
-    policy.compressed(len(text), len(text) // 3, len(text) / 2e6)
-    assert not policy.should_compress(text)  # slower than the network: not worth it
+    assert not BulkPolicy().should_compress(noise)  # incompressible: never
+    assert not BulkPolicy(path="local").should_compress(text)
     assert BulkPolicy("always").should_compress(text)
     assert not BulkPolicy("always").should_compress(noise)
     assert not BulkPolicy("never").should_compress(text)

@@ -138,7 +138,8 @@ class AgentClient:
     def _connect(self, timeout: float) -> Link:
         ep = self.endpoint
         try:
-            return Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=timeout)
+            return Link.connect(ep.host, ep.port, ep.token, ep.codec, timeout=timeout,
+                                path="local" if ep.transport == "local" else "remote")
         except LinkError as exc:
             raise AgentError(str(exc), code=UNREACHABLE) from None
 

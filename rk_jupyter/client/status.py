@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ..link.connection import Link
-from ..link.frames import LinkError
+from ..link.frames import BulkReceipt, LinkError
 from ..link.packets import packet, packet_name
 from .agent import NO_ANSWER, UNREACHABLE, AgentClient, AgentError
 
@@ -70,12 +70,29 @@ def status_rows(client: AgentClient | None, start_error: str | None,
         wire = stats.sent.wire_bytes + stats.received.wire_bytes
         ratio = wire / raw if raw else 1.0
         rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
+        rows.append(("large outputs", bulk_row(client.link.last_bulk, ep.transport)))
     rows.append(("reconnects", str(client.reconnects)))
     if connection := transport_state(transport_state_path):
         rows.append((f"{ep.transport} connection", connection))
         if client_name := transport_client(transport_state_path):
             rows.append((f"{ep.transport} client", client_name))
     return rows
+
+
+def bulk_row(receipt: BulkReceipt | None, transport: str) -> str:
+    """How the last large output crossed the link: the path throughput it measured and
+    whether the agent compressed it (it does when its compressor beats the measured path;
+    never on the local transport)."""
+    policy = ("never compressed (agent on this machine)" if transport == "local" else
+              "compressed when the compressor beats the path, measured by acknowledgements")
+    if receipt is None:
+        return f"none yet; {policy}"
+    how = ("compressed" if receipt.compressed_chunks == receipt.chunks else
+           "raw" if not receipt.compressed_chunks else
+           f"{receipt.compressed_chunks} of {receipt.chunks} chunks compressed")
+    return (f"last {receipt.raw_bytes / 1e6:.2f} MB as {receipt.wire_bytes / 1e6:.2f} MB on "
+            f"the wire in {receipt.seconds:.2f} s ({receipt.wire_Bps / 1e6:.2f} MB/s arrived), "
+            f"{how}; {policy}")
 
 
 def engine_rows(client: AgentClient) -> list[tuple[str, str]]:

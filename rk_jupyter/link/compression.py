@@ -230,51 +230,110 @@ class StreamDecompressor:
 
 
 class BulkPolicy:
-    """Decides, chunk by chunk, whether compressing a bulk payload pays.
+    """Decides, chunk by chunk, whether compressing a bulk payload pays, from the path's
+    throughput measured end to end.
 
-    Compressing a chunk of n bytes costs ``n·c`` seconds of CPU (c: seconds per byte, measured)
-    and saves ``n·(1 - r)·w`` seconds on the network (r: compressed/raw size, measured;
-    w: seconds per byte the network needs).  w is measured as the time ``sendall`` blocks per
-    byte: while the socket buffer has room (loopback, a fast LAN, a reader keeping up) sends do
-    not block, w stays near 0 and chunks go uncompressed at memory speed; once the network is
-    the bottleneck, sends block for as long as the network needs to drain them, and compression
-    starts.  While compressing, the smaller sends block less, which can switch single chunks back
-    to raw: the mix settles where the compressor and the network are both busy.  Estimates are
-    exponential moving averages that persist across payloads (they describe the link).
+    Sending a payload raw goes at the path's rate B (wire bytes/s); compressed, at
+    min(C, B/r) raw bytes/s (C: the compressor's raw bytes/s, r: compressed/raw, both
+    measured here).  So compression pays exactly when C > B.  B is measured from the
+    receiver's acknowledgements (``acked``: the bulk wire bytes it has received so far, sent
+    as chunks arrive), never from local sends: between the agent and a slow network sit the
+    loopback socket buffers, sshd's channel buffer and the SSH window, several MB that swallow
+    a payload without blocking.
+
+    - Until B is measured, a remote path is assumed slow (compress): the first megabytes of a
+      payload are in flight before the first acknowledgement could say otherwise, and on a
+      slow path those are what matters.  ``path`` "local" never compresses bulk.
+    - While compressing, acknowledgements arriving slower than the compressor's output
+      (A < SATURATED × C·r) mean the network is the bottleneck: B = A.  Arriving as fast
+      mean the compressor is: B ≥ A is unknown, so the next chunks go raw to measure it.
+    - While sending raw, the sender is never the bottleneck: B = A.
+    Estimates are exponential moving averages that persist across payloads (they describe the
+    link); a path that slows down mid-payload is seen within a few acknowledgements.
 
     ``mode``: ``"adaptive"`` (the default), ``"always"`` (compress every compressible chunk) or
     ``"never"``.
     """
 
     ALPHA = 0.5
+    #: Acknowledgements arriving at least this fraction of the compressor's output rate mean
+    #: the compressor, not the path, limits the transfer.
+    SATURATED = 0.8
+    #: Compress only when the compressor beats the path by this factor (no flapping at par).
+    MARGIN = 1.1
+    #: Acknowledgements closer together than this (seconds) are merged into one rate sample.
+    MIN_SAMPLE = 0.01
+    #: Rate samples taken raw when measuring the path behind a saturated compressor (the
+    #: first may still carry compressed chunks that were in flight).
+    PROBE_SAMPLES = 3
 
-    def __init__(self, mode: str = "adaptive") -> None:
+    def __init__(self, mode: str = "adaptive", path: str = "remote") -> None:
         if mode not in ("adaptive", "always", "never"):
             raise ValueError(f"unknown bulk compression mode {mode!r}")
-        self.mode = mode
-        self.wire_spb = 0.0  # network seconds per byte, as sends have blocked
-        self.compress_spb = 1 / 50e6  # pessimistic until measured (brotli q1: ~150 MB/s)
+        if path not in ("local", "remote"):
+            raise ValueError(f"unknown path {path!r}")
+        self.mode = "never" if path == "local" else mode
+        self.path = path
+        self.path_Bps: float | None = None  # wire bytes/s the path delivers, as acknowledged
+        self.compress_Bps = 50e6  # raw bytes/s; pessimistic until measured (brotli q1 ~150)
         self.ratio = 0.5
+        self.compressing = True  # what the last compressible chunk was sent as
+        self._probe = 0  # samples still to take raw: the compressor was the bottleneck
         self._incompressible = False  # the last sample's verdict
+        self._last_ack: tuple[float, int] | None = None  # (time, bytes) of the last sample
 
     def should_compress(self, chunk: bytes | memoryview) -> bool:
         if self.mode == "never":
             return False
-        if self.mode == "adaptive" and self.compress_spb >= self.wire_spb * (1 - self.ratio):
-            return False
         if len(chunk) >= SAMPLE_FROM_SIZE:  # else: a payload's tail, like the chunk before
             self._incompressible = sample_ratio(chunk) > 0.9
-        return not self._incompressible
-
-    def sent(self, nbytes: int, seconds: float) -> None:
-        if nbytes:
-            self.wire_spb += self.ALPHA * (seconds / nbytes - self.wire_spb)
+        if self._incompressible:
+            return False
+        if self.mode == "adaptive":
+            if self._probe:
+                self.compressing = False
+            elif self.path_Bps is not None:
+                self.compressing = self.compress_Bps > self.MARGIN * self.path_Bps
+        else:
+            self.compressing = True
+        return self.compressing
 
     def compressed(self, raw: int, out: int, seconds: float) -> None:
+        if raw and seconds > 0:
+            self.compress_Bps += self.ALPHA * (raw / seconds - self.compress_Bps)
         if raw:
-            self.compress_spb += self.ALPHA * (seconds / raw - self.compress_spb)
             self.ratio += self.ALPHA * (min(out / raw, 1.0) - self.ratio)
 
+    def acked(self, received: int, now: float) -> None:
+        """The receiver has ``received`` bulk wire bytes in all (at ``now``, monotonic)."""
+        last = self._last_ack
+        if last is None or received < last[1]:
+            self._last_ack = (now, received)
+            return
+        elapsed = now - last[0]
+        if elapsed < self.MIN_SAMPLE:
+            return
+        self._last_ack = (now, received)
+        rate = (received - last[1]) / elapsed
+        if rate <= 0:
+            return  # nothing arrived: an idle gap between payloads, not a path rate
+        if self._probe:
+            self._probe -= 1
+            if self._probe == self.PROBE_SAMPLES - 1:
+                return  # chunks compressed before the switch may still be arriving
+            self.path_Bps = rate if self.path_Bps is None else max(self.path_Bps, rate)
+            return
+        if self.compressing and rate >= self.SATURATED * self.compress_Bps * self.ratio:
+            # The compressor limits the transfer: how fast is the path itself?
+            self._probe, self.path_Bps = self.PROBE_SAMPLES, None
+            return
+        if self.path_Bps is None or rate < self.path_Bps / 2:
+            self.path_Bps = rate  # a path that slows down is believed at once
+        else:
+            self.path_Bps += self.ALPHA * (rate - self.path_Bps)
+
     def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "wire_MBps": 1e-6 / self.wire_spb if self.wire_spb else None,
-                "compress_MBps": 1e-6 / self.compress_spb, "ratio": round(self.ratio, 3)}
+        return {"mode": self.mode, "path": self.path,
+                "path_MBps": round(self.path_Bps / 1e6, 3) if self.path_Bps else None,
+                "compress_MBps": round(self.compress_Bps / 1e6, 1),
+                "ratio": round(self.ratio, 3), "compressing": self.compressing}

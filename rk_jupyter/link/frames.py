@@ -26,7 +26,8 @@ the reader needs: it decompresses the body with the frame limit as the bound, an
 decoder then checks the payload, so the raw length is not sent (about 1.5 bytes a frame).
 
 Payloads from ``compression.BULK_FROM`` (256 KiB) on travel as chunks of ``compression.CHUNK``
-bytes, each compressed or not as ``compression.BulkPolicy`` decides; other frames, of any
+bytes, each compressed or not as ``compression.BulkPolicy`` decides (from the path's rate,
+which the receiver's acknowledgements on ``connection.ACK_CHANNEL`` measure); other frames, of any
 channel, may go between two chunks (a pong or an interrupt's answer need not wait behind a
 50 MB result), but only one chunked payload is in flight per direction.  The reader writes
 chunks straight into one buffer of the declared size, reserved with ``mmap`` (pages come from
@@ -339,6 +340,26 @@ class _Assembly:
     buf: mmap.mmap
     size: int
     filled: int = 0
+    started: float = 0.0
+    wire: int = 0
+    chunks: int = 0
+    compressed: int = 0
+
+
+@dataclass(frozen=True)
+class BulkReceipt:
+    """How the last chunked payload arrived: what ``%rkernel status`` says of large outputs
+    (the path's throughput as this side saw it, and whether the sender compressed)."""
+
+    raw_bytes: int
+    wire_bytes: int
+    seconds: float
+    chunks: int
+    compressed_chunks: int
+
+    @property
+    def wire_Bps(self) -> float:
+        return self.wire_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
 class FrameReader:
@@ -366,6 +387,11 @@ class FrameReader:
         self._pending: deque[tuple[int, Any]] = deque()
         self._assembly: _Assembly | None = None
         self._broken: str | None = None
+        #: Called with the bulk wire bytes received so far, after each chunk (the Link
+        #: acknowledges them to the sender, whose BulkPolicy measures the path by them).
+        self.on_bulk: Callable[[int], None] | None = None
+        self.bulk_wire_bytes = 0
+        self.last_bulk: BulkReceipt | None = None
 
     def recv(self, timeout: float | None = None) -> tuple[int, Any]:
         """Wait at most ``timeout`` s for the first byte of a frame; then the rest of the
@@ -437,7 +463,8 @@ class FrameReader:
                 raise FrameError("malformed frame: a chunked payload began inside another")
             assert header.total is not None
             asm = self._assembly = _Assembly(
-                header.channel, many, mmap.mmap(-1, header.total), header.total
+                header.channel, many, mmap.mmap(-1, header.total), header.total,
+                started=time.monotonic()
             )
         elif asm is None:
             raise FrameError("malformed frame: a chunk outside any chunked payload")
@@ -454,9 +481,17 @@ class FrameReader:
             out = self._decompress(header.body, self.reader.read(header.length, deadline), left)
             asm.buf[asm.filled : asm.filled + len(out)] = out
             asm.filled += len(out)
+        self.bulk_wire_bytes += header.size + header.length
+        asm.wire += header.size + header.length
+        asm.chunks += 1
+        asm.compressed += header.body != RAW
+        if self.on_bulk is not None:
+            self.on_bulk(self.bulk_wire_bytes)
         if not header.flags & LAST:
             return None
         self._assembly = None
+        self.last_bulk = BulkReceipt(asm.size, asm.wire, time.monotonic() - asm.started,
+                                     asm.chunks, asm.compressed)
         try:
             if asm.filled != asm.size:
                 raise FrameError("malformed frame: the chunked payload is shorter than declared")
@@ -518,14 +553,14 @@ class FrameWriter:
     """
 
     def __init__(self, sock: socket.socket, codec: str = "none", bulk: str = "adaptive",
-                 medium_quality: int | None = None) -> None:
+                 medium_quality: int | None = None, path: str = "remote") -> None:
         self.sock = sock
         self.codec = codec
         self._streams: dict[int, StreamCompressor] = (
             {} if codec == "none"
             else {s: StreamCompressor(codec, s, medium_quality) for s in COMPRESSED_BODIES}
         )
-        self.policy = BulkPolicy(bulk if self._streams else "never")
+        self.policy = BulkPolicy(bulk if self._streams else "never", path)
         self.stats = DirectionStats()
         self._lock = threading.Lock()
         self._bulk_lock = threading.Lock()
@@ -543,6 +578,26 @@ class FrameWriter:
             self.send(channel, exprs[0])
         elif exprs:
             self._send(channel, wxf._dump_parts(exprs), len(exprs), True)
+
+    def try_send(self, channel: int, expr: Any) -> bool:
+        """Send a small frame now if that cannot wait on this writer: not while a chunked
+        payload of ours is in flight, nor while another frame is being written (then False,
+        and nothing is sent).  For acknowledgements from a reader thread, which must never
+        block behind its own side's sends (two readers each waiting to acknowledge while
+        both sides send a large payload would wait for each other)."""
+        if self._bulk_lock.locked() or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            payload = b"".join(wxf._dump_parts(expr))
+            body, stream = self._encode(payload)
+            header = encode_header(stream, channel, len(body), 0)
+            self._write(header, body)
+            self.stats.frames += 1
+            self.stats.wire_bytes += len(header) + len(body)
+            self.stats.compressed_frames += stream != RAW
+        finally:
+            self._lock.release()
+        return True
 
     def send_payload(self, channel: int, payload: bytes | memoryview) -> None:
         """Send an already encoded WXF expression."""
@@ -596,9 +651,7 @@ class FrameWriter:
                     stream = BULK
                 header = encode_header(stream, channel, len(body), flags, size)
                 with self._lock:
-                    started = time.perf_counter()
                     self._write(header, body)
-                    policy.sent(len(header) + len(body), time.perf_counter() - started)
                     self.stats.frames += 1
                     self.stats.wire_bytes += len(header) + len(body)
                     self.stats.compressed_frames += stream != RAW

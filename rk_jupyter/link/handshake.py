@@ -26,7 +26,8 @@ from .frames import FrameReader, FrameWriter, LinkError, LinkTimeout, SocketRead
 
 PREAMBLE = b"RKJL"
 #: 2: MEDIUM frames carry the delta filter's form (delta.py).
-PROTOCOL_VERSION = 2
+#: 3: receivers acknowledge bulk bytes on ACK_CHANNEL (the sender measures the path by them).
+PROTOCOL_VERSION = 3
 HANDSHAKE_MAX_FRAME = 64 * 1024
 
 
@@ -42,6 +43,9 @@ class Negotiated:
     #: MEDIUM brotli quality both sides' writers use, None for the default (``brotli-max``
     #: asks for MAX_QUALITY; the field is optional).
     medium_quality: int | None = None
+    #: "local" (agent on this machine: bulk is never compressed) or "remote"; the kernel
+    #: says which (optional field, "remote" when absent).
+    path: str = "remote"
 
     @property
     def name(self) -> str:
@@ -143,14 +147,17 @@ def server_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
     if not (codec == "brotli" and type(quality) is int and 0 <= quality <= MAX_QUALITY):
         quality = None
     writer.send(0, {"codec": codec, "mac": _mac(token, b"rkj-agent", peer_nonce, nonce)})
-    return Negotiated(codec, shown(auth.get("kernel", "?")), protocol, quality)
+    path = "local" if auth.get("path") == "local" else "remote"
+    return Negotiated(codec, shown(auth.get("kernel", "?")), protocol, quality, path)
 
 
 def client_handshake(
-    sock: socket.socket, token: bytes, codec: str = "brotli", timeout: float = 10.0
+    sock: socket.socket, token: bytes, codec: str = "brotli", timeout: float = 10.0,
+    path: str = "remote",
 ) -> Negotiated:
     """Run the kernel's side on a connected socket; raise HandshakeError naming the cause.
-    ``codec`` is a preference: "brotli", "brotli-max", "zlib" or "none"."""
+    ``codec`` is a preference: "brotli", "brotli-max", "zlib" or "none"; ``path`` says
+    whether the agent is on this machine ("local") or reached over a network ("remote")."""
     codec, quality = split_preference(codec)
     deadline = time.monotonic() + timeout
     try:
@@ -186,6 +193,8 @@ def client_handshake(
     }
     if quality is not None:
         auth["medium_quality"] = quality
+    if path == "local":
+        auth["path"] = path
     FrameWriter(sock, "none").send(0, auth)
     try:
         welcome = _recv_dict(sock, deadline)
@@ -206,4 +215,4 @@ def client_handshake(
                              "agreed on; refusing it (install the same rk_jupyter version on "
                              "both sides)")
     return Negotiated(agreed, shown(hello.get("agent")), protocol,
-                      quality if agreed == "brotli" else None)
+                      quality if agreed == "brotli" else None, path)
