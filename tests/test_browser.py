@@ -325,7 +325,7 @@ def test_status_magic_is_rendered_as_a_table(nb: NotebookPage) -> None:
                                                      strict=True)}
     assert list(rows) == ["transport", "endpoint", "engine", "state", "engine state",
                           "engine memory", "engine restarts", "uptime", "rtt", "sent",
-                          "received", "compression", "reconnects"], rows
+                          "received", "compression", "large outputs", "reconnects"], rows
     assert rows["engine state"] == "running" and rows["engine restarts"] == "0", rows
     assert re.fullmatch(r"[\d.]+ [KMG]iB in use, limit none", rows["engine memory"]), rows
     assert rows["reconnects"] == "0", rows

@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from jupyter_client.manager import start_new_kernel
 
 from rk_jupyter.cli import main as cli
 
-from kernel_helpers import execute, start_fails
+from kernel_helpers import execute, start_fails, wait_for
 from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 10.0  # the kernelspec's default
@@ -346,6 +347,25 @@ def test_a_password_host_through_the_users_open_connection(
     # The user's connection is theirs: still open after the kernel's shutdown.
     assert subprocess.run(["ssh", "-F", config, "-O", "check", "mfa-host"], capture_output=True,
                           timeout=30).returncode == 0
+    # A Jupyter side killed with SIGKILL leaves no client on the user's master holding a
+    # remote command's stdin open (the agent's lifeline): the remote command sees EOF.
+    marker = f"rkj-lifeline-{os.getpid()}"
+    script = (
+        "import sys, time\n"
+        "from rk_jupyter.provisioning.settings import LaunchSettings\n"
+        "from rk_jupyter.provisioning.ssh import backend\n"
+        f"s = LaunchSettings(transport='ssh', host='mfa-host', ssh_config={config!r})\n"
+        "c = backend.connect(backend.resolve(s), 'strict', 10, 0)\n"
+        f"c.exec({s.bed.remote_python!r} + ' -c \"import sys; sys.stdin.read()\" {marker}', 10)\n"
+        "print('ready', flush=True); time.sleep(600)\n")
+    side = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert side.stdout.readline().strip() == "ready"
+        assert wait_for(lambda: s.bed.remote_processes(marker, PASSWORD_USER), 10)
+    finally:
+        side.kill()
+        side.wait()
+    assert wait_for(lambda: not s.bed.remote_processes(marker, PASSWORD_USER), 10)
 
 
 # -- faults: each names cause and fix, within connect_timeout + 2 s ----------------------------

@@ -22,12 +22,16 @@ How:
   through Python.  The listener stays when the master is replaced (a reconnect): kernels
   reconnect to the port they know.
 - **The copy** of the agent is ``sftp`` through the master.
+- Our master is started from one long-lived thread with PR_SET_PDEATHSIG (Linux): it ends
+  with this process, even on SIGKILL.  The clients need no such care: the master reads and
+  writes the descriptors they pass it (the agent's stdin is our pipe), so when this process
+  dies the remote command sees EOF even on the user's own master (a test kills a client's
+  owner to prove it).
 - ssh's diagnostics are read by ``openssh_errors.diagnose`` into the same coded errors the
   paramiko backend raises.
 
-A master is started from one long-lived thread with PR_SET_PDEATHSIG (Linux): if this process
-dies, even by SIGKILL, its masters end with it, so nothing is left logged in; the remote
-agent then sees its lifeline close, exactly as with the paramiko backend.
+If this process dies, even by SIGKILL, nothing of ours is left logged in, and the remote agent
+sees its lifeline close, exactly as with the paramiko backend.
 """
 
 from __future__ import annotations

@@ -187,7 +187,8 @@ _UNREACHED = ("ssh.refused", "ssh.no-answer", "ssh.unreachable", "ssh.dns-unreso
 def diagnose(stderr: str, target: SSHTarget, timeout: float) -> TransportError:
     """The error ssh's ``stderr`` (its last words before giving up) means for ``target``.
 
-    ssh's own lines follow the cause; what matched nothing is ``ssh.failed`` with ssh's
+    ssh's own lines end the fix (indented: JupyterLab's dialog keeps them whole, and the
+    sentences before them wrap); what matched nothing is ``ssh.failed`` with ssh's
     words and the command that shows more.  A refused login whose keys could not even be
     offered (missing, passphrase-protected and not in ssh-agent) is ``ssh.auth-no-key``
     with the reason for each, as the paramiko backend says it.
@@ -220,9 +221,10 @@ def diagnose(stderr: str, target: SSHTarget, timeout: float) -> TransportError:
                        "or load the key into ssh-agent (ssh-add); or log in once with a "
                        "shared connection (ControlMaster) that the kernel rides.")
                 code = "ssh.auth-no-key"
-        return TransportError(f"{cause}. ssh said:\n{said}", fix, code=code)
-    return TransportError(f"ssh could not connect to {target}. ssh said:\n{said}",
-                          f"run ssh -v {target.alias} to see more", code="ssh.failed")
+        return TransportError(cause, f"{fix}\nssh said:\n{said}", code=code)
+    return TransportError(f"ssh could not connect to {target}",
+                          f"run ssh -v {target.alias} to see more\nssh said:\n{said}",
+                          code="ssh.failed")
 
 
 def _unusable_keys(target: SSHTarget) -> list[str] | None:
