@@ -1,9 +1,11 @@
 #!/bin/sh
-# Install the system packages the SSH test bed (tests/sshbed.py) needs.
+# Install the system packages the SSH test bed (tests/sshbed.py) needs, and an MIT KDC for
+# the Kerberos/GSSAPI set-up (tests/test_openssh_backend.py).
 # Idempotent: apt is only touched when something is missing.
 set -eu
 
-sh "$(dirname "$0")/apt-ensure.sh" openssh-server openssh-client iproute2 nftables procps
+sh "$(dirname "$0")/apt-ensure.sh" openssh-server openssh-client iproute2 nftables procps \
+    krb5-kdc krb5-admin-server krb5-user
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

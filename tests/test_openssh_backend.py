@@ -7,6 +7,9 @@ starts kernels.  The faults of the set-ups (a failing ProxyCommand, an expired c
 revoked host key, a password host with no open connection, a jump host that refuses
 forwarding) each fail within connect_timeout + 2 s with a coded error naming cause and fix.
 
+Kerberos/GSSAPI runs against a real MIT KDC (Debian's krb5-kdc) on this machine's loopback,
+with an sshd that takes GSSAPI only.
+
 Extra sshd daemons run inside the bed's network namespace on its loopback (reachable only
 through the bed's own sshd: ProxyCommand, ProxyJump) or on its address (a firewall rule lets
 that port in).
@@ -442,3 +445,86 @@ def test_a_jump_host_that_refuses_forwarding(make: Callable[..., Bed], jupyter_e
     message = start_fails(add(jupyter_env, "os-jump-refuses", "behind", config,
                               s.bed.remote_python), BOUND, "ssh.jump-forwarding-refused")
     assert "refused to forward" in message and "AllowTcpForwarding" in message
+
+
+# -- Kerberos / GSSAPI against a real MIT KDC ------------------------------------------------------
+
+REALM = "RKJ.TEST"
+
+
+@pytest.fixture
+def kerberos(make: Callable[..., Bed], monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> Iterator[tuple[Bed, str]]:
+    """A realm with a KDC on this machine's loopback, a host principal for an sshd that takes
+    GSSAPI only (no keys, no passwords), and the bed's user holding a ticket (kinit from a
+    keytab); yields the bed and a client config for alias "kerberized"."""
+    if shutil.which("krb5kdc") is None:
+        pytest.fail("krb5kdc is not installed (.ci/install-system-packages.sh installs it)")
+    s = make()
+    realm_dir = Path(tempfile.mkdtemp(prefix="rkj-krb5-"))
+    port = _free_tcp_port()
+    conf, profile = realm_dir / "krb5.conf", realm_dir / "kdc.conf"
+    conf.write_text(
+        f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n"
+        " dns_lookup_realm = false\n rdns = false\n dns_canonicalize_hostname = false\n"
+        f"[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{port}\n }}\n")
+    profile.write_text(
+        f"[kdcdefaults]\n kdc_ports = {port}\n kdc_tcp_ports = {port}\n"
+        f"[realms]\n {REALM} = {{\n  database_name = {realm_dir}/principal\n"
+        f"  key_stash_file = {realm_dir}/stash\n  acl_file = {realm_dir}/kadm5.acl\n }}\n")
+    env = {"KRB5_CONFIG": str(conf), "KRB5_KDC_PROFILE": str(profile),
+           "KRB5CCNAME": f"FILE:{realm_dir}/ccache"}
+    run = {"env": {**os.environ, **env}, "check": True, "capture_output": True, "timeout": 60}
+    subprocess.run(["kdb5_util", "create", "-s", "-r", REALM, "-P", os.urandom(12).hex()],
+                   **run)
+    host_principal = f"host/{s.bed.host}@{REALM}"
+    user_keytab, sshd_keytab = realm_dir / "user.keytab", realm_dir / "sshd.keytab"
+    for command in (f"addprinc -randkey {s.bed.user}@{REALM}",
+                    f"addprinc -randkey {host_principal}",
+                    f"ktadd -k {user_keytab} {s.bed.user}@{REALM}",
+                    f"ktadd -k {sshd_keytab} {host_principal}"):
+        subprocess.run(["kadmin.local", "-r", REALM, "-q", command], **run)
+    kdc = subprocess.Popen(["krb5kdc", "-n", "-r", REALM], env=run["env"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["kinit", "-k", "-t", str(user_keytab), f"{s.bed.user}@{REALM}"],
+                             env=run["env"], capture_output=True, timeout=30).returncode:
+            assert time.monotonic() < deadline and kdc.poll() is None, "the KDC did not start"
+            time.sleep(0.1)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)  # the provisioner's ssh inherits the ticket
+        monkeypatch.setenv("KRB5_KTNAME", str(sshd_keytab))  # for the sshd started next
+        key = s.sshd(s.bed.host, 2228, GSSAPIAuthentication="yes",
+                     GSSAPIStrictAcceptorCheck="no", PubkeyAuthentication="no",
+                     AuthorizedKeysFile="none")
+        monkeypatch.delenv("KRB5_KTNAME")
+        known = s.known("known_krb", s.bed.host, 2228, key)
+        config = write_config(s, s.host_block(
+            "kerberized", f"HostName {s.bed.host}", "Port 2228", f"User {s.bed.user}",
+            "GSSAPIAuthentication yes", "PubkeyAuthentication no", f"UserKnownHostsFile {known}",
+            "GlobalKnownHostsFile /dev/null", "BatchMode yes"))
+        yield s, config
+    finally:
+        kdc.terminate()
+        kdc.wait(10)
+        shutil.rmtree(realm_dir, ignore_errors=True)
+
+
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_kerberos_gssapi_login(kerberos: tuple[Bed, str], jupyter_env: str) -> None:
+    s, config = kerberos
+    assert plain_ssh(config, "kerberized").stdout.strip() == s.bed.user
+    run_a_cell(add(jupyter_env, "os-kerberos", "kerberized", config, s.bed.remote_python), s.bed)
+    subprocess.run(["kdestroy"], capture_output=True, timeout=30)  # no ticket: a clear refusal
+    spec = add(jupyter_env, "os-kerberos-noticket", "kerberized", config, s.bed.remote_python)
+    message = start_fails(spec, BOUND, "ssh.auth-refused")
+    assert "Kerberos" in message and "kinit" in message and "gssapi-with-mic" in message

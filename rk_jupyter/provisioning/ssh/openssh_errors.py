@@ -85,6 +85,11 @@ def _interactive(m: re.Match[str], t: SSHTarget, timeout: float) -> tuple[str, s
 
 def _refused_key(m: re.Match[str], t: SSHTarget, timeout: float) -> tuple[str, str]:
     keys = ", ".join(t.identity_files) or "ssh-agent's keys and ~/.ssh/id_*"
+    if "gssapi" in m.group("methods") and "publickey" not in m.group("methods"):
+        return (f"{t.hostname}:{t.port} refused the login of {t.user}: it takes Kerberos "
+                f"(GSSAPI) only, and no valid ticket was accepted",
+                "get a ticket with kinit (klist shows the ones you hold; they expire), then "
+                "start the kernel again")
     return (f"{t.hostname}:{t.port} refused the login of {t.user}: no offered key or "
             f"certificate was accepted (tried: {keys})",
             f"put your public key in ~{t.user}/.ssh/authorized_keys on {t.hostname} (e.g. "
