@@ -155,7 +155,8 @@ def write_config(setup: Bed, text: str, name: str = "ssh_config") -> str:
 
 def plain_ssh(config: str, alias: str, command: str = "id -un",
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ssh", "-F", config, "-o", "BatchMode=yes", alias, command],
+    return subprocess.run(["ssh", "-F", config, "-o", "BatchMode=yes", alias,
+                           *([command] if command else [])],
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
                           env={**os.environ, **(env or {})})
 
@@ -210,9 +211,11 @@ def test_a_match_host_block(make: Callable[..., Bed], jupyter_env: str) -> None:
     s = make()
     # The alias is only named by a Match; the rest comes from a Match on the host it became.
     hostname, *rest = s.bed_lines()
+    # RemoteCommand and RequestTTY are a user's interactive settings; the kernel ignores them.
+    rest += ["RemoteCommand echo interactive-login", "RequestTTY yes"]
     config = write_config(s, f"Match originalhost matched\n    {hostname}\n"
                           f"Match host {s.bed.host}\n" + "".join(f"    {r}\n" for r in rest))
-    assert plain_ssh(config, "matched").stdout.strip() == s.bed.user
+    assert plain_ssh(config, "matched", "").stdout.strip() == "interactive-login"
     run_a_cell(add(jupyter_env, "os-match", "matched", config, s.bed.remote_python), s.bed)
 
 

@@ -69,6 +69,9 @@ KEEPALIVE_COUNT_MAX = 3  # ServerAliveCountMax, as the paramiko backend's watchd
 _POLL = 0.05  # seconds between checks of a master that is logging in
 _STDERR_TAIL = 40
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+#: What a user's ssh_config may set for interactive logins and must not apply to ours
+#: (a RemoteCommand makes ssh refuse a command line; a LocalCommand would run locally).
+_NOT_INTERACTIVE = ("-o", "RemoteCommand=none", "-o", "PermitLocalCommand=no")
 
 
 def available() -> str:
@@ -350,7 +353,7 @@ class OpenSSHConnection:
         """A client command line that rides the master and never prompts."""
         via = ["-S", self.control] if self.control else []
         return [_ssh(), *self.target.ssh_options, *via, "-o", "ControlMaster=no",
-                "-o", "BatchMode=yes", *args]
+                "-o", "BatchMode=yes", *_NOT_INTERACTIVE, *args]
 
     def alive(self) -> bool:
         if self.reason or self._closed.is_set():
@@ -567,7 +570,7 @@ def connect(target: SSHTarget, policy: str, timeout: float,
             "-o", "ControlPersist=no", "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, round(timeout))}",
             "-o", f"StrictHostKeyChecking={strict}", "-o", "ClearAllForwardings=yes",
-            "-o", "PermitLocalCommand=no", "-o", "ExitOnForwardFailure=yes"]
+            *_NOT_INTERACTIVE, "-o", "ExitOnForwardFailure=yes"]
     if keepalive > 0:
         argv += ["-o", f"ServerAliveInterval={max(1, round(keepalive))}",
                  "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT_MAX}"]
