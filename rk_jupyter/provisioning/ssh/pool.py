@@ -1,4 +1,5 @@
-"""One SSH connection per (user, host, port), shared by every kernel of this Jupyter process.
+"""One SSH connection per (SSH client, user, host, port), shared by every kernel of this
+Jupyter process (an OpenSSH master or a paramiko transport: ``backend.Connection``).
 
 Each connection carries one agent (per distinct AgentSettings; normally just one) serving
 every kernel as its own session, and one local forward to it: each kernel process opens its
@@ -176,7 +177,7 @@ class ConnectionPool:
 
     def __init__(self, restart_grace: float = RESTART_GRACE) -> None:
         self.restart_grace = restart_grace
-        self._shared: dict[tuple[str, str, int], _Shared] = {}
+        self._shared: dict[tuple[str, str, str, int], _Shared] = {}
         self._lock = threading.Lock()
 
     def connections(self) -> list[Connection]:

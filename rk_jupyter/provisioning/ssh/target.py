@@ -4,6 +4,8 @@ Explicit kernelspec keys win over ssh_config (like ``ssh -p/-l/-i/-J`` over the 
 user's file is read before the system one, and the first value found wins.  Read from
 ssh_config: HostName, User, Port, IdentityFile, IdentitiesOnly, ProxyJump, UserKnownHostsFile,
 GlobalKnownHostsFile.  ``Include`` is not followed (paramiko's parser does not support it).
+This is the paramiko backend's resolution; the OpenSSH backend asks ``ssh -G``
+(``openssh.resolve``) and builds the same SSHTarget.
 """
 
 from __future__ import annotations
