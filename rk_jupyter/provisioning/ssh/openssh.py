@@ -260,7 +260,6 @@ class ProcessChannel:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
         self.status_event = threading.Event()
-        self._timeout: float | None = None
         threading.Thread(target=self._wait, daemon=True, name="ssh-client-wait").start()
 
     def _wait(self) -> None:
@@ -280,19 +279,11 @@ class ProcessChannel:
                 self.process.stdin.close()
 
     def settimeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
+        """Nothing to do: readers of a process's stdout wait for lines or its end."""
 
     def makefile(self, mode: str = "rb") -> IO[bytes]:
         assert self.process.stdout is not None
         return self.process.stdout
-
-    def recv(self, size: int) -> bytes:
-        stdout = self.process.stdout
-        assert stdout is not None
-        ready, _, _ = select.select([stdout], [], [], self._timeout)
-        if not ready:
-            raise TimeoutError
-        return os.read(stdout.fileno(), size)
 
     def recv_exit_status(self) -> int:
         """The remote command's exit status; -1 when ssh could not say (it exits 255 for
@@ -528,8 +519,8 @@ class OpenSSHConnection:
 
 
 def _sftp_options(options: Sequence[str]) -> list[str]:
-    """ssh's options as sftp takes them: -p PORT is -P PORT there, -l USER and -i FILE and
-    -J HOST go as -o User= / IdentityFile= / ProxyJump=."""
+    """ssh's options as sftp takes them: -p PORT is -P PORT there, -l USER and -i FILE go
+    as -o User= / IdentityFile=; -F, -J and -o are the same."""
     out: list[str] = []
     items = iter(options)
     names = {"-p": "-P", "-F": "-F", "-o": "-o", "-J": "-J"}
