@@ -264,25 +264,27 @@ def test_a_two_hop_proxyjump_chain_from_ssh_config(
     assert all(row["status"] in ("pass", "n/a") for row in steps.values()), steps
 
 
-def ca(setup: Bed, name: str) -> Path:
-    return setup.keygen(name)
+def certificate_login(s: Bed, port: int, alias: str, validity: str) -> tuple[Path, str]:
+    """An sshd on ``port`` that takes user certificates of a CA only (AuthorizedKeysFile
+    none), a key with a certificate valid for ``validity`` (ssh-keygen -V), and a client
+    config for ``alias``; returns the key and the config."""
+    user_ca = s.keygen(f"user_ca_{port}")
+    host_key = s.sshd(s.bed.host, port, TrustedUserCAKeys=f"{user_ca}.pub",
+                      AuthorizedKeysFile="none")
+    key = s.keygen(f"{alias}-key")
+    subprocess.run(["ssh-keygen", "-q", "-s", str(user_ca), "-I", "rkj", "-n", s.bed.user,
+                    "-V", validity, f"{key}.pub"], check=True, timeout=30)
+    known = s.known(f"known_{alias}", s.bed.host, port, host_key)
+    return key, write_config(s, s.host_block(
+        alias, f"HostName {s.bed.host}", f"Port {port}", f"User {s.bed.user}",
+        f"IdentityFile {key}", "IdentitiesOnly yes", f"UserKnownHostsFile {known}",
+        "GlobalKnownHostsFile /dev/null", "BatchMode yes"))
 
 
 def test_a_user_certificate_without_authorized_keys(make: Callable[..., Bed],
                                                     jupyter_env: str) -> None:
     s = make()
-    user_ca = ca(s, "user_ca")
-    s.sshd(s.bed.host, 2225, TrustedUserCAKeys=f"{user_ca}.pub", AuthorizedKeysFile="none")
-    key = s.keygen("certified")
-    subprocess.run(["ssh-keygen", "-q", "-s", str(user_ca), "-I", "rkj", "-n", s.bed.user,
-                    "-V", "+2h", f"{key}.pub"], check=True, timeout=30)
-    known = s.dir / "known_cert_host"
-    host_key = s.dir / "sshd-2225-host.pub"
-    s.known("known_cert_host", s.bed.host, 2225, " ".join(host_key.read_text().split()[:2]))
-    config = write_config(s, s.host_block(
-        "certified", f"HostName {s.bed.host}", "Port 2225", f"User {s.bed.user}",
-        f"IdentityFile {key}", "IdentitiesOnly yes", f"UserKnownHostsFile {known}",
-        "GlobalKnownHostsFile /dev/null", "BatchMode yes"))
+    _, config = certificate_login(s, 2225, "certified", "+2h")
     assert plain_ssh(config, "certified").stdout.strip() == s.bed.user
     run_a_cell(add(jupyter_env, "os-user-cert", "certified", config, s.bed.remote_python),
                s.bed)
@@ -291,7 +293,7 @@ def test_a_user_certificate_without_authorized_keys(make: Callable[..., Bed],
 def test_a_host_certificate_trusted_through_cert_authority(make: Callable[..., Bed],
                                                            jupyter_env: str) -> None:
     s = make()
-    host_ca = ca(s, "host_ca")
+    host_ca = s.keygen("host_ca")
     host_key = s.keygen("signed-host")
     subprocess.run(["ssh-keygen", "-q", "-s", str(host_ca), "-h", "-I", "host", "-n",
                     s.bed.host, "-V", "+2h", f"{host_key}.pub"], check=True, timeout=30)
@@ -402,18 +404,7 @@ def test_a_failing_proxycommand(make: Callable[..., Bed], jupyter_env: str) -> N
 
 def test_an_expired_user_certificate(make: Callable[..., Bed], jupyter_env: str) -> None:
     s = make()
-    user_ca = ca(s, "user_ca")
-    s.sshd(s.bed.host, 2227, TrustedUserCAKeys=f"{user_ca}.pub", AuthorizedKeysFile="none")
-    key = s.keygen("expired")
-    subprocess.run(["ssh-keygen", "-q", "-s", str(user_ca), "-I", "rkj", "-n", s.bed.user,
-                    "-V", "20200101:20200102", f"{key}.pub"], check=True, timeout=30)
-    host_key = s.dir / "sshd-2227-host.pub"
-    known = s.known("known_expired", s.bed.host, 2227,
-                    " ".join(host_key.read_text().split()[:2]))
-    config = write_config(s, s.host_block(
-        "expired-cert", f"HostName {s.bed.host}", "Port 2227", f"User {s.bed.user}",
-        f"IdentityFile {key}", "IdentitiesOnly yes", f"UserKnownHostsFile {known}",
-        "GlobalKnownHostsFile /dev/null", "BatchMode yes"))
+    key, config = certificate_login(s, 2227, "expired-cert", "20200101:20200102")
     assert "Permission denied" in plain_ssh(config, "expired-cert").stderr
     message = start_fails(add(jupyter_env, "os-expired", "expired-cert", config,
                               s.bed.remote_python), BOUND, "ssh.auth-cert-expired")

@@ -138,7 +138,7 @@ def test_network_cut_mid_cell_loses_and_repeats_nothing(
             deadline = time.monotonic() + CUT_FOR
             while time.monotonic() < deadline:  # what poll() sees: the kernel must live on
                 seen_alive.append(lease.alive())
-                published.append(transport_state(lease.state_path))
+                published.append(transport_state(lease.state_path)[0])
                 time.sleep(0.5)
             proxy.restore()
 

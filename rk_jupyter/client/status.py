@@ -72,10 +72,11 @@ def status_rows(client: AgentClient | None, start_error: str | None,
         rows.append(("compression", f"{client.link.codec}, wire/raw = {ratio:.3f}"))
         rows.append(("large outputs", bulk_row(client.link.last_bulk, ep.transport)))
     rows.append(("reconnects", str(client.reconnects)))
-    if connection := transport_state(transport_state_path):
+    connection, client_name = transport_state(transport_state_path)
+    if connection:
         rows.append((f"{ep.transport} connection", connection))
-        if client_name := transport_client(transport_state_path):
-            rows.append((f"{ep.transport} client", client_name))
+    if client_name:
+        rows.append((f"{ep.transport} client", client_name))
     return rows
 
 
@@ -123,11 +124,12 @@ def engine_rows(client: AgentClient) -> list[tuple[str, str]]:
     return rows
 
 
-def transport_state(path: str) -> str:
+def transport_state(path: str) -> tuple[str, str]:
     """The state the provisioner's connection pool publishes (the SSH connection that the
-    kernel's link runs through), as one line; '' when there is none."""
+    kernel's link runs through) as one line, and which SSH client carries it ("OpenSSH (its
+    own master)", "paramiko"); '' for what there is none of."""
     if not path:
-        return ""
+        return "", ""
     try:
         with open(path, encoding="utf-8") as file:
             state = json.load(file)
@@ -135,22 +137,12 @@ def transport_state(path: str) -> str:
         count = int(state["reconnects"])
         line = f"{state['state']} since {since}, re-established {count} time{'s' * (count != 1)}"
     except FileNotFoundError:
-        return "closed"
+        return "closed", ""
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"unknown ({path}: {exc})"
+        return f"unknown ({path}: {exc})", ""
     if state["state"] != "connected" and state.get("last_error"):
         line += f"; last error: {state['last_error']}"
-    return line
-
-
-def transport_client(path: str) -> str:
-    """Which client the connection runs on ("OpenSSH (its own master)", "paramiko"), as
-    the pool publishes it; '' when it does not say."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            return str(json.load(file).get("client", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
+    return line, str(state.get("client", ""))
 
 
 def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:

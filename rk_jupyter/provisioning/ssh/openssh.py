@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import logging
 import os
 import queue
 import re
-import select
+import secrets
 import shlex
 import shutil
 import signal
@@ -58,6 +57,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from ..errors import TransportError
+from .listener import LocalForward, Pair
 from .openssh_errors import diagnose
 from .target import SSHTarget
 
@@ -286,10 +286,8 @@ class ProcessChannel:
         return self.process.stdout
 
     def recv_exit_status(self) -> int:
-        """The remote command's exit status; -1 when ssh could not say (it exits 255 for
-        its own failures and for a command killed by a signal)."""
-        code = self.process.wait()
-        return -1 if code in (255, None) or code < 0 else code
+        """The remote command's exit status (``remote_status``)."""
+        return remote_status(self.process.wait())
 
     def close(self) -> None:
         """End the client (its session on the master closes: the remote command's stdin
@@ -304,6 +302,13 @@ class ProcessChannel:
         if self.process.stdout is not None:
             with contextlib.suppress(OSError):
                 self.process.stdout.close()
+
+
+def remote_status(code: int | None) -> int:
+    """A remote command's exit status from its ssh client's: -1 when ssh could not say (it
+    exits 255 for its own failures and for a command killed by a signal), as paramiko's
+    recv_exit_status."""
+    return -1 if code is None or code == 255 or code < 0 else code
 
 
 # -- the connection ----------------------------------------------------------------------------
@@ -417,8 +422,7 @@ class OpenSSHConnection:
             process.communicate()
             raise TransportError(f"a remote command on {self.target} did not finish within "
                                  f"{timeout:g} s", code="ssh.command-timeout") from None
-        status = -1 if process.returncode in (255, None) or process.returncode < 0 \
-            else process.returncode
+        status = remote_status(process.returncode)
         if status == -1 and not self.alive():
             raise TransportError(f"a remote command on {self.target} failed: "
                                  f"{self.death_reason()}", code="ssh.command-failed")
@@ -554,7 +558,7 @@ def connect(target: SSHTarget, policy: str, timeout: float,
     if check_master(target, None, timeout):
         log.info("riding your open ssh master connection to %s", target)
         return OpenSSHConnection(target, None, None, deque(maxlen=_STDERR_TAIL), keepalive)
-    tag = hashlib.sha256(f"{target.key}{time.time_ns()}".encode()).hexdigest()[:12]
+    tag = secrets.token_hex(6)  # one socket per master: a stale one is never reused
     control = os.path.join(control_directory(), f"m-{tag}")
     strict = "accept-new" if policy == "accept-new" else "yes"
     argv = [_ssh(), *target.ssh_options, "-M", "-N", "-S", control,
@@ -615,102 +619,33 @@ def _read_stderr(process: subprocess.Popen[bytes], lines: deque[str],
 # -- the forward ---------------------------------------------------------------------------
 
 
-class MuxForwarder:
-    """Accepts on 127.0.0.1:<port> and hands each client socket to ``ssh -W`` (see the module
-    docstring); the same interface as the paramiko backend's ``Forwarder``."""
+class MuxForwarder(LocalForward):
+    """Hands each accepted client socket to ``ssh -W`` (see the module docstring)."""
 
-    def __init__(self, connection: OpenSSHConnection, destination: tuple[str, int],
-                 open_timeout: float) -> None:
-        self.connection = connection
-        self.destination = destination
-        self.open_timeout = open_timeout
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port: int = self._listener.getsockname()[1]
-        self._closed = threading.Event()
-        self._pairs: set[tuple[socket.socket, subprocess.Popen[bytes]]] = set()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                        name=f"ssh-mux-forward-{self.port}")
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return not self._closed.is_set() and self._thread.is_alive()
-
-    def retarget(self, connection: OpenSSHConnection) -> None:
-        """Forward through ``connection`` from now on; connections through the old one are
-        ended (their kernels reconnect to the same port)."""
-        with self._lock:
-            self.connection = connection
-            pairs, self._pairs = self._pairs, set()
-        for pair in pairs:
-            _end(*pair)
-
-    def close(self) -> None:
-        """Stop listening and end every forwarded connection; idempotent."""
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        with self._lock:
-            pairs, self._pairs = self._pairs, set()
-        for pair in pairs:
-            _end(*pair)
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-
-    def _accept_loop(self) -> None:
-        """Until ``close``: a failed accept or spawn (out of descriptors, processes) is
-        logged once per run and waited out with back-off; ending the loop would cut every
-        kernel of the host off its agent."""
-        delay = 0.0
-        while not self._closed.is_set():
-            try:
-                if not select.select([self._listener], [], [], 0.5)[0]:
-                    continue
-                client, _ = self._listener.accept()
-            except (OSError, ValueError) as exc:
-                if self._closed.is_set() or self._listener.fileno() < 0:
-                    return
-                if not delay:
-                    log.warning("forward 127.0.0.1:%d cannot accept for now (%s); retrying",
-                                self.port, exc)
-                delay = min(max(delay * 2, 0.01), 1.0)
-                self._closed.wait(delay)
-                continue
-            if delay:
-                log.info("forward 127.0.0.1:%d accepts again", self.port)
-                delay = 0.0
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                process = self.connection.stdio_forward(self.destination, client.fileno())
-            except OSError as exc:
-                log.error("forward 127.0.0.1:%d: cannot run ssh -W: %s", self.port, exc)
-                client.close()
-                continue
-            pair = (client, process)
-            with self._lock:
-                self._pairs.add(pair)
-            threading.Thread(target=self._watch, args=(pair,), daemon=True,
-                             name=f"ssh-mux-forward-watch-{self.port}").start()
-
-    def _watch(self, pair: tuple[socket.socket, subprocess.Popen[bytes]]) -> None:
-        """The ``ssh -W`` client ends with its channel: end the kernel's side too."""
-        client, process = pair
+    def _serve(self, client: socket.socket, peer: tuple[str, int]) -> None:
+        connection = self.connection
+        try:
+            process = connection.stdio_forward(self.destination, client.fileno())
+        except OSError as exc:
+            log.error("forward 127.0.0.1:%d: cannot run ssh -W: %s", self.port, exc)
+            client.close()
+            return
+        pair = (client, process)
+        if not self._track(pair):
+            return
+        # The ``ssh -W`` client ends with its channel: then end the kernel's side too.
         _, err = process.communicate()
         said = err.decode("utf-8", "replace").strip()
         if said and not self._closed.is_set():
-            report = log.error if self.connection.alive() else log.info
+            report = log.error if connection.alive() else log.info
             report("forward 127.0.0.1:%d -> remote %s:%d: %s", self.port, *self.destination,
                    said)
-        with self._lock:
-            self._pairs.discard(pair)
-        _end(client, process)
+        self._finish(pair)
 
-
-def _end(client: socket.socket, process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        client.shutdown(socket.SHUT_RDWR)
-    client.close()
-    if process.poll() is None:
-        process.terminate()
+    def _end(self, pair: Pair) -> None:
+        client, process = pair
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+        client.close()
+        if process.poll() is None:
+            process.terminate()
