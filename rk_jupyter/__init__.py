@@ -7,7 +7,7 @@ have nothing but Python (and, ideally, brotli).
 
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -37,6 +37,7 @@ import paramiko
 
 from . import kernelspec
 from .client import AgentClient, Collected, EvaluationError, run
+from .client.environment import BY_KERNEL, BY_PROVISIONER, VARIABLES
 from .client.evaluate import TIMEOUT
 from .errors import RKError
 from .link.connection import Link
@@ -173,6 +174,18 @@ class _Recorder(LaunchObserver):
         self.phases[phase.name] = phase
 
 
+#: Who launches a kernelspec's engine, as the kernelspec step says it.
+SELF_LAUNCH = ("launched by the provisioner (JupyterLab, Notebook) or by the kernel itself "
+               "(VS Code, Positron)")
+NO_SELF_LAUNCH = ("launched by the provisioner only: its argv lacks --rk-kernelspec (made "
+                  "before rk_jupyter 0.4), so VS Code and Positron cannot start it; run "
+                  "rk-jupyter add for it again")
+#: The same for a running kernel (``%rkernel doctor`` passes RK_LAUNCHED_BY on).
+LAUNCHED_BY = {BY_PROVISIONER: "this kernel was launched by the provisioner",
+               BY_KERNEL: "this kernel launched its engine itself (a client that ignores "
+                          "provisioners)"}
+
+
 class Checkup:
     """One run of the doctor on a kernelspec (``name``) or on launch settings (``settings``:
     a LaunchSettings, or its plain form as a kernel's RK_SETTINGS hold it, checked in the
@@ -193,6 +206,7 @@ class Checkup:
         self.login_error: TransportError | None = None  # OpenSSH: found by reach, told later
         self.pool = ConnectionPool()  # the doctor's own: a running kernel's is not touched
         self.launch = _Recorder(self._describe)
+        self._launcher = ""  # who launches the engine, told in the kernelspec step
         self.launched: LaunchedSession | None = None
         self.address: tuple[str, int] = ("", 0)
         self.client: AgentClient | None = None
@@ -286,6 +300,8 @@ class Checkup:
 
     def _kernelspec(self) -> str:
         label = self.name or "this kernel"
+        # A running kernel's doctor (``%rkernel doctor``) is told who launched it.
+        self._launcher = LAUNCHED_BY.get(os.environ.get(VARIABLES["launched_by"], ""), "")
         given = self.given
         if isinstance(given, LaunchSettings):
             self.settings = given
@@ -308,6 +324,7 @@ class Checkup:
                              "add one with rk-jupyter add NAME --local, or --host "
                              "[user@]host[:port]", code="doctor.no-kernelspec")
             label = row["kernelspec"]
+            self._launcher = SELF_LAUNCH if row["self_launch"] else NO_SELF_LAUNCH
             try:
                 self.settings = LaunchSettings.from_config(row["config"])
             except SettingsError as exc:
@@ -318,6 +335,8 @@ class Checkup:
         s = self._s
         found = (f"{label}: transport {s.transport}{s.where()}, engine {s.engine}, "
                  f"compression {s.compression}")
+        if self._launcher:
+            found += f"; {self._launcher}"
         if s.transport == "ssh":
             client = backend.choose(s.ssh_client)
             found += f"; SSH client {client} (ssh_client {s.ssh_client})"

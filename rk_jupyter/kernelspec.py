@@ -13,6 +13,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from .client.environment import KERNELSPEC_FLAG
 from .safepath import module_argv
 
 PREFIX = "rk-"
@@ -26,19 +27,24 @@ def spec_name(name: str) -> str:
     return PREFIX + name
 
 
-def build_spec(name: str, display_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """kernel.json for ``name``, from the template in ``kernelspecs/``.
+def build_spec(name: str, display_name: str, config: dict[str, Any],
+               spec_dir: str) -> dict[str, Any]:
+    """kernel.json for ``name``, to be installed in ``spec_dir``, from the template in
+    ``kernelspecs/``.
 
-    The kernel process runs without its working directory on ``sys.path`` (``safepath``),
-    and the metadata declares CurveZMQ support (``supported_encryption``), so that
-    jupyter_client's ``transport_encryption`` "auto" encrypts its channels and "required"
-    accepts it (an rk kernel is an ipykernel, which speaks it).
+    The kernel process runs without its working directory on ``sys.path`` (``safepath``);
+    its argv names ``spec_dir`` (``KERNELSPEC_FLAG``), so that a client which ignores the
+    provisioner and runs the argv itself (VS Code, Positron) gets a kernel that launches its
+    engine from these same settings.  The metadata declares CurveZMQ support
+    (``supported_encryption``), so that jupyter_client's ``transport_encryption`` "auto"
+    encrypts its channels and "required" accepts it (an rk kernel is an ipykernel).
     """
     template = resources.files("rk_jupyter.kernelspecs").joinpath("kernel.json").read_text()
     spec = json.loads(template)
     python, option, module, *args = spec["argv"]  # {python} -m MODULE ARGS…
     assert (python, option) == ("{python}", "-m"), spec["argv"]
-    spec["argv"] = module_argv(sys.executable, module, *args)  # cwd not on sys.path
+    spec["argv"] = module_argv(sys.executable, module, *args,  # cwd not on sys.path
+                               f"{KERNELSPEC_FLAG}={os.path.abspath(spec_dir)}")
     spec["metadata"]["supported_encryption"] = ["curve"]
     spec["display_name"] = display_name
     spec["metadata"]["kernel_provisioner"]["config"] = config
@@ -55,12 +61,12 @@ def install(
     installs are: a spec added by root with ``--sys-prefix``/``--prefix`` is listed for every
     user (the hub guide relies on it).
     """
-    spec = build_spec(name, display_name, config)
     ksm = KernelSpecManager()
+    destination = ksm._get_destination_dir(spec_name(name), user=user, prefix=prefix)
+    spec = build_spec(name, display_name, config, destination)
     # A system-wide install's new parents (kernels/, share/jupyter/) must be readable too; a
     # user's own tree (~/.local/share) keeps their umask's modes.
-    new_dirs = [] if user else _missing_dirs(
-        ksm._get_destination_dir(spec_name(name), user=user, prefix=prefix))
+    new_dirs = [] if user else _missing_dirs(destination)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         assets = resources.files("rk_jupyter.kernelspecs")
@@ -99,8 +105,16 @@ def installed() -> list[dict[str, Any]]:
             continue
         rows.append({"name": kname[len(PREFIX):], "kernelspec": kname,
                      "display_name": spec.get("display_name", ""),
-                     "resource_dir": info["resource_dir"], "config": prov.get("config", {})})
+                     "resource_dir": info["resource_dir"], "config": prov.get("config", {}),
+                     "self_launch": self_launch_dir(spec.get("argv", []))})
     return rows
+
+
+def self_launch_dir(argv: list[str]) -> str:
+    """The kernelspec directory a kernel with this argv launches its engine from when no
+    provisioner did ('' for a kernelspec made before that option existed)."""
+    prefix = KERNELSPEC_FLAG + "="
+    return next((item[len(prefix):] for item in argv if item.startswith(prefix)), "")
 
 
 def remove(name: str) -> str:

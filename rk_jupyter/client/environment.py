@@ -4,6 +4,11 @@ Why one object: the provisioner writes these variables and the kernel reads them
 ends in one dataclass, a variable cannot be renamed at one end only, and no module reads an
 ``RK_*`` literal of its own.  The token travels here (never in argv) and is removed from the
 process environment as soon as it is read.
+
+A client that ignores provisioners (VS Code, Positron) runs ``kernel.json``'s argv itself:
+``KERNELSPEC_FLAG`` there names the kernelspec's directory, from whose settings the kernel
+process then launches its engine itself (``provisioning.selflaunch``) and sets these same
+variables — or ``RK_START_ERROR``, why it could not.
 """
 
 from __future__ import annotations
@@ -14,7 +19,18 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import RKError
 from .agent import Endpoint
+
+#: The argv option (``--rk-kernelspec=DIR``) by which a kernel process finds its kernelspec
+#: when no provisioner launched it; ``rk-jupyter add`` writes it, ``kernel/__main__`` reads it.
+KERNELSPEC_FLAG = "--rk-kernelspec"
+#: ``KernelEnvironment.launched_by``: who launched the engine.
+BY_PROVISIONER, BY_KERNEL = "provisioner", "kernel"
+#: Why a kernel that launched itself has no engine: the launch's RKError as JSON
+#: (``RKError.as_dict``), so that its code survives.
+START_ERROR = "RK_START_ERROR"
+NOT_LAUNCHED = "kernel.not-launched"
 
 #: Each field's variable.  ``token`` is popped on read.
 VARIABLES = {
@@ -33,7 +49,24 @@ VARIABLES = {
     "settings": "RK_SETTINGS",
     "kernelspec": "RK_KERNELSPEC",
     "launch_log": "RK_LAUNCH_LOG",
+    "launched_by": "RK_LAUNCHED_BY",
 }
+
+
+class NotLaunched(RKError):
+    """No engine was launched for this kernel process: the cause its own launch gave
+    (``RK_START_ERROR``), or neither a provisioner nor a kernelspec option said where."""
+
+    code = NOT_LAUNCHED
+
+
+def launched_by(environ: MutableMapping[str, str] | None = None) -> str:
+    """Who launched this kernel's engine, as ``%rkernel status`` says it: BY_PROVISIONER,
+    BY_KERNEL (also when that launch failed), or '' when nobody did."""
+    env = os.environ if environ is None else environ
+    if VARIABLES["port"] in env:
+        return env.get(VARIABLES["launched_by"], BY_PROVISIONER)
+    return BY_KERNEL if START_ERROR in env else ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +86,7 @@ class KernelEnvironment:
     settings: dict[str, Any] = field(default_factory=dict)
     kernelspec: str = ""
     launch_log: str = ""
+    launched_by: str = BY_PROVISIONER
 
     def to_env(self) -> dict[str, str]:
         """The variables to add to the kernel process's environment."""
@@ -65,15 +99,25 @@ class KernelEnvironment:
             "reconnect_grace": str(self.reconnect_grace),
             "transport_state": self.transport_state, "settings": json.dumps(self.settings),
             "kernelspec": self.kernelspec, "launch_log": self.launch_log,
+            "launched_by": self.launched_by,
         }
         return {VARIABLES[key]: value for key, value in values.items()}
 
     @classmethod
     def from_env(cls, environ: MutableMapping[str, str] | None = None) -> KernelEnvironment:
-        """Read (and, for the token, remove) the variables; KeyError if no provisioner set
-        them (no ``RK_AGENT_PORT``), ValueError if one is malformed."""
+        """Read (and, for the token, remove) the variables; NotLaunched if nobody set them
+        (no ``RK_AGENT_PORT``), ValueError if one is malformed."""
         env = os.environ if environ is None else environ
         get = env.get
+        if VARIABLES["port"] not in env:
+            if get(START_ERROR):
+                said = json.loads(env[START_ERROR])
+                raise NotLaunched(said["cause"], said.get("fix", ""), code=said["code"])
+            raise NotLaunched(
+                "no provisioner launched this kernel, and its argv names no kernelspec "
+                f"({KERNELSPEC_FLAG}) to launch its engine from",
+                "install the kernelspec again with rk-jupyter add (kernelspecs made before "
+                "rk_jupyter 0.4 lack the option that VS Code and Positron need)")
         session = get(VARIABLES["session"], "")
         endpoint = Endpoint(
             host=get(VARIABLES["host"], "127.0.0.1"),
@@ -95,4 +139,5 @@ class KernelEnvironment:
             settings=json.loads(get(VARIABLES["settings"], "{}") or "{}"),
             kernelspec=get(VARIABLES["kernelspec"], ""),
             launch_log=get(VARIABLES["launch_log"], ""),
+            launched_by=get(VARIABLES["launched_by"], BY_PROVISIONER),
         )

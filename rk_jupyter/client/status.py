@@ -16,6 +16,7 @@ from ..link.connection import Link
 from ..link.frames import BulkReceipt, LinkError
 from ..link.packets import packet, packet_name
 from .agent import NO_ANSWER, UNREACHABLE, AgentClient, AgentError
+from .environment import BY_KERNEL, BY_PROVISIONER
 
 LOG_TIMEOUT = 10.0
 PINGS = 5
@@ -29,19 +30,32 @@ def _size(n: float) -> str:
     return str(n)
 
 
+#: The "launched by" row, by ``KernelEnvironment.launched_by``.
+LAUNCHERS = {BY_PROVISIONER: "the provisioner (rk-ssh-provisioner)",
+             BY_KERNEL: "the kernel itself (a client that ignores provisioners: VS Code, "
+                        "Positron)",
+             "": "nobody (no provisioner, no kernelspec in the kernel's argv)"}
+
+
 def status_rows(client: AgentClient | None, start_error: str | None,
-                transport_state_path: str = "") -> list[tuple[str, str]]:
+                transport_state_path: str = "", launched_by: str | None = None,
+                ) -> list[tuple[str, str]]:
     """(label, value) pairs of ``%rkernel status``; pings the agent for a fresh RTT.
 
     ``start_error`` is why there is no client; ``transport_state_path`` the JSON file in
-    which the launch side publishes the state of the way to the agent ('' for none).
+    which the launch side publishes the state of the way to the agent ('' for none);
+    ``launched_by`` who launched a kernel's engine (``environment.launched_by``; None, for
+    the IPython extension's own connection: no row).
     """
+    launcher = [] if launched_by is None else \
+        [("launched by", LAUNCHERS.get(launched_by, launched_by))]
     if client is None:
-        return [("state", f"not connected: {start_error}")]
+        return [("state", f"not connected: {start_error}"), *launcher]
     ep = client.endpoint
     info: dict[str, Any] = client.engine_info
     rows = [
         ("transport", ep.transport),
+        *launcher,
         ("endpoint", ep.description or f"{ep.host}:{ep.port}"),
         ("engine", f"{info.get('name', ep.engine)} {info.get('version', '')}".strip()),
     ]

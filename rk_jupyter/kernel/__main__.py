@@ -1,5 +1,56 @@
+"""The kernel process's entry point: ``python -m rk_jupyter.kernel -f CONNECTION_FILE
+--rk-kernelspec=DIR``.
+
+With a provisioner (JupyterLab, Notebook, JupyterHub) the engine is already running and the
+``RK_*`` environment says where.  A client that ignores provisioners (VS Code, Positron) runs
+this argv with no such environment: the kernel then launches its engine itself from the
+kernelspec's settings (``provisioning.selflaunch``, imported only then) and ends it after the
+kernel application.
+"""
+
+import os
+import sys
+
 from ipykernel.kernelapp import IPKernelApp
 
+from ..client.environment import KERNELSPEC_FLAG, VARIABLES
 from .kernel import RKernel
 
-IPKernelApp.launch_instance(kernel_class=RKernel)
+
+def take_option(argv: list[str], option: str) -> str:
+    """Remove ``option=VALUE`` from ``argv`` (ipykernel's parser rejects options it does not
+    know) and return VALUE ('' when absent)."""
+    value = ""
+    for item in list(argv):
+        if item.startswith(option + "="):
+            argv.remove(item)
+            value = item.split("=", 1)[1]
+    return value
+
+
+def connection_file(argv: list[str]) -> str:
+    """The ``-f``/``--f=`` argument (it names the kernel's id in the launch's logs)."""
+    for i, item in enumerate(argv):
+        if item == "-f" and i + 1 < len(argv):
+            return argv[i + 1]
+        if item.startswith("--f="):
+            return item[len("--f="):]
+    return ""
+
+
+def main() -> None:
+    spec_dir = take_option(sys.argv, KERNELSPEC_FLAG)
+    launched = None
+    if spec_dir and VARIABLES["port"] not in os.environ:
+        from ..provisioning.selflaunch import SelfLaunch  # no provisioner launched us
+
+        launched = SelfLaunch.begin(spec_dir, connection_file(sys.argv))
+        RKernel.engine_launch = launched
+    try:
+        IPKernelApp.launch_instance(kernel_class=RKernel)
+    finally:
+        if launched is not None:
+            launched.stop()
+
+
+main()

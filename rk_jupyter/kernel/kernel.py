@@ -8,14 +8,14 @@ paramiko: ``%rkernel doctor`` runs in a process of its own (``kernel.magics``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from ipykernel.kernelbase import Kernel
 
 from .. import __version__
 from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
 from ..client.agent import NOT_CONNECTED
-from ..client.environment import KernelEnvironment
+from ..client.environment import KernelEnvironment, NotLaunched, launched_by
 from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
 from ..errors import RKError
 from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, packet
@@ -30,6 +30,17 @@ MAGIC_LINE_WAIT = 2.0
 ENAMES = {SYNTAX: "SyntaxError", ABORTED_CODE: "$Aborted", ENGINE_ENDED: "EngineEnded",
           NOT_CONNECTED: "LinkDown", ENGINE_STOPPED_ERROR: "EngineStopped",
           ENGINE_START_ERROR: "EngineStartFailed"}
+
+
+class OwnLaunch(Protocol):
+    """The engine launch of a kernel process that no provisioner launched
+    (``provisioning.selflaunch.SelfLaunch``; the kernel does not import the launch side)."""
+
+    def wait(self) -> None:
+        """Return once the launch has set the kernel's environment (or why it failed)."""
+
+    def stop(self) -> None:
+        """End the session and the agent side (bounded; idempotent)."""
 
 
 class JupyterOutput:
@@ -82,6 +93,8 @@ class RKernel(Kernel):
         "codemirror_mode": "mathematica",
     }
     banner = "Wolfram Language through rk_jupyter"
+    #: Set by the entry point when this process launches its own engine (no provisioner).
+    engine_launch: OwnLaunch | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -89,13 +102,17 @@ class RKernel(Kernel):
         self.evaluator: Evaluator | None = None
         self.env: KernelEnvironment | None = None
         self.start_error: str | None = None
+        if self.engine_launch is not None:
+            self.engine_launch.wait()
+        self.launched_by = launched_by()
         try:
             self.env = KernelEnvironment.from_env()
             client = AgentClient(self.env.endpoint, self.env.kernel_id,
                                  grace=self.env.reconnect_grace)
             info = client.open(keep=self.env.reconnect_grace)
-        except (AgentError, KeyError, ValueError) as exc:
-            self.start_error = str(exc)
+        except (AgentError, NotLaunched, ValueError) as exc:
+            code = getattr(exc, "code", "")  # the launch's own error code, shown with it
+            self.start_error = f"{exc} [{code}]" if code else str(exc)
             self.log.error("rk_jupyter: cannot start the engine: %s", exc)
             return
         self.client = client
@@ -131,7 +148,7 @@ class RKernel(Kernel):
 
     def _magic(self, code: str, silent: bool) -> dict[str, Any]:
         try:
-            bundle = run_magic(code, self.client, self.start_error, self.env)
+            bundle = run_magic(code, self.client, self.start_error, self.env, self.launched_by)
         except RKError as exc:
             return self._error("RKernelMagic", str(exc))
         if not silent:
@@ -217,4 +234,6 @@ class RKernel(Kernel):
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         if self.client is not None:
             self.client.close()
+        if self.engine_launch is not None:  # before the reply: the client may kill us then
+            self.engine_launch.stop()
         return {"status": "ok", "restart": restart}

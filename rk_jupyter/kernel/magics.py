@@ -39,14 +39,15 @@ def is_magic(code: str) -> bool:
 
 
 def run_magic(code: str, client: AgentClient | None, start_error: str | None,
-              env: KernelEnvironment | None) -> dict[str, str]:
+              env: KernelEnvironment | None, launched_by: str = "") -> dict[str, str]:
     """The MIME bundle that answers one ``%rkernel ...`` line (the kernel shows it as
-    display_data); raises MagicError (bad usage, no connection) or AgentError."""
+    display_data); raises MagicError (bad usage, no connection) or AgentError.
+    ``launched_by``: who launched the engine (``environment.launched_by``)."""
     words = code.split()
     command = words[1] if len(words) > 1 else ""
     if command == "status":
         path = env.transport_state if env else ""
-        return render_status(status_rows(client, start_error, path))
+        return render_status(status_rows(client, start_error, path, launched_by))
     if command == "ping":
         if client is None:
             raise MagicError(f"not connected: {start_error}", code="magic.not-connected")
@@ -83,9 +84,9 @@ def doctor_bundle(name: str | None, env: KernelEnvironment | None) -> dict[str, 
     shown = " ".join(["rk-jupyter", *argv[3:]])
     by_hand = f"rk-jupyter doctor {name or (env.kernelspec if env else '') or 'NAME'}"
     # The kernel's own RK_* variables are not the doctor's business (its settings come on
-    # stdin); RK_KERNELSPEC names the report.
-    child_env = {k: v for k, v in os.environ.items()
-                 if k not in VARIABLES.values() or k == VARIABLES["kernelspec"]}
+    # stdin); RK_KERNELSPEC names the report, RK_LAUNCHED_BY says who launched this kernel.
+    told = (VARIABLES["kernelspec"], VARIABLES["launched_by"])
+    child_env = {k: v for k, v in os.environ.items() if k not in VARIABLES.values() or k in told}
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=child_env,
                             start_new_session=True)
