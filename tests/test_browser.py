@@ -323,13 +323,15 @@ def test_status_magic_is_rendered_as_a_table(nb: NotebookPage) -> None:
     rows = {th.strip(): td.strip() for th, td in zip(table.locator("th").all_inner_texts(),
                                                      table.locator("td").all_inner_texts(),
                                                      strict=True)}
-    assert list(rows) == ["transport", "endpoint", "engine", "state", "engine state",
+    assert list(rows) == ["transport", "launched by", "endpoint", "engine", "state",
+                          "engine state",
                           "engine memory", "engine restarts", "uptime", "rtt", "sent",
                           "received", "compression", "large outputs", "reconnects"], rows
     assert rows["engine state"] == "running" and rows["engine restarts"] == "0", rows
     assert re.fullmatch(r"[\d.]+ [KMG]iB in use, limit none", rows["engine memory"]), rows
     assert rows["reconnects"] == "0", rows
     assert rows["transport"] == "local" and rows["state"] == "connected", rows
+    assert rows["launched by"].startswith("the provisioner"), rows
     assert rows["engine"].startswith("Mathics3"), rows
     assert re.fullmatch(r"[\d.]+ ms", rows["rtt"]), rows
     assert table.bounding_box()["height"] > 9 * 15

@@ -257,4 +257,7 @@ def test_remote_ssh_shows_what_rk_jupyter_add_writes(tmp_path: Path,
     for key in ("identity_file", "known_hosts"):
         config[key] = config[key].replace(str(home), "/home/jdoe")
     written["argv"][0] = shown["argv"][0]  # the Python that ran rk-jupyter
+    # The kernelspec's own directory: under --prefix here, under ~/.local with --user.
+    assert written["argv"][-1] == f"--rk-kernelspec={prefix}/share/jupyter/kernels/rk-hpc1"
+    written["argv"][-1] = shown["argv"][-1]
     assert written == shown

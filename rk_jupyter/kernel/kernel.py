@@ -8,6 +8,8 @@ paramiko: ``%rkernel doctor`` runs in a process of its own (``kernel.magics``).
 
 from __future__ import annotations
 
+import faulthandler
+import sys
 from typing import Any, Protocol
 
 from ipykernel.kernelbase import Kernel
@@ -23,6 +25,13 @@ from .magics import is_magic, run_magic
 from .syntax import is_complete, word_at
 
 REQUEST_TIMEOUT = 30.0
+#: Seconds the kernel process may take to exit after its shutdown reply before Python's own
+#: watchdog (faulthandler) ends it, with every thread's stack on stderr for the record.  The
+#: engine and agent side have ended by then; ipykernel 7.4's shutdown sometimes hangs (its
+#: control thread flushes stdout while the main thread stops the IOPub thread: 10 s a flush,
+#: seen > 90 s under load; cf. positron#7142).  KernelManager kills a kernel 5 s after its
+#: shutdown request; VS Code and Positron must not be left waiting for one either.
+EXIT_AFTER_SHUTDOWN = 15.0
 #: How long a magic cell waits for the engine to take its In[n] before it lets the next
 #: request collect that answer (a link being re-established must not hold the cell).
 MAGIC_LINE_WAIT = 2.0
@@ -236,4 +245,7 @@ class RKernel(Kernel):
             self.client.close()
         if self.engine_launch is not None:  # before the reply: the client may kill us then
             self.engine_launch.stop()
+        # Its thread runs even while the interpreter finalizes, where a hang may also be.
+        faulthandler.dump_traceback_later(EXIT_AFTER_SHUTDOWN, exit=True,
+                                          file=sys.__stderr__ or sys.stderr)
         return {"status": "ok", "restart": restart}
