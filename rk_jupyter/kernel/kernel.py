@@ -3,7 +3,9 @@
 Each ``do_*`` translates a Jupyter request into a call of the client layer
 (``rk_jupyter.client``) and its answer into Jupyter messages; the evaluation loop, the link
 and the status figures live there.  The kernel process imports neither the launch side nor
-paramiko: ``%rkernel doctor`` runs in a process of its own (``kernel.magics``).
+paramiko: ``%rkernel doctor`` runs in a process of its own (``kernel.magics``).  Only when no
+provisioner launched it (VS Code, Positron) does its entry point (``__main__``) load the
+launch side, and this module sees that launch through ``OwnLaunch`` alone.
 """
 
 from __future__ import annotations
