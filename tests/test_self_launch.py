@@ -128,6 +128,17 @@ def evaluates(kc: BlockingKernelClient) -> None:
     assert run.results()[0]["data"]["text/plain"] == "43"
 
 
+def works_as_a_kernel(started: Started, transport: str) -> dict[str, str]:
+    """Results, Print, an interrupt, and a status that names the transport and says that the
+    kernel launched itself; returns the status rows."""
+    evaluates(started.kc)
+    print(f"\ninterrupt answered in {interrupt_keeps_state(started.kc):.2f} s")
+    status = status_of(started.kc)
+    assert status["launched by"].startswith("the kernel itself"), status
+    assert status["transport"] == transport and status["state"] == "connected", status
+    return status
+
+
 def shut_down(started: Started, check: Callable[[], None] = lambda: None) -> None:
     """A clean shutdown_request: the reply comes, ``check`` (nothing left) holds once it
     has, and the process ends by itself (EXIT_AFTER_SHUTDOWN)."""
@@ -161,11 +172,7 @@ def test_rk_local_argv_alone_gives_a_whole_kernel(rk_local: str) -> None:
     """Results, Print, interrupt by message, status, then shutdown_request: nothing left."""
     started = start_like_vscode(rk_local)
     try:
-        evaluates(started.kc)
-        print(f"\ninterrupt answered in {interrupt_keeps_state(started.kc):.2f} s")
-        status = status_of(started.kc)
-        assert status["launched by"].startswith("the kernel itself"), status
-        assert status["transport"] == "local" and status["state"] == "connected", status
+        works_as_a_kernel(started, "local")
         log = launch_log(started)
         assert "launch of kernel" in log and "by the kernel" in log and "engine ready" in log
         below = children_of(started.proc.pid)
@@ -300,11 +307,7 @@ def ssh_spec(request: pytest.FixtureRequest, bed: SSHBed, jupyter_env: str) -> I
 def test_ssh_argv_alone_gives_a_whole_kernel(bed: SSHBed, ssh_spec: str) -> None:
     started = start_like_vscode(ssh_spec)
     try:
-        evaluates(started.kc)
-        print(f"\n{ssh_spec}: interrupt answered in {interrupt_keeps_state(started.kc):.2f} s")
-        status = status_of(started.kc)
-        assert status["launched by"].startswith("the kernel itself"), status
-        assert status["transport"] == "ssh" and status["state"] == "connected", status
+        status = works_as_a_kernel(started, "ssh")
         assert status["ssh client"].lower().startswith(ssh_spec.rsplit("-", 1)[1]), status
         assert bed.remote_processes(), "no agent on the remote host"
         below = children_of(started.proc.pid)
