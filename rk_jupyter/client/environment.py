@@ -60,15 +60,6 @@ class NotLaunched(RKError):
     code = NOT_LAUNCHED
 
 
-def launched_by(environ: MutableMapping[str, str] | None = None) -> str:
-    """Who launched this kernel's engine, as ``%rkernel status`` says it: BY_PROVISIONER,
-    BY_KERNEL (also when that launch failed), or '' when nobody did."""
-    env = os.environ if environ is None else environ
-    if VARIABLES["port"] in env:
-        return env.get(VARIABLES["launched_by"], BY_PROVISIONER)
-    return BY_KERNEL if START_ERROR in env else ""
-
-
 @dataclass(frozen=True)
 class KernelEnvironment:
     """Everything a kernel process is told at launch.

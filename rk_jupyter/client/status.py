@@ -44,7 +44,7 @@ def status_rows(client: AgentClient | None, start_error: str | None,
 
     ``start_error`` is why there is no client; ``transport_state_path`` the JSON file in
     which the launch side publishes the state of the way to the agent ('' for none);
-    ``launched_by`` who launched a kernel's engine (``environment.launched_by``; None, for
+    ``launched_by`` who launched a kernel's engine (``KernelEnvironment.launched_by``; None, for
     the IPython extension's own connection: no row).
     """
     launcher = [] if launched_by is None else \

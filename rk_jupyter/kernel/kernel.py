@@ -19,7 +19,7 @@ from ipykernel.kernelbase import Kernel
 from .. import __version__
 from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
 from ..client.agent import NOT_CONNECTED
-from ..client.environment import KernelEnvironment, NotLaunched, launched_by
+from ..client.environment import BY_KERNEL, KernelEnvironment, NotLaunched
 from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
 from ..errors import RKError
 from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, packet
@@ -115,7 +115,6 @@ class RKernel(Kernel):
         self.start_error: str | None = None
         if self.engine_launch is not None:
             self.engine_launch.wait()
-        self.launched_by = launched_by()
         try:
             self.env = KernelEnvironment.from_env()
             client = AgentClient(self.env.endpoint, self.env.kernel_id,
@@ -129,6 +128,14 @@ class RKernel(Kernel):
         self.client = client
         self.evaluator = Evaluator(client)
         self.banner = f"{info.get('name')} {info.get('version')} through rk_jupyter"
+
+    @property
+    def launched_by(self) -> str:
+        """Who launched the engine (``KernelEnvironment.launched_by``): the environment says
+        so once read; without it, this process tried itself, or nobody did ('')."""
+        if self.env is not None:
+            return self.env.launched_by
+        return BY_KERNEL if self.engine_launch is not None else ""
 
     # -- execution ------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ def run_magic(code: str, client: AgentClient | None, start_error: str | None,
               env: KernelEnvironment | None, launched_by: str = "") -> dict[str, str]:
     """The MIME bundle that answers one ``%rkernel ...`` line (the kernel shows it as
     display_data); raises MagicError (bad usage, no connection) or AgentError.
-    ``launched_by``: who launched the engine (``environment.launched_by``)."""
+    ``launched_by``: who launched the engine (``RKernel.launched_by``)."""
     words = code.split()
     command = words[1] if len(words) > 1 else ""
     if command == "status":

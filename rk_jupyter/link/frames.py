@@ -590,11 +590,7 @@ class FrameWriter:
         try:
             payload = b"".join(wxf._dump_parts(expr))
             body, stream = self._encode(payload)
-            header = encode_header(stream, channel, len(body), 0)
-            self._write(header, body)
-            self.stats.frames += 1
-            self.stats.wire_bytes += len(header) + len(body)
-            self.stats.compressed_frames += stream != RAW
+            self._frame(encode_header(stream, channel, len(body), 0), body, stream)
         finally:
             self._lock.release()
         return True
@@ -614,14 +610,9 @@ class FrameWriter:
         flags = MANY if many else 0
         with self._lock:
             body, stream = self._encode(payload)
-            header = encode_header(stream, channel, len(body), flags)
-            self._write(header, body)
-            stats = self.stats
-            stats.packets += count
-            stats.frames += 1
-            stats.raw_bytes += size
-            stats.wire_bytes += len(header) + len(body)
-            stats.compressed_frames += stream != RAW
+            self._frame(encode_header(stream, channel, len(body), flags), body, stream)
+            self.stats.packets += count
+            self.stats.raw_bytes += size
 
     def _encode(self, payload: bytes | memoryview) -> tuple[bytes | memoryview, int]:
         n = len(payload)
@@ -651,14 +642,19 @@ class FrameWriter:
                     stream = BULK
                 header = encode_header(stream, channel, len(body), flags, size)
                 with self._lock:
-                    self._write(header, body)
-                    self.stats.frames += 1
-                    self.stats.wire_bytes += len(header) + len(body)
-                    self.stats.compressed_frames += stream != RAW
+                    self._frame(header, body, stream)
                 sent += n
             with self._lock:
                 self.stats.packets += count
                 self.stats.raw_bytes += size
+
+    def _frame(self, header: bytes, body: bytes | memoryview, stream: int) -> None:
+        """Write one frame and count it (the caller holds ``_lock``)."""
+        self._write(header, body)
+        stats = self.stats
+        stats.frames += 1
+        stats.wire_bytes += len(header) + len(body)
+        stats.compressed_frames += stream != RAW
 
     def _write(self, header: bytes, body: bytes | memoryview) -> None:
         try:

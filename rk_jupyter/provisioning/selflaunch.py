@@ -26,7 +26,6 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import MutableMapping
 
 from ..client.environment import BY_KERNEL, START_ERROR
 from ..errors import RKError
@@ -48,10 +47,8 @@ class SelfLaunch:
     (``wait``) before it attaches.
     """
 
-    def __init__(self, spec_dir: str, connection_file: str = "",
-                 environ: MutableMapping[str, str] | None = None) -> None:
+    def __init__(self, spec_dir: str, connection_file: str = "") -> None:
         self.spec_dir = spec_dir
-        self.environ = os.environ if environ is None else environ
         kernel_id = kernel_id_of(connection_file)
         self._start = KernelStart(kernel_id, os.path.basename(os.path.normpath(spec_dir)),
                                   BY_KERNEL)
@@ -84,16 +81,16 @@ class SelfLaunch:
                 raise
             environment = asyncio.run(start.start(settings))
         except RKError as exc:  # in the launch log already (KernelStart)
-            self.environ[START_ERROR] = json.dumps(exc.as_dict())
+            os.environ[START_ERROR] = json.dumps(exc.as_dict())
             return
         except Exception as exc:  # a kernel must still start, to show why it has no engine
             error = RKError(f"the launch failed unexpectedly: {type(exc).__name__}: {exc}",
                             "rk-jupyter doctor NAME checks each step of it",
                             code="kernel.launch-crashed")
             start.failed(error)
-            self.environ[START_ERROR] = json.dumps(error.as_dict())
+            os.environ[START_ERROR] = json.dumps(error.as_dict())
             return
-        self.environ.update(environment.to_env())
+        os.environ.update(environment.to_env())
         self._launched = True
 
     def stop(self) -> None:
