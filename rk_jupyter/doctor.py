@@ -9,6 +9,13 @@ real launch path (``provisioning.launch.open_session``) with their times, then t
 the doctor makes: an evaluation, the round trip and the throughput.  Steps after a failure
 are skipped; for the local transport the network steps do not apply.
 
+Then the engine checks (``ENGINE_CHECKS``; left out with ``quick``): the engine used as a user
+uses it, with cells that once went wrong on a real Wolfram kernel (Input[], a package loaded
+in a cell, an uncaught Throw, repeated messages, an interrupt, graphics, Print).  They use only
+Wolfram Language that Mathics3 and a Wolfram kernel both accept, each cell has a time limit,
+and they are independent of each other: a failed check reports what it sent and what came
+back, and the next check still runs (after what the failed one left running has ended).
+
 The doctor never touches what running kernels use: it opens its own SSH connections (a
 connection pool of its own, not the shared one) and starts its own agent, and ends both
 before it returns.
@@ -38,7 +45,7 @@ import paramiko
 from . import kernelspec
 from .client import AgentClient, Collected, EvaluationError, run
 from .client.environment import BY_KERNEL, BY_PROVISIONER, VARIABLES
-from .client.evaluate import TIMEOUT
+from .client.evaluate import ABORTED_CODE, INTERRUPT_TIMEOUT, TIMEOUT, Evaluator
 from .errors import RKError
 from .link.connection import Link
 from .link.frames import LinkTimeout
@@ -76,6 +83,17 @@ ECHO_SIZES = (64 << 10, 1 << 20, 4 << 20)  # random, so the codec cannot shrink 
 ECHO_LONG_ENOUGH = 0.5  # seconds: a transfer this long measures the link, not the overhead
 ECHO_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+#: The engine checks, in the order they run (``Checkup.engine_checks``).
+ENGINE_CHECKS = ("input", "package", "throw", "messages", "interrupt", "graphics", "print")
+CHECK_TIMEOUT = 15.0  # seconds for one cell of an engine check
+GRAPHICS_TIMEOUT = 90.0  # a first plot may wait for a front end (RKJupyter.wl gives it 60 s)
+SETTLE_TIMEOUT = 35.0  # for a cell a failed check left running (Pause[30]) to end
+INTERRUPT_AFTER = 1.0  # seconds into Pause[30] when the interrupt is sent
+INTERRUPT_LIMIT = 2.0  # seconds from the interrupt to the end of the evaluation
+REDRAW_LIMIT = 1.0  # seconds for a plot after one that was not drawn
+SHOWN = 300  # characters of a sent cell or of a result shown in a failure
+REPORT = ("if the same cell works in the engine by hand on its host, report it with the "
+          "output of rk-jupyter doctor NAME --json")
 # What to do when a failure names no fix of its own (a timeout, mostly).
 HINTS = {
     "engine": "check the engine on the host: Mathics3 (pip install Mathics3) or the Wolfram "
@@ -153,6 +171,53 @@ def _bounded(work: Callable[[], T], timeout: float) -> T:
     return value
 
 
+def _shown(text: str, limit: int = SHOWN) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _wl_string(text: str) -> str:
+    """``text`` as a Wolfram Language string literal."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+@dataclass
+class _Exchange:
+    """One cell of an engine check: what was sent and what came back."""
+
+    code: str
+    answers: tuple[str, ...]
+    out: Collected
+    seconds: float = 0.0
+    error: RKError | None = None
+
+    @property
+    def text(self) -> str | None:
+        return self.out.text
+
+    def told(self) -> str:
+        """Sent and received, for a failure's detail."""
+        sent = f"sent {_shown(self.code)!r}"
+        if self.answers:
+            sent += f" (answering Input with {list(self.answers)!r})"
+        out, came = self.out, []
+        if out.prompts:
+            came.append(f"prompts {out.prompts!r}")
+        if out.prints:
+            came.append(f"prints {[_shown(p) for p in out.prints]!r}")
+        if out.messages:
+            came.append(f"messages {[_shown(m) for m in out.messages]!r}")
+        for bundle in out.results:
+            others = [f"{key} ({_amount(len(value))})" for key, value in bundle.items()
+                      if key not in ("text/plain", "text/latex")]
+            came.append(f"result {_shown(bundle.get('text/plain', ''))!r}"
+                        + (f" with {', '.join(others)}" if others else ""))
+        if self.error is not None and self.error.code not in (TIMEOUT, INTERRUPT_TIMEOUT):
+            came.append(f"{self.error.code}: {self.error.cause}")
+        return (f"{sent}; came back {'; '.join(came) if came else 'nothing'} in "
+                f"{self.seconds:.2f} s")
+
+
 class _Recorder(LaunchObserver):
     """Keeps the launch's phases (and its transport, to stop it whatever happens);
     ``describe`` rewrites a passed phase's detail while what it made still runs."""
@@ -189,12 +254,15 @@ LAUNCHED_BY = {BY_PROVISIONER: "this kernel was launched by the provisioner",
 class Checkup:
     """One run of the doctor on a kernelspec (``name``) or on launch settings (``settings``:
     a LaunchSettings, or its plain form as a kernel's RK_SETTINGS hold it, checked in the
-    kernelspec step); ``run`` does every step and cleans up."""
+    kernelspec step); ``run`` does every step and cleans up.  ``quick`` leaves the engine
+    checks out (their steps are absent from the report)."""
 
     def __init__(self, name: str = "",
-                 settings: LaunchSettings | Mapping[str, Any] | str | None = None) -> None:
+                 settings: LaunchSettings | Mapping[str, Any] | str | None = None,
+                 quick: bool = False) -> None:
         self.name = name
         self.given = settings
+        self.quick = quick
         self.settings: LaunchSettings | None = None
         self.token = secrets.token_urlsafe(32).encode()
         self.kernel_id = f"doctor-{os.getpid()}-{secrets.token_hex(4)}"
@@ -212,9 +280,15 @@ class Checkup:
         self.client: AgentClient | None = None
         self.tmp = ""
         self._ids = itertools.count(1)
+        self.evaluator: Evaluator | None = None  # the engine checks' cells, in order
+        self._running = ""  # what a failed engine check left running: its check and cell
+        self._now = self._hung = ""  # the engine check that runs; the last that hung
+        self._stuck = False  # what it left running did not end when the next one waited
 
     def run(self, report: Callable[[Step], None] | None = None) -> list[Step]:
-        """Every step in order (``report`` sees each as it ends); never raises for a failure."""
+        """Every step in order (``report`` sees each as it ends); never raises for a failure.
+        A failed step skips the steps after it, up to the engine checks, which are skipped
+        when any step before them failed but do not skip each other."""
         checks: list[tuple[str, Callable[[], str | Phase]]] = [
             ("kernelspec", self._kernelspec), ("resolve", self._resolve),
             ("reach", self._reach), ("host key", self._host_key), ("auth", self._auth),
@@ -233,8 +307,31 @@ class Checkup:
                 steps.append(step)
                 if report:
                     report(step)
+            if not self.quick:
+                if passed(steps):
+                    steps += self.engine_checks(report)
+                else:
+                    for name in ENGINE_CHECKS:
+                        steps.append(Step(name, SKIPPED, detail="an earlier step failed"))
+                        if report:
+                            report(steps[-1])
         finally:
             self.close()
+        return steps
+
+    def engine_checks(self, report: Callable[[Step], None] | None = None) -> list[Step]:
+        """The engine checks on ``self.client``'s session, each whatever the others gave."""
+        checks: dict[str, Callable[[], str]] = {
+            "input": self._input, "package": self._package, "throw": self._throw,
+            "messages": self._messages, "interrupt": self._interrupt,
+            "graphics": self._graphics, "print": self._print,
+        }
+        steps = []
+        for name in ENGINE_CHECKS:
+            steps.append(self._check(name, lambda name=name: self._engine_check(
+                name, checks[name])))
+            if report:
+                report(steps[-1])
         return steps
 
     def _check(self, name: str, check: Callable[[], str | Phase]) -> Step:
@@ -576,12 +673,226 @@ class Checkup:
                          "(agent_deploy 'zipapp')", code="doctor.echo-corrupt")
         return time.monotonic() - started
 
+    # -- the engine checks: a user's cells, each of which once went wrong on a real kernel --
+
+    def _engine_check(self, name: str, check: Callable[[], str]) -> str:
+        """Run ``check`` once what an earlier check left running has ended."""
+        assert self.client is not None  # the steps before passed
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.client)
+        if self.evaluator.owed:
+            wait = 0.0 if self._stuck else SETTLE_TIMEOUT  # waited for once is enough
+            if not self.evaluator.settle(wait):
+                self._stuck = True
+                raise Failed(f"not run: the engine still evaluates {self._running}"
+                             + (f"; waited {wait:g} s more for it" if wait else ""),
+                             f"see the {self._hung} check above: the engine hangs on its "
+                             "cell", code="doctor.engine-busy")
+        self._running, self._stuck = "", False
+        self._now = name
+        return check()
+
+    def _send(self, code: str, answers: tuple[str, ...] = (), timeout: float | None = None,
+              late: str = "") -> _Exchange:
+        """One cell of the current check, as a notebook sends it (``answers`` go to
+        Input[]).  A cell that does not end within ``timeout`` s (CHECK_TIMEOUT) fails the
+        check (``late`` says why that matters) and is left running; a lost session fails it
+        too."""
+        assert self.evaluator is not None
+        timeout = CHECK_TIMEOUT if timeout is None else timeout
+        out = Collected(answers=list(answers))
+        exchange = _Exchange(code, answers, out)
+        started = time.monotonic()
+        try:
+            self.evaluator.run(code, out, timeout=timeout)
+        except EvaluationError as exc:
+            exchange.error = exc
+        except RKError as exc:  # the session is lost, or the agent refused the request
+            exchange.seconds = time.monotonic() - started
+            raise Failed(f"{exchange.told()}; then {exc.cause}", exc.fix or REPORT,
+                         code=exc.code) from None
+        exchange.seconds = time.monotonic() - started
+        if exchange.error is not None and exchange.error.code in (TIMEOUT, INTERRUPT_TIMEOUT):
+            self._running = f"{_shown(code)!r} (sent by the {self._now} check)"
+            self._hung = self._now
+            raise Failed(f"{exchange.told()}; it did not end within {timeout:g} s"
+                         + (f": {late}" if late else ""),
+                         "the engine hangs on this cell; " + REPORT,
+                         code="doctor.engine-hangs")
+        return exchange
+
+    def _wrong(self, exchange: _Exchange, expected: str, fix: str) -> Failed:
+        return Failed(f"{exchange.told()}; expected {expected}", f"{fix}; {REPORT}",
+                      code="doctor.engine-check")
+
+    def _input(self) -> str:
+        """Input[]'s answer is Wolfram Language, not a string ("41"^2 was the bug)."""
+        cell = self._send('Input["n? "]^2', answers=("41",))
+        if cell.text != "1681" or cell.out.prompts != ["n? "] or cell.error:
+            raise self._wrong(cell, "the prompt 'n? ' and the result 1681",
+                              "Input[] must show its prompt and evaluate the answer as input")
+        return "Input[\"n? \"]^2 answered 41: prompt 'n? ', result 1681"
+
+    def _package(self) -> str:
+        """A package file written on the engine's host, loaded and used in one cell: its
+        symbols must be found there, not shadowed by Global` ones the cell made first."""
+        text = "\n".join([
+            'BeginPackage["RKDoctorPkg`"];',
+            'rkDoctorSquare::usage = "rkDoctorSquare[x] is x^2 + 1 (rk-jupyter doctor).";',
+            'Begin["`Private`"];',
+            "rkDoctorSquare[x_] := x^2 + 1;",
+            "End[];",
+            "EndPackage[];", ""])
+        name = f"rk-doctor-\" <> ToString[$ProcessID] <> \"-{secrets.token_hex(4)}.wl"
+        write = self._send(
+            f'rkDoctorFile = FileNameJoin[{{$TemporaryDirectory, "{name}"}}]; '
+            "rkDoctorStream = OpenWrite[rkDoctorFile]; "
+            f"WriteString[rkDoctorStream, {_wl_string(text)}]; Close[rkDoctorStream]")
+        try:
+            if write.error or write.out.messages or not write.text:
+                raise self._wrong(write, "the package file's name (Close's result) and no "
+                                  "message", "the engine must write a file in "
+                                  "$TemporaryDirectory on its host")
+            use = self._send("Get[rkDoctorFile]\nrkDoctorSquare[3]")
+            shadowed = [m for m in use.out.messages if "::shdw" in m]
+            if use.text != "10" or shadowed or use.error:
+                raise self._wrong(use, "the result 10 and no ::shdw message",
+                                  "a cell must be evaluated line by line, so that a package "
+                                  "loaded on one line defines the symbols of the next")
+        finally:
+            deleted = "left it"
+            if self.evaluator is not None and not self.evaluator.owed:
+                with contextlib.suppress(Exception):  # best effort: a file in the temp dir
+                    gone = self._send("Quiet[DeleteFile[rkDoctorFile]]; "
+                                      "FileExistsQ[rkDoctorFile]", timeout=5.0)
+                    deleted = "deleted it" if gone.text == "False" else deleted
+        return (f"wrote {write.text} on the engine's host; Get of it and rkDoctorSquare[3] "
+                f"in one cell: 10, no ::shdw; {deleted}")
+
+    def _throw(self) -> str:
+        """An uncaught Throw of a bignum may give anything but must cost neither the
+        session nor the engine (a later cell sees what an earlier one defined)."""
+        assert self.client is not None
+        restarts = self.client.engine_restarts
+        before = self._send("rkDoctorThrown = 70")
+        thrown = self._send("Throw[2^70]")
+        if thrown.error is not None:
+            raise self._wrong(thrown, "any answer but the end of the engine",
+                              "an uncaught Throw must not end the engine")
+        after = self._send("{1+1, rkDoctorThrown}")
+        if after.text != "{2, 70}" or self.client.engine_restarts != restarts or after.error:
+            raise self._wrong(after, f"{{2, 70}}, from the same engine (after "
+                              f"{before.told()} and {thrown.told()})",
+                              "an uncaught Throw must leave the engine and its definitions")
+        shown = thrown.text or "; ".join(thrown.out.messages) or "Null"
+        return f"Throw[2^70] gave {_shown(shown, 80)!r}; then 1+1 = 2 on the same engine"
+
+    def _messages(self) -> str:
+        """A message repeated in later cells is shown in each (General::stop counts a
+        message once per cell, not per session)."""
+        for n in range(1, 5):
+            cell = self._send("1/0")
+            infy = any(m.startswith("Power::infy") for m in cell.out.messages)
+            if not infy or any("General::stop" in m for m in cell.out.messages):
+                raise self._wrong(cell, f"the message Power::infy in cell {n} of 4",
+                                  "each cell must show its own messages (General::stop "
+                                  "counts them per cell)")
+        return "1/0 in 4 cells: Power::infy in each"
+
+    def _interrupt(self) -> str:
+        """An interrupt stops a running cell within INTERRUPT_LIMIT s, and keeps the
+        session's definitions."""
+        assert self.client is not None
+        client = self.client
+        self._send("rkDoctorKept = 7")
+        lock = threading.Lock()
+        times: dict[str, float] = {}
+        errors: list[Exception] = []
+
+        def interrupt() -> None:
+            with lock:
+                if "ended" in times:
+                    return
+                times["sent"] = time.monotonic()
+            try:
+                client.interrupt()
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        timer = threading.Timer(INTERRUPT_AFTER, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            paused = self._send("Pause[30]", timeout=INTERRUPT_AFTER + INTERRUPT_LIMIT + 1.0,
+                                late=f"it did not stop within {INTERRUPT_LIMIT + 1.0:g} s "
+                                     f"of the interrupt sent after {INTERRUPT_AFTER:g} s")
+        finally:
+            with lock:
+                times["ended"] = time.monotonic()
+            timer.cancel()
+        fix = "the engine must stop a cell on an interrupt (Kernel > Interrupt)"
+        if errors:
+            raise self._wrong(paused, f"the interrupt to be sent (it failed: {errors[0]})", fix)
+        if "sent" not in times:
+            raise self._wrong(paused, f"Pause[30] to run until the interrupt after "
+                              f"{INTERRUPT_AFTER:g} s", fix)
+        took = times["ended"] - times["sent"]
+        if paused.error is None or paused.error.code != ABORTED_CODE:
+            raise self._wrong(paused, "the evaluation to be aborted", fix)
+        if took > INTERRUPT_LIMIT:
+            raise self._wrong(paused, f"the abort within {INTERRUPT_LIMIT:g} s of the "
+                              f"interrupt (it took {took:.2f} s)", fix)
+        kept = self._send("rkDoctorKept")
+        if kept.text != "7" or kept.error:
+            raise self._wrong(kept, "7, set before the interrupt",
+                              "an interrupt must abort the cell, not reset the session")
+        return (f"Pause[30] interrupted after {INTERRUPT_AFTER:g} s: aborted {took:.2f} s "
+                "after the interrupt; rkDoctorKept is still 7")
+
+    def _graphics(self) -> str:
+        """A plot comes as a picture, or as text that says why it was not drawn; when not
+        drawn, the next plot does not wait for a front end again."""
+        shown = []
+        first: str | None = None
+        for n in (1, 2):
+            cell = self._send("Plot[x, {x, 0, 1}]", timeout=GRAPHICS_TIMEOUT,
+                              late="no answer, not even the note that it was not drawn")
+            bundle = cell.out.results[-1] if cell.out.results else {}
+            kind = ("SVG" if "image/svg+xml" in bundle else "PNG" if "image/png" in bundle
+                    else "text (not drawn)" if "not drawn" in bundle.get("text/plain", "")
+                    else None)
+            if kind is None or cell.error:
+                raise self._wrong(cell, "a result with image/svg+xml or image/png, or text "
+                                  "that says why it was not drawn",
+                                  "graphics need a Wolfram front end on the engine's host "
+                                  "(see docs/wolfram-engine.md, First steps on your host)")
+            if n == 2 and first == "text (not drawn)" and cell.seconds > REDRAW_LIMIT:
+                raise self._wrong(cell, f"the second plot within {REDRAW_LIMIT:g} s, as the "
+                                  f"first was not drawn (it took {cell.seconds:.2f} s)",
+                                  "after a plot that could not be drawn, the engine must not "
+                                  "wait for a front end again")
+            first = first or kind
+            size = max((len(v) for k, v in bundle.items() if k.startswith("image/")),
+                       default=0)
+            shown.append(f"{kind}{f' ({_amount(size)})' if size else ''} in "
+                         f"{cell.seconds:.2f} s")
+        return "Plot[x, {x, 0, 1}] twice: " + ", then ".join(shown)
+
+    def _print(self) -> str:
+        """Print[1/3] is one print output of one line (not 1, -, 3 on three lines)."""
+        cell = self._send("Print[1/3]")
+        if len(cell.out.prints) != 1 or "\n" in cell.out.prints[0] or cell.error:
+            raise self._wrong(cell, "one print output of one line",
+                              "Print must send its text as one line (OutputForm), once")
+        return f"Print[1/3] printed one line: {cell.out.prints[0]!r}"
+
 
 # -- reports ---------------------------------------------------------------------------------
 
 
 def _amount(size: int) -> str:
-    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
+    return (f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB" if size >= 1 << 10
+            else f"{size} B")
 
 
 def format_step(step: Step) -> str:
@@ -605,9 +916,10 @@ def summary(steps: list[Step]) -> str:
         na = len(steps) - len(ran)
         return (f"all {len(ran)} steps passed in {total:.2f} s"
                 + (f" ({na} not applicable)" if na else ""))
-    failed = next(step for step in steps if step.status == FAIL)
+    first, *more = [step.step for step in steps if step.status == FAIL]
     skipped = sum(step.status == SKIPPED for step in steps)
-    return f"failed at {failed.step} after {total:.2f} s; {skipped} later steps skipped"
+    return (f"failed at {first}" + (f" (and at {', '.join(more)})" if more else "")
+            + f" after {total:.2f} s" + (f"; {skipped} later steps skipped" if skipped else ""))
 
 
 def render_text(title: str, steps: list[Step]) -> str:
