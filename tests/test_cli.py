@@ -262,7 +262,7 @@ def test_doctor_mime_for_a_kernelspec(rk_local: str) -> None:
     status, bundle = cli_doctor("local", "--mime")
     assert status == 0 and set(bundle) == {"text/plain", "text/html"}
     assert bundle["text/plain"].startswith("rk_jupyter doctor: local")
-    assert "all 7 steps passed in " in bundle["text/plain"]
+    assert "all 14 steps passed in " in bundle["text/plain"]
     assert bundle["text/html"].startswith("<table class='rk-doctor'>")
     assert "1+1 = 2" in bundle["text/html"]
 
