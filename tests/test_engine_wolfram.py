@@ -29,16 +29,20 @@ import pytest
 
 from rk_jupyter.agent.engines import create_engine
 from rk_jupyter.agent.engines.base import EngineError, InputAborted
+from rk_jupyter.agent.engines.process import exit_status
 from rk_jupyter.agent.engines.wolfram import WolframEngine, discovery, engine, wstp
 from rk_jupyter.agent.engines.wolfram.engine import IMPOSTOR, NONCE_ENV
 from rk_jupyter.agent.engines.wolfram.session import (
     ABORT_CHOICE,
     DIALOG_EXIT,
+    LICENCE_PROMPT,
+    NOT_ANSWERING,
     Call,
     Cell,
     Escalation,
     converse,
     licence_problem,
+    prompt_failure,
     start_failure,
 )
 from rk_jupyter.link.expr import Function, Symbol
@@ -232,13 +236,15 @@ FAKE_WSTP_C = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
 #define CAT(a, b) a##b
 #define XCAT(a, b) CAT(a, b)
 #define API(name) XCAT(PFX, name)
 
 typedef struct { int type; char *s; int n; int64_t i; double r; } token;
 static token q[65536];
-static int head, tail, err, fail_puts, released, messages[64], nmessages;
+static int head, tail, err, fail_puts, released, messages[64], nmessages, activated, closes;
+static int stopped_signals[64], nstopped;
 static volatile int stop;
 static char open_args[4096], last_code[4096], last_answer[256];
 static int env_object, link_object, packet_start = -1, evaluations, line_no = 7;
@@ -248,7 +254,13 @@ static token *peek(void) { return head < tail ? &q[head] : NULL; }
 static char *copy(const char *s, int n) { char *c = malloc(n + 1); memcpy(c, s, n); c[n] = 0;
                                           return c; }
 
-void *API(Initialize)(void *p) { return &env_object; }
+/* Like a library with signal handling of its own: WSInitialize takes the agent's signals. */
+static void wstp_handler(int sig) { (void)sig; write(2, "wstp-handler\n", 13); _exit(3); }
+void *API(Initialize)(void *p) {
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGPIPE};
+    for (int i = 0; i < 4; i++) signal(sigs[i], wstp_handler);
+    return &env_object; }
+void API(StopHandlingSignal)(void *env, int sig) { stopped_signals[nstopped++] = sig; }
 void *API(OpenArgcArgv)(void *env, int argc, char **argv, int *e) {
     open_args[0] = 0;
     for (int i = 0; i < argc; i++) { strcat(open_args, argv[i]); strcat(open_args, " "); }
@@ -257,15 +269,19 @@ const char *API(LinkName)(void *l) { return strdup("fake-link-name"); }
 void API(ReleaseLinkName)(void *l, const char *s) { free((void *)s); released++; }
 int API(Activate)(void *l) {
     const char *mode = getenv("FAKE_WSTP_ACTIVATE");
-    if (mode && strcmp(mode, "ok") == 0) return 1;
+    if (mode && strcmp(mode, "ok") == 0) { activated = 1; return 1; }
     for (int waited = 0; !stop && waited < 30000; waited += 10) usleep(10000);
     err = 1; return 0; }
-void API(Close)(void *l) {}
+void API(Close)(void *l) { closes++; }
 int API(Error)(void *l) { return err; }
 int API(ClearError)(void *l) { err = 0; return 1; }
 const char *API(ErrorMessage)(void *l) { return strdup(err ? "fake link error" : "no error"); }
 void API(ReleaseErrorMessage)(void *l, const char *m) { free((void *)m); released++; }
-int API(Ready)(void *l) { return head < tail; }
+/* Before WSActivate, WSReady says whether the other side of a listening link exists. */
+int API(Ready)(void *l) {
+    if (!activated) { const char *mode = getenv("FAKE_WSTP_ACTIVATE");
+                      return mode && strcmp(mode, "ok") == 0; }
+    return head < tail; }
 int API(Flush)(void *l) { return 1; }
 int API(PutMessage)(void *l, int m) { messages[nmessages++] = m; return 1; }
 /* With FAKE_WSTP_KERNEL set, it plays the kernel's side: what a front end sends (EvaluatePacket,
@@ -329,7 +345,10 @@ void API(ReleaseUTF8String)(void *l, const unsigned char *s, int n) { free((void
                                                                        released++; }
 void API(ReleaseUTF8Symbol)(void *l, const unsigned char *s, int n) { free((void *)s);
                                                                        released++; }
-int API(GetInteger64)(void *l, int64_t *i) { *i = q[head++].i; return 1; }
+/* An integer token with n = 1 is wider than 64 bits: WSGetInteger64 fails on it. */
+int API(GetInteger64)(void *l, int64_t *i) {
+    if (q[head].n == 1) { err = 17; return 0; }
+    *i = q[head++].i; return 1; }
 int API(GetReal64)(void *l, double *r) { *r = q[head++].r; return 1; }
 static const char *names[] = {"", "InputPacket", "TextPacket", "ReturnPacket", "",
                               "MessagePacket", "MenuPacket", "", "InputNamePacket", "", "", "",
@@ -358,6 +377,14 @@ int fake_evaluations(void) { return evaluations; }
 const char *fake_last_code(void) { return last_code; }
 const char *fake_last_answer(void) { return last_answer; }
 void fake_set_line(int n) { line_no = n; }
+int fake_closes(void) { return closes; }
+int fake_stopped_signal_count(void) { return nstopped; }
+int fake_stopped_signal(int i) { return stopped_signals[i]; }
+/* ReturnPacket[2^70], as a kernel would send a bignum. */
+void fake_put_bignum_return(void) {
+    packet_start = -1;
+    q[tail++] = (token){'F', NULL, 1}; q[tail++] = (token){'#', strdup("ReturnPacket"), 12};
+    q[tail++] = (token){'+', NULL, 1, 0}; q[tail++] = (token){'E'}; }
 """
 
 
@@ -469,6 +496,49 @@ def test_failed_put_reports_the_library_error(fake_wstp: Path) -> None:
     assert "fake link error" in str(error.value) and error.value.code == 5
 
 
+def test_a_number_wider_than_64_bits_is_skipped_not_a_broken_link(fake_wstp: Path) -> None:
+    """An uncaught Throw[2^70] once put a bignum on the link; WSGetInteger64 fails on it, and
+    the reader took the link for dead.  The packet is replaced, and the link reads on."""
+    link, fake = fresh_link(fake_wstp)
+    with link.lock:
+        fake.fake_put_bignum_return()
+        link.put_packet(Function(Symbol("TextPacket"), "after"))
+        assert link.read_packet() == ("ReturnPacket", (wstp.UNDECODABLE,))
+        assert link.read_packet() == ("TextPacket", ("after",))
+        assert link.error() == wstp.WSEOK
+
+
+SIGNALS_CHECK = """
+import os, signal, sys, time
+from pathlib import Path
+from rk_jupyter.agent.engines.wolfram import wstp
+seen = []
+signal.signal(signal.SIGTERM, lambda *a: seen.append("agent SIGTERM"))
+signal.signal(signal.SIGINT, signal.SIG_IGN)        # as the agent's main does
+library = wstp.load(Path(sys.argv[1]))
+library.environment()                               # WSInitialize: takes the signals
+os.kill(os.getpid(), signal.SIGINT)                 # still ignored
+os.kill(os.getpid(), signal.SIGTERM)                # still the agent's
+time.sleep(0.2)
+print(seen)
+"""
+
+
+def test_wstp_does_not_take_the_agents_signals(fake_wstp: Path) -> None:
+    """The stand-in's WSInitialize installs handlers for SIGTERM, SIGINT, SIGHUP and SIGPIPE
+    (as WSTP's own signal handling may; the reference does not list the set).  After the
+    engine initialises WSTP, the agent's handlers are as they were, and WSTP was told to stop
+    handling each of those signals."""
+    result = subprocess.run([sys.executable, "-c", SIGNALS_CHECK, str(fake_wstp)],
+                            capture_output=True, text=True, timeout=60)
+    assert "wstp-handler" not in result.stderr, result.stderr
+    assert result.returncode == 0 and result.stdout.strip() == "['agent SIGTERM']", result
+    fake = ctypes.CDLL(str(fake_wstp))
+    wstp.load(fake_wstp).environment()
+    stopped = {fake.fake_stopped_signal(i) for i in range(fake.fake_stopped_signal_count())}
+    assert stopped == {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE}
+
+
 def test_mathlink_prefix(tmp_path: Path) -> None:
     path = compile_library(tmp_path, FAKE_WSTP_C, "libML64i4.so", prefix="ML")
     link, _ = fresh_link(path, "ML")
@@ -547,6 +617,9 @@ class FakeKernel:
     def enter_text(self, text: str) -> None:
         self.record("enter_text", text)
 
+    def reply(self, expr: Any) -> None:
+        self.record("reply", expr)
+
     def message(self, code: int) -> None:
         self.record("message", code)
 
@@ -574,12 +647,13 @@ class FakeHost:
 
 
 def run_cell(items: list[Any], *, answer: str | None = None, line: int = 7,
-             stale_aborts: int = 0) -> tuple[Cell, FakeHost, FakeKernel, Script]:
+             stale_aborts: int = 0, escalation: Escalation | None = None,
+             ) -> tuple[Cell, FakeHost, FakeKernel, Script]:
     clock = FakeClock()
     script = Script(clock, items)
     kernel = FakeKernel(script, line, stale_aborts)
     host = FakeHost(answer)
-    cell = Cell(host, kernel, clock, Escalation())
+    cell = Cell(host, kernel, clock, escalation or Escalation())
     converse(cell, script.next_event)
     return cell, host, kernel, script
 
@@ -637,19 +711,25 @@ def test_syntax_error() -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["InputPacket", "InputStringPacket"])
-def test_input_is_asked_of_the_front_end(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "how"), [("InputPacket", "enter_text"),
+                                           ("InputStringPacket", "answer")])
+def test_input_is_asked_of_the_front_end(kind: str, how: str) -> None:
+    """Input[] wants an expression: its InputPacket is answered EnterTextPacket["41"], which
+    the kernel parses (a bare string would make Input["n? "]^2 the string "41" squared);
+    InputString[] wants the text itself, a bare string (as a working front end answers)."""
     _, host, kernel, _ = run_cell([(kind, ("n = ",)), ret(2, {"line": 1, "text/plain": "41"})],
                                   answer="41")
     assert host.prompts == [packet(kind, "n = ")]
-    assert kernel.kinds() == [("answer", "41")]
+    assert kernel.kinds() == [(how, "41")]
     assert host.emitted[-1] == packet("InputNamePacket", "In[2]:= ")
 
 
-def test_aborted_input_aborts_the_cell() -> None:
-    _, host, kernel, script = run_cell([("InputPacket", ("n = ",)), 0.1,
+@pytest.mark.parametrize(("kind", "how"), [("InputPacket", "enter_text"),
+                                           ("InputStringPacket", "answer")])
+def test_aborted_input_aborts_the_cell(kind: str, how: str) -> None:
+    _, host, kernel, script = run_cell([(kind, ("n = ",)), 0.1,
                                         ("ReturnPacket", (ABORTED,))], answer=None, line=5)
-    assert kernel.kinds() == [("message", 3), ("answer", "$Aborted"), ("evaluate", "sync")]
+    assert kernel.kinds() == [("message", 3), (how, "$Aborted"), ("evaluate", "sync")]
     assert host.emitted == [packet("ReturnPacket", ABORTED), packet("InputNamePacket", "In[5]:= ")]
     assert script.items == []
 
@@ -699,8 +779,41 @@ def test_menu_without_an_interrupt_is_answered_with_abort() -> None:
     assert host.emitted[0] == packet("ReturnPacket", ABORTED)
 
 
-def test_escalation_when_the_kernel_never_answers() -> None:
-    cell, host, kernel, _ = run_cell([("RKInterrupt", ())])
+def test_a_kernel_that_answers_no_interrupt_is_released_not_killed() -> None:
+    """After the abort and the interrupt menu, the cell stops waiting (15 s) but nothing ends
+    the kernel: its definitions are the user's to give up.  A second interrupt does it:
+    terminate at once, kill 5 s later."""
+    cell, host, kernel, script = run_cell([("RKInterrupt", ())])
+    start = kernel.actions[0][0]
+    assert [(t - start, a, v) for t, a, v in kernel.actions] == [
+        (0.0, "message", 3), (5.0, "message", 2)]
+    assert cell.released and not cell.done and cell.died is None
+    assert script.clock.now - start == pytest.approx(15.0) and cell.waited == pytest.approx(15)
+    assert host.emitted == []
+    # What the kernel still says for the released cell is not shown (its cell has ended).
+    script.items += [("TextPacket", ("late\n",)), 30.0]
+    cell.interrupt()  # the second interrupt
+    converse(cell, script.next_event)
+    second = kernel.actions[2][0]
+    assert [(t - second, a, v) for t, a, v in kernel.actions[2:]] == [
+        (0.0, "message", 1), (5.0, "kill", None)]
+    assert cell.died == "the kernel did not end even after its processes were killed"
+    assert host.emitted == []
+
+
+def test_a_released_cell_ends_when_the_kernel_answers_late() -> None:
+    cell, host, kernel, script = run_cell([("RKInterrupt", ()), 16.0])
+    assert cell.released
+    script.items += [("ReturnPacket", (ABORTED,))]
+    converse(cell, script.next_event)
+    assert cell.done and cell.died is None and kernel.kinds()[-1] == ("evaluate", "sync")
+    assert host.emitted == []
+
+
+def test_an_administrator_can_have_the_kernel_ended() -> None:
+    """``kill_after``: the old ladder, for hosts that prefer a free kernel to a kept one."""
+    cell, host, kernel, _ = run_cell([("RKInterrupt", ())],
+                                     escalation=Escalation(kill_after=15.0))
     start = kernel.actions[0][0]
     assert [(t - start, a, v) for t, a, v in kernel.actions] == [
         (0.0, "message", 3), (5.0, "message", 2), (15.0, "message", 1), (20.0, "kill", None)]
@@ -710,9 +823,28 @@ def test_escalation_when_the_kernel_never_answers() -> None:
 
 def test_escalation_ends_when_the_killed_kernel_is_gone() -> None:
     cell, _, kernel, _ = run_cell([("RKInterrupt", ()), 20.5,
-                                   ("LinkDied", ("the Wolfram kernel (pid 9) was killed",))])
+                                   ("LinkDied", ("the Wolfram kernel (pid 9) was killed",))],
+                                  escalation=Escalation(kill_after=15.0))
     assert [a for _, a, _ in kernel.actions][-1] == "kill"
     assert cell.died == "the Wolfram kernel (pid 9) was killed"
+
+
+def test_call_packet_is_answered_and_the_cell_goes_on() -> None:
+    """The kernel blocks until its CallPacket gets one ReturnPacket: $Failed, not an abort."""
+    cell, host, kernel, _ = run_cell([("CallPacket", (5, [1])),
+                                      ret(3, {"line": 2, "text/plain": "x"})])
+    assert kernel.kinds() == [("reply", Symbol("$Failed"))]
+    assert "front end service" in host.emitted[0].args[0]
+    assert host.emitted[-2:] == [packet("ReturnPacket", {"text/plain": "x"}),
+                                 packet("InputNamePacket", "In[3]:= ")]
+    assert cell.died is None and not cell.interrupted
+
+
+def test_a_result_wstp_cannot_read_is_shown_and_the_kernel_goes_on() -> None:
+    cell, host, kernel, _ = run_cell([("ReturnPacket", (wstp.UNDECODABLE,))], line=4)
+    assert "could not be read" in host.emitted[0].args[0]
+    assert host.emitted[-1] == packet("InputNamePacket", "In[4]:= ")
+    assert kernel.kinds() == [("evaluate", "sync")] and cell.died is None
 
 
 def test_kernel_quits_during_a_cell() -> None:
@@ -732,11 +864,12 @@ def test_dialog_is_closed() -> None:
     assert host.emitted[-1] == packet("InputNamePacket", "In[3]:= ")
 
 
-def run_call(items: list[Any], timeout: float = 30.0) -> tuple[Call, FakeKernel]:
+def run_call(items: list[Any], timeout: float = 30.0, *,
+             starting: bool = False) -> tuple[Call, FakeKernel]:
     clock = FakeClock()
     script = Script(clock, items)
     kernel = FakeKernel(script)
-    call = Call(kernel, clock, Escalation(), timeout)
+    call = Call(kernel, clock, Escalation(), timeout, starting=starting)
     converse(call, script.next_event)
     return call, kernel
 
@@ -745,6 +878,28 @@ def test_call_collects_output_and_value() -> None:
     call, kernel = run_call([("TextPacket", ("loading\n",)), ("ReturnPacket", ({"a": 1},))])
     assert (call.value, call.output, call.aborted, kernel.actions) == ({"a": 1}, ["loading"],
                                                                        False, [])
+
+
+@pytest.mark.parametrize("question", [
+    ("MenuPacket", (4, "Enter your activation key: ")),
+    ("InputStringPacket", ("For automatic Web Activation enter your activation key",)),
+    ("InputPacket", ("Password: ",)),
+])
+def test_a_question_during_start_is_a_licence_prompt_not_answered(question: Any) -> None:
+    """Before its first answer a kernel asks only for its licence; "a" or $Aborted would be
+    nonsense to the licence manager.  The kernel is told to terminate and the start fails
+    with its question."""
+    call, kernel = run_call([("TextPacket", ("Mathematica 14.3.0 Kernel\n",)), question],
+                            starting=True)
+    assert kernel.kinds() == [("message", 1)]
+    assert call.prompt == question[1][-1].strip() and call.died is not None
+    assert call.output == ["Mathematica 14.3.0 Kernel"]
+
+
+def test_the_interrupt_menu_during_start_is_still_answered() -> None:
+    call, kernel = run_call([("MenuPacket", (1, "Interrupt> ")), ("ReturnPacket", (ABORTED,))],
+                            starting=True)
+    assert kernel.kinds()[0] == ("answer", ABORT_CHOICE) and call.prompt is None
 
 
 def test_call_is_aborted_after_its_timeout() -> None:
@@ -805,6 +960,19 @@ def test_banner_then_exit_means_no_free_kernel_process() -> None:
               "Copyright 1988-2019 Wolfram Research, Inc.")
     error = str(start_failure("/opt/w/WolframKernel", banner, 0))
     assert "printed only its banner" in error and "-licenseinfo" in error and banner in error
+
+
+def test_a_licence_prompt_is_explained_with_its_fix() -> None:
+    error = prompt_failure("/opt/w/WolframKernel",
+                           "For automatic Web Activation enter your activation key",
+                           "Mathematica 14.3.0 Kernel cannot find a valid password.")
+    text = str(error)
+    assert error.code == LICENCE_PROMPT
+    assert "asked “For automatic Web Activation enter your activation key”" in text
+    assert "not activated" in text and "/opt/w/WolframKernel -licenseinfo" in text
+    assert "cannot find a valid password" in text
+    other = str(prompt_failure("/k", "Your choice? ", ""))
+    assert "run `/k` once by hand" in other
 
 
 def test_other_start_failures() -> None:
@@ -910,6 +1078,50 @@ def test_start_gives_up_on_a_kernel_that_never_connects(
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    # WSActivate was never called on a link nobody came to (WSReady said so): no thread
+    # blocked in it is left behind, and the link is closed.
+    assert not [t for t in threading.enumerate() if t.name.startswith("wstp-activate")]
+    assert ctypes.CDLL(str(kernel.parents[1] / LIBRARY)).fake_closes() == 1
+
+
+def test_start_keeps_to_its_timeout_when_the_kernel_never_answers(
+    tmp_path: Path, fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel that connects and then says nothing: the start ends at its timeout (the
+    kernel killed), not after the 25 s of a cell's escalation."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    kernel = fake_installation("import time\ntime.sleep(600)\n")
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(kernel)})
+    started = time.monotonic()
+    with pytest.raises(EngineError) as error:
+        eng.start(2.0)
+    assert time.monotonic() - started < 2.0 + 2.0
+    assert "did not answer within the start timeout" in str(error.value)
+    assert not eng.alive() and eng._proc is not None and eng._proc.poll() is not None
+
+
+def test_a_licence_prompt_during_start_fails_it_with_the_kernels_words(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    kernel = fake_installation("import time\ntime.sleep(600)\n")
+    eng = WolframEngine(FakeHost(), {"kernel_path": str(kernel)})
+    side = KernelSide(eng, kernel.parents[1] / LIBRARY)
+    thread, outcome = in_thread(lambda: eng.start(20.0))
+    side.wait_evaluation(1)
+    messages = side.fake.fake_message_count()
+    side.send("TextPacket", "Mathematica 14.3.0 Kernel cannot find a valid password.\n")
+    side.send("InputPacket", "For automatic Web Activation enter your activation key")
+    thread.join(10.0)
+    error = outcome[0]
+    assert isinstance(error, EngineError) and error.code == LICENCE_PROMPT
+    assert "enter your activation key" in str(error) and "cannot find a valid password" \
+        in str(error) and "-licenseinfo" in str(error)
+    assert side.fake.fake_message(messages) == wstp.TERMINATE_MESSAGE
+    assert side.fake.fake_last_answer() == b""  # nothing was answered
+    assert not eng.alive()
 
 
 def test_start_reports_a_banner_only_exit(fake_installation: Callable[[str], Path]) -> None:
@@ -973,6 +1185,26 @@ class KernelSide:
     def wait_evaluation(self, count: int) -> str:
         self.wait_for(lambda: self.fake.fake_evaluations() >= count, f"evaluation {count}")
         return self.fake.fake_last_code().decode()
+
+
+LIBRARY = Path("SystemFiles/Links/WSTP/DeveloperKit") / discovery.system_id() \
+    / "CompilerAdditions/libWSTP64i4.so"
+
+
+def started_engine(kernel: Path, options: dict[str, Any] | None = None,
+                   ) -> tuple[WolframEngine, KernelSide, FakeHost]:
+    """A WolframEngine started over the stand-in link, the test answering as the kernel."""
+    host = FakeHost()
+    eng = WolframEngine(host, {"kernel_path": str(kernel), **(options or {})})
+    side = KernelSide(eng, kernel.parents[1] / LIBRARY)
+    thread, outcome = in_thread(lambda: eng.start(20.0))
+    side.wait_evaluation(1)
+    side.send("ReturnPacket", side.nonce())
+    side.wait_evaluation(2)
+    side.send("ReturnPacket", association(version="14.3.0", systemID="Linux-x86-64", line=1))
+    thread.join(10.0)
+    assert outcome and not isinstance(outcome[0], BaseException), outcome
+    return eng, side, host
 
 
 def association(**items: Any) -> Function:
@@ -1088,6 +1320,94 @@ def test_a_link_peer_that_is_not_the_started_kernel_gets_nothing(
         eng.close()
 
 
+def test_abort_reaches_the_kernel_while_a_read_holds_the_link(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WSPutMessage is meant for another thread while one reads: an abort does not wait for
+    the link's lock, which a read that blocks can keep."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    try:
+        thread, outcome = in_thread(lambda: eng.evaluate("Pause[100]"))
+        side.wait_evaluation(3)
+        messages = side.fake.fake_message_count()
+        assert eng._link is not None
+        with eng._link.lock:  # a read that does not end
+            eng.interrupt()
+            side.wait_for(lambda: side.fake.fake_message_count() > messages,
+                          "the abort message, with the link's lock held")
+        assert side.fake.fake_message(messages) == wstp.ABORT_MESSAGE
+        side.send("ReturnPacket", Symbol("$Aborted"))
+        thread.join(10.0)
+        assert outcome == [None] and host.emitted[0] == packet("ReturnPacket", ABORTED)
+    finally:
+        eng.close()
+
+
+def test_a_released_cell_keeps_the_kernel_and_a_second_interrupt_ends_it(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel answers no interrupt: the cell ends with "not answering" (the kernel keeps
+    running); the next cell waits for the late answer and then runs; when it happens again,
+    an interrupt while idle (the second) terminates the kernel, then kills it."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    eng.escalation = Escalation(interrupt_after=0.2, release_after=0.6, end_grace=0.5)
+    try:
+        thread, outcome = in_thread(lambda: eng.evaluate("LinearSolve[huge]"))
+        side.wait_evaluation(3)
+        eng.interrupt()
+        thread.join(10.0)
+        error = outcome[0]
+        assert isinstance(error, EngineError) and error.code == NOT_ANSWERING
+        assert "not answering the interrupt" in error.cause and "interrupt again" in error.fix
+        assert eng.alive() and eng.complete("Plo") == []  # busy: no answer, no wait
+        # The next cell first takes the late answer of the released one, then runs.
+        thread, outcome = in_thread(lambda: eng.evaluate("1+1"))
+        time.sleep(0.3)
+        assert side.fake.fake_evaluations() == 3  # not sent yet: the kernel is still busy
+        host.emitted.clear()
+        side.send("ReturnPacket", Symbol("$Aborted"))  # late; the sync is answered by C
+        side.wait_evaluation(4)
+        side.send("ReturnPacket", association(line=4, results=Function(Symbol("List"))))
+        thread.join(10.0)
+        assert outcome == [None] and host.emitted == [packet("InputNamePacket", "In[4]:= ")]
+        # Released again; this time the user interrupts while no cell runs.
+        thread, outcome = in_thread(lambda: eng.evaluate("LinearSolve[huge]"))
+        side.wait_evaluation(5)
+        eng.interrupt()
+        thread.join(10.0)
+        assert outcome[0].code == NOT_ANSWERING
+        messages = side.fake.fake_message_count()
+        eng.interrupt()
+        side.wait_for(lambda: side.fake.fake_message_count() > messages, "terminate")
+        assert side.fake.fake_message(messages) == wstp.TERMINATE_MESSAGE
+        side.wait_for(lambda: not eng.alive(), "the kernel to be killed")
+        assert eng._proc is not None and exit_status(eng._proc) == -signal.SIGKILL
+    finally:
+        eng.close()
+
+
+def test_a_bignum_result_leaves_the_engine_alive(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    try:
+        thread, outcome = in_thread(lambda: eng.evaluate("Throw[2^70]"))
+        side.wait_evaluation(3)
+        side.fake.fake_put_bignum_return()
+        thread.join(10.0)
+        assert outcome == [None] and eng.alive()
+        assert "could not be read" in host.emitted[0].args[0]
+        assert host.emitted[-1].head == Symbol("InputNamePacket")
+    finally:
+        eng.close()
+
+
 # -- the helper package under Mathics3 ----------------------------------------------------
 
 
@@ -1183,3 +1503,100 @@ def test_helper_package_is_written_out_when_the_agent_runs_from_its_zipapp(tmp_p
     written = Path(out)
     assert written.parent == tmp_path / "home" / ".cache" / "rk_jupyter"
     assert written.read_bytes() == engine.HELPER.read_bytes()
+
+
+def test_a_package_loaded_on_one_line_is_used_on_the_next(mathics: Any, tmp_path: Path) -> None:
+    """The use that per-line parsing is for.  On a Wolfram kernel, parsing the second line
+    before Get ran creates Global`rkPkgSquare, which shadows the package's (::shdw) and
+    leaves the call unevaluated; Mathics3 creates symbols only when it evaluates, so here
+    this passes either way (the parse order itself is tested below, and the doctor's
+    ``package`` step checks this on a Wolfram host)."""
+    package = tmp_path / "RKPkg.wl"
+    package.write_text('BeginPackage["RKPkg`"]\nrkPkgSquare::usage = "rkPkgSquare[x]"\n'
+                       'Begin["`Private`"]\nrkPkgSquare[x_] := x^2 + 1\nEnd[]\nEndPackage[]\n')
+    line = from_mathics(mathics.evaluate("$Line = 20"))
+    value, said = evaluate_cell(mathics, f'Get["{package}"]\nrkPkgSquare[3]')
+    assert value == {"line": line + 1, "results": [{"line": line, "text/plain": "10"}]}, said
+    assert said == []
+    assert from_mathics(mathics.evaluate("Context[rkPkgSquare]")) == "RKPkg`"
+
+
+def test_an_uncaught_throw_is_held_as_at_top_level(mathics: Any) -> None:
+    """An uncaught Throw (whose bignum once reached the link and "killed" the kernel) gives
+    Throw::nocatch and Hold[Throw[v]], with Out[n] and $Line as for any cell."""
+    line = from_mathics(mathics.evaluate("$Line = 30"))
+    value, said = evaluate_cell(mathics, "x0 = 1;\nThrow[2^70]\nx0 = 2")
+    assert value["line"] == line + 1
+    assert value["results"][0]["text/plain"] == "Hold[Throw[1180591620717411303424]]"
+    assert said == ["Uncaught Throw[1180591620717411303424] returned to top level."]
+    assert from_mathics(mathics.evaluate(f"{{x0, $Line, Out[{line}] === Hold[Throw[{2**70}]]}}")) \
+        == [1, line + 1, True]
+    value, _ = evaluate_cell(mathics, "Throw[7, rkTag]")
+    # A kernel gives Hold[Throw[7, rkTag]]; Mathics3's Catch[e] also catches tagged throws.
+    assert value["results"][0]["text/plain"].startswith("Hold[Throw[7")
+    assert evaluate_cell(mathics, "Catch[Throw[5]]")[0]["results"][0]["text/plain"] == "5"
+
+
+@pytest.fixture(scope="module")
+def mathics_kernelish() -> Any:
+    """Mathics3 with what it lacks of a kernel's main-loop state and front-end hooks, made
+    as System` symbols before the helper loads (so that the helper's names are these):
+    $MessageList and MessageList, $Output and $Messages as lists of stand-in streams, and
+    a UsingFrontEnd that fails at once and counts its calls."""
+    pytest.importorskip("mathics")
+    from mathics.core.load_builtin import import_and_load_builtins
+    from mathics.session import MathicsSession
+
+    import_and_load_builtins()
+    session = MathicsSession()
+    session.evaluate('System`$MessageList = {}; System`MessageList[0] = {}; '
+                     'System`$Output = {rkOut}; System`$Messages = {rkMessages}; '
+                     'rkProbes = 0; SetAttributes[System`UsingFrontEnd, HoldAll]; '
+                     'System`UsingFrontEnd[e_] := (rkProbes++; $Failed)')
+    session.evaluate(f'Get["{HELPER}"]')
+    assert session.evaluation.out == []
+    return session
+
+
+def test_each_line_is_parsed_just_before_it_runs(mathics_kernelish: Any) -> None:
+    """The helper's parse (ToExpression, which creates symbols in a Wolfram kernel) is
+    watched: when the first line of a cell runs, only that line has been parsed.  (Mathics3
+    itself cannot show the difference: its ToExpression[s, InputForm, HoldComplete]
+    evaluates as it parses.)"""
+    session = mathics_kernelish
+    session.evaluate('rkParsed = {}; RKJupyter`Private`parse[s_String] := '
+                     '(AppendTo[rkParsed, s]; ToExpression[s, InputForm, HoldComplete])')
+    value, _ = evaluate_cell(session, "rkAtFirst = rkParsed;\nrkSecond = 2")
+    assert value["results"][0]["text/plain"] == "2"
+    assert from_mathics(session.evaluate("rkAtFirst")) == ["rkAtFirst = rkParsed;"]
+    assert from_mathics(session.evaluate("rkParsed")) == ["rkAtFirst = rkParsed;",
+                                                          "rkSecond = 2"]
+
+
+def test_each_cell_starts_with_no_messages(mathics_kernelish: Any) -> None:
+    """EvaluatePacket bypasses the main loop that empties $MessageList between inputs; left
+    full, General::stop silences a message for the whole session after three cells."""
+    session = mathics_kernelish
+    session.evaluate("$MessageList = {HoldForm[Power::infy], HoldForm[Power::infy], "
+                     "HoldForm[Power::infy]}")
+    line = from_mathics(session.evaluate("$Line = 5"))
+    value, _ = evaluate_cell(session, 'Message[General::rkm]; Length[$MessageList]')
+    assert value["results"][0]["text/plain"] in ("0", "1")  # none of the earlier three
+    assert from_mathics(session.evaluate(f"ListQ[MessageList[{line}]]")) is True
+
+
+def test_print_and_message_streams_are_one_line_and_unicode(mathics_kernelish: Any) -> None:
+    assert from_mathics(mathics_kernelish.evaluate(
+        "({PageWidth, CharacterEncoding} /. Options[#] & /@ {rkOut, rkMessages}) === "
+        '{{Infinity, "Unicode"}, {Infinity, "Unicode"}}')) is True
+
+
+def test_a_front_end_is_probed_once_and_its_failure_remembered(mathics_kernelish: Any) -> None:
+    """Where no front end comes up, the first picture probes (UsingFrontEnd[$FrontEnd]) and
+    fails; the second is text at once, with the reason, without trying again."""
+    session = mathics_kernelish
+    for _ in range(2):
+        result = evaluate_cell(session, "Graphics[{Disk[]}]")[0]["results"][0]
+        assert set(result) == {"line", "text/plain"}
+        assert "not drawn: a front end could not be launched" in result["text/plain"]
+    assert from_mathics(session.evaluate("rkProbes")) == 1

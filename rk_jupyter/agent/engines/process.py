@@ -186,10 +186,12 @@ class OutputTail:
     each line is cut at ``width`` characters, so that a flood cannot make an error unreadable.
     """
 
-    def __init__(self, stream: IO[bytes], *, lines: int, width: int, label: str) -> None:
+    def __init__(self, stream: IO[bytes], *, lines: int, width: int, label: str,
+                 level: int = logging.DEBUG) -> None:
         self._lines: deque[str] = deque(maxlen=lines)
         self._width = width
         self._label = label
+        self._level = level  # each line is also logged, at this level
         self._done = threading.Event()
         threading.Thread(target=self._read, args=(stream,), daemon=True,
                          name=f"{label.replace(' ', '-')}-output").start()
@@ -213,7 +215,7 @@ class OutputTail:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
                     self._lines.append(line[: self._width])
-                    log.debug("%s: %s", self._label, line)
+                    log.log(self._level, "%s: %s", self._label, line)
         except (OSError, ValueError):
             pass
         finally:

@@ -11,7 +11,15 @@
    Cells follow rk_jupyter's convention (the same as its Mathics3 engine): a cell is one input
    line n; its top-level expressions (a new line ends an expression that is complete, as in a
    notebook) are evaluated in order; In[n] is the cell, Out[n] its last expression's value; a
-   syntax error anywhere evaluates nothing.
+   syntax error anywhere evaluates nothing.  Each expression is parsed just before it runs, as
+   a notebook does: parsing creates symbols in $Context, so a cell whose first line loads a
+   package (Needs, Get, BeginPackage, a $ContextPath change) must not have its next line
+   parsed before then, or that line's names would shadow the package's (::shdw).
+
+   EvaluatePacket bypasses the kernel's main loop, so this package also does what the main
+   loop does between inputs: $MessageList starts empty for each cell (otherwise General::stop
+   silences a message for the rest of the session) and MessageList[n] keeps it; an uncaught
+   Throw gives Throw::nocatch and Hold[Throw[...]] as at top level.
 
    Names are written in full (RKJupyter`Evaluate, not Evaluate) and the context is not put on
    $ContextPath, so that nothing here shadows System`Evaluate or a user's symbols. *)
@@ -34,9 +42,13 @@ $maxText = 100000;   (* characters of text/plain before Short; the engine sets o
 $maxTeX = 20000;
 $maxTeXLeaves = 5000;
 $renderSeconds = 60;
-$canRender = True;   (* False once drawing timed out: no front end comes up on this host *)
-$notDrawn = "(not drawn: the kernel could not render it; graphics need a Wolfram front " <>
-    "end on this host)";
+$frontEnd = Automatic;  (* not probed yet; then True, or why no front end draws here *)
+
+(* Print and message text as results are shown: on one line however long, and in Unicode (a
+   kernel under LANG=C would otherwise print \[Alpha]). *)
+If[ListQ[$Output] && ListQ[$Messages],
+    Quiet[SetOptions[#, PageWidth -> Infinity, CharacterEncoding -> "Unicode"] & /@
+        Join[$Output, $Messages]]];
 
 (* What a front end would draw rather than print. *)
 $pictures = _Graphics | _Graphics3D | _Image | _Image3D | _Graph | _Legended | _GeoGraphics |
@@ -47,11 +59,12 @@ $textForms = _FullForm | _InputForm | _OutputForm | _TeXForm | _MathMLForm | _Tr
 RKJupyter`Evaluate[code_String] := Module[{line, chunks},
     If[!IntegerQ[$Line], $Line = 1];
     line = $Line;
+    Unprotect[$MessageList]; $MessageList = {}; Protect[$MessageList];
     chunks = statements[code];
     Which[
         chunks === {}, <|"line" -> line, "results" -> {}|>,
         !SyntaxQ[Last[chunks][[2]]], syntaxError[line, Last[chunks]],
-        True, run[line, Join @@ (ToExpression[#[[2]], InputForm, HoldComplete] & /@ chunks)]
+        True, run[line, chunks[[All, 2]]]
     ]
 ];
 
@@ -84,18 +97,40 @@ syntaxError[line_, {offset_, text_}] := Module[{length = SyntaxLength[text]},
       "syntax" -> offset + Min[length, StringLength[text]] + 1|>
 ];
 
-run[line_, held_HoldComplete] := Module[{value},
-    setIn[line, held];
+run[line_, texts_List] := Module[{value},
     value = CheckAbort[
-        evaluateHeld[held],
-        setOut[line, $Aborted]; $Line = line + 1; Abort[]
+        uncaught[Catch[Catch[evaluated[evaluateEach[line, texts]]], _, thrown]],
+        setOut[line, $Aborted]; endLine[line]; Abort[]
     ];
     If[ValueQ[$Post], value = $Post[value]];
     setOut[line, value];
-    $Line = line + 1;
+    endLine[line];
     <|"line" -> line + 1,
       "results" -> If[value === Null, {}, {Join[<|"line" -> line|>, bundle[value]]}]|>
 ];
+
+(* Each expression is parsed when its turn comes; In[line] grows with what was parsed. *)
+evaluateEach[line_, texts_List] := Module[{held = HoldComplete[], value = Null},
+    Do[
+        With[{next = parse[text]},
+            held = Join[held, next];
+            setIn[line, held];
+            value = evaluateHeld[next]],
+        {text, texts}];
+    value
+];
+
+parse[text_String] := ToExpression[text, InputForm, HoldComplete];
+
+(* What the main loop does for an uncaught Throw: the message, and the Throw held. *)
+uncaught[evaluated[value_]] := value;
+uncaught[thrown[value_, tag_]] := (Message[Throw::nocatch, HoldForm[Throw[value, tag]]];
+    Hold[Throw[value, tag]]);
+uncaught[value_] := (Message[Throw::nocatch, HoldForm[Throw[value]]]; Hold[Throw[value]]);
+
+endLine[line_] := (
+    Unprotect[MessageList]; MessageList[line] = $MessageList; Protect[MessageList];
+    $Line = line + 1);
 
 evaluateHeld[HoldComplete[es___]] :=
     If[ValueQ[$Pre], $Pre[CompoundExpression[es]], CompoundExpression[es]];
@@ -117,9 +152,11 @@ bundle[value_] := Module[{shown, text},
     ]
 ];
 
-plainText[x_] := Module[{text = ToString[x, OutputForm, PageWidth -> $pageWidth]},
+plainText[x_] := Module[{text = ToString[x, OutputForm, PageWidth -> $pageWidth,
+        CharacterEncoding -> "Unicode"]},
     If[StringLength[text] <= $maxText, text,
-        ToString[Short[x, 40], OutputForm, PageWidth -> $pageWidth] <> "\n(" <>
+        ToString[Short[x, 40], OutputForm, PageWidth -> $pageWidth,
+            CharacterEncoding -> "Unicode"] <> "\n(" <>
             ToString[StringLength[text]] <> " characters of output shortened)"]
 ];
 
@@ -147,13 +184,38 @@ picture[x_, text_] := withImage[text, "image/svg+xml", frontEndExport[x, "SVG"]]
 
 withImage[text_, type_, data_String] /; StringLength[data] > 0 :=
     <|"text/plain" -> text, type -> data|>;
-withImage[text_, _, _] := <|"text/plain" -> text <> "\n" <> $notDrawn|>;
+withImage[text_, _, _] := <|"text/plain" -> text <> "\n" <> notDrawn[]|>;
 
-(* A front end that does not answer in time is not tried again in this session. *)
-frontEndExport[x_, format_] := If[TrueQ[$canRender],
+notDrawn[] := "(not drawn: " <> If[StringQ[$frontEnd], $frontEnd,
+    "the kernel could not render it"] <> "; graphics need a Wolfram front end on this host)";
+
+(* A front end is probed once, when the first picture needs one; a failure of any kind (no
+   answer in time, $Failed, a launch message such as UsingFrontEnd::nofestart) is remembered,
+   so that later pictures are text at once, with the reason.  What the front end itself says
+   (a missing libEGL, say) reaches the kernel's output, which the agent logs. *)
+frontEndExport[x_, format_] := If[frontEndQ[],
     Quiet[TimeConstrained[Check[withFrontEnd[ExportString[x, format]], $Failed],
-        $renderSeconds, $canRender = False; $Failed]],
+        $renderSeconds,
+        $frontEnd = "the front end did not draw within " <> ToString[$renderSeconds] <> " s";
+        $Failed]],
     $Failed
+];
+
+frontEndQ[] := (If[$frontEnd === Automatic, $frontEnd = probeFrontEnd[]]; $frontEnd === True);
+
+(* A kernel without UsingFrontEnd (Mathics3) draws by itself. *)
+probeFrontEnd[] := If[Names["System`UsingFrontEnd"] === {}, True, askFrontEnd[]];
+
+askFrontEnd[] := Module[{answer = Quiet[TimeConstrained[
+        Check[UsingFrontEnd[$FrontEnd], $Failed], $renderSeconds, $TimedOut]]},
+    Which[
+        answer === $TimedOut, "no front end answered within " <> ToString[$renderSeconds] <>
+            " s",
+        answer === $Failed, "a front end could not be launched (the engine log has what " <>
+            "it said)",
+        answer === Null, "no front end is installed or usable",
+        True, True
+    ]
 ];
 
 SetAttributes[withFrontEnd, HoldAll];

@@ -45,7 +45,19 @@ from ....link.packets import packet
 from ..base import Engine, EngineError, EngineHost, EngineInfo
 from ..process import OutputTail, describe_exit, exit_status, kill_group, reap, spawn, wait_exit
 from . import discovery, wstp
-from .session import Call, Cell, Conversation, Escalation, Event, converse, start_failure
+from .session import (
+    AT_DEADLINE,
+    INTERRUPT_MENUS,
+    NOT_ANSWERING,
+    Call,
+    Cell,
+    Conversation,
+    Escalation,
+    Event,
+    converse,
+    prompt_failure,
+    start_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,9 @@ _MIN_POLL, _MAX_POLL = 0.001, 0.05  # reader's WSReady polling, backing off whil
 _MAX_ILLEGAL = 100  # unreadable packets in a row before the link counts as broken
 _OUTPUT_LINES = 100
 _OUTPUT_WIDTH = 500  # characters kept of a line
+#: Seconds to wait for the link's lock before a write counts as stuck (the reader holds it
+#: only while a packet is read).
+LOCK_WAIT = 10.0
 # A symbol name or its beginning: letters, digits, $ and context marks (no pattern syntax).
 _SYMBOLISH = re.compile(r"(?:[$`]|[^\W_])+")
 #: The kernel's environment variable with the value that proves it is the peer of our link.
@@ -93,12 +108,16 @@ class WolframEngine(Engine):
     """A Wolfram kernel.  Options: ``kernel_path`` (executable or installation directory),
     ``kernel_args`` (extra command-line arguments, e.g. ``["-pwfile", path]``),
     ``link_protocol`` (``SharedMemory``, the default, or ``TCPIP``), ``request_timeout``
-    (seconds for completion and inspection, default 30)."""
+    (seconds for completion and inspection, default 30), ``kill_after`` (seconds after an
+    interrupt the kernel does not answer before it is ended; default: never, the cell is
+    released and ending the kernel is the user's choice)."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
         self.request_timeout = float(options.get("request_timeout", REQUEST_TIMEOUT))
-        self.escalation = Escalation()
+        kill_after = options.get("kill_after")
+        self.escalation = Escalation(
+            kill_after=None if kill_after in (None, "") else float(kill_after))
         self.installation: discovery.Installation | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._link: wstp.Link | None = None
@@ -110,6 +129,11 @@ class WolframEngine(Engine):
         self._closed = False
         self._in_flight: int | None = None
         self._next_id = 0
+        # A released conversation whose answer the kernel still owes; whoever converses (a
+        # request, or an interrupt while idle) holds _conversing.
+        self._pending: Conversation | None = None
+        self._conversing = threading.Lock()
+        self._start_words: list[str] | None = None  # what the kernel says between start calls
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -141,8 +165,11 @@ class WolframEngine(Engine):
                 link.close()
             raise EngineError(f"cannot run the Wolfram kernel {inst.kernel}: {exc}") from None
         assert self._proc.stdout is not None
+        # A kernel talks over WSTP; what it writes on stdout is the exceptional: licence
+        # trouble, and the errors of a front end it launches (UsingFrontEnd), for the log.
         self._output = OutputTail(self._proc.stdout, lines=_OUTPUT_LINES, width=_OUTPUT_WIDTH,
-                                  label=f"wolfram kernel {self._proc.pid}")
+                                  label=f"wolfram kernel {self._proc.pid}", level=logging.INFO)
+        self._start_words = []
         try:
             self._activate(link, deadline, timeout)
             self._link = link
@@ -164,6 +191,8 @@ class WolframEngine(Engine):
         except BaseException:
             self.close()
             raise
+        finally:
+            self._start_words = None
         info = call.value
         if not isinstance(info, dict):
             self.close()
@@ -194,13 +223,13 @@ class WolframEngine(Engine):
         self._stop.set()
         proc, link = self._proc, self._link
         if proc is not None and exit_status(proc) is None:
-            if link is not None and link.lock.acquire(timeout=1.0):
+            if link is not None and link.message_lock.acquire(timeout=1.0):
                 try:
                     link.put_message(wstp.TERMINATE_MESSAGE)  # ask first: it may save nothing,
                 except wstp.WSTPError:  # but it can end its subkernels cleanly
                     pass
                 finally:
-                    link.lock.release()
+                    link.message_lock.release()
             wait_exit(proc, 2.0)
         if proc is not None:
             reap(proc, "Wolfram kernel")
@@ -209,7 +238,11 @@ class WolframEngine(Engine):
         if link is not None and not (self._reader and self._reader.is_alive()):
             if link.lock.acquire(timeout=1.0):
                 try:
-                    link.close()
+                    if link.message_lock.acquire(timeout=1.0):
+                        try:
+                            link.close()
+                        finally:
+                            link.message_lock.release()
                 finally:
                     link.lock.release()
         self._events.put(("LinkDied", ("the engine was closed",)))  # wakes a waiting request
@@ -235,26 +268,67 @@ class WolframEngine(Engine):
         return None
 
     def interrupt(self) -> None:
+        """Interrupt the request in flight.  While idle with a released cell (the kernel
+        answered no interrupt), this is the user's second interrupt: the kernel is ended, on a
+        thread of its own (its escalation needs someone to converse)."""
         with self._lock:
             request = self._in_flight
         if request is not None:
             self._events.put(("RKInterrupt", (request,)))
+        elif self._pending is not None:
+            threading.Thread(target=self._end_pending, daemon=True,
+                             name="wolfram-second-interrupt").start()
+
+    def _end_pending(self) -> None:
+        while not self._conversing.acquire(timeout=0.05):
+            with self._lock:
+                request = self._in_flight
+            if request is not None:  # a request has taken the released cell up: its turn
+                self._events.put(("RKInterrupt", (request,)))
+                return
+        try:
+            pending = self._pending
+            if pending is None or pending.done:
+                return
+            pending.interrupt()
+            request = self._begin_request()
+            try:
+                converse(pending, lambda wait: self._next_event(request, wait))
+            finally:
+                self._end_request()
+            self._pending = None
+        except EngineError:
+            pass  # the link is gone: the session learns it from alive()
+        finally:
+            self._conversing.release()
 
     # -- internals ------------------------------------------------------------------------
 
     def _starting(self, expr: Any, deadline: float) -> Call:
-        """Evaluate ``expr`` during ``start``; a kernel that dies meanwhile (no licence, no
-        free kernel process) is reported in its own words."""
-        call = Call(_LinkKernel(self), time.monotonic, self.escalation,
-                    max(1.0, deadline - time.monotonic()))
+        """Evaluate ``expr`` during ``start``, within the start's deadline; a kernel that dies
+        meanwhile (no licence, no free kernel process) or asks a question (a licence prompt)
+        is reported in its own words."""
+        call = Call(_LinkKernel(self), time.monotonic, AT_DEADLINE,
+                    max(0.0, deadline - time.monotonic()), starting=True)
         try:
             self._run(call, expr)
-        except EngineError:
-            if call.died is None or self._proc is None or self._output is None:
+        except EngineError as exc:
+            if self._proc is None or self._output is None:
                 raise
-            words = "\n".join([*call.output, *self._output.lines()])
-            raise start_failure(str(self._proc.args[0]), words,
-                                exit_status(self._proc)) from None
+            kernel = str(self._proc.args[0])
+            prompt = exc.prompt if isinstance(exc, _Prompted) else call.prompt
+            if prompt is None and call.died is None:
+                raise
+            self._wait_output(1.0)
+            words = "\n".join([*(self._start_words or []), *call.output,
+                               *self._output.lines()])
+            if prompt is not None:
+                raise prompt_failure(kernel, prompt, words) from None
+            if call.aborted or call.interrupted:
+                raise EngineError(f"the Wolfram kernel {kernel} did not answer within the "
+                                  "start timeout and was stopped; it said: "
+                                  f"{words or 'nothing'}") from None
+            raise start_failure(kernel, words, exit_status(self._proc)) from None
         return call
 
     @staticmethod
@@ -271,6 +345,8 @@ class WolframEngine(Engine):
                 "trying to intercept Wolfram kernels", code=IMPOSTOR)
 
     def _request(self, expr: Any) -> Any:
+        if self._pending is not None:
+            return None  # the kernel is still busy with a released cell: no answer now
         call = Call(_LinkKernel(self), time.monotonic, self.escalation, self.request_timeout)
         self._run(call, expr)
         if call.aborted:
@@ -281,21 +357,48 @@ class WolframEngine(Engine):
 
     def _run(self, conversation: Conversation, expr: Any) -> None:
         """Send EvaluatePacket[expr] and converse until it is answered; EngineError if the
-        kernel died meanwhile."""
-        with self._lock:
+        kernel died meanwhile, or (code NOT_ANSWERING) if it answered no interrupt and the
+        conversation was released.
+
+        A conversation released earlier is taken up first: the kernel answers requests in
+        order, so this one waits for that answer (an interrupt meanwhile is the second one,
+        which ends the kernel)."""
+        with self._conversing:
             if self._closed or self._link is None:
                 raise EngineError("the Wolfram engine is not running")
+            request = self._begin_request()
+            try:
+                pending = self._pending
+                if pending is not None:
+                    converse(pending, lambda wait: self._next_event(request, wait))
+                    self._pending = None
+                    if pending.died is not None:
+                        raise EngineError(pending.died)
+                self._drain_idle_events()
+                conversation.kernel.evaluate(expr)
+                converse(conversation, lambda wait: self._next_event(request, wait))
+            finally:
+                self._end_request()
+            if conversation.died is not None:
+                raise EngineError(conversation.died)
+            if conversation.released:
+                self._pending = conversation
+                raise EngineError(
+                    f"the kernel is not answering the interrupt ({conversation.waited:.0f} s): "
+                    "it is still computing, with all its definitions",
+                    "interrupt again to end it (its definitions are then lost and the next "
+                    "cell starts a fresh kernel), or run the next cell to wait for it; "
+                    "restarting the kernel also ends it", code=NOT_ANSWERING)
+
+    def _begin_request(self) -> int:
+        with self._lock:
             self._next_id += 1
-            request = self._in_flight = self._next_id
-        try:
-            self._drain_idle_events()
-            conversation.kernel.evaluate(expr)
-            converse(conversation, lambda wait: self._next_event(request, wait))
-        finally:
-            with self._lock:
-                self._in_flight = None
-        if conversation.died is not None:
-            raise EngineError(conversation.died)
+            self._in_flight = self._next_id
+            return self._next_id
+
+    def _end_request(self) -> None:
+        with self._lock:
+            self._in_flight = None
 
     def _next_event(self, request: int, wait: float) -> Event | None:
         try:
@@ -320,13 +423,20 @@ class WolframEngine(Engine):
             if name == "LinkDied":
                 self._events.put((name, args))
                 raise EngineError(str(args[0]))
+            starting = self._start_words is not None
+            if starting and (name in ("InputPacket", "InputStringPacket") or (
+                    name == "MenuPacket" and (args[:1] or (None,))[0] not in INTERRUPT_MENUS)):
+                _LinkKernel(self).message(wstp.TERMINATE_MESSAGE)
+                raise _Prompted(str(args[-1] if args else ""))
             if name == "MenuPacket":
                 _LinkKernel(self).answer("a")
             elif name == "MessagePacket":
                 message = args
             elif name == "TextPacket" and args:
                 text = str(args[0]).removesuffix("\n")
-                if message is not None and len(message) == 2:
+                if starting and self._start_words is not None:
+                    self._start_words.append(text)  # the start error quotes it
+                elif message is not None and len(message) == 2:
                     symbol, tag = (getattr(x, "name", x) for x in message)
                     self.host.emit(packet("MessagePacket", str(symbol), str(tag), text))
                 else:
@@ -336,7 +446,49 @@ class WolframEngine(Engine):
                 log.debug("Wolfram kernel: dropping %s%r sent between requests", name, args)
 
     def _activate(self, link: wstp.Link, deadline: float, timeout: float) -> None:
-        """Wait for the kernel to connect, or for it to end, or for the deadline."""
+        """Wait for the kernel to connect, or for it to end, or for the deadline.
+
+        ``WSActivate`` blocks until the other side comes, so it is called only once
+        ``WSReady`` says that side exists (the reference: "When called on an inactive link,
+        WSReady() can be used to determine whether the other side of the link has been
+        created"); a kernel that never connects leaves no thread behind, and the link is
+        closed."""
+        proc, inst = self._proc, self.installation
+        assert proc is not None and inst is not None
+        try:
+            while True:
+                with link.lock:
+                    connected = link.ready()
+                if connected:
+                    break
+                code = exit_status(proc)
+                if code is not None:
+                    self._wait_output(2.0)
+                    raise start_failure(str(inst.kernel), self._words(), code)
+                if time.monotonic() >= deadline:
+                    self._kill()
+                    self._wait_output(2.0)
+                    words = self._words()
+                    error = start_failure(str(inst.kernel), words, None) if words else None
+                    raise EngineError(
+                        f"the Wolfram kernel {inst.kernel} did not connect within {timeout:g} s "
+                        "and was stopped"
+                        + (f"; {error}" if error else ": it printed nothing. Check that it "
+                           f"starts when run by hand on this host: `{inst.kernel}`")
+                    )
+                time.sleep(0.02)
+            self._activate_connected(link, deadline, timeout)
+        except BaseException:
+            if link.lock.acquire(timeout=1.0):  # not held: no WSActivate is running
+                try:
+                    link.close()
+                finally:
+                    link.lock.release()
+            raise
+
+    def _activate_connected(self, link: wstp.Link, deadline: float, timeout: float) -> None:
+        """WSActivate on a link whose other side exists: it should return at once, but is
+        still watched (a kernel that connects and then stops would block it)."""
         proc, inst = self._proc, self.installation
         assert proc is not None and inst is not None
         done = threading.Event()
@@ -351,25 +503,14 @@ class WolframEngine(Engine):
             finally:
                 done.set()
 
-        # If the kernel never connects, this thread stays blocked in WSActivate and the link
-        # stays open (closing it under the call would be unsafe): a small, bounded leak.
         threading.Thread(target=activate, daemon=True, name=f"wstp-activate-{proc.pid}").start()
         while not done.wait(0.05):
-            code = exit_status(proc)
-            if code is not None:
-                self._wait_output(2.0)
-                raise start_failure(str(inst.kernel), self._words(), code)
-            if time.monotonic() >= deadline:
+            if exit_status(proc) is not None or time.monotonic() >= deadline:
                 self._kill()
                 self._wait_output(2.0)
-                words = self._words()
-                error = start_failure(str(inst.kernel), words, None) if words else None
-                raise EngineError(
-                    f"the Wolfram kernel {inst.kernel} did not connect within {timeout:g} s "
-                    "and was stopped"
-                    + (f"; {error}" if error else ": it printed nothing. Check that it starts "
-                       f"when run by hand on this host: `{inst.kernel}`")
-                )
+                raise EngineError(f"the Wolfram kernel {inst.kernel} connected but did not "
+                                  f"complete the WSTP connection within {timeout:g} s; it "
+                                  f"said: {self._words() or 'nothing'}")
         if failure:
             code = wait_exit(proc, 1.0)
             self._wait_output(1.0)
@@ -438,6 +579,14 @@ class WolframEngine(Engine):
         return self._output.text() if self._output is not None else ""
 
 
+class _Prompted(EngineError):
+    """The kernel asked a question between the start's requests (a licence prompt)."""
+
+    def __init__(self, prompt: str) -> None:
+        self.prompt = prompt.strip() or "(a question without text)"
+        super().__init__(f"the kernel asked “{self.prompt}” before it could evaluate")
+
+
 class _LinkKernel:
     """``session.Kernel`` over the engine's link; a failed write means the link is broken."""
 
@@ -453,20 +602,29 @@ class _LinkKernel:
     def enter_text(self, text: str) -> None:
         self._put(lambda link: link.put_packet(Function(Symbol("EnterTextPacket"), text)))
 
+    def reply(self, expr: Any) -> None:
+        self._put(lambda link: link.put_packet(Function(Symbol("ReturnPacket"), expr)))
+
     def message(self, code: int) -> None:
-        self._put(lambda link: link.put_message(code))
+        """Out of band, under the link's message lock: never behind a read (see wstp)."""
+        self._put(lambda link: link.put_message(code), message=True)
 
     def kill(self) -> None:
         self.engine._kill()
 
-    def _put(self, write: Any) -> None:
+    def _put(self, write: Any, message: bool = False) -> None:
         link = self.engine._link
         if link is None:
             raise EngineError("the Wolfram engine is not running")
+        lock = link.message_lock if message else link.lock
+        if not lock.acquire(timeout=LOCK_WAIT):
+            raise EngineError(f"the link to the Wolfram kernel is stuck: a read did not end "
+                              f"within {LOCK_WAIT:g} s")
         try:
-            with link.lock:
-                if link.closed:
-                    raise EngineError("the Wolfram engine was closed")
-                write(link)
+            if link.closed:
+                raise EngineError("the Wolfram engine was closed")
+            write(link)
         except wstp.WSTPError as exc:
             raise EngineError(self.engine._death(str(exc))) from None
+        finally:
+            lock.release()

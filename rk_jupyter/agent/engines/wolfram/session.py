@@ -9,8 +9,19 @@ when the user interrupts, ``LinkDied`` when the link fails.  It answers through 
 Interrupts escalate while the kernel does not answer (``Escalation``): an abort message
 (``WSAbortMessage``, what the notebook's "Abort Evaluation" sends; the WSTP reference
 recommends it over interrupting for simply stopping an evaluation), then an interrupt message
-(whose menu, ``MenuPacket[1, "Interrupt> "]``, is answered "a" for abort), then a terminate
-message, then the kernel's process group is killed.  Any MenuPacket is answered "a".
+(whose menu, ``MenuPacket[1, "Interrupt> "]``, is answered "a" for abort).  A kernel that
+answers neither is not ended by itself: a notebook front end never quits a kernel on its own,
+and built-ins that rarely poll for aborts (large linear algebra, LibraryLink code) can take
+longer than any fixed wait.  The conversation is *released* instead: the cell ends with "the
+kernel is not answering the interrupt", the kernel keeps running with its definitions, and its
+late answer is consumed before the next request.  Ending it is the user's choice (a second
+interrupt: a terminate message, then the process group is killed) or the administrator's
+(``Escalation.kill_after``).  An interrupt menu is answered "a".
+
+Before the kernel has answered its first evaluation (``Call(starting=True)``), a menu other
+than the interrupt menu, or a request for input, can only be the licence manager asking a
+person (an activation key, a password): the start fails with the kernel's words instead of
+answering it.
 
 After an abort, the kernel may still owe a ``ReturnPacket[$Aborted]`` (an abort that arrives
 just as the evaluation ends is applied to the next one).  So whenever an interrupt was sent,
@@ -22,6 +33,7 @@ or the evaluation ended in $Aborted, the conversation ends with a synchronisatio
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +42,18 @@ from typing import Any, Protocol
 from ....link.expr import Function, Symbol
 from ....link.packets import ABORTED, packet
 from ..base import EngineError, EngineHost, InputAborted
-from .wstp import ABORT_MESSAGE, INTERRUPT_MESSAGE, TERMINATE_MESSAGE
+from .wstp import ABORT_MESSAGE, INTERRUPT_MESSAGE, TERMINATE_MESSAGE, UNDECODABLE
 
 Event = tuple[str, tuple[Any, ...]]
+log = logging.getLogger(__name__)
 
 ABORT_CHOICE = "a"  # the interrupt menu's "abort" choice
 DIALOG_EXIT = "Return[$Failed]"
 SYNC_ATTEMPTS = 5
+#: MenuPacket codes of the interrupt menu (1: during an evaluation, 3: during LinkRead).
+INTERRUPT_MENUS = frozenset({1, 3})
+#: What a released conversation's cell ends with (an RKError with this code).
+NOT_ANSWERING = "engine.not-answering"
 _tokens = itertools.count(1)
 
 
@@ -50,7 +67,11 @@ class Kernel(Protocol):
         """Send a bare string: the reply to MenuPacket, InputPacket or InputStringPacket."""
 
     def enter_text(self, text: str) -> None:
-        """Send EnterTextPacket[text] (what a Dialog[] subsession reads)."""
+        """Send EnterTextPacket[text]: the answer to InputPacket (the kernel parses it as
+        input, so Input["n? "] answered 41 is the number 41), and what a Dialog[] reads."""
+
+    def reply(self, expr: Any) -> None:
+        """Send ReturnPacket[expr]: the answer to a CallPacket."""
 
     def message(self, code: int) -> None:
         """Send an out-of-band message (WSPutMessage)."""
@@ -61,36 +82,61 @@ class Kernel(Protocol):
 
 @dataclass(frozen=True)
 class Escalation:
-    """Seconds after an interrupt (without the kernel answering) for each harder step."""
+    """Seconds after an interrupt (without the kernel answering) for each harder step.
+
+    By default the ladder stops at ``release_after``: the conversation stops waiting and the
+    kernel keeps running (see the module's docstring).  ``kill_after`` (an administrator's
+    choice, default None) makes it end the kernel instead: a terminate message at that time,
+    then the process group is killed ``end_grace`` seconds later.  ``forced`` is the ladder
+    of a second interrupt, from the moment it comes."""
 
     interrupt_after: float = 5.0
-    terminate_after: float = 15.0
-    kill_after: float = 20.0
-    give_up_after: float = 25.0
+    release_after: float = 15.0
+    kill_after: float | None = None
+    end_grace: float = 5.0
 
     def steps(self) -> tuple[tuple[float, str], ...]:
         """(seconds after the interrupt, action), in order."""
-        return (
-            (0.0, "abort"),
-            (self.interrupt_after, "interrupt"),
-            (self.terminate_after, "terminate"),
-            (self.kill_after, "kill"),
-            (self.give_up_after, "give up"),
-        )
+        first = ((0.0, "abort"), (self.interrupt_after, "interrupt"))
+        if self.kill_after is None:
+            return (*first, (self.release_after, "release"))
+        return first + self._ending(self.kill_after)
+
+    def forced(self) -> tuple[tuple[float, str], ...]:
+        """The steps after a second interrupt: terminate now, then kill, then give up."""
+        return self._ending(0.0)
+
+    def _ending(self, at: float) -> tuple[tuple[float, str], ...]:
+        return ((at, "terminate"), (at + self.end_grace, "kill"),
+                (at + 2 * self.end_grace, "give up"))
+
+
+#: The engine's own requests during start: at the deadline every message goes at once and the
+#: kernel is killed half a second later (a kernel that cannot answer its first evaluations in
+#: time is of no use); the start ends a second after the deadline whatever the link says, so
+#: that ``start`` keeps to its timeout.
+AT_DEADLINE = Escalation(interrupt_after=0.0, kill_after=0.0, end_grace=0.5)
 
 
 class Conversation:
     """One request to the kernel and its answer.  ``done`` once complete; ``died`` then holds
-    the reason when the kernel is gone (or was killed)."""
+    the reason when the kernel is gone (or was killed).  ``released`` once the escalation
+    stopped waiting for a kernel that answers no interrupt: the conversation is then not done
+    (the kernel still owes its answer) but its requester has been told and gone on."""
 
     def __init__(
-        self, kernel: Kernel, clock: Callable[[], float], escalation: Escalation
+        self, kernel: Kernel, clock: Callable[[], float], escalation: Escalation,
+        *, starting: bool = False,
     ) -> None:
         self.kernel = kernel
         self.clock = clock
         self.escalation = escalation
+        self.starting = starting
         self.done = False
         self.died: str | None = None
+        self.released = False
+        self.prompt: str | None = None  # what the kernel asked during start (licence)
+        self._steps = escalation.steps()
         self._ladder_start: float | None = None
         self._step = 0
         self._dialogs = 0
@@ -108,6 +154,9 @@ class Conversation:
         elif name == "RKInterrupt":
             self.interrupt()
         elif name == "MenuPacket":
+            if self.starting and (args[0] if args else None) not in INTERRUPT_MENUS:
+                self._refuse_prompt(args[1] if len(args) > 1 else "")
+                return
             self.kernel.answer(ABORT_CHOICE)
             if not self.interrupted:
                 self._ladder_start, self._step = self.clock(), 1  # "a" was the abort
@@ -122,12 +171,17 @@ class Conversation:
                                         "ReturnTextPacket"):
             pass  # the dialog's own prompts, before our Return[] closes it
         elif name == "CallPacket":
+            # The kernel waits for exactly one ReturnPacket (EvaluatePacket's reference page);
+            # $Failed lets the evaluation go on, as a front end without the service would.
+            self.kernel.reply(Symbol("$Failed"))
             self.on_output("TextPacket", ("The kernel asked for a front end service, which "
-                                          "this front end cannot provide; aborting.",))
-            self.interrupt()
+                                          "this front end cannot provide: it got $Failed.",))
         elif name in ("TextPacket", "MessagePacket", "SyntaxPacket"):
             self.on_output(name, args)
         elif name in ("InputPacket", "InputStringPacket"):
+            if self.starting:
+                self._refuse_prompt(args[0] if args else "")
+                return
             self._on_input(name, args)
         elif name == "ReturnPacket":
             value = args[0] if args else None
@@ -143,8 +197,15 @@ class Conversation:
         self.tick()
 
     def interrupt(self) -> None:
-        """Start the escalation (no-op when already started or done)."""
-        if not self.done and not self.interrupted:
+        """Start the escalation; on a released conversation (the second interrupt), end the
+        kernel: terminate now, then kill.  No-op when done or already escalating."""
+        if self.done:
+            return
+        if self.released and self._steps != self.escalation.forced():
+            self._steps = self.escalation.forced()
+            self._ladder_start, self._step = self.clock(), 0
+            self.tick()
+        elif not self.interrupted:
             self._ladder_start, self._step = self.clock(), 0
             self.tick()
 
@@ -153,21 +214,28 @@ class Conversation:
         """Whether the escalation has begun (an abort was sent or a menu answered)."""
         return self._ladder_start is not None and self.clock() >= self._ladder_start
 
+    @property
+    def waited(self) -> float:
+        """Seconds since the escalation began (0 before)."""
+        return max(0.0, self.clock() - self._ladder_start) if self.interrupted else 0.0
+
     def tick(self) -> None:
         """Take the escalation steps that are due."""
-        steps = self.escalation.steps()
         while (
             not self.done
             and self._ladder_start is not None
-            and self._step < len(steps)
-            and self.clock() >= self._ladder_start + steps[self._step][0]
+            and self._step < len(self._steps)
+            and self.clock() >= self._ladder_start + self._steps[self._step][0]
         ):
-            action = steps[self._step][1]
+            action = self._steps[self._step][1]
             self._step += 1
             if action == "abort":
                 self.kernel.message(ABORT_MESSAGE)
             elif action == "interrupt":
                 self.kernel.message(INTERRUPT_MESSAGE)
+            elif action == "release":
+                self.released = True
+                self.on_release()
             elif action == "terminate":
                 self.kernel.message(TERMINATE_MESSAGE)
             elif action == "kill":
@@ -177,10 +245,9 @@ class Conversation:
 
     def wait(self) -> float | None:
         """Seconds until the next escalation step (None: nothing is scheduled)."""
-        steps = self.escalation.steps()
-        if self.done or self._ladder_start is None or self._step >= len(steps):
+        if self.done or self._ladder_start is None or self._step >= len(self._steps):
             return None
-        return max(0.0, self._ladder_start + steps[self._step][0] - self.clock())
+        return max(0.0, self._ladder_start + self._steps[self._step][0] - self.clock())
 
     def schedule_interrupt(self, delay: float) -> None:
         """Interrupt by itself if still not done ``delay`` seconds from now."""
@@ -202,6 +269,10 @@ class Conversation:
         """The answer to Input[]/InputString[]; InputAborted to abort the evaluation."""
         raise InputAborted()
 
+    def on_release(self) -> None:
+        """The escalation stopped waiting: whatever still comes is the kernel's late answer,
+        which nobody waits for."""
+
     def sync(self) -> None:
         """Send the synchronisation; it is always bounded by the escalation."""
         self._sync_token = f"rk-sync-{next(_tokens)}"
@@ -216,13 +287,26 @@ class Conversation:
     # -- internals ------------------------------------------------------------------------
 
     def _on_input(self, name: str, args: tuple[Any, ...]) -> None:
+        """InputPacket is answered EnterTextPacket[text] (the kernel parses it, as from a
+        notebook's input dialog); InputStringPacket the bare string (InputString[] wants the
+        text itself).  An aborted input answers "$Aborted" the same way."""
         prompt = args[0] if args and isinstance(args[0], str) else ""
         try:
             text = self.on_input(name, prompt)
         except InputAborted:
             self.interrupt()
             text = "$Aborted"  # the kernel waits for an answer; the abort is already on its way
-        self.kernel.answer(text)
+        if name == "InputPacket":
+            self.kernel.enter_text(text)
+        else:
+            self.kernel.answer(text)
+
+    def _refuse_prompt(self, text: Any) -> None:
+        """A question before the kernel's first answer: a licence prompt, which only a person
+        at the kernel's terminal can answer.  End the kernel and say what it asked."""
+        self.prompt = str(text).strip() or "(a question without text)"
+        self.kernel.message(TERMINATE_MESSAGE)
+        self._end_died(f"the kernel asked “{self.prompt}” before it could evaluate")
 
     def _on_sync_return(self, value: Any) -> None:
         if isinstance(value, list) and len(value) == 2 and value[0] == self._sync_token:
@@ -288,6 +372,11 @@ class Cell(Conversation):
             self.host.emit(packet("ReturnPacket", ABORTED))
             self.sync()
             return
+        if value == UNDECODABLE:
+            self.host.emit(packet("TextPacket", "The kernel's answer could not be read through "
+                                  "WSTP (a number wider than 64 bits?); the kernel goes on."))
+            self.sync()
+            return
         if not isinstance(value, dict) or not isinstance(value.get("line"), int):
             self.host.emit(packet("TextPacket", f"unexpected answer from the kernel: {value!r}"))
             self.sync()
@@ -308,6 +397,9 @@ class Cell(Conversation):
         self.line = line
         self._end()
 
+    def on_release(self) -> None:
+        self.host = _Gone(self.host)
+
     def _end(self) -> None:
         self.host.emit(packet("InputNamePacket", f"In[{self.line}]:= "))
         self.finish()
@@ -320,6 +412,20 @@ class Cell(Conversation):
             self.host.emit(packet("MessagePacket", symbol, tag, ""))
 
 
+class _Gone:
+    """The host of a released cell: its requester has gone on, so what the kernel still
+    says for it is logged, not shown in another cell."""
+
+    def __init__(self, host: EngineHost) -> None:
+        self.host = host
+
+    def emit(self, pkt: Function) -> None:
+        log.info("Wolfram kernel, after its cell was released: %s", pkt)
+
+    def read_input(self, prompt: Function) -> str:
+        raise InputAborted()
+
+
 class Call(Conversation):
     """A request of the engine's own (start, completion, inspection): its output is collected
     instead of shown, and it is aborted after ``timeout`` seconds."""
@@ -330,8 +436,10 @@ class Call(Conversation):
         clock: Callable[[], float],
         escalation: Escalation,
         timeout: float,
+        *,
+        starting: bool = False,
     ) -> None:
-        super().__init__(kernel, clock, escalation)
+        super().__init__(kernel, clock, escalation, starting=starting)
         self.output: list[str] = []
         self.value: Any = None
         self.aborted = False
@@ -358,9 +466,11 @@ def converse(
     next_event: Callable[[float], Event | None],
     poll: float = 1.0,
 ) -> None:
-    """Feed ``conversation`` events until it is done; ``next_event(timeout)`` returns None when
-    nothing came within ``timeout`` seconds, and the escalation then moves on."""
-    while not conversation.done:
+    """Feed ``conversation`` events until it is done or released; ``next_event(timeout)``
+    returns None when nothing came within ``timeout`` seconds, and the escalation then moves
+    on.  A released conversation is taken up again by calling this once more."""
+    was_released = conversation.released
+    while not conversation.done and (was_released or not conversation.released):
         wait = conversation.wait()
         event = next_event(poll if wait is None else min(wait, poll))
         if event is None:
@@ -456,4 +566,25 @@ def start_failure(kernel: str, words: str, exit_code: int | None) -> EngineError
     return EngineError(
         f"the Wolfram kernel {kernel} {how} before it could evaluate, without a word. Check "
         f"that it runs when started by hand on this host: `{kernel}`"
+    )
+
+
+#: The error code of a start that met a question (a licence prompt) instead of an answer.
+LICENCE_PROMPT = "engine.licence-prompt"
+
+
+def prompt_failure(kernel: str, prompt: str, words: str) -> EngineError:
+    """The error for a kernel that asked a question as a packet (a menu, Input) before its
+    first answer: the licence manager wants a person, whose answer rk_jupyter cannot give."""
+    words = words.strip()
+    problem = licence_problem("\n".join([prompt, words]))
+    explanation = problem[1] if problem else (
+        "only a person can answer it. Fix: run `{kernel}` once by hand on this host, answer "
+        "it there, then start the kernel again")
+    return EngineError(
+        f"the Wolfram kernel {kernel} asked “{prompt}” before it could evaluate (a licence "
+        "prompt; it was not answered and the kernel was stopped): "
+        + explanation.format(kernel=kernel)
+        + (f". All it said:\n{words}" if words else ""),
+        code=LICENCE_PROMPT,
     )

@@ -7,12 +7,18 @@ they would be truncated on 64-bit hosts).  Strings cross as UTF-8 (``WSGetUTF8St
 Libraries of Wolfram versions 9 and older (MathLink) export the same functions as ML*.
 
 WSTP links are not safe for concurrent use: every ``Link`` method must be called with
-``Link.lock`` held (``WSPutMessage`` included, to keep the rule simple).
+``Link.lock`` held, except ``put_message``.  Out-of-band messages (abort, interrupt,
+terminate) are meant to be sent by another thread while one blocks reading (.NET/Link's
+``AbortEvaluation``: "typically called from a different thread than the one … blocking in
+WaitForAnswer … it simply uses PutMessage"), so ``put_message`` has a lock of its own,
+``Link.message_lock``: an abort never waits for a read that may not end.
 """
 
 from __future__ import annotations
 
 import ctypes
+import signal
+import sys
 import threading
 from ctypes import POINTER, c_char_p, c_double, c_int, c_int64, c_void_p
 from pathlib import Path
@@ -72,9 +78,18 @@ SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "PutUTF8Symbol": (c_int, (_P, c_char_p, c_int)),
     "PutInteger64": (c_int, (_P, c_int64)),
     "PutReal64": (c_int, (_P, c_double)),
+    "StopHandlingSignal": (None, (_P, c_int)),  # void WSStopHandlingSignal(WSENV, int)
 }
-# Added in Wolfram 10 (2014); before it the library owned these strings.
-OPTIONAL = frozenset({"ReleaseLinkName", "ReleaseErrorMessage"})
+# Added in Wolfram 10 (2014); before it the library owned these strings (and had no signal
+# handling of its own to stop).
+OPTIONAL = frozenset({"ReleaseLinkName", "ReleaseErrorMessage", "StopHandlingSignal"})
+#: Signals that are the agent's own: how it is stopped (SIGTERM, SIGHUP), that it ignores
+#: SIGINT (interrupts go to engines) and that a closed socket is an error, not a death.
+AGENT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP",
+                                                         "SIGPIPE") if hasattr(signal, name))
+#: A value the link could not decode (an integer wider than 64 bits): the packet is skipped
+#: and this stands in for it, instead of the link being taken for broken.
+UNDECODABLE = Symbol("RKJupyter`Undecodable")
 
 # How many arguments each packet the kernel sends carries (WSNextPacket reads only the head).
 PACKET_ARITY = {
@@ -149,14 +164,54 @@ class Library:
 
     def environment(self) -> int:
         """The process-wide WSENV: WSInitialize once, never deinitialized (links outlive
-        sessions, and a WSActivate stuck on a kernel that never came may still use it)."""
+        sessions, and a WSActivate stuck on a kernel that never came may still use it).
+
+        WSInitialize may install handlers for signals the agent relies on (``AGENT_SIGNALS``;
+        the reference leaves the set unstated).  WSTP is told to stop handling them
+        (``WSStopHandlingSignal``, where the library has it), and the handlers the process
+        had before are put back as they were, whatever the library did."""
         with self._env_lock:
             if self._env is None:
+                before = _SignalState.save(AGENT_SIGNALS)
                 env = self.Initialize(None)
                 if not env:
                     raise EngineError(f"WSInitialize failed in {self.path}")
+                stop = self.functions.get("StopHandlingSignal")
+                for signum in AGENT_SIGNALS:
+                    if stop is not None:
+                        stop(env, signum)
+                before.restore()
                 self._env = env
             return self._env
+
+
+class _SignalState:
+    """The process's signal dispositions as the C library holds them (``sigaction``), which
+    Python's ``signal`` module cannot read for handlers it did not set, nor set off the main
+    thread (an engine starts on a session thread)."""
+
+    _SIZE = 512  # bytes: larger than struct sigaction on every POSIX system
+
+    def __init__(self, libc: Any, saved: dict[int, Any]) -> None:
+        self.libc = libc
+        self.saved = saved
+
+    @classmethod
+    def save(cls, signals: tuple[int, ...]) -> _SignalState:
+        libc = None
+        if sys.platform != "win32":
+            libc = getattr(ctypes.CDLL(None, use_errno=True), "sigaction", None)
+        saved = {}
+        if libc is not None:
+            for signum in signals:
+                buffer = ctypes.create_string_buffer(cls._SIZE)
+                if libc(signum, None, buffer) == 0:
+                    saved[signum] = buffer
+        return cls(libc, saved)
+
+    def restore(self) -> None:
+        for signum, buffer in self.saved.items():
+            self.libc(signum, buffer, None)
 
 
 _libraries: dict[tuple[str, str], Library] = {}
@@ -179,6 +234,7 @@ class Link:
         self.lib = library
         self.handle = handle
         self.lock = threading.Lock()
+        self.message_lock = threading.Lock()  # put_message's own (see the module docstring)
         self.closed = False
 
     @classmethod
@@ -249,9 +305,13 @@ class Link:
     # -- writing --------------------------------------------------------------------------
 
     def put_message(self, code: int) -> None:
-        """Send an out-of-band message (abort, interrupt, terminate) and flush it."""
-        if not self.lib.PutMessage(self.handle, code) or not self.lib.Flush(self.handle):
-            raise self.failure(f"cannot send WSTP message {code}")
+        """Send an out-of-band message (abort, interrupt, terminate).  Call it with
+        ``message_lock`` held, not ``lock``: it is meant to reach a kernel while another thread
+        reads.  (No WSFlush: that belongs to the data stream, which the reader may hold.)"""
+        if self.closed:
+            raise WSTPError("the link is closed")
+        if not self.lib.PutMessage(self.handle, code):
+            raise WSTPError(f"cannot send WSTP message {code}")
 
     def put_packet(self, expr: Any) -> None:
         """Write one complete packet (a Function whose head is the packet's symbol), flushed."""
@@ -321,6 +381,12 @@ class Link:
                 if self.lib.GetType(self.handle) == WSTKERR:
                     break  # fewer arguments than usual: keep what was read
                 args.append(self.get_expr())
+        except WSTPError as exc:
+            # A value that cannot be read into Python (an integer wider than 64 bits) leaves
+            # the link in error; if the error clears, only this packet is lost.
+            if exc.code in (WSEDEAD, WSECLOSED) or not self.lib.ClearError(self.handle):
+                raise
+            args = [UNDECODABLE]
         finally:
             self.lib.ClearError(self.handle)
             self.lib.NewPacket(self.handle)
