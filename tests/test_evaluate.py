@@ -109,6 +109,32 @@ def test_a_syntax_error_ends_the_cell_then_raises_the_message() -> None:
     assert failure.value.code == SYNTAX
     assert str(failure.value) == "Syntax::sntxi: Incomplete expression"
     assert out.line == 3, "the count follows the engine also after an error"
+    assert out.messages == [], "the message is the error, not an output of its own too"
+
+
+def test_a_syntax_warning_before_the_syntax_error_is_part_of_the_error() -> None:
+    warning = packet("MessagePacket", "Syntax", "com", "comma with no adjacent expression")
+    error = packet("MessagePacket", "Syntax", "sntxi", "Incomplete expression")
+    client = ScriptedClient(cell(3, warning, error, packet("SyntaxPacket", 5)))
+    out = Collected()
+    with pytest.raises(EvaluationError) as failure:
+        run(client, "f[1,,", out)
+    assert str(failure.value) == ("Syntax::com: comma with no adjacent expression\n"
+                                  "Syntax::sntxi: Incomplete expression")
+    assert out.messages == []
+
+
+def test_a_syntax_message_without_a_syntax_error_is_shown_as_it_comes() -> None:
+    """ToExpression["1+"] gives a Syntax message but the cell is fine: the message is shown,
+    in its place among the outputs."""
+    client = ScriptedClient(cell(
+        4, packet("MessagePacket", "Syntax", "sntxi", "Incomplete expression"),
+        packet("TextPacket", "after"),
+        packet("OutputNamePacket", "Out[3]= "), packet("ReturnPacket", {"text/plain": "$Failed"})))
+    out = Recorder()
+    run(client, 'ToExpression["1+"]; Print[after]; $Failed', out)
+    assert out.calls[:2] == [("stderr", "Syntax::sntxi: Incomplete expression"),
+                             ("stdout", "after")]
 
 
 def test_an_aborted_cell() -> None:

@@ -84,7 +84,9 @@ def test_syntax_error_is_an_error_reply(kernel) -> None:
     run = execute(kc, "f[1,,")
     assert run.reply["status"] == "error"
     assert run.reply["ename"] == "SyntaxError"
-    assert "Syntax" in run.streams("stderr")
+    # Exactly one output, the error, which carries the engine's Syntax message verbatim.
+    assert [m["msg_type"] for m in run.outputs] == ["error"]
+    assert run.outputs[0]["content"]["evalue"].startswith("Syntax::")
 
 
 def test_trailing_semicolon_gives_no_result(kernel) -> None:

@@ -8,7 +8,11 @@ only where the output goes (an ``Output``) and how a failure is shown, so each o
 An EnterTextPacket (a notebook cell) is answered by live TextPacket (Print) and MessagePacket,
 then OutputNamePacket + ReturnPacket (its MIME bundle, or $Aborted) unless the result is Null,
 and ends with the InputNamePacket of the next line; an EvaluatePacket (``%%rkernel -o``) ends
-with its ReturnPacket, whose value ``run`` returns.  A SyntaxPacket marks a syntax error.
+with its ReturnPacket, whose value ``run`` returns.  A SyntaxPacket marks a syntax error: the
+Syntax message before it is the error itself (Jupyter clients expect a failed cell to have
+exactly one error output), so Syntax messages are held back until the next packet says
+whether they are the cell's syntax error (with any Syntax warning before it) or messages like
+any other (``ToExpression["1+"]``).
 """
 
 from __future__ import annotations
@@ -198,6 +202,7 @@ class Evaluator:
         deadline = None if timeout is None else time.monotonic() + timeout
         end = self._owed[-1]
         messages: list[str] = []
+        held: list[str] = []  # Syntax messages: the cell's syntax error, or not
         failure: EvaluationError | None = None
         out_line: int | None = None
         value: Any = None
@@ -215,6 +220,9 @@ class Evaluator:
                 wait = self.poll if deadline is None else min(self.poll, deadline - now)
                 pkt = self.client.next_packet(max(wait, 0.0))
                 if pkt is None:
+                    for message in held:  # the SyntaxPacket follows at once, or never
+                        output.stderr(message)
+                    held = []
                     reason = alive() if alive is not None else None
                     if reason is not None:
                         raise SessionLost(f"the agent is gone: {reason}", code=AGENT_GONE)
@@ -225,6 +233,10 @@ class Evaluator:
                 if len(self._owed) > 1:  # the rest of an earlier request
                     self._drop(pkt)
                     continue
+                if held and name not in ("SyntaxPacket", "MessagePacket"):
+                    for message in held:  # messages like any other
+                        output.stderr(message)
+                    held = []
                 if name == "RKEngineDied":  # the request ends here; the session goes on
                     self._owed.popleft()
                     self.client.engine_gone = True
@@ -248,10 +260,17 @@ class Evaluator:
                 elif name == "MessagePacket":
                     symbol, tag, text = (list(pkt.args) + ["", "", ""])[:3]
                     messages.append(f"{symbol}::{tag}: {text}")
-                    output.stderr(messages[-1])
+                    if symbol == "Syntax":
+                        held.append(messages[-1])
+                    else:
+                        for message in [*held, messages[-1]]:
+                            output.stderr(message)
+                        held = []
                 elif name == "SyntaxPacket":
-                    failure = EvaluationError(messages[-1] if messages else "syntax error",
+                    failure = EvaluationError("\n".join(held) or (messages[-1] if messages
+                                                                  else "syntax error"),
                                               code=SYNTAX)
+                    held = []
                 elif name == "OutputNamePacket":
                     out_line = line_number(pkt.args[0] if pkt.args else None)
                 elif name == "ReturnPacket":
