@@ -11,6 +11,7 @@ launch side, and this module sees that launch through ``OwnLaunch`` alone.
 from __future__ import annotations
 
 import faulthandler
+import re
 import sys
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from ..client.environment import BY_KERNEL, KernelEnvironment, NotLaunched
 from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
 from ..errors import RKError
 from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, packet
+from .history import History
 from .magics import is_magic, run_magic
 from .syntax import is_complete, word_at
 
@@ -37,6 +39,10 @@ EXIT_AFTER_SHUTDOWN = 15.0
 #: How long a magic cell waits for the engine to take its In[n] before it lets the next
 #: request collect that answer (a link being re-established must not hold the cell).
 MAGIC_LINE_WAIT = 2.0
+#: A cell that asks for help on a name (``?Plot``, ``??Plot``, ``?Plo*``): its result is
+#: shown as Jupyter shows help, in the pager payload of the reply.
+HELP = re.compile(r"\s*\?\??\s*[\w$`*]+\s*")
+
 #: The ename of an error reply, by the code of what the client raised.
 ENAMES = {SYNTAX: "SyntaxError", ABORTED_CODE: "$Aborted", ENGINE_ENDED: "EngineEnded",
           NOT_CONNECTED: "LinkDown", ENGINE_STOPPED_ERROR: "EngineStopped",
@@ -56,12 +62,16 @@ class OwnLaunch(Protocol):
 
 class JupyterOutput:
     """An evaluation's output as Jupyter messages of the current request (nothing when the
-    request is ``silent``); Input[] asks the front end when it accepts input."""
+    request is ``silent``); Input[] asks the front end when it accepts input.  With ``page``
+    the result goes to the reply's pager payload instead (``?Plot``, as Jupyter's help)."""
 
-    def __init__(self, kernel: RKernel, silent: bool, allow_stdin: bool) -> None:
+    def __init__(self, kernel: RKernel, silent: bool, allow_stdin: bool,
+                 page: bool = False) -> None:
         self.kernel = kernel
         self.silent = silent
         self.allow_stdin = allow_stdin
+        self.page = page
+        self.result: dict[str, str] | None = None  # the last result's bundle
 
     def stdout(self, text: str) -> None:
         self.kernel.stream("stdout", text, self.silent)
@@ -70,7 +80,8 @@ class JupyterOutput:
         self.kernel.stream("stderr", text, self.silent)
 
     def display(self, bundle: dict[str, str], line: int | None) -> None:
-        if not self.silent:
+        self.result = bundle
+        if not self.silent and not self.page:
             self.kernel.send_response(self.kernel.iopub_socket, "execute_result", {
                 "execution_count": line or self.kernel.execution_count,
                 "data": bundle,
@@ -113,6 +124,7 @@ class RKernel(Kernel):
         self.evaluator: Evaluator | None = None
         self.env: KernelEnvironment | None = None
         self.start_error: str | None = None
+        self.history = History()
         if self.engine_launch is not None:
             self.engine_launch.wait()
         try:
@@ -154,14 +166,21 @@ class RKernel(Kernel):
         if self.evaluator is None:
             return self._error("EngineUnavailable",
                                f"the engine is not running: {self.start_error}")
+        output = JupyterOutput(self, silent, allow_stdin, page=bool(HELP.fullmatch(code)))
+        line = self.execution_count
         try:
-            self.evaluator.run(code, JupyterOutput(self, silent, allow_stdin))
+            self.evaluator.run(code, output)
         except EvaluationError as exc:
             return self._error(ENAMES.get(exc.code, "EvaluationError"), str(exc))
         except SessionLost as exc:
             return self._error(ENAMES.get(exc.code, "LinkDown"), str(exc))
         except AgentError as exc:  # the agent refused the request (RKError)
             return self._error(ENAMES.get(exc.code, "RKError"), str(exc))
+        finally:
+            if store_history:
+                self.history.record(line, code, (output.result or {}).get("text/plain"))
+        if output.page and output.result and not silent:
+            return self._ok([{"source": "page", "data": output.result, "start": 0}])
         return self._ok()
 
     def _magic(self, code: str, silent: bool) -> dict[str, Any]:
@@ -201,9 +220,9 @@ class RKernel(Kernel):
                 text += "\n"
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
-    def _ok(self) -> dict[str, Any]:
+    def _ok(self, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"status": "ok", "execution_count": self.execution_count,
-                "payload": [], "user_expressions": {}}
+                "payload": payload or [], "user_expressions": {}}
 
     def _error(self, ename: str, evalue: str) -> dict[str, Any]:
         content = {"ename": ename, "evalue": evalue, "traceback": [f"{ename}: {evalue}"]}
@@ -236,6 +255,16 @@ class RKernel(Kernel):
         word, _, _ = word_at(code, cursor_pos)
         data = self._request(packet("RKInspect", word), "RKInspection") if word else None
         return {"status": "ok", "found": bool(data), "data": data or {}, "metadata": {}}
+
+    async def do_history(self, hist_access_type: str, output: bool, raw: bool,
+                         session: int | None = None, start: int | None = None,
+                         stop: int | None = None, n: int | None = None,
+                         pattern: str | None = None, unique: bool = False) -> dict[str, Any]:
+        """This kernel's cells (``history.History``); ``raw`` changes nothing (no cell is
+        transformed before it is sent)."""
+        return {"status": "ok", "history": self.history.query(
+            hist_access_type, output, session=session, start=start, stop=stop, n=n,
+            pattern=pattern, unique=unique)}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
         status = is_complete(code)
