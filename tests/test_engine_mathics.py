@@ -165,6 +165,21 @@ def test_no_latex_for_plain_data(engine: MathicsEngine, host: FakeHost, code: st
     assert set(bundle) == {"text/plain"}
 
 
+def test_an_integer_past_the_digit_limit_is_shown_as_mathics_shows_it(
+    engine: MathicsEngine, host: FakeHost
+) -> None:
+    """With $MaxLengthIntStringConversion set, Python refuses the digits of 500!; the result
+    is then Mathics3's own text, digits elided, not an internal error."""
+    run(engine, host, "$MaxLengthIntStringConversion = 650")
+    try:
+        packets = run(engine, host, "500!")
+        text = result(packets)["text/plain"]
+        assert text.startswith("12201368259911100687") and "<<501>>" in text, text
+        assert "MessagePacket" not in names(packets)
+    finally:
+        run(engine, host, "$MaxLengthIntStringConversion = 0")
+
+
 def test_lone_surrogates_do_not_break_the_engine(engine: MathicsEngine, host: FakeHost) -> None:
     """A string the link cannot carry as it is (a lone surrogate is no UTF-8) is shown with
     U+FFFD in its place; the engine goes on."""

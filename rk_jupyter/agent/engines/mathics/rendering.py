@@ -48,9 +48,14 @@ class Renderer:
         from mathics.core.atoms import Integer
 
         # An Integer's OutputForm is its digits (formatting would take 40 % of a cell like
-        # "1"); under 3 bits a digit, its digits are surely within the limit.
+        # "1"); under 3 bits a digit, its digits are surely within the limit.  Python refuses
+        # digits past $MaxLengthIntStringConversion (Mathics3 sets its limit from it): then
+        # Mathics3's own formatting, which elides them, as Mathics3 itself shows the number.
         if isinstance(value, Integer) and value.value.bit_length() < 3 * self.limit:
-            return {"text/plain": str(value.value)}
+            try:
+                return {"text/plain": str(value.value)}
+            except ValueError:
+                pass
         size = estimate(value, self.limit)
         if size > self.limit:
             return {"text/plain": self.short(value, line)}
