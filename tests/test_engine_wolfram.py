@@ -1207,6 +1207,17 @@ def started_engine(kernel: Path, options: dict[str, Any] | None = None,
     return eng, side, host
 
 
+@pytest.fixture
+def stand_in(fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch,
+             ) -> Iterator[tuple[WolframEngine, KernelSide, FakeHost]]:
+    """A started engine whose kernel side is the test (the stand-in library's kernel mode)."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    started = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    yield started
+    started[0].close()
+
+
 def association(**items: Any) -> Function:
     return Function(Symbol("Association"),
                     *(Function(Symbol("Rule"), k.replace("_", "/"), v) for k, v in items.items()))
@@ -1321,13 +1332,11 @@ def test_a_link_peer_that_is_not_the_started_kernel_gets_nothing(
 
 
 def test_abort_reaches_the_kernel_while_a_read_holds_the_link(
-    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    stand_in: tuple[WolframEngine, KernelSide, FakeHost],
 ) -> None:
     """WSPutMessage is meant for another thread while one reads: an abort does not wait for
     the link's lock, which a read that blocks can keep."""
-    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
-    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
-    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    eng, side, host = stand_in
     try:
         thread, outcome = in_thread(lambda: eng.evaluate("Pause[100]"))
         side.wait_evaluation(3)
@@ -1346,14 +1355,12 @@ def test_abort_reaches_the_kernel_while_a_read_holds_the_link(
 
 
 def test_a_released_cell_keeps_the_kernel_and_a_second_interrupt_ends_it(
-    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    stand_in: tuple[WolframEngine, KernelSide, FakeHost],
 ) -> None:
     """The kernel answers no interrupt: the cell ends with "not answering" (the kernel keeps
     running); the next cell waits for the late answer and then runs; when it happens again,
     an interrupt while idle (the second) terminates the kernel, then kills it."""
-    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
-    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
-    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    eng, side, host = stand_in
     eng.escalation = Escalation(interrupt_after=0.2, release_after=0.6, end_grace=0.5)
     try:
         thread, outcome = in_thread(lambda: eng.evaluate("LinearSolve[huge]"))
@@ -1391,11 +1398,9 @@ def test_a_released_cell_keeps_the_kernel_and_a_second_interrupt_ends_it(
 
 
 def test_a_bignum_result_leaves_the_engine_alive(
-    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    stand_in: tuple[WolframEngine, KernelSide, FakeHost],
 ) -> None:
-    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
-    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
-    eng, side, host = started_engine(fake_installation("import time\ntime.sleep(600)\n"))
+    eng, side, host = stand_in
     try:
         thread, outcome = in_thread(lambda: eng.evaluate("Throw[2^70]"))
         side.wait_evaluation(3)
