@@ -281,6 +281,16 @@ def engine_checks(engine: FakeEngine) -> dict[str, Step]:
     return {step.step: step for step in steps}
 
 
+def timed_engine_checks(engine: FakeEngine) -> tuple[dict[str, Step], float]:
+    """``engine_checks`` and the seconds they took; a hung fake is released afterwards."""
+    try:
+        started = time.monotonic()
+        steps = engine_checks(engine)
+        return steps, time.monotonic() - started
+    finally:
+        engine.release.set()
+
+
 def test_the_fake_engine_passes_every_engine_check() -> None:
     steps = engine_checks(FakeEngine({}))
     assert all(step.status == "pass" for step in steps.values()), steps
@@ -330,12 +340,7 @@ def test_a_failing_engine_check_says_what_was_sent_and_does_not_skip_the_others(
     monkeypatch.setattr(doctor_module, "INTERRUPT_LIMIT", 0.5)
     wrong, said = WRONG[check]
     engine = FakeEngine(wrong)
-    try:
-        started = time.monotonic()
-        steps = engine_checks(engine)
-        elapsed = time.monotonic() - started
-    finally:
-        engine.release.set()
+    steps, elapsed = timed_engine_checks(engine)
     failed = steps[check]
     assert failed.status == "fail" and failed.ok is False and failed.seconds is not None
     assert failed.code == ("doctor.engine-hangs" if check == "interrupt"
@@ -359,12 +364,7 @@ def test_a_hung_engine_fails_each_engine_check_within_its_limit(
     monkeypatch.setattr(doctor_module, "CHECK_TIMEOUT", 1.0)
     monkeypatch.setattr(doctor_module, "SETTLE_TIMEOUT", 1.0)
     engine = FakeEngine({"1/0": _hang})
-    try:
-        started = time.monotonic()
-        steps = engine_checks(engine)
-        elapsed = time.monotonic() - started
-    finally:
-        engine.release.set()
+    steps, elapsed = timed_engine_checks(engine)
     assert [steps[name].status for name in ENGINE_CHECKS] == ["pass"] * 3 + ["fail"] * 4
     hung = steps["messages"]
     assert hung.code == "doctor.engine-hangs" and 1.0 <= hung.seconds < 2.0
