@@ -41,10 +41,9 @@ class History:
             chosen = [c for c in self.cells if c[0] >= low and (stop is None or c[0] < stop)]
         elif access == "search":
             chosen = [c for c in self.cells if fnmatch.fnmatchcase(c[1], pattern or "*")]
-            if unique:
-                seen: set[str] = set()
-                chosen = [c for c in reversed(chosen)
-                          if not (c[1] in seen or seen.add(c[1]))][::-1]
+            if unique:  # each input once, where it ran last
+                latest = {cell[1]: cell for cell in chosen}
+                chosen = sorted(latest.values())
             if n:
                 chosen = chosen[-n:]
         else:

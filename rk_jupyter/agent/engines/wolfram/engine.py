@@ -47,7 +47,6 @@ from ..process import OutputTail, describe_exit, exit_status, kill_group, reap, 
 from . import discovery, wstp
 from .session import (
     AT_DEADLINE,
-    INTERRUPT_MENUS,
     NOT_ANSWERING,
     Call,
     Cell,
@@ -57,6 +56,7 @@ from .session import (
     converse,
     prompt_failure,
     start_failure,
+    start_prompt,
 )
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,10 @@ class WolframEngine(Engine):
             if call.aborted or call.interrupted:
                 raise EngineError(f"the Wolfram kernel {kernel} did not answer within the "
                                   "start timeout and was stopped; it said: "
-                                  f"{words or 'nothing'}") from None
+                                  f"{words or 'nothing'}",
+                                  "run the kernel by hand on this host to see why it is slow; "
+                                  "a slow licence server may need a larger engine option "
+                                  "start_timeout") from None
             raise start_failure(kernel, words, exit_status(self._proc)) from None
         return call
 
@@ -424,10 +427,10 @@ class WolframEngine(Engine):
                 self._events.put((name, args))
                 raise EngineError(str(args[0]))
             starting = self._start_words is not None
-            if starting and (name in ("InputPacket", "InputStringPacket") or (
-                    name == "MenuPacket" and (args[:1] or (None,))[0] not in INTERRUPT_MENUS)):
+            prompt = start_prompt(name, args) if starting else None
+            if prompt is not None:
                 _LinkKernel(self).message(wstp.TERMINATE_MESSAGE)
-                raise _Prompted(str(args[-1] if args else ""))
+                raise _Prompted(prompt)
             if name == "MenuPacket":
                 _LinkKernel(self).answer("a")
             elif name == "MessagePacket":
@@ -510,7 +513,9 @@ class WolframEngine(Engine):
                 self._wait_output(2.0)
                 raise EngineError(f"the Wolfram kernel {inst.kernel} connected but did not "
                                   f"complete the WSTP connection within {timeout:g} s; it "
-                                  f"said: {self._words() or 'nothing'}")
+                                  f"said: {self._words() or 'nothing'}",
+                                  f"check that `{inst.kernel}` starts when run by hand on this "
+                                  "host, then start the kernel again")
         if failure:
             code = wait_exit(proc, 1.0)
             self._wait_output(1.0)
@@ -583,8 +588,8 @@ class _Prompted(EngineError):
     """The kernel asked a question between the start's requests (a licence prompt)."""
 
     def __init__(self, prompt: str) -> None:
-        self.prompt = prompt.strip() or "(a question without text)"
-        super().__init__(f"the kernel asked “{self.prompt}” before it could evaluate")
+        self.prompt = prompt
+        super().__init__(f"the kernel asked “{prompt}” before it could evaluate")
 
 
 class _LinkKernel:
@@ -619,7 +624,9 @@ class _LinkKernel:
         lock = link.message_lock if message else link.lock
         if not lock.acquire(timeout=LOCK_WAIT):
             raise EngineError(f"the link to the Wolfram kernel is stuck: a read did not end "
-                              f"within {LOCK_WAIT:g} s")
+                              f"within {LOCK_WAIT:g} s",
+                              "interrupt the cell (the kernel is ended if it does not answer) "
+                              "or restart the kernel")
         try:
             if link.closed:
                 raise EngineError("the Wolfram engine was closed")

@@ -52,6 +52,18 @@ DIALOG_EXIT = "Return[$Failed]"
 SYNC_ATTEMPTS = 5
 #: MenuPacket codes of the interrupt menu (1: during an evaluation, 3: during LinkRead).
 INTERRUPT_MENUS = frozenset({1, 3})
+
+
+def start_prompt(name: str, args: tuple[Any, ...]) -> str | None:
+    """The question in a packet that, before the kernel's first answer, can only be the
+    licence manager asking a person (a menu other than the interrupt menu, a request for
+    input); None for any other packet."""
+    if name in ("InputPacket", "InputStringPacket") or (
+            name == "MenuPacket" and (args[:1] or (None,))[0] not in INTERRUPT_MENUS):
+        text = str(args[-1] if args else "").strip()
+        return text or "(a question without text)"
+    return None
+
 #: What a released conversation's cell ends with (an RKError with this code).
 NOT_ANSWERING = "engine.not-answering"
 _tokens = itertools.count(1)
@@ -153,10 +165,10 @@ class Conversation:
             self._end_died(str(args[0]) if args else "the link to the kernel died")
         elif name == "RKInterrupt":
             self.interrupt()
+        elif self.starting and (prompt := start_prompt(name, args)) is not None:
+            self._refuse_prompt(prompt)
+            return
         elif name == "MenuPacket":
-            if self.starting and (args[0] if args else None) not in INTERRUPT_MENUS:
-                self._refuse_prompt(args[1] if len(args) > 1 else "")
-                return
             self.kernel.answer(ABORT_CHOICE)
             if not self.interrupted:
                 self._ladder_start, self._step = self.clock(), 1  # "a" was the abort
@@ -179,9 +191,6 @@ class Conversation:
         elif name in ("TextPacket", "MessagePacket", "SyntaxPacket"):
             self.on_output(name, args)
         elif name in ("InputPacket", "InputStringPacket"):
-            if self.starting:
-                self._refuse_prompt(args[0] if args else "")
-                return
             self._on_input(name, args)
         elif name == "ReturnPacket":
             value = args[0] if args else None
@@ -301,10 +310,10 @@ class Conversation:
         else:
             self.kernel.answer(text)
 
-    def _refuse_prompt(self, text: Any) -> None:
+    def _refuse_prompt(self, prompt: str) -> None:
         """A question before the kernel's first answer: a licence prompt, which only a person
         at the kernel's terminal can answer.  End the kernel and say what it asked."""
-        self.prompt = str(text).strip() or "(a question without text)"
+        self.prompt = prompt
         self.kernel.message(TERMINATE_MESSAGE)
         self._end_died(f"the kernel asked “{self.prompt}” before it could evaluate")
 
