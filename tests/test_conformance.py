@@ -1,8 +1,7 @@
 """The Jupyter project's own kernel conformance suite (``jupyter_kernel_test``) against rk
 kernels, started by jupyter_client as JupyterLab starts them: rk-local, and a kernel over the
-SSH test bed.  Every optional test has its sample, except ``test_clear_output``: no Wolfram
-Language cell clears a cell's output yet (issue 17's progress display is where that comes),
-so that one is skipped, and said so here rather than counted."""
+SSH test bed.  Every optional test has its sample (``test_clear_output``: PrintTemporary's
+output is removed when the cell ends, by clear_output)."""
 
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ class WolframLanguageSamples(jupyter_kernel_test.KernelTests):
     code_execute_result = [{"code": "6*7", "result": "42"},
                            {"code": "Integrate[x^2, x]", "mime": "text/latex"}]
     code_display_data = [{"code": "%rkernel status", "mime": "text/html"}]
+    code_clear_output = 'PrintTemporary["working"]'
     code_history_pattern = "6?7"
     supported_history_operations = ("tail", "range", "search")
     code_inspect_sample = "Plot"

@@ -12,7 +12,9 @@ with its ReturnPacket, whose value ``run`` returns.  A SyntaxPacket marks a synt
 Syntax message before it is the error itself (Jupyter clients expect a failed cell to have
 exactly one error output), so Syntax messages are held back until the next packet says
 whether they are the cell's syntax error (with any Syntax warning before it) or messages like
-any other (``ToExpression["1+"]``).
+any other (``ToExpression["1+"]``).  Temporary displays (RKDisplay: PrintTemporary, Monitor)
+go to ``Output.live`` as they come, and whatever is still shown when the request ends is
+removed then, whichever way it ended.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Output(Protocol):
         evaluation instead of answering."""
         return ""
 
+    def live(self, display_id: str, bundle: dict[str, str] | None) -> None:
+        """A temporary display (PrintTemporary, Monitor): shown, or replaced in place when
+        ``display_id`` is shown already; None removes it.  The loop removes every one still
+        shown when the request ends."""
+
     def next_line(self, line: int) -> None:
         """The cell ended and the engine waits for In[line] (Jupyter's execution count)."""
 
@@ -83,6 +90,8 @@ class Collected(Output):
     results: list[dict[str, str]] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
+    #: Every temporary display as it came: (id, bundle or None when removed).
+    lives: list[tuple[str, dict[str, str] | None]] = field(default_factory=list)
     line: int | None = None
 
     def stdout(self, text: str) -> None:
@@ -97,6 +106,9 @@ class Collected(Output):
     def read_input(self, prompt: str) -> str:
         self.prompts.append(prompt)
         return self.answers.pop(0) if self.answers else ""
+
+    def live(self, display_id: str, bundle: dict[str, str] | None) -> None:
+        self.lives.append((display_id, bundle))
 
     def next_line(self, line: int) -> None:
         self.line = line
@@ -191,14 +203,18 @@ class Evaluator:
         kind = "EvaluatePacket" if expression else "EnterTextPacket"
         self.client.send(packet(kind, code))
         self._owed.append(_END[kind])
+        shown: dict[str, None] = {}  # temporary displays shown now, in order
         try:
-            return self._answers(output, expression, timeout, interrupt_grace, alive)
+            return self._answers(output, expression, timeout, interrupt_grace, alive, shown)
         except SessionLost:
             self._owed.clear()
             raise
+        finally:
+            end_lives(output, shown)
 
     def _answers(self, output: Output, expression: bool, timeout: float | None,
-                 grace: float | None, alive: Callable[[], str | None] | None) -> Any:
+                 grace: float | None, alive: Callable[[], str | None] | None,
+                 shown: dict[str, None]) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         end = self._owed[-1]
         messages: list[str] = []
@@ -266,12 +282,22 @@ class Evaluator:
                         for message in [*held, messages[-1]]:
                             output.stderr(message)
                         held = []
+                elif name == "RKDisplay":
+                    display_id, bundle = (list(pkt.args) + ["", None])[:2]
+                    display_id = str(display_id)
+                    if isinstance(bundle, dict):
+                        shown[display_id] = None
+                        output.live(display_id, bundle)
+                    elif display_id in shown:
+                        del shown[display_id]
+                        output.live(display_id, None)
                 elif name == "SyntaxPacket":
                     failure = EvaluationError("\n".join(held) or (messages[-1] if messages
                                                                   else "syntax error"),
                                               code=SYNTAX)
                     held = []
                 elif name == "OutputNamePacket":
+                    end_lives(output, shown)  # the evaluation is over: before its result
                     out_line = line_number(pkt.args[0] if pkt.args else None)
                 elif name == "ReturnPacket":
                     result = pkt.args[0] if pkt.args else None
@@ -297,6 +323,14 @@ class Evaluator:
         if failure is not None:
             raise failure
         return value
+
+
+def end_lives(output: Output, shown: dict[str, None]) -> None:
+    """Remove the temporary displays still shown: their evaluation has ended."""
+    while shown:
+        display_id = next(iter(shown))
+        del shown[display_id]
+        output.live(display_id, None)
 
 
 def restart_notice(info: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import re
 import sys
+import threading
 from typing import Any, Protocol
 
 from ipykernel.kernelbase import Kernel
@@ -23,9 +24,10 @@ from ..client.agent import NOT_CONNECTED
 from ..client.environment import BY_KERNEL, KernelEnvironment, NotLaunched
 from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
 from ..errors import RKError
-from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, packet
+from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, MANIPULATE_MIME, packet
 from .history import History
 from .magics import is_magic, run_magic
+from .manipulate import Updates
 from .syntax import is_complete, word_at
 
 REQUEST_TIMEOUT = 30.0
@@ -63,7 +65,12 @@ class OwnLaunch(Protocol):
 class JupyterOutput:
     """An evaluation's output as Jupyter messages of the current request (nothing when the
     request is ``silent``); Input[] asks the front end when it accepts input.  With ``page``
-    the result goes to the reply's pager payload instead (``?Plot``, as Jupyter's help)."""
+    the result goes to the reply's pager payload instead (``?Plot``, as Jupyter's help).
+
+    Temporary displays (``live``) are display_data with a display id, replaced in place by
+    update_display_data; removing one clears the cell's output (clear_output) and sends again
+    what else the cell showed, in its order: Jupyter has no message that removes one output.
+    A Manipulate result becomes its widgets (``manipulate``)."""
 
     def __init__(self, kernel: RKernel, silent: bool, allow_stdin: bool,
                  page: bool = False) -> None:
@@ -72,31 +79,70 @@ class JupyterOutput:
         self.allow_stdin = allow_stdin
         self.page = page
         self.result: dict[str, str] | None = None  # the last result's bundle
+        # What the cell showed, in order, kept only while a temporary display may need it
+        # sent again: (msg_type, content), or ("live", display id).
+        self.shown: list[tuple[str, Any]] = []
+        self.lives: dict[str, dict[str, str]] = {}
 
     def stdout(self, text: str) -> None:
-        self.kernel.stream("stdout", text, self.silent)
+        self._send("stream", stream_content("stdout", text))
 
     def stderr(self, text: str) -> None:
-        self.kernel.stream("stderr", text, self.silent)
+        self._send("stream", stream_content("stderr", text))
 
     def display(self, bundle: dict[str, str], line: int | None) -> None:
         self.result = bundle
-        if not self.silent and not self.page:
-            self.kernel.send_response(self.kernel.iopub_socket, "execute_result", {
-                "execution_count": line or self.kernel.execution_count,
-                "data": bundle,
-                "metadata": {},
-            })
+        if self.silent or self.page:
+            return
+        if MANIPULATE_MIME in bundle:
+            bundle = self.kernel.manipulate(bundle)
+        self._send("execute_result", {"execution_count": line or self.kernel.execution_count,
+                                      "data": bundle, "metadata": {}})
+
+    def live(self, display_id: str, bundle: dict[str, str] | None) -> None:
+        if self.silent:
+            return
+        if bundle is not None:
+            kind = "update_display_data" if display_id in self.lives else "display_data"
+            if kind == "display_data":
+                self.shown.append(("live", display_id))
+            self.lives[display_id] = bundle
+            self.kernel.send_response(self.kernel.iopub_socket, kind,
+                                      live_content(display_id, bundle))
+            return
+        if self.lives.pop(display_id, None) is None:
+            return
+        self.shown.remove(("live", display_id))
+        self.kernel.send_response(self.kernel.iopub_socket, "clear_output",
+                                  {"wait": bool(self.shown)})
+        for kind, content in self.shown:
+            if kind == "live":
+                kind, content = "display_data", live_content(content, self.lives[content])
+            self.kernel.send_response(self.kernel.iopub_socket, kind, content)
+
+    def _send(self, kind: str, content: dict[str, Any]) -> None:
+        if not self.silent:
+            self.kernel.send_response(self.kernel.iopub_socket, kind, content)
+            self.shown.append((kind, content))
 
     def read_input(self, prompt: str) -> str:
         if not self.allow_stdin:
-            self.kernel.stream("stderr", "Input[] needs a front end that accepts input; "
-                               "returning an empty string", False)
+            self.stderr("Input[] needs a front end that accepts input; returning an empty "
+                        "string")
             return ""
         return self.kernel.raw_input(prompt)
 
     def next_line(self, line: int) -> None:
         self.kernel.execution_count = line - 1  # Jupyter adds one before the next cell
+
+
+def stream_content(name: str, text: str) -> dict[str, str]:
+    """A stream message's content: one line (a newline is added)."""
+    return {"name": name, "text": text if text.endswith("\n") else text + "\n"}
+
+
+def live_content(display_id: str, bundle: dict[str, str]) -> dict[str, Any]:
+    return {"data": bundle, "metadata": {}, "transient": {"display_id": f"rk-{display_id}"}}
 
 
 class RKernel(Kernel):
@@ -125,6 +171,11 @@ class RKernel(Kernel):
         self.env: KernelEnvironment | None = None
         self.start_error: str | None = None
         self.history = History()
+        # The link carries one evaluation at a time: a cell, a magic, a completion or a
+        # Manipulate's view each hold this while they use the evaluator.
+        self.turn = threading.RLock()
+        self.updates = Updates(self._view, lambda: self.turn)
+        self._serve_comms()
         if self.engine_launch is not None:
             self.engine_launch.wait()
         try:
@@ -140,6 +191,32 @@ class RKernel(Kernel):
         self.client = client
         self.evaluator = Evaluator(client)
         self.banner = f"{info.get('name')} {info.get('version')} through rk_jupyter"
+
+    def _serve_comms(self) -> None:
+        """Widgets (Manipulate) need comms, which ipykernel sets up only in its IPython
+        kernel: the same here, without loading IPython until a widget is made."""
+        import comm
+        from ipykernel.comm import Comm, CommManager
+
+        self.comm_manager = CommManager(kernel=self)
+        comm.create_comm = lambda *args, **kwargs: Comm(*args, kernel=self, **kwargs)
+        comm.get_comm_manager = lambda: self.comm_manager
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+
+    def manipulate(self, bundle: dict[str, str]) -> dict[str, Any]:
+        """A Manipulate result's bundle as the notebook shows it: its widgets, and its first
+        view for readers without widgets; the view alone if widgets are not installed."""
+        live = self.updates.create(bundle[MANIPULATE_MIME])
+        if live is None:
+            return {k: v for k, v in bundle.items() if k != MANIPULATE_MIME}
+        return live.bundle(bundle)
+
+    def _view(self, code: str, output: Any) -> Any:
+        """A Manipulate's view: an EvaluatePacket (called by ``Updates`` holding ``turn``)."""
+        if self.evaluator is None:
+            raise AgentError(f"the engine is not running: {self.start_error}")
+        return self.evaluator.run(code, output, expression=True)
 
     @property
     def launched_by(self) -> str:
@@ -169,7 +246,8 @@ class RKernel(Kernel):
         output = JupyterOutput(self, silent, allow_stdin, page=bool(HELP.fullmatch(code)))
         line = self.execution_count
         try:
-            self.evaluator.run(code, output)
+            with self.turn:
+                self.evaluator.run(code, output)
         except EvaluationError as exc:
             return self._error(ENAMES.get(exc.code, "EvaluationError"), str(exc))
         except SessionLost as exc:
@@ -184,14 +262,16 @@ class RKernel(Kernel):
         return self._ok()
 
     def _magic(self, code: str, silent: bool) -> dict[str, Any]:
-        try:
-            bundle = run_magic(code, self.client, self.start_error, self.env, self.launched_by)
-        except RKError as exc:
-            return self._error("RKernelMagic", str(exc))
-        if not silent:
-            self.send_response(self.iopub_socket, "display_data",
-                               {"data": bundle, "metadata": {}})
-        self._take_line()
+        with self.turn:
+            try:
+                bundle = run_magic(code, self.client, self.start_error, self.env,
+                                   self.launched_by)
+            except RKError as exc:
+                return self._error("RKernelMagic", str(exc))
+            if not silent:
+                self.send_response(self.iopub_socket, "display_data",
+                                   {"data": bundle, "metadata": {}})
+            self._take_line()
         return self._ok()
 
     def _take_line(self) -> None:
@@ -213,13 +293,6 @@ class RKernel(Kernel):
             except AgentError as exc:
                 self.log.warning("rk_jupyter: interrupt not delivered: %s", exc)
 
-    def stream(self, name: str, text: str, silent: bool) -> None:
-        """One stream message of the current request (a line: a newline is added)."""
-        if not silent:
-            if not text.endswith("\n"):
-                text += "\n"
-            self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
-
     def _ok(self, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": payload or [], "user_expressions": {}}
@@ -234,13 +307,17 @@ class RKernel(Kernel):
     def _request(self, pkt: Any, answer: str) -> Any:
         """The answer to a completion or inspection request, once earlier cells' answers are
         in; None when there is none (logged)."""
-        if self.evaluator is None or not self.evaluator.settle(REQUEST_TIMEOUT):
+        if self.evaluator is None or not self.turn.acquire(timeout=REQUEST_TIMEOUT):
             return None
         try:
+            if not self.evaluator.settle(REQUEST_TIMEOUT):
+                return None
             return self.evaluator.client.request(pkt, answer, REQUEST_TIMEOUT)
         except AgentError as exc:
             self.log.warning("rk_jupyter: %s failed: %s", answer, exc)
             return None
+        finally:
+            self.turn.release()
 
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         _, start, _ = word_at(code, cursor_pos)
@@ -279,6 +356,7 @@ class RKernel(Kernel):
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self.updates.close()
         if self.client is not None:
             self.client.close()
         if self.engine_launch is not None:  # before the reply: the client may kill us then

@@ -62,6 +62,20 @@ answered at once (also while a cell runs) by ``RKEngineStatus[<|"state", "memory
 the last ``n`` lines of the agent's log file and its path on the agent's host (no lines and
 "" when the agent logs to stderr only).
 
+Output that a front end shows only for a while (``PrintTemporary``, ``Monitor``'s display):
+``RKDisplay[id, bundle]`` (agent → kernel, during a request) shows a MIME bundle at once, or
+replaces in place the one shown under the same ``id``; ``RKDisplay[id, Null]`` removes it, and
+the end of the request removes every one still shown (``client.evaluate`` does that, so that
+no front end keeps one).
+
+Manipulate: a result whose bundle has ``MANIPULATE_MIME`` is live: its value is JSON
+``{"id", "controls", "continuous", "view"}``; each control is ``{"name", "label", "kind",
+"value", ...}`` with kind ``slider`` (``min``, ``max``, ``step`` or null, ``integer``),
+``choice`` (``labels``; the value is a 1-based index) or ``checkbox`` (the value a boolean);
+``view`` is the bundle of the expression at the initial values.  A front end gets the view at
+other values with an EvaluatePacket of ``manipulate_request(id, values)``, answered like any
+EvaluatePacket but with the view's MIME bundle (a dict) as its value.
+
 ``RKError[text, code]``: ``text`` is the message a user reads, ``code`` one of the ``*_ERROR``
 codes below, on which the kernel side decides (retry or not); an RKError with no code (an
 agent before codes) reads as ``GENERIC_ERROR``.
@@ -137,10 +151,16 @@ CONTROL_NAMES = frozenset(
         "RKEngineStatus",
         "RKLog",
         "RKLogLines",
+        "RKDisplay",
     }
 )
 
 ABORTED = Symbol("$Aborted")
+
+#: The MIME type of a live Manipulate's specification (see above), and the function that
+#: evaluates its expression at given control values.
+MANIPULATE_MIME = "application/vnd.rk-jupyter.manipulate+json"
+MANIPULATE_VIEW = "RKJupyter`ManipulateView"
 
 # RKError codes: what a client may decide on (the text is for people).
 GENERIC_ERROR = "agent.error"
@@ -179,3 +199,20 @@ def error_code(expr: Any) -> str:
 
 def is_packet(expr: Any, name: str) -> bool:
     return packet_name(expr) == name
+
+
+def manipulate_request(manipulate_id: str, values: list[Any]) -> str:
+    """The EvaluatePacket text that asks for a Manipulate's view at ``values`` (numbers,
+    booleans, 1-based choice indices), in the control order of its specification."""
+    return f'{MANIPULATE_VIEW}["{manipulate_id}", {{{", ".join(map(_literal, values))}}}]'
+
+
+def _literal(value: Any) -> str:
+    """A control's value as Wolfram Language input (``1.5*^-7``, ``True``)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        return repr(value).replace("e", "*^")
+    raise ValueError(f"not a control value: {value!r}")

@@ -254,6 +254,8 @@ class MathicsEngine(Engine):
                 emit(packet("MessagePacket", str(symbol), str(tag), str(text)))
             case ["syntax", position]:
                 emit(packet("SyntaxPacket", int(position)))
+            case ["display", display_id, bundle]:
+                emit(packet("RKDisplay", str(display_id), dict(bundle) if bundle else None))
             case ["input", request_id, kind, prompt]:
                 self._answer_input(request_id, kind, prompt)
             case ["result", line, bundle]:

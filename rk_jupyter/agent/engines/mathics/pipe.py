@@ -15,7 +15,8 @@ In/Out: EvaluatePacket), ``["complete", id, prefix]``, ``["inspect", id, name]``
 
 Worker → agent: ``["ready", version, python, pid]`` or ``["fatal", missing, error,
 externally_managed]`` once at start; per cell ``["started"]``, then any of ``["print", text]``,
-``["message", symbol, tag, text]``, ``["syntax", position]``, ``["input", id, kind, prompt]``, and
+``["message", symbol, tag, text]``, ``["syntax", position]``, ``["input", id, kind, prompt]``,
+``["display", id, bundle or None]`` (a temporary display: PrintTemporary, Monitor), and
 last ``["done", next_line, outcome]``, whose outcome is ``["result", line, bundle]``,
 ``["aborted"]`` or None (the result is Null).  An ``expr`` request is answered the same way, except
 that its outcome is ``["value", value]`` unless aborted, also for Null and (as $Failed) after a

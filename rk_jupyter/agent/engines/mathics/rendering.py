@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ....link.launcher import OUTPUT_LIMIT
 from . import graphics3d
+from .dynamic import progress_bundle
 from .shorten import SHORT_SIZE, estimate, shorten
 
 # Heads whose results are pictures: shown as SVG (Graphics) or as text, never as TeX.
@@ -61,11 +63,14 @@ class Renderer:
             return {"text/plain": self.short(value, line)}
         text = self.evaluation.format_output(value, "text")
         bundle = {"text/plain": text if isinstance(text, str) else str(value)}
-        if value.get_head_name() == "System`Graphics":
+        head = value.get_head_name()
+        if head == "System`ProgressIndicator":
+            bundle.update(progress_bundle(value) or {})
+        elif head == "System`Graphics":
             svg = self.quietly(self.svg, value)
             if svg:
                 bundle["image/svg+xml"] = svg
-        elif value.get_head_name() == "System`Graphics3D":
+        elif head == "System`Graphics3D":
             bundle.update(self.quietly(graphics3d.render, value,
                                        f"rk3d-{uuid.uuid4().hex[:12]}") or {})
         elif wants_tex(value):
@@ -73,6 +78,25 @@ class Renderer:
             if isinstance(tex, str) and tex and len(tex) <= _TEX_MAX:
                 bundle["text/latex"] = f"$${tex}$$"
         return bundle
+
+    @contextmanager
+    def inside(self) -> Iterator[None]:
+        """Render in the middle of an evaluation (Monitor, PrintTemporary): the evaluation's
+        state is then put back as it was, where a rendering at the top resets it."""
+        evaluation = self.evaluation
+        saved = (evaluation.stopped, evaluation.recursion_depth, evaluation.quiet_all,
+                 evaluation.out)
+
+        def restore() -> None:
+            (evaluation.stopped, evaluation.recursion_depth, evaluation.quiet_all,
+             evaluation.out) = saved
+
+        reset, self.reset_evaluation = self.reset_evaluation, restore
+        try:
+            yield
+        finally:
+            self.reset_evaluation = reset
+            restore()
 
     def short(self, value: Any, line: int | None) -> str:
         """A short form of a result too large to show, with a one-line hint."""

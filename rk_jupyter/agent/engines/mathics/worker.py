@@ -35,6 +35,7 @@ from typing import Any
 
 from ....link.launcher import OUTPUT_LIMIT
 from ..process import format_bytes, set_memory_limit
+from .dynamic import RENDERED, Dynamic, dynamic_builtins
 from .frontend import input_builtins
 from .history import History, history_builtins
 from .pipe import SIGINT, STARTED, Channel, Message
@@ -77,7 +78,9 @@ class Worker:
         self.null = SymbolNull
         self.history = History()
         self.renderer = Renderer(self.evaluation, self.reset_evaluation, output_limit)
-        for builtin in [*input_builtins(self), *history_builtins(self.history)]:
+        self.dynamic = Dynamic(self)
+        for builtin in [*input_builtins(self), *history_builtins(self.history),
+                        *dynamic_builtins(self.dynamic)]:
             builtin.contribute(self.definitions)
         self.definitions.clear_cache()
         self.interruptible = False
@@ -186,7 +189,10 @@ class Worker:
                 return ["aborted"]
         if value is None or value is self.null:
             return None
-        return ["result", line, self.renderer.bundle(value, line)]
+        bundle = None
+        if value.get_head_name() == "System`Manipulate":
+            bundle = self.dynamic.manipulate(value)
+        return ["result", line, bundle or self.renderer.bundle(value, line)]
 
     def main_loop_step(self, expr: Any, line: int) -> Any:
         """What the main loop does with one input: In, $Pre, evaluation, $Post, Out, $PrePrint.
@@ -289,6 +295,8 @@ class Worker:
             value = self.guarded(lambda expr=expr: expr.evaluate(self.evaluation))
             if value is None:
                 return ["aborted"]
+        if value.get_head_name() == RENDERED:  # a front end's view of dynamic output
+            return ["value", self.render(value.elements[0], False)]
         try:
             return ["value", to_wxf(value)]
         except ValueTooDeep:
@@ -341,6 +349,22 @@ class Worker:
                 message = [*message[:6], where]
             self.evaluation.message(*message)
         feeder.messages = []
+
+    # -- dynamic output (``dynamic.Host``) -----------------------------------------------------
+
+    def show(self, display_id: str, bundle: dict[str, str] | None) -> None:
+        """A temporary display (PrintTemporary, Monitor), or its removal (None)."""
+        self.channel.send(["display", display_id, bundle])
+
+    def render(self, value: Any, inside: bool) -> dict[str, str]:
+        """A value's MIME bundle (Null: an empty one); ``inside`` an evaluation, whose state
+        the rendering then leaves as it was."""
+        if value is self.null:
+            return {}
+        if not inside:
+            return self.renderer.bundle(value)
+        with self.renderer.inside():
+            return self.renderer.bundle(value)
 
     # -- Input[] / InputString[] --------------------------------------------------------------
 
