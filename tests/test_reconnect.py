@@ -159,3 +159,41 @@ def test_a_session_that_ended_is_not_waited_for(agent) -> None:
         closer.close()
         shaper.stop()
         client.close()
+
+
+def test_a_manipulate_change_during_a_drop_waits_and_then_updates(proxy) -> None:
+    """The kernel's Manipulate widgets (``kernel.manipulate``) over a link that goes silent:
+    the control is moved while nothing passes; once the network is back the view arrives."""
+    import contextlib
+    import json
+
+    from rk_jupyter.client import Evaluator
+    from rk_jupyter.kernel.manipulate import Manipulate, Updates
+    from rk_jupyter.link.packets import MANIPULATE_MIME
+
+    client = session_through(proxy, "manipulate")
+    updates = None
+    try:
+        evaluator = Evaluator(client)
+        out = Collected()
+        evaluator.run("Manipulate[n^2, {n, 1, 10, 1}]", out, timeout=60)
+        spec = json.loads(out.results[0][MANIPULATE_MIME])
+        updates = Updates(lambda code, output: evaluator.run(code, output, expression=True),
+                          contextlib.nullcontext)
+        live = Manipulate(spec, updates)
+        assert live.output.outputs[0]["data"]["text/plain"] == "1"
+        proxy.cut()
+        live.controls[0].value = 7  # as a person moves the slider
+        time.sleep(3)
+        assert client.reconnecting_since is not None, "the drop was noticed"
+        assert live.output.outputs[0]["data"]["text/plain"] == "1", "nothing came yet"
+        proxy.reset_connections()
+        proxy.restore()
+        deadline = time.monotonic() + 30
+        while live.output.outputs[0]["data"].get("text/plain") != "49":
+            assert time.monotonic() < deadline, live.output.outputs
+            time.sleep(0.1)
+    finally:
+        if updates is not None:
+            updates.close()
+        client.close()
