@@ -18,6 +18,8 @@ import socket
 import threading
 from typing import Any
 
+from .. import ports
+
 log = logging.getLogger("rk_jupyter.ssh")
 
 _ACCEPT_POLL = 0.5  # how often the accept loop notices close()
@@ -42,9 +44,14 @@ class LocalForward:
         self.destination = destination
         self.open_timeout = open_timeout
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port: int = self._listener.getsockname()[1]
+        self.port: int = ports.reserve()  # not a port a kernel of this process is given
+        try:
+            self._listener.bind((ports.HOST, self.port))
+            self._listener.listen(16)
+        except OSError:
+            self._listener.close()
+            ports.release(self.port)
+            raise
         self._closed = threading.Event()
         self._pairs: set[Pair] = set()
         self._lock = threading.Lock()
@@ -72,6 +79,7 @@ class LocalForward:
         """Stop listening and end every forwarded connection; idempotent."""
         self._closed.set()
         self._listener.close()
+        ports.release(self.port)
         with self._lock:
             pairs, self._pairs = self._pairs, set()
         for pair in pairs:

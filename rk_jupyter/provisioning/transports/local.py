@@ -13,6 +13,7 @@ from typing import Any
 from ...link.launcher import READY_PREFIX, TOKEN_ENV
 from ...logfiles import open_private
 from ...safepath import module_argv
+from .. import ports
 from ..diagnosis import python_cannot_run
 from ..settings import LaunchSettings
 from .base import AgentEndpoint, Transport, TransportError
@@ -52,6 +53,7 @@ class LocalTransport(Transport):
         self.timeout = settings.agent_start_timeout
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self.port: int | None = None
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         env = dict(os.environ, **{TOKEN_ENV: token.decode()})
@@ -59,8 +61,10 @@ class LocalTransport(Transport):
         # the user) nor as the agent's own (a shared /tmp, a group folder): it works in the
         # user's home, as the agent over SSH does, so relative paths in a notebook's Wolfram
         # code mean the same on either transport.
+        # Its port comes from jupyter_client's cache, so that no kernel is given it (``ports``).
+        self.port = ports.reserve()
         cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
-                          "--log-file", self.log_path)
+                          "--port", str(self.port), "--log-file", self.log_path)
         try:
             with open_private(self.log_path, "ab") as stderr:
                 self.process = subprocess.Popen(
@@ -69,6 +73,7 @@ class LocalTransport(Transport):
                     cwd=os.path.expanduser("~"),
                 )
         except OSError as exc:
+            await self.stop()
             raise python_cannot_run(self.python, exc) from None
         process = self.process
         try:
@@ -97,8 +102,16 @@ class LocalTransport(Transport):
 
     async def stop(self, restart: bool = False) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
+        port, self.port = self.port, None
+        try:
+            if process is not None:
+                await self._end(process)
+        finally:
+            if port is not None:
+                ports.release(port)
+
+    @staticmethod
+    async def _end(process: subprocess.Popen) -> None:
         if process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -1,0 +1,58 @@
+"""The ports rk_jupyter listens on in the Jupyter process come from jupyter_client's port cache
+(``provisioning.ports``), so that no kernel of the same process is given one of them (issue
+22: one of 20 parallel starts failed with "Address already in use")."""
+
+from __future__ import annotations
+
+import socket
+
+from jupyter_client.connect import LocalPortCache
+from jupyter_client.manager import KernelManager
+
+from rk_jupyter.provisioning import ports
+from rk_jupyter.provisioning.ssh.listener import LocalForward
+
+
+def cached() -> set[int]:
+    return LocalPortCache.instance().currently_used_ports
+
+
+def test_a_reserved_port_is_never_given_to_a_kernel_until_released() -> None:
+    port = ports.reserve()
+    try:
+        assert port in cached()
+        for _ in range(200):  # jupyter_client's own choice of kernel ports skips it
+            other = LocalPortCache.instance().find_available_port(ports.HOST)
+            LocalPortCache.instance().return_port(other)
+            assert other != port
+    finally:
+        ports.release(port)
+    assert port not in cached()
+
+
+def test_the_forward_listener_holds_a_cached_port_while_it_listens() -> None:
+    forward = LocalForward(None, ("127.0.0.1", 9), 1.0)
+    try:
+        assert forward.port in cached()
+        with socket.create_connection(("127.0.0.1", forward.port), timeout=5):
+            pass  # it listens on that very port
+    finally:
+        forward.close()
+    assert forward.port not in cached()
+
+
+def test_the_local_agent_listens_on_a_cached_port_beside_its_kernels(rk_local: str) -> None:
+    km = KernelManager(kernel_name=rk_local)
+    km.start_kernel()
+    try:
+        transport = km.provisioner.transport
+        agent_port = transport.port
+        kernel_ports = {km.shell_port, km.iopub_port, km.stdin_port, km.hb_port,
+                        km.control_port}
+        assert agent_port in cached() and agent_port not in kernel_ports
+        assert kernel_ports <= cached()
+        with socket.create_connection(("127.0.0.1", agent_port), timeout=5):
+            pass  # the agent listens there
+    finally:
+        km.shutdown_kernel(now=True)
+    assert agent_port not in cached()
