@@ -13,6 +13,7 @@ evaluated by Mathics3 where Mathics3 has the functions it uses.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -35,18 +36,21 @@ from rk_jupyter.agent.engines.wolfram.engine import IMPOSTOR, NONCE_ENV
 from rk_jupyter.agent.engines.wolfram.session import (
     ABORT_CHOICE,
     DIALOG_EXIT,
+    DISPLAY_TAG,
+    FAILED,
     LICENCE_PROMPT,
     NOT_ANSWERING,
     Call,
     Cell,
     Escalation,
+    Expression,
     converse,
     licence_problem,
     prompt_failure,
     start_failure,
 )
 from rk_jupyter.link.expr import Function, Symbol
-from rk_jupyter.link.packets import ABORTED, packet
+from rk_jupyter.link.packets import ABORTED, MANIPULATE_MIME, manipulate_request, packet
 
 HELPER = Path(engine.__file__).resolve().parents[2] / "wl" / "RKJupyter.wl"
 
@@ -246,7 +250,7 @@ static token q[65536];
 static int head, tail, err, fail_puts, released, messages[64], nmessages, activated, closes;
 static int stopped_signals[64], nstopped;
 static volatile int stop;
-static char open_args[4096], last_code[4096], last_answer[256];
+static char open_args[4096], last_code[4096], last_answer[256], last_head[256];
 static int env_object, link_object, packet_start = -1, evaluations, line_no = 7;
 
 static void push(token t) { if (packet_start < 0) packet_start = tail; q[tail++] = t; }
@@ -300,6 +304,8 @@ int API(EndPacket)(void *l) {
             int sync = s + 4 < tail && is_head(s + 2, "List") && q[s + 4].type == '"';
             if (sync) snprintf(id, sizeof id, "%s", q[s + 4].s);
             else { evaluations++;
+                   if (s + 3 < tail && q[s + 2].type == 'F')
+                       snprintf(last_head, sizeof last_head, "%s", q[s + 3].s);
                    for (int i = s; i < tail; i++)
                        if (q[i].type == '"') snprintf(last_code, sizeof last_code, "%s", q[i].s); }
             tail = s;
@@ -350,15 +356,19 @@ int API(GetInteger64)(void *l, int64_t *i) {
     if (q[head].n == 1) { err = 17; return 0; }
     *i = q[head++].i; return 1; }
 int API(GetReal64)(void *l, double *r) { *r = q[head++].r; return 1; }
-static const char *names[] = {"", "InputPacket", "TextPacket", "ReturnPacket", "",
-                              "MessagePacket", "MenuPacket", "", "InputNamePacket", "", "", "",
-                              "", "EvaluatePacket"};
+static const char *names[] = {"", "InputPacket", "TextPacket", "ReturnPacket",
+                              "ReturnTextPacket", "MessagePacket", "MenuPacket", "CallPacket",
+                              "InputNamePacket", "OutputNamePacket", "SyntaxPacket",
+                              "DisplayPacket", "DisplayEndPacket", "EvaluatePacket",
+                              "EnterTextPacket", "EnterExpressionPacket",
+                              "ReturnExpressionPacket", "SuspendPacket", "ResumePacket",
+                              "BeginDialogPacket", "EndDialogPacket", "InputStringPacket"};
 int API(NextPacket)(void *l) {
     while (head < tail && q[head].type != 'F') head++;
     if (head + 1 >= tail) { err = 1; return 0; }
     head++;
     const char *name = q[head++].s;
-    for (int code = 1; code < 14; code++) if (strcmp(names[code], name) == 0) return code;
+    for (int code = 1; code < 22; code++) if (strcmp(names[code], name) == 0) return code;
     err = 23; return 0; }
 int API(NewPacket)(void *l) {
     while (head < tail && q[head].type != 'E') head++;
@@ -376,6 +386,7 @@ void fake_stop(void) { stop = 1; }
 int fake_evaluations(void) { return evaluations; }
 const char *fake_last_code(void) { return last_code; }
 const char *fake_last_answer(void) { return last_answer; }
+const char *fake_last_head(void) { return last_head; }
 void fake_set_line(int n) { line_no = n; }
 int fake_closes(void) { return closes; }
 int fake_stopped_signal_count(void) { return nstopped; }
@@ -864,6 +875,117 @@ def test_dialog_is_closed() -> None:
     assert host.emitted[-1] == packet("InputNamePacket", "In[3]:= ")
 
 
+# -- dynamic output: temporary displays, Manipulate, values ----------------------------------
+
+
+def display(display_id: str, bundle: dict[str, str] | None) -> tuple[str, tuple[Any, ...]]:
+    """A helper's temporary display as the reader delivers it (to_python applied)."""
+    return ("DisplayPacket", ([DISPLAY_TAG, display_id, bundle],))
+
+
+def test_a_temporary_display_becomes_rkdisplay_in_order() -> None:
+    """PrintTemporary/Monitor: the helper's DisplayPacket is the link's RKDisplay, in its
+    place among Print and messages (a message whose text has not come is not split)."""
+    _, host, kernel, _ = run_cell([
+        ("TextPacket", ("before\n",)),
+        display("d-1", {"text/plain": "[##..] 50%", "text/html": "<progress/>"}),
+        ("MessagePacket", (Symbol("Power"), "infy")),
+        ("TextPacket", ("Infinite expression 1/0 encountered.\n",)),
+        display("d-1", None),
+        ret(4, {"line": 3, "text/plain": "7"}),
+    ])
+    assert host.emitted == [
+        packet("TextPacket", "before"),
+        packet("RKDisplay", "d-1", {"text/plain": "[##..] 50%", "text/html": "<progress/>"}),
+        packet("MessagePacket", "Power", "infy", "Infinite expression 1/0 encountered."),
+        packet("RKDisplay", "d-1", None),
+        packet("OutputNamePacket", "Out[3]= "),
+        packet("ReturnPacket", {"text/plain": "7"}),
+        packet("InputNamePacket", "In[4]:= "),
+    ]
+    assert kernel.actions == []
+
+
+def test_packets_of_no_use_do_not_break_the_conversation() -> None:
+    """A kernel's own DisplayPacket (PostScript), a malformed display, an unreadable packet
+    and packets a front end has no use for are dropped; the cell goes on."""
+    _, host, kernel, _ = run_cell([
+        ("DisplayPacket", ("%!PS-Adobe-3.0",)),
+        ("DisplayPacket", ([DISPLAY_TAG, 5, {"text/plain": "x"}],)),
+        ("DisplayPacket", ()),
+        ("DisplayEndPacket", ("",)),
+        ("IllegalPacket", ("WSTP error 23",)),
+        ("ReturnExpressionPacket", (1,)),
+        ("Packet99", ()),
+        ret(4, {"line": 3, "text/plain": "7"}),
+    ])
+    assert host.emitted == [packet("OutputNamePacket", "Out[3]= "),
+                            packet("ReturnPacket", {"text/plain": "7"}),
+                            packet("InputNamePacket", "In[4]:= ")]
+    assert kernel.actions == []
+
+
+def test_a_display_during_the_engines_own_request_is_not_shown() -> None:
+    call, _ = run_call([display("t-1", {"text/plain": "x"}), ("ReturnPacket", (["Plot"],))])
+    assert call.value == ["Plot"] and call.output == []
+
+
+MANIPULATE_SPEC = {"id": "m-1", "controls": [
+    {"name": "a", "label": "freq", "kind": "slider", "min": 1, "max": 5, "step": 1, "value": 2,
+     "integer": True},
+    {"name": "b", "label": "b", "kind": "checkbox", "value": False},
+    {"name": "c", "label": "c", "kind": "choice", "labels": ["Red", "Blue"], "value": 1}],
+    "continuous": False, "view": {"text/plain": "2"}}
+
+
+def test_a_manipulate_result_carries_its_specification_as_json() -> None:
+    """The helper gives the specification as data; the protocol wants it as JSON."""
+    _, host, _, _ = run_cell([ret(4, {"line": 3, "text/plain": "2",
+                                      MANIPULATE_MIME: MANIPULATE_SPEC})])
+    bundle = host.emitted[1].args[0]
+    assert bundle["text/plain"] == "2" and json.loads(bundle[MANIPULATE_MIME]) == MANIPULATE_SPEC
+
+
+def run_expression(items: list[Any]) -> tuple[Expression, FakeHost, FakeKernel]:
+    clock = FakeClock()
+    script = Script(clock, items)
+    kernel = FakeKernel(script)
+    host = FakeHost()
+    expression = Expression(host, kernel, clock, Escalation())
+    converse(expression, script.next_event)
+    return expression, host, kernel
+
+
+def test_an_expression_answers_with_exactly_one_return_packet() -> None:
+    """EvaluatePacket: output, then the value (at every depth as the link's EvaluatePacket
+    gives it), and nothing after it: no Out[n], no In[n]."""
+    view = {"text/plain": "0.25", "text/latex": "$$0.25$$"}
+    expression, host, kernel = run_expression([
+        ("TextPacket", ("in the view\n",)),
+        display("t-2", {"text/plain": "wait"}),
+        ("ReturnPacket", ({"value": view},))])
+    assert host.emitted == [packet("TextPacket", "in the view"),
+                            packet("RKDisplay", "t-2", {"text/plain": "wait"}),
+                            packet("ReturnPacket", view)]
+    assert expression.done and kernel.actions == []
+    nested = Function(Symbol("Global`f"), Function(Symbol("List"), 1, Symbol("True")))
+    _, host, _ = run_expression([("ReturnPacket", ({"value": nested},))])
+    assert host.emitted == [packet("ReturnPacket", Function(Symbol("Global`f"), [1, True]))]
+
+
+def test_an_expression_with_a_syntax_error_aborted_or_unreadable() -> None:
+    _, host, _ = run_expression([("TextPacket", ("Syntax::sntxi: Incomplete expression\n",)),
+                                 ("ReturnPacket", ({"syntax": 3},))])
+    assert host.emitted[1:] == [packet("SyntaxPacket", 3), packet("ReturnPacket", FAILED)]
+    expression, host, kernel = run_expression([("ReturnPacket", (ABORTED,))])
+    assert host.emitted == [packet("ReturnPacket", ABORTED)]
+    assert kernel.kinds() == [("evaluate", "sync")] and expression.done
+    _, host, _ = run_expression([("ReturnPacket", (wstp.UNDECODABLE,))])
+    assert "could not be read" in host.emitted[0].args[0]
+    assert host.emitted[1:] == [packet("ReturnPacket", FAILED)]
+    assert [p.head.name for p in host.emitted].count("InputNamePacket") == 0
+
+
 def run_call(items: list[Any], timeout: float = 30.0, *,
              starting: bool = False) -> tuple[Call, FakeKernel]:
     clock = FakeClock()
@@ -1161,6 +1283,7 @@ class KernelSide:
         self.fake = ctypes.CDLL(str(library))
         self.fake.fake_last_code.restype = ctypes.c_char_p
         self.fake.fake_last_answer.restype = ctypes.c_char_p
+        self.fake.fake_last_head.restype = ctypes.c_char_p
 
     def send(self, name: str, *args: Any) -> None:
         link = self.eng._link
@@ -1409,6 +1532,61 @@ def test_a_bignum_result_leaves_the_engine_alive(
         assert outcome == [None] and eng.alive()
         assert "could not be read" in host.emitted[0].args[0]
         assert host.emitted[-1].head == Symbol("InputNamePacket")
+    finally:
+        eng.close()
+
+
+def test_displays_and_a_manipulate_view_over_the_stand_in_link(
+    stand_in: tuple[WolframEngine, KernelSide, FakeHost],
+) -> None:
+    """Through the reader thread and the ctypes binding: the helper's DisplayPacket is the
+    link's RKDisplay (a kernel's own DisplayPacket and an unreadable packet are dropped, the
+    cell goes on); a Manipulate result's specification arrives as JSON; its view is asked
+    with the protocol's EvaluatePacket text, sent to RKJupyter`EvaluateExpression, and
+    answered by one ReturnPacket with the view's bundle."""
+    eng, side, host = stand_in
+    lst = Symbol("List")
+    try:
+        thread, outcome = in_thread(lambda: eng.evaluate("Monitor[Pause[1]; 7, i]"))
+        assert side.wait_evaluation(3) == "Monitor[Pause[1]; 7, i]"
+        assert side.fake.fake_last_head() == b"RKJupyter`Evaluate"
+        side.send("DisplayPacket", Function(lst, "RKDisplay", "d-1", association(text_plain="1")))
+        side.send("DisplayPacket", "%!PS-Adobe-3.0")  # a kernel's own: of no use here
+        side.send("NoSuchPacket", 1)  # WSNextPacket: ILLEGALPKT
+        side.send("DisplayPacket", Function(lst, "RKDisplay", "d-1", Symbol("Null")))
+        spec = Function(Symbol("Association"),
+                        Function(Symbol("Rule"), "id", "m-7"),
+                        Function(Symbol("Rule"), "controls", Function(lst, association(
+                            name="b", label="b", kind="checkbox", value=Symbol("True")))),
+                        Function(Symbol("Rule"), "continuous", Symbol("False")),
+                        Function(Symbol("Rule"), "view", association(text_plain="7")))
+        result = Function(Symbol("Association"), Function(Symbol("Rule"), "line", 1),
+                          Function(Symbol("Rule"), "text/plain", "7"),
+                          Function(Symbol("Rule"), MANIPULATE_MIME, spec))
+        side.send("ReturnPacket", association(line=2, results=Function(lst, result)))
+        thread.join(10.0)
+        assert outcome == [None]
+        assert host.emitted[:2] == [packet("RKDisplay", "d-1", {"text/plain": "1"}),
+                                    packet("RKDisplay", "d-1", None)]
+        bundle = host.emitted[3].args[0]
+        assert json.loads(bundle[MANIPULATE_MIME]) == {
+            "id": "m-7", "controls": [{"name": "b", "label": "b", "kind": "checkbox",
+                                       "value": True}],
+            "continuous": False, "view": {"text/plain": "7"}}
+        assert host.emitted[-1] == packet("InputNamePacket", "In[2]:= ")
+
+        host.emitted.clear()
+        request = manipulate_request("m-7", [False])
+        thread, outcome = in_thread(lambda: eng.evaluate_expression(request))
+        assert side.wait_evaluation(4) == request
+        assert side.fake.fake_last_head() == b"RKJupyter`EvaluateExpression"
+        side.send("TextPacket", "from the view\n")
+        side.send("ReturnPacket", association(value=association(text_plain="0")))
+        thread.join(10.0)
+        assert outcome == [None]
+        assert host.emitted == [packet("TextPacket", "from the view"),
+                                packet("ReturnPacket", {"text/plain": "0"})]
+        assert eng.alive()
     finally:
         eng.close()
 

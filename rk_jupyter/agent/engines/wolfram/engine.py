@@ -12,7 +12,8 @@ queue.  The evaluation thread sends requests and runs the conversation (``sessio
 events; ``interrupt`` (from any thread) only queues an event, so that the conversation, on the
 evaluation thread, sends the WSTP messages and answers the menus.  Every WSTP call holds the
 link's lock.  Cells are evaluated by the helper package ``agent/wl/RKJupyter.wl``, loaded at
-start: EvaluatePacket[RKJupyter`Evaluate["cell text"]].
+start: EvaluatePacket[RKJupyter`Evaluate["cell text"]], and text evaluated for its value (the
+link's EvaluatePacket, a Manipulate's view) as EvaluatePacket[RKJupyter`EvaluateExpression[…]].
 
 Who is at the other end: WSTP links do not authenticate, and the link's name is on the
 kernel's command line, which every user of the host can read in ``ps``; the WSTP reference
@@ -53,6 +54,7 @@ from .session import (
     Conversation,
     Escalation,
     Event,
+    Expression,
     converse,
     prompt_failure,
     start_failure,
@@ -252,6 +254,13 @@ class WolframEngine(Engine):
     def evaluate(self, code: str) -> None:
         cell = Cell(self.host, _LinkKernel(self), time.monotonic, self.escalation)
         self._run(cell, Function(Symbol("RKJupyter`Evaluate"), code))
+
+    def evaluate_expression(self, code: str) -> None:
+        """EvaluatePacket: the value of the text (also a Manipulate's view, whose text is
+        ``RKJupyter`ManipulateView[id, values]``), through the helper, so that it is parsed
+        one expression at a time and a syntax error evaluates nothing, as in a cell."""
+        expression = Expression(self.host, _LinkKernel(self), time.monotonic, self.escalation)
+        self._run(expression, Function(Symbol("RKJupyter`EvaluateExpression"), code))
 
     def complete(self, prefix: str) -> list[str]:
         if not _SYMBOLISH.fullmatch(prefix) or prefix[0].isdigit():

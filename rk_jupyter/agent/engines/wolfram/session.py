@@ -23,6 +23,13 @@ than the interrupt menu, or a request for input, can only be the licence manager
 person (an activation key, a password): the start fails with the kernel's words instead of
 answering it.
 
+Temporary displays (PrintTemporary, Monitor): the helper writes
+``DisplayPacket[{"RKDisplay", id, bundle}]`` on ``$ParentLink`` while it evaluates (a kernel
+sends ``DisplayPacket`` by itself only for the PostScript of the long-gone
+``Display[$Display, …]``, and WSNextPacket knows the packet, which an invented head would not
+be); a cell or an expression passes it on as the link's ``RKDisplay[id, bundle]``.  Any other
+``DisplayPacket``, or a packet of no use here, is dropped: the conversation goes on.
+
 After an abort, the kernel may still owe a ``ReturnPacket[$Aborted]`` (an abort that arrives
 just as the evaluation ends is applied to the next one).  So whenever an interrupt was sent,
 or the evaluation ended in $Aborted, the conversation ends with a synchronisation: it sends
@@ -33,6 +40,7 @@ or the evaluation ended in $Aborted, the conversation ends with a synchronisatio
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -40,9 +48,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ....link.expr import Function, Symbol
-from ....link.packets import ABORTED, packet
+from ....link.packets import ABORTED, MANIPULATE_MIME, packet
 from ..base import EngineError, EngineHost, InputAborted
 from .wstp import ABORT_MESSAGE, INTERRUPT_MESSAGE, TERMINATE_MESSAGE, UNDECODABLE
+from .wstp import to_python as wstp_python
 
 Event = tuple[str, tuple[Any, ...]]
 log = logging.getLogger(__name__)
@@ -52,6 +61,28 @@ DIALOG_EXIT = "Return[$Failed]"
 SYNC_ATTEMPTS = 5
 #: MenuPacket codes of the interrupt menu (1: during an evaluation, 3: during LinkRead).
 INTERRUPT_MENUS = frozenset({1, 3})
+#: The tag of the helper's temporary displays: DisplayPacket[{DISPLAY_TAG, id, bundle}].
+DISPLAY_TAG = "RKDisplay"
+FAILED = Symbol("$Failed")
+
+
+def temporary_display(args: tuple[Any, ...]) -> tuple[str, dict[str, str] | None] | None:
+    """(id, bundle or None to remove it) of a DisplayPacket the helper wrote; None for any
+    other DisplayPacket (a kernel's own PostScript), which is of no use here."""
+    item = args[0] if args else None
+    if not (isinstance(item, list) and len(item) == 3 and item[0] == DISPLAY_TAG
+            and isinstance(item[1], str) and (item[2] is None or isinstance(item[2], dict))):
+        return None
+    bundle = item[2]
+    return item[1], None if bundle is None else {str(k): str(v) for k, v in bundle.items()}
+
+
+def result_bundle(result: dict[Any, Any]) -> dict[str, str]:
+    """A result's MIME bundle from the helper's Association: strings, but a Manipulate's
+    specification, which comes as data and is written as the JSON the protocol wants."""
+    return {str(key): value if isinstance(value, str) else
+            json.dumps(value) if key == MANIPULATE_MIME else str(value)
+            for key, value in result.items() if key != "line"}
 
 
 def start_prompt(name: str, args: tuple[Any, ...]) -> str | None:
@@ -190,6 +221,8 @@ class Conversation:
                                           "this front end cannot provide: it got $Failed.",))
         elif name in ("TextPacket", "MessagePacket", "SyntaxPacket"):
             self.on_output(name, args)
+        elif name == "DisplayPacket":
+            self.on_display(args)
         elif name in ("InputPacket", "InputStringPacket"):
             self._on_input(name, args)
         elif name == "ReturnPacket":
@@ -267,6 +300,9 @@ class Conversation:
 
     def on_output(self, name: str, args: tuple[Any, ...]) -> None:
         """A TextPacket, MessagePacket or SyntaxPacket of the evaluation."""
+
+    def on_display(self, args: tuple[Any, ...]) -> None:
+        """A DisplayPacket of the evaluation (see ``temporary_display``)."""
 
     def on_return(self, value: Any) -> None:
         """The ReturnPacket of the request itself."""
@@ -371,6 +407,14 @@ class Cell(Conversation):
         elif isinstance(arg, int):  # SyntaxPacket[position]
             self.host.emit(packet("SyntaxPacket", arg))
 
+    def on_display(self, args: tuple[Any, ...]) -> None:
+        shown = temporary_display(args)
+        if shown is None:
+            log.debug("Wolfram kernel: dropping DisplayPacket%r", args)
+            return
+        self._flush_message()
+        self.host.emit(packet("RKDisplay", *shown))
+
     def on_input(self, name: str, prompt: str) -> str:
         self._flush_message()
         return self.host.read_input(packet(name, prompt))
@@ -391,9 +435,8 @@ class Cell(Conversation):
             self.sync()
             return
         for result in value.get("results") or []:
-            bundle = {str(k): str(v) for k, v in result.items() if k != "line"}
             self.host.emit(packet("OutputNamePacket", f"Out[{result.get('line')}]= "))
-            self.host.emit(packet("ReturnPacket", bundle))
+            self.host.emit(packet("ReturnPacket", result_bundle(result)))
         if isinstance(value.get("syntax"), int):
             self.host.emit(packet("SyntaxPacket", value["syntax"]))
         self.line = value["line"]
@@ -419,6 +462,51 @@ class Cell(Conversation):
             symbol, tag = self._message
             self._message = None
             self.host.emit(packet("MessagePacket", symbol, tag, ""))
+
+
+class Expression(Cell):
+    """Text sent as EvaluatePacket[RKJupyter`EvaluateExpression[code]], for its value (the
+    link's EvaluatePacket: ``%%rkernel -o``, a Manipulate's view): output as a cell's, then
+    exactly one ReturnPacket: the value, $Failed after a syntax error (with its
+    SyntaxPacket) or when the value cannot be read, $Aborted when interrupted; no In/Out."""
+
+    def on_return(self, value: Any) -> None:
+        self._flush_message()
+        if value == ABORTED:
+            self.host.emit(packet("ReturnPacket", ABORTED))
+            self.sync()
+            return
+        if isinstance(value, dict) and isinstance(value.get("syntax"), int):
+            self.host.emit(packet("SyntaxPacket", value["syntax"]))
+            self.host.emit(packet("ReturnPacket", FAILED))
+        elif isinstance(value, dict) and "value" in value:
+            self.host.emit(packet("ReturnPacket", plain(value["value"])))
+        else:
+            self.host.emit(packet("TextPacket", "The kernel's answer could not be read through "
+                                  "WSTP (a number wider than 64 bits?)" if value == UNDECODABLE
+                                  else f"unexpected answer from the kernel: {value!r}"))
+            self.host.emit(packet("ReturnPacket", FAILED))
+            self.sync()
+            return
+        if self.interrupted:
+            self.sync()  # an abort is still on its way: catch it before the next request does
+        else:
+            self.finish()
+
+    def on_synced(self, line: int) -> None:
+        self.finish()
+
+
+def plain(value: Any) -> Any:
+    """A value as the link's EvaluatePacket gives it (``link.packets``): lists, associations
+    and True/False/Null as Python's at every depth, also inside other expressions."""
+    if isinstance(value, Function):
+        return wstp_python(Function(value.head, *(plain(a) for a in value.args)))
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    return wstp_python(value)
 
 
 class _Gone:
