@@ -47,6 +47,7 @@ from rk_jupyter.agent.engines.wolfram.session import (
     converse,
     licence_problem,
     prompt_failure,
+    result_bundle,
     start_failure,
 )
 from rk_jupyter.link.expr import Function, Symbol
@@ -1783,3 +1784,215 @@ def test_a_front_end_is_probed_once_and_its_failure_remembered(mathics_kernelish
         assert set(result) == {"line", "text/plain"}
         assert "not drawn: a front end could not be launched" in result["text/plain"]
     assert from_mathics(session.evaluate("rkProbes")) == 1
+
+
+# -- the helper's dynamic output under Mathics3 ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mathics_dynamic() -> Any:
+    """Mathics3 with the System` names the helper's dynamic output uses (a kernel has them;
+    Mathics3 10 has none), made before the helper loads so that its names are these, and
+    Manipulate and Monitor HoldAll as in a kernel.  The helper's displays, which a kernel
+    writes on $ParentLink, are collected in rkSent."""
+    pytest.importorskip("mathics")
+    from mathics.core.load_builtin import import_and_load_builtins
+    from mathics.session import MathicsSession
+
+    import_and_load_builtins()
+    session = MathicsSession()
+    session.evaluate("{System`Manipulate, System`Monitor, System`PrintTemporary, "
+                     "System`ProgressIndicator, System`ContinuousAction, System`DisplayPacket}; "
+                     "SetAttributes[System`Manipulate, HoldAll]; "
+                     "SetAttributes[System`Monitor, HoldAll]")
+    session.evaluate(f'Get["{HELPER}"]')
+    assert session.evaluation.out == []
+    session.evaluate("rkSent = {}; RKJupyter`Private`writeDisplay[p_] := AppendTo[rkSent, p]")
+    return session
+
+
+def from_link(expr: Any) -> Any:
+    """A Mathics3 value as the engine's reader would deliver it (True/False/Null as Python)."""
+    value = from_mathics(expr)
+    if isinstance(value, list):
+        return [from_link(e) for e in expr.elements]
+    if isinstance(value, dict):
+        return {from_mathics(r.elements[0]): from_link(r.elements[1]) for r in expr.elements}
+    return {"System`True": True, "System`False": False, "System`Null": None}.get(value, value) \
+        if isinstance(value, str) and value.startswith("System`") else value
+
+
+def sent_displays(session: Any) -> list[Any]:
+    """The displays the helper wrote since the last call, as (id kind, bundle or None)."""
+    sent = session.evaluate("rkSent")
+    session.evaluate("rkSent = {}")
+    displays = []
+    for item in sent.elements:
+        assert item.get_head_name() == "System`DisplayPacket"
+        tag, display_id, bundle = from_link(item.elements[0])
+        assert tag == DISPLAY_TAG
+        displays.append((display_id, bundle))
+    return displays
+
+
+def manipulate_cell(session: Any, code: str) -> tuple[dict[str, str], list[str]]:
+    """A cell's only result bundle as the engine emits it (result_bundle), and its output."""
+    session.evaluation.out.clear()
+    escaped = code.replace("\\", "\\\\").replace('"', '\\"')
+    value = from_link(session.evaluate(f'RKJupyter`Evaluate["{escaped}"]'))
+    (result,) = value["results"]
+    return result_bundle(result), [str(out.text) for out in session.evaluation.out]
+
+
+def view(session: Any, manipulate_id: str, values: list[Any]) -> tuple[Any, list[str]]:
+    """The front end's request, as the engine sends it (EvaluateExpression of the text)."""
+    session.evaluation.out.clear()
+    text = manipulate_request(manipulate_id, values).replace('"', '\\"')
+    value = from_link(session.evaluate(f'RKJupyter`EvaluateExpression["{text}"]'))
+    return value, [str(out.text) for out in session.evaluation.out]
+
+
+def test_helper_manipulate_result_and_its_views(mathics_dynamic: Any) -> None:
+    """Each control kind of the Mathics3 engine's Manipulate, ContinuousAction, an option
+    that is accepted and ignored, the first view, and views at other values through the
+    engine's EvaluatePacket text, with With's scoping (the global a is untouched)."""
+    session = mathics_dynamic
+    session.evaluate("a = 100")
+    bundle, said = manipulate_cell(session, (
+        'Manipulate[a^2 + If[b, 100, 0] + c, {{a, 2, "freq"}, 1, 5, 1}, {b, {True, False}}, '
+        '{{c, 20}, {10, 20, 30}}, {d, 0, 1/2}, ContinuousAction -> False, '
+        'SaveDefinitions -> True]'))
+    assert said == []
+    spec = json.loads(bundle[MANIPULATE_MIME])
+    assert spec["id"].startswith("m-") and spec["continuous"] is False
+    assert spec["controls"] == [
+        {"name": "a", "label": "freq", "kind": "slider", "min": 1, "max": 5, "step": 1,
+         "value": 2, "integer": True},
+        {"name": "b", "label": "b", "kind": "checkbox", "value": True},
+        {"name": "c", "label": "c", "kind": "choice", "labels": ["10", "20", "30"], "value": 2},
+        {"name": "d", "label": "d", "kind": "slider", "min": 0, "max": 0.5, "step": None,
+         "value": 0, "integer": False}]
+    assert spec["view"] == {"text/plain": "124"} and bundle["text/plain"] == "124"
+    assert view(session, spec["id"], [3, False, 3, 0.25]) == ({"value": {"text/plain": "39"}},
+                                                               [])
+    assert view(session, spec["id"], [5, True, 9, 0.0])[0] == {"value": {"text/plain": "155"}}
+    assert from_mathics(session.evaluate("a")) == 100
+    # Messages of a view reach the user, every time (each view starts with no messages).
+    bundle, _ = manipulate_cell(session, "Manipulate[1/x, {x, 0, 1}]")
+    manipulate_id = json.loads(bundle[MANIPULATE_MIME])["id"]
+    for _ in range(4):
+        value, said = view(session, manipulate_id, [0])
+        assert value == {"value": {"text/plain": "ComplexInfinity"}}
+        assert len(said) == 1 and "Infinite expression" in said[0]
+
+
+def test_helper_manipulate_that_is_not_live(mathics_dynamic: Any) -> None:
+    """A control it cannot read gives Manipulate::vsform and the Manipulate as text; one
+    inside another expression is left alone; a forgotten (or unknown) one says so."""
+    session = mathics_dynamic
+    bundle, said = manipulate_cell(session, "Manipulate[x, {x}]")
+    assert MANIPULATE_MIME not in bundle and bundle["text/plain"] == "Manipulate[x, {x}]"
+    assert said == ["Manipulate argument {x} does not have the correct form for a variable "
+                    "specification."]
+    assert manipulate_cell(session, "Manipulate[Sin, {Sin, 0, 1}]")[1][0].startswith(
+        "Manipulate argument")  # a System` symbol is no control
+    bundle, said = manipulate_cell(session, "{Manipulate[x, {x, 0, 1}]}")
+    assert MANIPULATE_MIME not in bundle and said == []
+    value, said = view(session, "m-none", [1])
+    assert value == {"value": {}} and said == [
+        "This Manipulate's engine has ended or forgotten it; evaluate its cell again."]
+    session.evaluate("RKJupyter`Private`$keep = 2")
+    try:
+        ids = [json.loads(manipulate_cell(session, f"Manipulate[x + {i}, {{x, 0, 1}}]")[0]
+                          [MANIPULATE_MIME])["id"] for i in range(3)]
+        assert view(session, ids[0], [1])[1][0].startswith("This Manipulate's engine")
+        assert view(session, ids[2], [1])[0] == {"value": {"text/plain": "3"}}
+        assert view(session, ids[2], [1, 2])[1][0].startswith("This Manipulate's engine")
+        assert from_mathics(session.evaluate("Length[RKJupyter`Private`$kept]")) == 2
+    finally:
+        session.evaluate("RKJupyter`Private`$keep = 200")
+
+
+def test_helper_manipulate_result_through_the_engines_conversation(
+    mathics_dynamic: Any,
+) -> None:
+    """The helper's answer for a Manipulate cell, fed to the engine's Cell as the kernel's
+    ReturnPacket: the emitted bundle holds the specification as JSON."""
+    session = mathics_dynamic
+    value = from_link(session.evaluate(
+        'RKJupyter`Evaluate["Manipulate[n!, {n, {1, 2, 3}}]"]'))
+    _, host, _, _ = run_cell([("ReturnPacket", (value,))])
+    bundle = host.emitted[1].args[0]
+    assert json.loads(bundle[MANIPULATE_MIME])["controls"] == [
+        {"name": "n", "label": "n", "kind": "choice", "labels": ["1", "2", "3"], "value": 1}]
+    assert bundle["text/plain"] == "1"
+
+
+def test_helper_temporary_displays(mathics_dynamic: Any) -> None:
+    """PrintTemporary shows and returns Null; Monitor shows its expression, refreshes it only
+    when it changed, and removes it when its expression ends, also when aborted; outside a
+    cell the kernel's own PrintTemporary is untouched."""
+    session = mathics_dynamic
+    sent_displays(session)
+    value, _ = evaluate_cell(session, 'PrintTemporary["wait"]; PrintTemporary[1, 2]')
+    assert value["results"] == []
+    (first, wait), (second, row) = sent_displays(session)
+    assert first.startswith("t-") and first != second
+    assert wait == {"text/plain": "wait"} and row["text/plain"] == "12"
+
+    value, _ = evaluate_cell(session, "Monitor[Do[k, {k, 3}]; 7, ProgressIndicator[k, {0, 3}]]")
+    assert value["results"][0]["text/plain"] == "7"
+    (shown_id, shown), (removed_id, removed) = sent_displays(session)
+    assert shown_id.startswith("d-") and removed_id == shown_id and removed is None
+    assert shown["text/html"].startswith('<progress class="rk-progress" value="0.0000"')
+
+    # The refresh (a scheduled task's work in a kernel; Mathics3 has no tasks) sends a
+    # display only when it changed.
+    session.evaluate("rkMon = 1; RKJupyter`Private`refresh[\"d-x\", Hold[rkMon]]; "
+                     "RKJupyter`Private`refresh[\"d-x\", Hold[rkMon]]; rkMon = 2; "
+                     "RKJupyter`Private`refresh[\"d-x\", Hold[rkMon]]")
+    assert sent_displays(session) == [("d-x", {"text/plain": "1"}), ("d-x", {"text/plain": "2"})]
+    assert from_mathics(session.evaluate(
+        'RKJupyter`Private`startRefresh["d-x", Hold[rkMon]]')) == "System`Null"
+
+    session.evaluation.out.clear()
+    with pytest.raises(Exception):  # noqa: B017 -- Mathics3's abort leaves the session
+        session.evaluate('RKJupyter`Evaluate["Monitor[Abort[], rkMon]"]')
+    (_, shown), (_, removed) = sent_displays(session)
+    assert shown == {"text/plain": "2"} and removed is None
+
+    session.evaluate("PrintTemporary[3]")
+    assert sent_displays(session) == []
+
+
+PROGRESS = [  # as the Mathics3 engine draws them (dynamic.progress_bundle)
+    ("ProgressIndicator[0.4]", "[########............] 40%",
+     '<progress class="rk-progress" value="0.4000" max="1">40%</progress>'),
+    ("ProgressIndicator[3, {1, 11}]", "[####................] 20%",
+     '<progress class="rk-progress" value="0.2000" max="1">20%</progress>'),
+    ("ProgressIndicator[2/3]", "[#############.......] 67%",
+     '<progress class="rk-progress" value="0.6667" max="1">67%</progress>'),
+    ("ProgressIndicator[9, {0, 4}]", "[####################] 100%",
+     '<progress class="rk-progress" value="1.0000" max="1">100%</progress>'),
+    ("ProgressIndicator[rkUnset, {0, 4}]", "[....................] 0%",
+     '<progress class="rk-progress" value="0.0000" max="1">0%</progress>'),
+    ("ProgressIndicator[Indeterminate]", "[~~~~~~~~~~~~~~~~~~~~]",
+     '<progress class="rk-progress"></progress>'),
+    ("ProgressIndicator[1, {rkA, 2}]", "ProgressIndicator[1, {rkA, 2}]", None),
+    ("ProgressIndicator[1, {2, 1}]", "ProgressIndicator[1, {2, 1}]", None),
+]
+
+
+@pytest.mark.parametrize("code, text, html", PROGRESS)
+def test_helper_progress_indicator(mathics_dynamic: Any, code: str, text: str,
+                                   html: str | None) -> None:
+    result = evaluate_cell(mathics_dynamic, code)[0]["results"][0]
+    assert result["text/plain"] == text and result.get("text/html") == html
+    try:  # the Mathics3 engine's own drawing, where it is there to compare with
+        from rk_jupyter.agent.engines.mathics.dynamic import progress_bundle
+    except ImportError:
+        return
+    expected = progress_bundle(mathics_dynamic.evaluate(code))
+    assert (expected or {}).get("text/html") == html
+    if expected:
+        assert expected["text/plain"] == text
