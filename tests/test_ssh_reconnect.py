@@ -272,21 +272,37 @@ def test_an_exiting_jupyter_side_ends_its_remote_engines_at_once(
         assert wait_for(lambda: not sshbed.remote_processes(), 15), sshbed.remote_processes()
 
 
-def test_kill_9_of_the_agent_ends_its_engine(sshbed: SSHBed, tmp_path) -> None:
-    """Nobody is left to end the engine: it must notice that its parent is gone."""
+@pytest.mark.parametrize("grace", [30.0, 0.0])
+def test_kill_9_of_the_agent_ends_its_engine(sshbed: SSHBed, tmp_path, grace: float) -> None:
+    """Nobody is left to end the engine: it must notice that its parent is gone.  With a
+    reconnect grace the pool then starts a new agent behind the same forward, with the same
+    token (the kernels open their sessions again there); without one the lease dies."""
     target = resolve_target(sshbed.host, port=sshbed.port, user=sshbed.user,
                             identity_file=sshbed.key_file, known_hosts=sshbed.known_hosts)
     options = ConnectOptions(agent=AgentSettings(python=sshbed.remote_python, start_timeout=30),
-                             log_dir=str(tmp_path), reconnect_grace=30)
+                             log_dir=str(tmp_path), reconnect_grace=grace)
     lease = POOL.acquire(target, options)
     client = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, session="k9"))
     try:
         client.open(timeout=120, keep=30)
         workers = remote_pids(sshbed, WORKER)
         assert len(workers) == 1
-        os.kill(lease.agent.pid, signal.SIGKILL)  # the bed's "remote" processes are ours
+        old, port = lease.agent.pid, lease.port
+        os.kill(old, signal.SIGKILL)  # the bed's "remote" processes are ours
         assert wait_gone(workers, 10) == [], "the engine outlived its agent"
-        assert wait_for(lambda: not lease.alive(), 10)
+        if grace:
+            assert lease.alive()
+            assert wait_for(lambda: lease.agent.pid != old and lease.agent.alive(), 15)
+            assert lease.port == port and lease.alive()
+            assert "killed by a signal" in lease.slot.last_end
+            assert [pid for pid, _ in sshbed.remote_processes("--token-stdin")] == \
+                [lease.agent.pid]
+            again = AgentClient(Endpoint("127.0.0.1", lease.port, lease.token, session="k9b"))
+            again.open(timeout=120)  # the same token opens a session on the new agent
+            again.close()
+        else:
+            assert wait_for(lambda: not lease.alive(), 10)
+            assert "killed by a signal" in lease.death_reason()
     finally:
         client.close()
         POOL.release(lease)

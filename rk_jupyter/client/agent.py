@@ -10,6 +10,7 @@ import itertools
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ LINK_DOWN = "session.link-down"  # the link ended for good: the session is lost 
 AGENT_GONE = "session.agent-gone"  # the agent's process ended (the transport saw it)
 RECONNECTING = "session.reconnecting"  # the link is being re-established
 ENGINE_ENDED = "engine.ended"  # the engine ended serving a request (the session goes on)
+
+
+#: Requests that an agent answers with the end of an evaluation; and every request that a new
+#: session can answer when the old one never got it.
+_EVALUATIONS = frozenset({"EnterTextPacket", "EvaluatePacket"})
+_REQUESTS = _EVALUATIONS | {"RKComplete", "RKInspect", "RKEngineState"}
 
 
 class AgentError(RKError):
@@ -80,11 +87,20 @@ class AgentClient:
     both sides resend what the other has not seen (see the counting rule in
     ``rk_jupyter.link.packets``); a heartbeat notices a silent network within
     ``3 * heartbeat`` seconds.  A running cell simply waits meanwhile.
+
+    With ``reopen``, an agent found without our session when we reconnect (the agent ended
+    and the launcher started another: see ``provisioning.ssh.pool``) gets it opened again,
+    with a fresh engine (``_reopen``); the evaluations it took with it end with
+    ``RKEngineDied`` and the next one is told by ``RKEngineRestarted``, as when an engine
+    ends, naming ``agent_end()``, the launcher's word on how the agent ended.
     """
 
     def __init__(self, endpoint: Endpoint, kernel_id: str = "", grace: float = 0.0,
-                 heartbeat: float = 5.0) -> None:
+                 heartbeat: float = 5.0, reopen: bool = False,
+                 agent_end: Callable[[], str] | None = None) -> None:
         self.endpoint = endpoint
+        self.reopen = reopen
+        self.agent_end = agent_end
         self.kernel_id = kernel_id
         self.grace = grace
         self.heartbeat = heartbeat
@@ -105,6 +121,7 @@ class AgentClient:
         self._ack_due = False  # the agent has not been told about what we received lately
         self._send_lock = threading.Lock()
         self._closing = False
+        self._down_at = 0  # how many packets we had sent when the link last went down
         self._last_heard = time.monotonic()
         self._packets: queue.Queue[Any] = queue.Queue()
         self._pongs: dict[int, threading.Event] = {}
@@ -337,6 +354,8 @@ class AgentClient:
                 reason = f"the link to the agent ended: {exc}"
             if self._closing:
                 break
+            with self._send_lock:
+                self._down_at = self._outbox.sent
             lost = self._reconnect(reason)
             if lost is not None:
                 reason = lost
@@ -383,11 +402,19 @@ class AgentClient:
             try:
                 self._attach(link, 10.0)
             except AgentError as exc:
-                link.close()
-                if exc.code == NO_SESSION_ERROR:  # it ended: waiting longer brings nothing
+                if exc.code != NO_SESSION_ERROR:
+                    link.close()
+                    continue
+                if not self.reopen:  # it ended: waiting longer brings nothing
+                    link.close()
                     self.reconnecting_since = None
                     return str(exc)
-                continue
+                try:
+                    self._reopen(link, exc)
+                except (AgentError, LinkError) as again:
+                    link.close()
+                    self.reconnecting_since = None
+                    return f"{exc}; opening it again failed: {again}"
             except LinkError:
                 link.close()
                 continue
@@ -397,6 +424,45 @@ class AgentClient:
             return None
         self.reconnecting_since = None
         return reason
+
+    def _reopen(self, link: Link, gone: AgentError) -> None:
+        """Open our session again on ``link``'s agent, which lacks it, with a fresh engine (on
+        the reader thread, before it reads the new link).  What the old session owed us is
+        answered here: each evaluation it may have taken ends with RKEngineDied, then
+        RKEngineRestarted says why once; the requests sent after the link went down never
+        reached it and go to the new session.  Raises AgentError or LinkError when the
+        session cannot be opened."""
+        ep = self.endpoint
+        link.send(0, packet("RKOpenSession", {
+            "channel": SESSION_CHANNEL, "keep": self.keep, "kernel": self.kernel_id,
+            "engine": ep.engine, "options": ep.engine_options, "session": ep.session}))
+        deadline = time.monotonic() + ENGINE_START_WAIT
+        while True:
+            _, reply = link.recv(max(deadline - time.monotonic(), 0.1))
+            name = packet_name(reply)
+            if name == "RKSessionReady":
+                break
+            if name == "RKError":
+                raise AgentError(str(reply.args[0]), code=error_code(reply))
+        info = dict(reply.args[0]) if reply.args and isinstance(reply.args[0], dict) else {}
+        ended = self.agent_end() if self.agent_end else ""
+        cause = (f"the agent ended ({ended}) and a new one was started" if ended else
+                 f"the agent no longer had this kernel's session ({gone.cause})")
+        with self._send_lock:
+            pending = self._outbox.pending()
+            for count, pkt in pending:
+                if count <= self._down_at and packet_name(pkt) in _EVALUATIONS:
+                    self._packets.put(packet(
+                        "RKEngineDied", f"{cause}: this evaluation was lost with it", False))
+            self._packets.put(packet("RKEngineRestarted", {
+                **info, "restarts": self.engine_restarts + 1, "cause": cause}))
+            self._outbox = Outbox()
+            self._outbox.take(reply)  # the new session's first packet
+            for count, pkt in pending:
+                if count > self._down_at and packet_name(pkt) in _REQUESTS:
+                    self._outbox.record(pkt)
+                    link.send(SESSION_CHANNEL, pkt)
+            self.link = link
 
     def _beat(self) -> None:
         """Ping now and then; a link silent for three beats is closed, so the reader

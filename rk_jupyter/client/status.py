@@ -159,6 +159,18 @@ def transport_state(path: str) -> tuple[str, str]:
     return line, str(state.get("client", ""))
 
 
+def agent_end(path: str) -> str:
+    """How the last agent that ended on the connection did, as the provisioner's pool
+    published it (it replaces such an agent); '' when none did or nothing says."""
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return str(json.load(file).get("agent_end", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def render_status(rows: list[tuple[str, str]]) -> dict[str, str]:
     """The rows as a MIME bundle: aligned text, and an HTML table."""
     width = max(len(label) for label, _ in rows)

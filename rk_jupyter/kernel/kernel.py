@@ -23,6 +23,7 @@ from ..client import AgentClient, AgentError, EvaluationError, Evaluator, Sessio
 from ..client.agent import NOT_CONNECTED
 from ..client.environment import BY_KERNEL, KernelEnvironment, NotLaunched
 from ..client.evaluate import ABORTED_CODE, ENGINE_ENDED, SYNTAX
+from ..client.status import agent_end
 from ..errors import RKError
 from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, MANIPULATE_MIME, packet
 from .history import History
@@ -180,8 +181,10 @@ class RKernel(Kernel):
             self.engine_launch.wait()
         try:
             self.env = KernelEnvironment.from_env()
+            state = self.env.transport_state
             client = AgentClient(self.env.endpoint, self.env.kernel_id,
-                                 grace=self.env.reconnect_grace)
+                                 grace=self.env.reconnect_grace, reopen=True,
+                                 agent_end=lambda: agent_end(state))
             info = client.open(keep=self.env.reconnect_grace)
         except (AgentError, NotLaunched, ValueError) as exc:
             code = getattr(exc, "code", "")  # the launch's own error code, shown with it

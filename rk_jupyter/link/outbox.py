@@ -68,6 +68,11 @@ class Outbox:
             self.acknowledge(seen)
         return [pkt for _, pkt in self._unacked]
 
+    def pending(self) -> list[tuple[int, Any]]:
+        """(count, packet) of ours the peer has not acknowledged, in order: what a peer that
+        ended may have taken with it."""
+        return list(self._unacked)
+
     def acknowledged(self) -> int:
         """How many of our packets are acknowledged: a peer attaching for the first time
         counts on from there (another client may have seen the first ones)."""

@@ -75,6 +75,15 @@ class LocalForward:
         for pair in pairs:
             self._end(pair)
 
+    def redirect(self, destination: tuple[str, int]) -> None:
+        """Forward to ``destination`` from now on (a new agent on the same host, listening
+        on another port); the listener stays, so kernels reconnect to the port they know."""
+        with self._lock:
+            self.destination = destination
+            pairs, self._pairs = self._pairs, set()
+        for pair in pairs:
+            self._end(pair)
+
     def close(self) -> None:
         """Stop listening and end every forwarded connection; idempotent."""
         self._closed.set()

@@ -14,6 +14,14 @@ the port they know), checks with a link handshake through each forward that its 
 runs (it keeps its kernels' sessions meanwhile) and adopts it.  Leases stay alive while this
 goes on, so the provisioner does not kill the kernel; they die with a reason saying so when
 the grace runs out, or when the agent turns out to be gone.
+
+An agent that ends while its connection lives (killed, the OOM killer, a login node's process
+reaper) is replaced, with the same ``reconnect_grace`` > 0: a new agent with the same token
+behind the same forward (``_replace_ended``), so that each kernel's client, reconnecting to
+the port it knows, finds an agent without its session and opens it again, with a fresh engine
+(``client.agent``).  Its engines ended with it (they are its children, on its pipes): what
+they held is lost, and the kernels say so.  One agent per connection and settings at a time:
+a kernel start that finds the ended agent replaces it the same way, under the same lock.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ class _Slot:
     forwarder: Forward
     refs: int = 0
     lost: str = ""  # why the agent cannot be used after a reconnect (it was gone)
+    replaced: int = 0  # how many agents of this slot ended and were replaced
+    last_end: str = ""  # how the last one ended
 
     def alive(self) -> bool:
         return not self.lost and self.agent.alive() and self.forwarder.alive()
@@ -87,6 +97,7 @@ class _Shared:
     reconnects: int = 0
     reconnecting_since: float | None = None  # wall clock, for status displays
     failure: str = ""  # the connection is lost for good: why
+    agent_end: str = ""  # how the last agent that ended (and was replaced) did
 
     @property
     def state_path(self) -> str:
@@ -97,14 +108,16 @@ class _Shared:
         return os.path.join(directory,
                             f"rk-ssh-{t.user}@{t.hostname}-{t.port}-{os.getpid()}.state.json")
 
-    def publish(self, state: str, last_error: str = "") -> None:
-        """Write the state (connected, reconnecting, lost) with when it began; never raises:
+    def publish(self, state: str, last_error: str = "", agent_end: str = "") -> None:
+        """Write the state (connected, reconnecting, lost) with when it began, and how the
+        last agent that ended did (``agent_end``, kept from earlier writes); never raises:
         a status display is not worth failing a connection for."""
         since = self.reconnecting_since if state == "reconnecting" else None
         client = self.connection.description if self.connection else self.target.backend
+        self.agent_end = agent_end or self.agent_end
         record = {"target": str(self.target), "client": client, "state": state,
                   "since": since or time.time(), "reconnects": self.reconnects,
-                  "last_error": last_error or self.failure}
+                  "last_error": last_error or self.failure, "agent_end": self.agent_end}
         path = self.state_path
         try:
             with open(f"{path}.tmp", "w", encoding="utf-8") as file:
@@ -118,6 +131,13 @@ class _Shared:
             os.unlink(self.state_path)
         except OSError:
             pass
+
+    def replaces(self, slot: _Slot) -> bool:
+        """Whether an ended agent of ``slot`` is (about to be) replaced: the connection
+        lives and the pool watches it (``reconnect_grace`` > 0)."""
+        return (not slot.lost and not self.failure and not self.closed.is_set()
+                and self.options is not None and self.options.reconnect_grace > 0
+                and self.connection is not None and self.connection.alive())
 
     def reconnecting(self) -> bool:
         """The connection is lost and the pool is (or is about to be) re-establishing it."""
@@ -160,7 +180,7 @@ class Lease:
         within the grace (the kernel waits meanwhile; it must not be killed)."""
         if self.shared.failure or self.slot.lost:
             return False
-        return self.shared.reconnecting() or self.slot.alive()
+        return self.shared.reconnecting() or self.slot.alive() or self.shared.replaces(self.slot)
 
     def death_reason(self) -> str:
         if reason := self.shared.failure or self.slot.lost:
@@ -218,6 +238,8 @@ class ConnectionPool:
                     if options.reconnect_grace > 0:
                         threading.Thread(target=self._watch, args=(shared,), daemon=True,
                                          name=f"ssh-pool-watch-{target.hostname}").start()
+                else:
+                    self._replace_ended(shared)
                 slot = self._take_slot(shared, options.agent)
                 if slot is None:
                     started = time.monotonic()
@@ -244,9 +266,44 @@ class ConnectionPool:
         reconnect fails for good."""
         while not shared.closed.wait(WATCH_INTERVAL):
             connection = shared.connection
-            if connection is not None and not connection.alive() and not self._reconnect(
-                    shared, connection):
-                return
+            if connection is not None and not connection.alive():
+                if not self._reconnect(shared, connection):
+                    return
+                continue
+            if shared.setup.acquire(timeout=WATCH_INTERVAL):  # not beside a kernel's start
+                try:
+                    self._replace_ended(shared)
+                finally:
+                    shared.setup.release()
+
+    def _replace_ended(self, shared: _Shared) -> None:
+        """Start a new agent, with the same token and behind the same forward, for each slot
+        whose agent ended while the connection lives and kernels use it; the caller holds
+        ``shared.setup``.  A failure marks the slot lost (its kernels then end, saying why)."""
+        with self._lock:
+            ended = [slot for slot in shared.slots
+                     if slot.refs > 0 and not slot.agent.alive() and shared.replaces(slot)]
+        for slot in ended:
+            connection = shared.connection
+            assert connection is not None
+            reason = slot.agent.death_reason()
+            slot.last_end = reason
+            slot.replaced += 1
+            shared.publish("connected", agent_end=reason)
+            log.warning("%s; starting a new agent for the %d kernel(s) that used it", reason,
+                        slot.refs)
+            agent = RemoteAgent(connection, slot.settings, slot.agent.token,
+                                slot.agent.log_path)
+            try:
+                agent.start()
+            except TransportError as exc:
+                slot.lost = f"{reason}; a new agent could not be started: {exc}"
+                log.error("%s", slot.lost)
+                continue
+            slot.forwarder.redirect(("127.0.0.1", agent.port))
+            slot.agent = agent
+            log.info("agent pid %d on %s replaces the one that ended; kernels open their "
+                     "sessions again on it", agent.pid, shared.target)
 
     def _reconnect(self, shared: _Shared, lost: Connection) -> bool:
         """Connect again with back-off within the grace, then take the agents over; False

@@ -245,9 +245,8 @@ class RemoteAgent:
             # paramiko ignores exit-signal: a missing exit status means a signal killed it.
             how = (f"exited with status {run.status}" if run.status not in (None, -1)
                    else "exited, killed by a signal (out of memory? a time limit?)")
-            return (f"the agent (pid {pid}) on {self.connection.target} {how}; restart the "
-                    f"kernel to start a new one. Its log there: ~/{LOG_DIR}/agent-{pid}.log; "
-                    f"its last lines:\n{run.tail()}")
+            return (f"the agent (pid {pid}) on {self.connection.target} {how}. Its log "
+                    f"there: ~/{LOG_DIR}/agent-{pid}.log; its last lines:\n{run.tail()}")
         return ""
 
     def stop(self) -> None:
