@@ -55,7 +55,8 @@ def test_manipulate_reads_every_control_form(engine) -> None:
     eng, host = engine
     packets = run(eng, host, 'Manipulate[{u, v, w, c, b}, {u, 0, 1}, {v, 1, 9, 2}, '
                              '{{w, 2.5}, 0, 5}, {{c, y, "pick"}, {x, y, z}}, '
-                             '{b, {True, False}}, ContinuousAction -> False]')
+                             '{b, {True, False}}, ContinuousAction -> False, '
+                             'SaveDefinitions -> True]')
     spec = spec_of(packets)
     kinds = [(c["name"], c["label"], c["kind"], c["value"]) for c in spec["controls"]]
     assert kinds == [("u", "u", "slider", 0), ("v", "v", "slider", 1),

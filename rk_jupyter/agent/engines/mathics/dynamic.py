@@ -90,9 +90,11 @@ class Dynamic:
         choices: list[Any] = []
         evaluation = self.host.evaluation
         for spec in specs:
-            if spec.get_head_name() == "System`Rule" and \
-                    spec.elements[0].get_name().endswith("`ContinuousAction"):
-                continuous = spec.elements[1].get_name() != "System`False"
+            if spec.get_head_name() in ("System`Rule", "System`RuleDelayed"):
+                # Options: ContinuousAction is honoured; others (SaveDefinitions,
+                # ControlPlacement, ...) are a notebook's business, ignored as harmless.
+                if spec.elements[0].get_name().endswith("`ContinuousAction"):
+                    continuous = spec.elements[1].get_name() != "System`False"
                 continue
             try:
                 symbol, control, options = self._control(spec, evaluation)
