@@ -7,6 +7,7 @@ milliseconds); the connection-level tests drive the pool directly and start no e
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rk_jupyter.cli import main as cli
@@ -283,8 +285,17 @@ def test_missing_engine_is_a_start_error(
     assert sshbed.wait_established(0) == 0
 
 
-def test_agent_death_is_seen_by_the_manager(sshbed: SSHBed, jupyter_env: str) -> None:
+def test_agent_death_is_seen_by_the_manager_without_a_grace(sshbed: SSHBed,
+                                                            jupyter_env: str) -> None:
+    """With reconnect_grace 0 nothing replaces an agent that ends: the kernel ends with it,
+    and the manager sees why (with a grace, tests/test_agent_replaced.py)."""
     spec = add_spec(sshbed, jupyter_env, "own-agent", "--agent-deploy", "zipapp")
+    path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir, "kernel.json")
+    with open(path) as handle:
+        kernel_json = json.load(handle)
+    kernel_json["metadata"]["kernel_provisioner"]["config"]["reconnect_grace"] = 0
+    with open(path, "w") as handle:
+        json.dump(kernel_json, handle)
     km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
     try:
         assert len(sshbed.remote_processes(OWN_AGENT)) == 1

@@ -122,6 +122,7 @@ class AgentClient:
         self._send_lock = threading.Lock()
         self._closing = False
         self._down_at = 0  # how many packets we had sent when the link last went down
+        self._attached: dict[str, Any] = {}  # what the last attach of _reconnect said
         self._last_heard = time.monotonic()
         self._packets: queue.Queue[Any] = queue.Queue()
         self._pongs: dict[int, threading.Event] = {}
@@ -136,15 +137,26 @@ class AgentClient:
         """
         ep = self.endpoint
         self.keep = keep
-        self.link = self._connect(LINK_TIMEOUT)
-        request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
         if ep.attach:
-            info = self._attach(self.link, timeout)
+            try:
+                self.link = self._connect(LINK_TIMEOUT)
+                info = self._attach(self.link, timeout)
+            except AgentError as exc:
+                # The agent is being replaced, or the connection re-established: with a
+                # grace, try again (and open the session anew where ``reopen`` allows).
+                if self.grace <= 0 or (exc.code == NO_SESSION_ERROR and not self.reopen):
+                    raise
+                lost = self._reconnect(str(exc), min(self.grace, timeout))
+                if lost is not None:
+                    raise AgentError(lost, code=exc.code) from None
+                info = self._attached  # empty when it was opened anew
             self._start_threads()
             if info.get("name"):
                 self.engine_info = info
                 return info
             return self._wait_ready(timeout)
+        self.link = self._connect(LINK_TIMEOUT)
+        request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
         request.update(engine=ep.engine, options=ep.engine_options)
         if ep.session:
             request["session"] = ep.session
@@ -385,13 +397,14 @@ class AgentClient:
                 # send would compete with the shell thread taking the packet just queued.
                 self._ack_due = self._ack_due or name == "InputNamePacket"
 
-    def _reconnect(self, reason: str) -> str | None:
-        """Reconnect and attach again within the grace period: None when attached again,
-        else why the session is lost (``reason``, or the agent's word that it has ended)."""
+    def _reconnect(self, reason: str, within: float | None = None) -> str | None:
+        """Reconnect and attach again within the grace period (or ``within`` s): None when
+        attached again, else why the session is lost (``reason``, or the agent's word that
+        it has ended)."""
         if self.grace <= 0 or not self.endpoint.session:
             return reason
         self.reconnecting_since = time.time()
-        deadline = time.monotonic() + self.grace
+        deadline = time.monotonic() + (self.grace if within is None else within)
         delays = iter((0.1, 0.25, 0.5, 1.0, 2.0))
         while not self._closing and time.monotonic() < deadline:
             time.sleep(min(next(delays, 5.0), max(deadline - time.monotonic(), 0)))
@@ -400,7 +413,7 @@ class AgentClient:
             except AgentError:
                 continue
             try:
-                self._attach(link, 10.0)
+                self._attached = self._attach(link, 10.0)
             except AgentError as exc:
                 if exc.code != NO_SESSION_ERROR:
                     link.close()
@@ -410,6 +423,7 @@ class AgentClient:
                     self.reconnecting_since = None
                     return str(exc)
                 try:
+                    self._attached = {}
                     self._reopen(link, exc)
                 except (AgentError, LinkError) as again:
                     link.close()
@@ -445,6 +459,13 @@ class AgentClient:
             if name == "RKError":
                 raise AgentError(str(reply.args[0]), code=error_code(reply))
         info = dict(reply.args[0]) if reply.args and isinstance(reply.args[0], dict) else {}
+        if not self.engine_info:  # still opening: the session's start is the answer
+            with self._send_lock:
+                self._packets.put(reply)
+                self._outbox = Outbox()
+                self._outbox.take(reply)
+                self.link = link
+            return
         ended = self.agent_end() if self.agent_end else ""
         cause = (f"the agent ended ({ended}) and a new one was started" if ended else
                  f"the agent no longer had this kernel's session ({gone.cause})")

@@ -24,11 +24,8 @@ from .. import logfiles
 from ..client import Endpoint
 from ..client.environment import KernelEnvironment
 from ..errors import RKError
-from ..link.connection import Link
-from ..link.frames import LinkError
-from ..link.packets import packet
 from .errors import TransportError, readable, with_message
-from .launch import LaunchObserver, Phase, open_session
+from .launch import LaunchObserver, Phase, close_session, open_session
 from .settings import LaunchSettings
 from .transports import AgentEndpoint, Transport
 
@@ -116,19 +113,6 @@ class _LogObserver(LaunchObserver):
 
     def secret(self, value: bytes) -> None:
         self.launch.secret(value)
-
-
-def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: str) -> None:
-    """Best effort: end a session whose kernel may never have attached to it."""
-    try:
-        link = Link.connect(endpoint.host, endpoint.port, token, codec, timeout=5.0)
-    except LinkError:
-        return
-    try:
-        link.send(0, packet("RKCloseSession", session))
-    except LinkError:
-        pass
-    link.close()
 
 
 class KernelStart:

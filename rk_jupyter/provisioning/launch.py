@@ -31,6 +31,7 @@ from ..link.compression import split_preference
 from ..link.connection import Link
 from ..link.frames import LinkError
 from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
+from ..link.packets import packet
 from .errors import TransportError
 from .settings import LaunchSettings
 from .transports import AgentEndpoint, Transport, create_transport
@@ -126,16 +127,25 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
         agent.host, agent.port, token, transport=transport.name,
         description=agent.description, codec=settings.compression, engine=settings.engine,
         engine_options=settings.engine_request(), session=session,
-    ), kernel_id)
+    ), kernel_id, grace=settings.reconnect_grace if session else 0.0, reopen=True)
+    # With a grace, a link lost while the engine starts (the SSH connection re-established,
+    # the agent replaced) is made again and the start goes on: the start waits, bounded by
+    # ENGINE_START_WAIT, instead of failing.
     try:
         observer.begin("link", transport, f"link to {agent.host}:{agent.port}")
         started = time.monotonic()
-        try:
-            detail = await asyncio.to_thread(_link, agent, token, settings.compression)
-        except LinkError as exc:
-            error = await asyncio.to_thread(transport.link_failure, agent, exc)
-            ended(Phase("link", time.monotonic() - started, error=error))
-            raise error from None
+        for attempt in (1, 2):
+            try:
+                detail = await asyncio.to_thread(_link, agent, token, settings.compression)
+                break
+            except LinkError as exc:
+                # An agent that had just ended is replaced behind the same port: once more.
+                if attempt == 1 and await asyncio.to_thread(transport.replaced,
+                                                            settings.agent_start_timeout):
+                    continue
+                error = await asyncio.to_thread(transport.link_failure, agent, exc)
+                ended(Phase("link", time.monotonic() - started, error=error))
+                raise error from None
         ended(Phase("link", time.monotonic() - started, detail))
         observer.begin("engine", transport, f"opening session {session or 'of ' + kernel_id}: "
                        f"starting the {settings.engine} engine")
@@ -143,8 +153,11 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
         try:
             info = await asyncio.to_thread(client.open, ENGINE_START_WAIT, keep)
         except AgentError as exc:
-            linked = client.link is not None
+            linked = client.link is not None and not client.down
             client.close()
+            if session and not linked:  # the agent may have opened it: nothing may stay
+                await asyncio.to_thread(close_session, agent, token, settings.compression,
+                                        session)
             if linked:
                 error = TransportError(f"the {settings.engine} engine did not start on "
                                        f"{agent.description}: {exc.cause}", exc.fix,
@@ -162,6 +175,19 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
         await transport.stop()
         raise
     return LaunchedSession(settings, transport, agent, token, client, info, phases)
+
+
+def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: str) -> None:
+    """Best effort: end a session whose kernel may never have attached to it."""
+    try:
+        link = Link.connect(endpoint.host, endpoint.port, token, codec, timeout=5.0)
+    except LinkError:
+        return
+    try:
+        link.send(0, packet("RKCloseSession", session))
+    except LinkError:
+        pass
+    link.close()
 
 
 def _link(agent: AgentEndpoint, token: bytes, codec: str) -> str:

@@ -211,11 +211,12 @@ class ConnectionPool:
 
         Raises TransportError (bounded by the connect and agent start timeouts).
         """
+        self._await_reconnect(target)
         with self._lock:
             shared = self._shared.get(target.key)
-            # One being re-established keeps serving its kernels; a new one is made meanwhile.
-            if shared is None or (shared.connection is not None
-                                  and not shared.connection.alive()):
+            # One lost for good (or not watched) is left to its kernels; a new one is made.
+            if shared is None or shared.failure or (shared.connection is not None
+                                                    and not shared.connection.alive()):
                 shared = self._shared[target.key] = _Shared(target, options)
             shared.refs += 1
             shared.keep_until = 0.0  # the restart it was kept for (if any) has come
@@ -254,6 +255,22 @@ class ConnectionPool:
             self._release(shared, None)
             raise
         return Lease(shared, slot, timings)
+
+    def _await_reconnect(self, target: SSHTarget) -> None:
+        """A start that comes while the connection to ``target`` is being re-established
+        waits for it (within its grace) instead of opening a second connection with a
+        second agent: one agent per host connection."""
+        with self._lock:
+            shared = self._shared.get(target.key)
+        if shared is None or not shared.reconnecting():
+            return
+        assert shared.options is not None
+        deadline = time.monotonic() + shared.options.reconnect_grace
+        log.info("the connection to %s is being re-established: the start waits for it",
+                 target)
+        while shared.reconnecting() and time.monotonic() < deadline \
+                and not shared.closed.wait(WATCH_INTERVAL):
+            pass
 
     def release(self, lease: Lease, keep: bool = False) -> None:
         """The kernel is gone.  ``keep`` (a restart): keep what is unused for a while."""

@@ -59,6 +59,13 @@ class Transport(ABC):
         return TransportError(f"cannot open a link to the agent ({endpoint.description}): "
                               f"{error}", code="link.failed")
 
+    def replaced(self, timeout: float) -> bool:
+        """After a failed link: whether the agent had just ended and another took its place
+        (waiting up to ``timeout`` s for that), so that the launch path tries the link
+        again instead of failing.  Called from a worker thread; False by default (a
+        transport whose agent is not replaced)."""
+        return False
+
     @abstractmethod
     async def stop(self, restart: bool = False) -> None:
         """End this launch's agent side (its engines end with it); idempotent.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from ...link.handshake import PROTOCOL_VERSION
 from ..settings import LaunchSettings
@@ -16,6 +17,10 @@ from ..ssh import backend
 from ..ssh.pool import POOL, ConnectionPool, ConnectOptions, Lease
 from ..ssh.remote_agent import AgentSettings
 from .base import AgentEndpoint, Transport, TransportError
+
+#: Seconds a failed link waits to see whether the agent has just ended (its exec channel
+#: closing is how the pool learns it).
+NOTICE = 3.0
 
 
 class SSHTransport(Transport):
@@ -70,6 +75,24 @@ class SSHTransport(Transport):
                 "or set agent_deploy to 'zipapp' in the kernelspec: this rk_jupyter's own "
                 "agent is then copied there and used", code="link.protocol-mismatch")
         return super().link_failure(endpoint, error)
+
+    def replaced(self, timeout: float) -> bool:
+        """The pool replaces an agent that ended while the connection lives: a link that
+        failed because it had just ended (not yet noticed when it was leased) is worth
+        another try once the new one listens.  An agent still alive after NOTICE s failed
+        the link for another reason."""
+        lease = self.lease
+        if lease is None:
+            return False
+        old = lease.agent
+        started = time.monotonic()
+        while (waited := time.monotonic() - started) < timeout:
+            if lease.agent is not old and lease.agent.alive():
+                return True
+            if not lease.alive() or (old.alive() and waited > NOTICE):
+                return False
+            time.sleep(0.1)
+        return False
 
     def alive(self) -> bool:
         return self.lease is not None and self.lease.alive()
