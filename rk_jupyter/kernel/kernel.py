@@ -309,8 +309,11 @@ class RKernel(Kernel):
 
     def _request(self, pkt: Any, answer: str) -> Any:
         """The answer to a completion or inspection request, once earlier cells' answers are
-        in; None when there is none (logged)."""
-        if self.evaluator is None or not self.turn.acquire(timeout=REQUEST_TIMEOUT):
+        in; None when there is none (logged), also at once while the link is being
+        re-established (an editor's Tab must not hang on a network or an agent that is
+        coming back)."""
+        if self.evaluator is None or self.evaluator.client.reconnecting_since is not None \
+                or not self.turn.acquire(timeout=REQUEST_TIMEOUT):
             return None
         try:
             if not self.evaluator.settle(REQUEST_TIMEOUT):
