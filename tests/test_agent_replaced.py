@@ -43,6 +43,10 @@ def test_a_killed_agent_is_replaced_and_the_kernels_go_on(sshbed: SSHBed,
         old = agent_pid(km1)
         os.kill(old, signal.SIGKILL)
         assert wait_for(lambda: not pid_alive(old), 10)
+        # Requests answer within 2 s meanwhile (the idle kernel's Tab).
+        asked = time.monotonic()
+        reply = kc2.complete("Integ", reply=True, timeout=10)
+        assert reply["content"]["status"] == "ok" and time.monotonic() - asked < 2.0
         # The cell that ran ends with the cause, in bounded time.
         ran = collect(kc1, busy, timeout=60)
         assert ran.reply["status"] == "error" and ran.reply["ename"] == "EngineEnded"

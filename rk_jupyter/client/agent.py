@@ -22,6 +22,8 @@ from ..link.outbox import ACK, Outbox
 from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
 
 SESSION_CHANNEL = 1
+#: How often a request waiting for its answer looks whether the link went down.
+REQUEST_POLL = 0.25
 
 # AgentError codes of this side (the agent's own come with its RKError packets, see
 # rk_jupyter.link.packets): what a front end decides on.
@@ -259,26 +261,45 @@ class AgentClient:
 
     def request(self, pkt: Any, answer: str, timeout: float) -> Any:
         """Send ``pkt`` and return the argument of the first ``answer`` packet; AgentError
-        when the agent refuses it (RKError) or does not answer within ``timeout`` s."""
+        when the agent refuses it (RKError), does not answer within ``timeout`` s, or the
+        link goes down meanwhile (``RECONNECTING``: a request is not worth waiting for a
+        network or an agent that is coming back)."""
         self.send(pkt)
         deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            reply = self.next_packet(remaining)
-            if isinstance(reply, LinkDown):
-                raise SessionLost(reply.reason)
-            name = packet_name(reply)
-            if name == answer:
-                return reply.args[0] if reply.args else None
-            if name == "RKError":
-                raise AgentError(str(reply.args[0]) if reply.args else "refused",
-                                 code=error_code(reply))
-            if name == "RKEngineDied":
-                self.engine_gone = True
-                raise AgentError(str(reply.args[0]) if reply.args else "the engine ended",
-                                 code=ENGINE_ENDED)
-            if name == "RKEngineRestarted":
-                self.engine_restarted(reply.args[0] if reply.args else {})
+        notices: list[Any] = []  # RKEngineRestarted: the next cell says it, not a Tab
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self.reconnecting_since is not None:
+                    raise AgentError("the link to the agent is being re-established",
+                                     code=RECONNECTING)
+                reply = self.next_packet(min(remaining, REQUEST_POLL))
+                if reply is None:
+                    continue
+                if isinstance(reply, LinkDown):
+                    raise SessionLost(reply.reason)
+                name = packet_name(reply)
+                if name == answer:
+                    return reply.args[0] if reply.args else None
+                if name == "RKError":
+                    raise AgentError(str(reply.args[0]) if reply.args else "refused",
+                                     code=error_code(reply))
+                if name == "RKEngineDied":
+                    self.engine_gone = True
+                    raise AgentError(str(reply.args[0]) if reply.args else "the engine ended",
+                                     code=ENGINE_ENDED)
+                if name == "RKEngineRestarted":
+                    self.engine_restarted(reply.args[0] if reply.args else {})
+                    notices.append(reply)
+        finally:
+            self._put_back(notices)
         raise AgentError(f"no {answer} from the agent within {timeout:.0f} s", code=NO_ANSWER)
+
+    def _put_back(self, packets: list[Any]) -> None:
+        """Queue ``packets`` again, in order, ahead of what came after them."""
+        if packets:
+            with self._packets.mutex:
+                self._packets.queue.extendleft(reversed(packets))
+                self._packets.not_empty.notify()
 
     def engine_state(self, timeout: float = 2.0) -> dict[str, Any]:
         """The engine's RKEngineStatus (state, memory, limit, restarts, last end), asked now;
@@ -299,10 +320,7 @@ class AgentClient:
                     if isinstance(reply, LinkDown):
                         raise SessionLost(reply.reason)
         finally:
-            with self._packets.mutex:
-                self._packets.queue.extendleft(reversed(others))
-                if others:
-                    self._packets.not_empty.notify()
+            self._put_back(others)
         raise AgentError(f"the agent did not tell the engine's state within {timeout:g} s",
                          code=NO_ANSWER)
 
