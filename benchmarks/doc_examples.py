@@ -99,7 +99,7 @@ from typing import Any
 
 #: Every STRIDE-th doc entry (that has an example left after the filter) is selected.
 STRIDE = 6
-#: Per-example bound, reference and kernel alike (the slowest selected example takes ~3 s).
+#: Per-example bound, reference and kernel alike (the slowest selected cell: ~2-5 s).
 EXAMPLE_TIMEOUT = 30.0
 START_TIMEOUT = 120.0
 
