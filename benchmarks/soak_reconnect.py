@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from jupyter_client.manager import start_new_kernel  # noqa: E402
-from test_ssh_reconnect import add_spec  # noqa: E402
 
 from kernel_helpers import collect, execute  # noqa: E402
 from sshbed import ShapingProxy, SSHBed  # noqa: E402
+from test_ssh_reconnect import add_spec  # noqa: E402
 
 
 def one_cut(kc, proxy: ShapingProxy, prints: int, cut_at: float, cut: float) -> str:

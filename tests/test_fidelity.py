@@ -16,7 +16,6 @@ difference: fixing the product makes its entry fail, and the entry is then remov
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -39,28 +38,6 @@ _spec.loader.exec_module(docs)
 REFERENCE_WAIT = 120.0
 
 
-def module_numbers(text: str | None) -> str | None:
-    """``text`` with the numbers of Module's local symbols (``t$12``) made anonymous."""
-    return None if text is None else re.sub(r"(?<=[\w`])\$\d+", "$n", text)
-
-
-def only_module_numbers_differ(diff: docs.Difference) -> bool:
-    """The results differ, and only in the n of Module's local symbols ``t$n``."""
-    expected, got = diff.expected, diff.got
-    return (expected["outs"] == got["outs"] and expected["error"] == got["error"]
-            and expected["result"] != got["result"]
-            and module_numbers(expected["result"]) == module_numbers(got["result"]))
-
-
-def a_trailing_newline_lost(diff: docs.Difference) -> bool:
-    """Only the Print lines differ, each shown without the last of its trailing newlines."""
-    expected, got = diff.expected, diff.got
-    shown = [[kind, text[:-1] if kind == "print" and text.endswith("\n") else text]
-             for kind, text in expected["outs"]]
-    return (expected["result"] == got["result"] and expected["error"] == got["error"]
-            and expected["outs"] != got["outs"] and shown == got["outs"])
-
-
 @dataclass(frozen=True)
 class Pending:
     """A known bug of the product: a minimal reproduction (cells evaluated after the
@@ -73,33 +50,28 @@ class Pending:
 
 
 #: Known bugs of the product, to be emptied by fixing it (each reason says where).
-PENDING_FIXES: list[Pending] = [
-    Pending(
-        ("Plot[Sin[x], {x, 0, 1}]", "Module[{t}, t]"),
-        "$ModuleNumber advances when the kernel renders a Graphics result as SVG (Mathics3's "
-        "ExportString evaluates Module), so later Modules' local symbols are numbered higher "
-        "than in Mathics3 itself (t$3 for t$2; the documentation's Names[\"Global`*\"] showed "
-        "k$12 for k$3): agent/engines/mathics/rendering.py Renderer.quietly should put "
-        "$ModuleNumber back after an optional rendering",
-        only_module_numbers_differ,
-    ),
-    Pending(
-        ('Print["a\\n"]',),
-        "a Print whose text ends in a newline loses it (Mathics3 prints a blank line there; "
-        "the documentation's PrintTrace[] tables lost their last line): kernel/kernel.py "
-        "RKernel.stream adds a newline only when the text has none, so \"a\\n\" and \"a\" "
-        "look alike; it should always add one (a stream message is one line)",
-        a_trailing_newline_lost,
-    ),
+PENDING_FIXES: list[Pending] = []
+
+#: Reproductions of bugs this test found and the product fixed, evaluated after the
+#: documentation's cells (each from a reset) and compared like them.
+REGRESSIONS: list[tuple[str, ...]] = [
+    # Mathics3's SVG export evaluates Module: rendering a plot advanced $ModuleNumber, so
+    # later Modules' symbols were numbered higher than in Mathics3 (Renderer.quietly).
+    ("Plot[Sin[x], {x, 0, 1}]", "Module[{t}, t]"),
+    # A Print whose text ends in a newline lost it (a stream message is one line).
+    ('Print["a\\n"]',),
 ]
 
 
 def pending_cells() -> list[docs.Example]:
-    """The reproductions of PENDING_FIXES as cells, each from a reset (entry PENDING_FIXES[i])."""
+    """The reproductions of PENDING_FIXES (entry PENDING_FIXES[i]) and REGRESSIONS (entry
+    REGRESSIONS[i]) as cells, each from a reset."""
     cells = []
-    for index, pending in enumerate(PENDING_FIXES):
-        entry = f"PENDING_FIXES[{index}]"
-        cells += [docs.Example(entry, code) for code in (docs.RESET, *pending.cells)]
+    for name, reproductions in (("PENDING_FIXES", [p.cells for p in PENDING_FIXES]),
+                                ("REGRESSIONS", REGRESSIONS)):
+        for index, codes in enumerate(reproductions):
+            entry = f"{name}[{index}]"
+            cells += [docs.Example(entry, code) for code in (docs.RESET, *codes)]
     return cells
 
 

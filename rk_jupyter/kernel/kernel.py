@@ -138,8 +138,9 @@ class JupyterOutput:
 
 
 def stream_content(name: str, text: str) -> dict[str, str]:
-    """A stream message's content: one line (a newline is added)."""
-    return {"name": name, "text": text if text.endswith("\n") else text + "\n"}
+    """A stream message's content: one line, so a newline is added even to text that ends
+    in one (``Print["a\n"]`` shows a blank line, as in Mathics3)."""
+    return {"name": name, "text": text + "\n"}
 
 
 def live_content(display_id: str, bundle: dict[str, str]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class ViewOutput(Output):
 
     def _stream(self, name: str, text: str) -> None:
         self.outputs.append({"output_type": "stream", "name": name,
-                             "text": text if text.endswith("\n") else text + "\n"})
+                             "text": text + "\n"})  # one line each
 
     def display(self, bundle: dict[str, str], line: int | None) -> None:
         self.result(bundle)

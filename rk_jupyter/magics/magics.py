@@ -46,7 +46,7 @@ class IPythonOutput:
 
 def _write_line(stream: TextIO, text: str) -> None:
     """One write and a flush, so that the line goes out now and as one stream message."""
-    stream.write(text if text.endswith("\n") else text + "\n")
+    stream.write(text + "\n")  # one line each: Print["a\n"] shows a blank line
     stream.flush()
 
 

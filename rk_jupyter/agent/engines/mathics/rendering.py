@@ -124,7 +124,11 @@ class Renderer:
         return None
 
     def quietly(self, render: Any, *args: Any) -> Any:
-        """Run an optional rendering: its messages and failures must not reach the user."""
+        """Run an optional rendering: its messages and failures must not reach the user, and
+        it leaves no trace in the session: Mathics3's SVG export evaluates Module, whose
+        counter is put back (else later Modules' symbols are numbered unlike Mathics3's)."""
+        definitions = self.evaluation.definitions
+        module_number = definitions.get_ownvalue("System`$ModuleNumber")
         self.evaluation.quiet_all = True
         try:
             return render(*args)
@@ -132,6 +136,9 @@ class Renderer:
             traceback.print_exc()
             return None
         finally:
+            after = definitions.get_ownvalue("System`$ModuleNumber")
+            if after.get_int_value() != module_number.get_int_value():
+                definitions.set_ownvalue("System`$ModuleNumber", module_number)
             self.evaluation.quiet_all = False
             self.reset_evaluation()
 
