@@ -59,6 +59,9 @@ def test_a_killed_agent_is_replaced_and_the_kernels_go_on(sshbed: SSHBed,
         assert agent_pid(km1) != old and pid_alive(agent_pid(km1))
         again = execute(kc1, "6*7")
         assert text_of(again) == "42" and not again.streams("stderr")
+        status = execute(kc1, "%rkernel status").displays()[0]["data"]["text/plain"]
+        assert "an agent was replaced after it ended" in status
+        assert "killed by a signal" in status
         # The other kernel, idle then, goes on too: told once.
         other = execute(kc2, "1+1", timeout=60)
         assert text_of(other) == "2" and "the agent ended" in other.streams("stderr")

@@ -156,6 +156,8 @@ def transport_state(path: str) -> tuple[str, str]:
         return f"unknown ({path}: {exc})", ""
     if state["state"] != "connected" and state.get("last_error"):
         line += f"; last error: {state['last_error']}"
+    if state.get("agent_end"):  # its first line: the log tail that follows is in %rkernel log
+        line += f"; an agent was replaced after it ended: {state['agent_end'].splitlines()[0]}"
     return line, str(state.get("client", ""))
 
 
