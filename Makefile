@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install system-packages demo test lint bench
+.PHONY: install system-packages demo test lint bench soak
 
 install:
 	$(PYTHON) -m pip install -q -e '.[mathics,test]'
@@ -20,3 +20,6 @@ test: install system-packages
 
 bench: install system-packages
 	$(PYTHON) benchmarks/run_all.py
+
+soak: install system-packages
+	$(PYTHON) tests/chaos.py --kernels 20 --minutes 10 --every 10
