@@ -125,6 +125,8 @@ class AgentClient:
         self._closing = False
         self._down_at = 0  # how many packets we had sent when the link last went down
         self._attached: dict[str, Any] = {}  # what the last attach of _reconnect said
+        # Why our session is being opened again on a new agent, until it is (``_reopen``).
+        self._replacing: AgentError | None = None
         self._last_heard = time.monotonic()
         self._packets: queue.Queue[Any] = queue.Queue()
         self._pongs: dict[int, threading.Event] = {}
@@ -431,7 +433,10 @@ class AgentClient:
             except AgentError:
                 continue
             try:
-                self._attached = self._attach(link, 10.0)
+                if self._replacing is not None:  # a session we opened again, link lost
+                    self._attached = self._attach_reopened(link)
+                else:
+                    self._attached = self._attach(link, 10.0)
             except AgentError as exc:
                 if exc.code != NO_SESSION_ERROR:
                     link.close()
@@ -443,10 +448,13 @@ class AgentClient:
                 try:
                     self._attached = {}
                     self._reopen(link, exc)
-                except (AgentError, LinkError) as again:
+                except AgentError as again:  # refused: the engine cannot start there
                     link.close()
                     self.reconnecting_since = None
                     return f"{exc}; opening it again failed: {again}"
+                except LinkError:  # lost meanwhile: attach to what it opened, or open again
+                    link.close()
+                    continue
             except LinkError:
                 link.close()
                 continue
@@ -459,11 +467,12 @@ class AgentClient:
 
     def _reopen(self, link: Link, gone: AgentError) -> None:
         """Open our session again on ``link``'s agent, which lacks it, with a fresh engine (on
-        the reader thread, before it reads the new link).  What the old session owed us is
-        answered here: each evaluation it may have taken ends with RKEngineDied, then
-        RKEngineRestarted says why once; the requests sent after the link went down never
-        reached it and go to the new session.  Raises AgentError or LinkError when the
-        session cannot be opened."""
+        the reader thread, before it reads the new link), then ``_reopened``.  Raises
+        AgentError when the agent refuses (the engine cannot start), LinkError when the link
+        goes down meanwhile: the next attempt then attaches to the session opened here
+        (``_replacing`` remembers why it is new)."""
+        if self._replacing is None:
+            self._replacing = gone
         ep = self.endpoint
         link.send(0, packet("RKOpenSession", {
             "channel": SESSION_CHANNEL, "keep": self.keep, "kernel": self.kernel_id,
@@ -477,26 +486,55 @@ class AgentClient:
             if name == "RKError":
                 raise AgentError(str(reply.args[0]), code=error_code(reply))
         info = dict(reply.args[0]) if reply.args and isinstance(reply.args[0], dict) else {}
-        if not self.engine_info:  # still opening: the session's start is the answer
-            with self._send_lock:
-                self._packets.put(reply)
-                self._outbox = Outbox()
-                self._outbox.take(reply)
-                self.link = link
-            return
+        self._reopened(link, info, reply)
+
+    def _attach_reopened(self, link: Link) -> dict[str, Any]:
+        """Attach to the session a lost link had opened again (``_reopen``): it counts from
+        its own start, not from our old session's packets, which are not sent to it."""
+        link.send(0, packet("RKAttachSession", {
+            "channel": SESSION_CHANNEL, "session": self.endpoint.session, "received": 0,
+            "keep": self.keep, "kernel": self.kernel_id,
+            "heartbeat": self.heartbeat if self.grace > 0 else 0,
+        }))
+        _, reply = link.recv(10.0)
+        name = packet_name(reply)
+        if name == "RKError":
+            raise AgentError(reply.args[0], code=error_code(reply))
+        if name != "RKAttached" or not isinstance(reply.args[0], dict):
+            raise AgentError(f"unexpected answer to an attach: {reply!r}", code=UNEXPECTED)
+        info = dict(reply.args[0])
+        info.pop("received", None)
+        acknowledged = info.pop("acknowledged", 0)
+        self._reopened(link, info, None, acknowledged)  # its start is sent again by itself
+        return info
+
+    def _reopened(self, link: Link, info: dict[str, Any], ready: Any,
+                  acknowledged: int = 0) -> None:
+        """The session is open again on ``link``: what the old one owed us is answered here.
+        Each evaluation it may have taken ends with RKEngineDied, then RKEngineRestarted says
+        why once; the requests sent after the link went down never reached it and go to the
+        new session.  ``ready``: the new session's RKSessionReady when it came here."""
+        gone, self._replacing = self._replacing, None
+        opening = not self.engine_info  # still opening: the session's start is the answer
         ended = self.agent_end() if self.agent_end else ""
         cause = (f"the agent ended ({ended}) and a new one was started" if ended else
-                 f"the agent no longer had this kernel's session ({gone.cause})")
+                 f"the agent no longer had this kernel's session "
+                 f"({gone.cause if gone else 'it ended'})")
         with self._send_lock:
-            pending = self._outbox.pending()
+            pending = [] if opening else self._outbox.pending()
             for count, pkt in pending:
                 if count <= self._down_at and packet_name(pkt) in _EVALUATIONS:
                     self._packets.put(packet(
                         "RKEngineDied", f"{cause}: this evaluation was lost with it", False))
-            self._packets.put(packet("RKEngineRestarted", {
-                **info, "restarts": self.engine_restarts + 1, "cause": cause}))
+            if opening and ready is not None:
+                self._packets.put(ready)
+            elif not opening:
+                self._packets.put(packet("RKEngineRestarted", {
+                    **info, "restarts": self.engine_restarts + 1, "cause": cause}))
             self._outbox = Outbox()
-            self._outbox.take(reply)  # the new session's first packet
+            self._outbox.catch_up(acknowledged)
+            if ready is not None:
+                self._outbox.take(ready)  # the new session's first packet
             for count, pkt in pending:
                 if count > self._down_at and packet_name(pkt) in _REQUESTS:
                     self._outbox.record(pkt)
