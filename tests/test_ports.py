@@ -51,8 +51,11 @@ def test_the_local_agent_listens_on_a_cached_port_beside_its_kernels(rk_local: s
                         km.control_port}
         assert agent_port in cached() and agent_port not in kernel_ports
         assert kernel_ports <= cached()
+        # None from the range outgoing connections take their source ports from.
+        low = ports.ephemeral_range()[0]
+        assert all(port < low for port in (*kernel_ports, agent_port)), kernel_ports
         with socket.create_connection(("127.0.0.1", agent_port), timeout=5):
             pass  # the agent listens there
     finally:
         km.shutdown_kernel(now=True)
-    assert agent_port not in cached()
+    assert agent_port not in cached() and not kernel_ports & cached()

@@ -1,24 +1,62 @@
-"""The local ports rk_jupyter listens on in a Jupyter process, taken from jupyter_client's own
-port cache.
+"""The local ports of rk kernels in a Jupyter process: the kernels' own (ZeroMQ) and the ones
+rk_jupyter listens on (an SSH forward, a local agent), reserved in jupyter_client's port
+cache and chosen outside the range the OS takes connections' source ports from.
 
-Why: jupyter_client picks each kernel's five ZeroMQ ports before the kernel process binds
-them (``LocalPortCache``: bound once to find a free one, then released and remembered).  A
-listener of ours that asked the OS for any free port (``bind(("127.0.0.1", 0))``) could be
-given one of those, and the kernel then fails with "Address already in use" (seen once in 20
-parallel starts).  Taking our ports from the same cache, and giving them back when done,
-keeps both apart, as jupyter_client keeps its kernels apart.
+Why: a port is chosen before the kernel process binds it.  jupyter_client's own choice
+(``LocalPortCache``: bind port 0, release, remember) keeps two kernels of one process apart,
+but a port 0 comes from the ephemeral range, from which every outgoing connection on the
+machine (a kernel's link, ``ssh -W``, a ZeroMQ client) also takes its source port: with many
+kernels starting at once, one was given a port that such a connection held by the time it
+bound it ("Address already in use", once in 20 parallel starts).  Ports below the ephemeral
+range are taken only by whoever binds them; the cache keeps ours from each other.
 """
 
 from __future__ import annotations
 
+import random
+import socket
+
 from jupyter_client.connect import LocalPortCache
 
 HOST = "127.0.0.1"
+#: The lowest port chosen (below: well-known and commonly configured services).
+LOWEST = 10_000
+_EPHEMERAL = "/proc/sys/net/ipv4/ip_local_port_range"
+_TRIES = 200
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The OS's range of source ports (Linux; elsewhere IANA's 49152-65535)."""
+    try:
+        with open(_EPHEMERAL) as file:
+            low, high = (int(part) for part in file.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 def reserve() -> int:
-    """A free port on the loopback that no kernel of this process is given meanwhile."""
-    return int(LocalPortCache.instance().find_available_port(HOST))
+    """A free loopback port below the ephemeral range that no kernel of this process is
+    given meanwhile (jupyter_client's own choice when there is no room below it)."""
+    cache = LocalPortCache.instance()
+    low = ephemeral_range()[0]
+    if low - LOWEST >= 1000:
+        for _ in range(_TRIES):
+            port = random.randrange(LOWEST, low)
+            if port in cache.currently_used_ports or not _free(port):
+                continue
+            cache.currently_used_ports.add(port)
+            return port
+    return int(cache.find_available_port(HOST))
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def release(port: int) -> None:

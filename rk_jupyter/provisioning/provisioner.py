@@ -11,6 +11,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Dict, Float, Int, TraitType, Unicode
 
 from ..client.environment import BY_PROVISIONER
+from . import ports
 from .errors import TransportError
 from .kernel_start import KernelStart
 from .settings import LaunchSettings, default_of, key_of, settings_fields, value_type
@@ -90,6 +91,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         Raises TransportError naming the cause and the fix (with a ``code``), which
         JupyterLab shows when the start fails.
         """
+        self._reserve_ports()
         kwargs = await super().pre_launch(**kwargs)
         settings = self.launch_settings()
         kernel_id = str(self.kernel_id or "kernel")
@@ -104,6 +106,18 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
             raise
         kwargs["env"].update(environment.to_env())
         return kwargs
+
+    def _reserve_ports(self) -> None:
+        """The kernel's five ports, from ``ports.reserve`` (below the ephemeral range, in
+        jupyter_client's cache), before LocalProvisioner would pick them from the ephemeral
+        range; its cleanup gives them back to the cache as its own."""
+        km = self.parent
+        if km is None or self.ports_cached or getattr(km, "transport", "tcp") != "tcp":
+            return
+        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+            if not getattr(km, name):
+                setattr(km, name, ports.reserve())
+        self.ports_cached = True
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         """As LocalProvisioner's, with the kernel process's start in the launch log."""
