@@ -340,18 +340,23 @@ def test_a_connection_that_stays_down_fails_after_the_grace(sshbed: SSHBed, sshb
     assert wait_for(lambda: not sshbed.remote_processes(), 20), sshbed.remote_processes()
 
 
-def test_an_agent_gone_meanwhile_is_reported(sshbed: SSHBed, sshbed_proxy, tmp_path) -> None:
+def test_an_agent_gone_meanwhile_is_replaced(sshbed: SSHBed, sshbed_proxy, tmp_path) -> None:
+    """An agent found gone when the connection is re-established (the remote host restarted,
+    or a new agent with no session yet ended with its lifeline) is replaced behind the same
+    forward, and says how it was found."""
     proxy = sshbed_proxy(delay_ms=1, rate_bps=None)
     lease = _lease_through(sshbed, proxy, tmp_path, grace=30.0)
     try:
+        old, port = lease.agent.pid, lease.port
         proxy.cut()
         assert wait_for(lambda: lease.shared.reconnecting_since is not None, 5)
         assert sshbed.kill_remote_processes(AGENT) == 1  # as if the remote host restarted
         proxy.restore()
-        assert wait_for(lambda: not lease.alive(), 15)
-        print(lease.death_reason())
-        assert lease.shared.reconnects == 1
-        assert f"the agent (pid {lease.agent.pid}) is gone" in lease.death_reason()
+        assert wait_for(lambda: lease.shared.reconnects == 1 and lease.agent.pid != old
+                        and lease.agent.alive(), 20)
+        assert lease.alive() and lease.port == port
+        assert f"the agent (pid {old}) was gone" in lease.slot.last_end
+        assert [pid for pid, _ in sshbed.remote_processes(AGENT)] == [lease.agent.pid]
     finally:
         POOL.release(lease)
     assert sshbed.wait_established(0) == 0

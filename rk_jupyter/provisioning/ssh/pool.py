@@ -71,6 +71,7 @@ class _Slot:
     forwarder: Forward
     refs: int = 0
     lost: str = ""  # why the agent cannot be used after a reconnect (it was gone)
+    gone: str = ""  # the agent was found gone after a reconnect: why (it is replaced)
     replaced: int = 0  # how many agents of this slot ended and were replaced
     last_end: str = ""  # how the last one ended
 
@@ -303,7 +304,7 @@ class ConnectionPool:
         for slot in ended:
             connection = shared.connection
             assert connection is not None
-            reason = slot.agent.death_reason()
+            reason, slot.gone = slot.gone or slot.agent.death_reason(), ""
             slot.last_end = reason
             slot.replaced += 1
             shared.publish("connected", agent_end=reason)
@@ -383,11 +384,12 @@ class ConnectionPool:
             except LinkError as exc:
                 if not connection.alive():
                     return False
-                slot.lost = (f"the SSH connection to {shared.target} was re-established, but "
-                             f"the agent (pid {slot.agent.pid}) is gone ({exc}): the sessions "
-                             "of its kernels are lost (did the remote host restart?); restart "
-                             "the kernel")
-                log.error("%s", slot.lost)
+                # Replaced below, once the connection is the shared one (_replace_ended).
+                slot.gone = (f"the SSH connection to {shared.target} was re-established, but "
+                             f"the agent (pid {slot.agent.pid}) was gone ({exc}; did the "
+                             "remote host restart, or did it end, with no session yet, when "
+                             "the connection dropped?)")
+                log.warning("%s", slot.gone)
                 continue
             try:
                 slot.agent.adopt(connection)
@@ -397,6 +399,11 @@ class ConnectionPool:
             log.info("agent pid %d on %s adopted after the reconnect", slot.agent.pid,
                      shared.target)
         shared.connection = connection
+        if shared.setup.acquire(timeout=WATCH_INTERVAL):  # not beside a kernel's start
+            try:
+                self._replace_ended(shared)
+            finally:
+                shared.setup.release()
         return True
 
     def _take_slot(self, shared: _Shared, settings: AgentSettings) -> _Slot | None:
