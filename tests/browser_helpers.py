@@ -398,3 +398,58 @@ class NotebookPage:
         expect(cell.locator(".jp-InputArea-prompt")).to_have_text(_PROMPT_DONE,
                                                                    timeout=timeout_ms)
         return cell
+
+    def save(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Save with Ctrl+S in command mode, as a person does; returns the notebook as the
+        server then holds it (contents API), once its modification time has moved on."""
+        before = self.server.api("GET", f"/api/contents/{self.path}?content=0")["last_modified"]
+        self.page.keyboard.press("Escape")  # command mode: Ctrl+S saves the notebook
+        self.page.keyboard.press("Control+s")
+        deadline = time.monotonic() + timeout
+        while True:
+            model = self.server.api("GET", f"/api/contents/{self.path}")
+            if model["last_modified"] != before:
+                return model["content"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path} was not saved within {timeout:.0f} s")
+            time.sleep(0.2)
+
+
+# -- ipywidgets (Manipulate) --------------------------------------------------------------------
+
+
+def svg_of_img(img: Any) -> str:
+    """The SVG document an ``<img src="data:image/svg+xml,...">`` shows (JupyterLab renders
+    image/svg+xml that way, also inside an ipywidgets Output)."""
+    import urllib.parse
+
+    src = img.get_attribute("src") or ""
+    if not src.startswith("data:image/svg+xml"):
+        raise ValueError(f"not an SVG data URL: {src[:60]!r}")
+    head, data = src.split(",", 1)
+    if head.endswith(";base64"):
+        import base64
+
+        return base64.b64decode(data).decode()
+    return urllib.parse.unquote(data)
+
+
+def polyline_ys(svg: str, min_points: int = 3) -> list[float]:
+    """The y coordinates of the points of the ``<polyline>``s with at least ``min_points``
+    points (a Plot's curves: its axes and ticks are two-point polylines), in order; SVG's y
+    grows downwards."""
+    ys: list[float] = []
+    for points in re.findall(r"<polyline[^>]*points=\"([^\"]+)\"", svg):
+        if len(points.split()) >= min_points:
+            ys += [float(p.split(",")[1]) for p in points.split()]
+    return ys
+
+
+def set_slider_readout(page: Any, slider: Any, text: str) -> None:
+    """Type a value into an ipywidgets slider's readout (the number beside it, editable) and
+    press Enter: one change of the value, as a person sets it exactly."""
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
