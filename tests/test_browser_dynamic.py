@@ -1,14 +1,15 @@
 """Dynamic output in a real browser (issue 17, parts 1 and 5): what a person sees.
 
 ``Manipulate`` becomes ipywidgets in the kernel process; JupyterLab (its own private server)
-draws them in headless Chromium.  Each test changes a control as a person does (drag, typing
+draws them in headless Chromium. Each test changes a control as a person does (drag, typing
 into the slider's readout, the keyboard, a click, a dropdown) and reads the page: the picture
-in the widget's output area must be the view at the new value, not only a different one (the
-plot of ``Sin[a x]`` on [0, 6] has as many turning points as ``(π/2 + kπ)/a < 6`` has
-solutions, which the SVG's polyline shows).  A slow view is interrupted with the toolbar's stop
-button.  ``Monitor`` with a ``ProgressIndicator`` and ``PrintTemporary`` are temporary: the bar
-must be seen advancing while the cell runs and be gone after it.  The slider and the Monitor
-are tested again through an ssh kernelspec on the test bed at 50 ms RTT (``sshbed.proxy``).
+under the controls (the cell's view output, updated in place) must be the view at the new
+value, not only a different one (the plot of ``Sin[a x]`` on [0, 6] has as many turning points
+as ``(π/2 + kπ)/a < 6`` has solutions, which the SVG's polyline shows). A slow view is
+interrupted with the toolbar's stop button. ``Monitor`` with a ``ProgressIndicator`` and
+``PrintTemporary`` are temporary: the bar must be seen advancing while the cell runs and be
+gone after it. The slider and the Monitor are tested again through an ssh kernelspec on the
+test bed at 50 ms RTT (``sshbed.proxy``).
 
 The issue also asks that a saved notebook show a Manipulate's last view as ordinary output
 (readable without the kernel): ``test_saved_notebook_shows_the_last_view_as_ordinary_output``
@@ -72,7 +73,9 @@ SAVED = "Manipulate[Plot[Sin[c x], {x, 0, 6}], {c, 1, 5}]"
 LOCAL_CELLS = [SLIDER, KEYS, CHOICES, SLOW, MONITOR, TEMPORARY, SAVED]
 SSH_CELLS = [SLIDER, MONITOR]
 
-WIDGET_OUTPUT = ".widget-output .jp-OutputArea"
+WIDGET_OUTPUT = ".widget-output .jp-OutputArea"  # under the controls: a view's prints, messages
+# The view: the cell's own output after the controls' (a display_data updated in place).
+VIEW = ".jp-Cell-outputArea > .jp-OutputArea-child:not(:has(.jupyter-widgets))"
 VIEW_TIMEOUT_MS = 30_000
 STOP = 'jp-button[data-command="notebook:interrupt-kernel"]'
 
@@ -99,7 +102,7 @@ def readout(slider: Any) -> float:
 
 
 def view_img(cell: Any) -> Any:
-    return cell.locator(f"{WIDGET_OUTPUT} .jp-RenderedSVG img")
+    return cell.locator(f"{VIEW} .jp-RenderedSVG img")
 
 
 def wait_for_view_of(page: Any, cell: Any, a: float, not_src: str | None = None,
@@ -124,7 +127,7 @@ def wait_for_view_of(page: Any, cell: Any, a: float, not_src: str | None = None,
 
 
 def widget_text(cell: Any) -> Any:
-    return cell.locator(f'{WIDGET_OUTPUT} [data-mime-type="text/plain"]')
+    return cell.locator(f'{VIEW} [data-mime-type="text/plain"]')
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -159,11 +160,14 @@ class Widgets:
         self.kc = kc
         self.models: dict[str, dict[str, Any]] = {}
         self.updates: list[tuple[float, str, dict[str, Any]]] = []
+        self.views: list[tuple[float, str, dict[str, Any]]] = []  # update_display_data
+        self.displays: list[dict[str, Any]] = []  # display_data of the cell run last
 
     def run(self, code: str, timeout: float = 60.0) -> dict[str, Any]:
         """Run a cell; returns its execute_result content, models recorded."""
         msg_id = self.kc.execute(code)
         found: dict[str, Any] = {}
+        self.displays = []
         deadline = time.monotonic() + timeout
         while True:
             msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
@@ -172,6 +176,8 @@ class Widgets:
                 continue
             if msg["msg_type"] == "execute_result":
                 found = msg["content"]
+            if msg["msg_type"] == "display_data":
+                self.displays.append(msg["content"])
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return found
 
@@ -181,6 +187,9 @@ class Widgets:
             self.models[content["comm_id"]] = dict(content["data"]["state"])
         elif msg["msg_type"] == "comm_msg" and content["data"].get("method") == "update":
             self.updates.append((time.monotonic(), content["comm_id"], content["data"]["state"]))
+        elif msg["msg_type"] == "update_display_data":
+            self.views.append((time.monotonic(), content["transient"]["display_id"],
+                               content["data"]))
 
     def of(self, model: str) -> list[str]:
         return [c for c, s in self.models.items() if s.get("_model_name") == model]
@@ -191,13 +200,10 @@ class Widgets:
             "method": "update", "state": {"value": value}, "buffer_paths": []}})
         self.kc.shell_channel.send(msg)
 
-    def outputs(self, comm_id: str, after: float, timeout: float = 30.0,
-                count: int = 1) -> list[list[dict[str, Any]]]:
-        """The output widget's contents set after ``after``, waiting for ``count`` of them."""
+    def _wait(self, found: Callable[[], list[Any]], count: int, timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
         while True:
-            seen = [s["outputs"] for t, c, s in self.updates
-                    if c == comm_id and t > after and "outputs" in s]
+            seen = found()
             if len(seen) >= count or time.monotonic() > deadline:
                 return seen
             try:
@@ -205,10 +211,24 @@ class Widgets:
             except Exception:  # queue.Empty: keep waiting until the deadline
                 pass
 
+    def outputs(self, comm_id: str, after: float, timeout: float = 30.0,
+                count: int = 1) -> list[list[dict[str, Any]]]:
+        """The output widget's contents set after ``after`` (a view's prints and messages),
+        waiting for ``count`` of them."""
+        return self._wait(lambda: [s["outputs"] for t, c, s in self.updates
+                                   if c == comm_id and t > after and "outputs" in s],
+                          count, timeout)
 
-def data_of(outputs: list[dict[str, Any]]) -> dict[str, str]:
-    (display,) = [o for o in outputs if o["output_type"] == "display_data"]
-    return display["data"]
+    def view_id(self) -> str:
+        """The display id of the view the last cell showed under its controls."""
+        (view,) = [d for d in self.displays if "display_id" in d.get("transient", {})]
+        return view["transient"]["display_id"]
+
+    def new_views(self, display_id: str, after: float, timeout: float = 30.0,
+                  count: int = 1) -> list[dict[str, str]]:
+        """The views sent (update_display_data) after ``after``, waiting for ``count``."""
+        return self._wait(lambda: [d for t, i, d in self.views if i == display_id and t > after],
+                          count, timeout)
 
 
 def test_manipulate_becomes_widgets_and_each_change_a_new_view(kernel) -> None:
@@ -218,9 +238,11 @@ def test_manipulate_becomes_widgets_and_each_change_a_new_view(kernel) -> None:
                   "{b, {True, False}}]")
     data = shown["data"]
     assert WIDGET_MIME in data and MANIPULATE_MIME not in data
-    # Readers without the kernel see the first view as ordinary output.
-    assert data["text/plain"] == "1 + x"
-    assert data["text/latex"].startswith("$$")
+    assert data["text/plain"] == "Manipulate with controls n, f, b"
+    # The view is ordinary output under the controls, updated in place by its display id.
+    (first,) = [d["data"] for d in w.displays]
+    assert first["text/plain"] == "1 + x" and first["text/latex"] == "$$1+x$$"
+    display_id = w.view_id()
     (slider,) = w.of("IntSliderModel")
     (buttons,) = w.of("ToggleButtonsModel")
     (checkbox,) = w.of("CheckboxModel")
@@ -229,8 +251,17 @@ def test_manipulate_becomes_widgets_and_each_change_a_new_view(kernel) -> None:
     assert w.models[checkbox]["value"] is True
     started = time.monotonic()
     w.change(slider, 3)
-    (first,) = w.outputs(output, started)
-    assert data_of(first)["text/latex"] == "$$1+3 x+3 x^2+x^3$$"
+    (view,) = w.new_views(display_id, started)
+    assert view["text/latex"] == "$$1+3 x+3 x^2+x^3$$"
+    assert not any(w.outputs(output, started, timeout=0.5))  # it printed and said nothing
+    # A view's messages go to the small output area under the controls.
+    w.run("Manipulate[1/u, {u, -1, 1, 1}]")
+    (output,) = [c for c in w.of("OutputModel") if c != output]
+    (slider,) = w.of("IntSliderModel")[-1:]
+    later = time.monotonic()
+    w.change(slider, 0)
+    (said,) = w.outputs(output, later)
+    assert "Power::infy" in said[0]["text"]
 
 
 def test_fast_changes_coalesce_to_the_latest_value(kernel) -> None:
@@ -238,12 +269,12 @@ def test_fast_changes_coalesce_to_the_latest_value(kernel) -> None:
     w = Widgets(kc)
     w.run("Manipulate[Pause[0.3]; n, {n, 1, 50, 1}]")
     (slider,) = w.of("IntSliderModel")
-    (output,) = w.of("OutputModel")
+    display_id = w.view_id()
     started = time.monotonic()
     for value in range(2, 22):  # 20 changes in a burst, each view takes 0.3 s
         w.change(slider, value)
-    views = w.outputs(output, started, count=50, timeout=4.0)
-    texts = [data_of(v)["text/plain"] for v in views]
+    views = w.new_views(display_id, started, count=50, timeout=4.0)
+    texts = [v["text/plain"] for v in views]
     assert texts and texts[-1] == "21", texts
     assert len(texts) <= 4, f"{len(texts)} views for 20 changes: they queued up ({texts})"
 
@@ -263,8 +294,8 @@ def test_a_slow_view_is_interrupted_and_the_controls_stay_usable(kernel) -> None
     assert "aborted" in "".join(o.get("text", "") for o in aborted)
     later = time.monotonic()
     w.change(slider, 2)
-    (again,) = w.outputs(output, later, timeout=15)
-    assert data_of(again)["text/plain"] == "2"
+    (again,) = w.new_views(w.view_id(), later, timeout=15)
+    assert again["text/plain"] == "2"
     # Cells run as before.
     assert execute(kc, "6*7").results()[0]["data"]["text/plain"] == "42"
 

@@ -28,7 +28,7 @@ from ..errors import RKError
 from ..link.packets import ENGINE_START_ERROR, ENGINE_STOPPED_ERROR, MANIPULATE_MIME, packet
 from .history import History
 from .magics import is_magic, run_magic
-from .manipulate import Updates
+from .manipulate import Manipulate, Updates
 from .syntax import is_complete, word_at
 
 REQUEST_TIMEOUT = 30.0
@@ -95,10 +95,15 @@ class JupyterOutput:
         self.result = bundle
         if self.silent or self.page:
             return
-        if MANIPULATE_MIME in bundle:
-            bundle = self.kernel.manipulate(bundle)
+        live = self.kernel.manipulate(bundle) if MANIPULATE_MIME in bundle else None
+        if live is not None:  # the controls, then the view under them (updated in place)
+            bundle = live.controls_bundle()
+        elif MANIPULATE_MIME in bundle:  # no widgets here: the first view alone
+            bundle = {k: v for k, v in bundle.items() if k != MANIPULATE_MIME}
         self._send("execute_result", {"execution_count": line or self.kernel.execution_count,
                                       "data": bundle, "metadata": {}})
+        if live is not None:
+            self._send("display_data", live.view_content())
 
     def live(self, display_id: str, bundle: dict[str, str] | None) -> None:
         if self.silent:
@@ -176,7 +181,7 @@ class RKernel(Kernel):
         # The link carries one evaluation at a time: a cell, a magic, a completion or a
         # Manipulate's view each hold this while they use the evaluator.
         self.turn = threading.RLock()
-        self.updates = Updates(self._view, lambda: self.turn)
+        self.updates = Updates(self._view, lambda: self.turn, self._publish)
         self._serve_comms()
         if self.engine_launch is not None:
             self.engine_launch.wait()
@@ -208,13 +213,20 @@ class RKernel(Kernel):
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
 
-    def manipulate(self, bundle: dict[str, str]) -> dict[str, Any]:
-        """A Manipulate result's bundle as the notebook shows it: its widgets, and its first
-        view for readers without widgets; the view alone if widgets are not installed."""
-        live = self.updates.create(bundle[MANIPULATE_MIME])
-        if live is None:
-            return {k: v for k, v in bundle.items() if k != MANIPULATE_MIME}
-        return live.bundle(bundle)
+    def manipulate(self, bundle: dict[str, str]) -> Manipulate | None:
+        """The live Manipulate of a result's bundle, shown by the current request; None when
+        widgets are not installed (the first view is then shown alone)."""
+        return self.updates.create(bundle[MANIPULATE_MIME], self.get_parent("shell"))
+
+    def _publish(self, parent: dict[str, Any], display_id: str, bundle: dict[str, str]) -> None:
+        """A Manipulate's new view, replacing the one its cell shows (from the updates'
+        thread): sent as part of that cell's request, whose output area JupyterLab keeps
+        after the cell ends, so the notebook holds the last view as ordinary output."""
+        if self.session is not None:
+            self.session.send(self.iopub_socket, "update_display_data",
+                              {"data": bundle, "metadata": {},
+                               "transient": {"display_id": display_id}},
+                              parent=parent, ident=self._topic("update_display_data"))
 
     def _view(self, code: str, output: Any) -> Any:
         """A Manipulate's view: an EvaluatePacket (called by ``Updates`` holding ``turn``)."""

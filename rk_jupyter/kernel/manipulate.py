@@ -3,8 +3,13 @@ engine, which evaluates it again for each change (``link.packets`` MANIPULATE_MI
 
 Why here: the kernel process is Python, so it can host real widgets (JupyterLab draws them),
 while the engine may be on another machine; each change is one EvaluatePacket of
-``manipulate_request``, whose answer is the view's MIME bundle, shown in the widget's output
-area together with its Print output and messages.
+``manipulate_request``, whose answer is the view's MIME bundle.
+
+The cell shows the controls (a widget, with a small output area for the view's Print output
+and messages) and, under them, the view as an ordinary ``display_data`` with a display id:
+each new view replaces it by ``update_display_data`` sent as part of the Manipulate cell's
+request (``Publish``), so that the notebook holds the last view as ordinary output, which a
+saved notebook shows without the kernel or widgets (nbviewer, GitHub, nbconvert).
 
 Changes faster than evaluations coalesce: a control change only records the latest values of
 its Manipulate (``Updates.want``); one thread (``manipulate-updates``) evaluates the latest
@@ -34,6 +39,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 BUTTONS_UP_TO = 5
 
 Run = Callable[[str, Output], Any]  # evaluate a request's text for its value
+#: Send a view: (the Manipulate cell's request header, display id, MIME bundle).
+Publish = Callable[[dict[str, Any], str, dict[str, str]], None]
 
 
 class ViewOutput(Output):
@@ -71,16 +78,21 @@ class ViewOutput(Output):
 class Manipulate:
     """One live Manipulate: its controls, its output area, and the values last asked for."""
 
-    def __init__(self, spec: dict[str, Any], updates: Updates) -> None:
+    def __init__(self, spec: dict[str, Any], updates: Updates,
+                 parent: dict[str, Any] | None = None) -> None:
         import ipywidgets as widgets
 
         self.id: str = spec["id"]
+        self.display_id = f"rk-{self.id}"
+        self.parent = parent or {}  # the request of the cell that shows it
         self.updates = updates
+        self.view: dict[str, str] = {k: v for k, v in (spec.get("view") or {}).items()
+                                     if k != MANIPULATE_MIME}
         self.controls = [self._control(widgets, c, bool(spec.get("continuous", True)))
                          for c in spec["controls"]]
-        self.output = widgets.Output()
-        self.output.outputs = tuple(view_outputs([], spec.get("view") or {}))
+        self.output = widgets.Output()  # the view's Print output and messages
         self.box = widgets.VBox([*self.controls, self.output])
+        self.names = [str(c["name"]) for c in spec["controls"]]
         for control in self.controls:
             control.observe(self._changed, names="value")
 
@@ -115,42 +127,44 @@ class Manipulate:
     def _changed(self, change: dict[str, Any]) -> None:
         self.updates.want(self, self.values())
 
-    def show(self, outputs: list[dict[str, Any]]) -> None:
+    def show(self, outputs: list[dict[str, Any]], view: dict[str, str] | None) -> None:
+        """A new view (None: it failed, its error is in ``outputs``) with what it printed."""
         self.output.outputs = tuple(outputs)
+        if view is not None:
+            self.view = {k: v for k, v in view.items() if k != MANIPULATE_MIME}
+            self.updates.publish(self.parent, self.display_id, self.view)
 
-    def bundle(self, view: dict[str, str]) -> dict[str, Any]:
-        """What the notebook shows: the widget, and the first view for readers without the
-        kernel (nbviewer, GitHub, a saved notebook opened later)."""
-        return {**{k: v for k, v in view.items() if k != MANIPULATE_MIME},
+    def controls_bundle(self) -> dict[str, Any]:
+        """The cell's result: the controls (and a line of text for readers without them)."""
+        return {"text/plain": f"Manipulate with controls {', '.join(self.names)}",
                 WIDGET_MIME: self.box._repr_mimebundle_()[WIDGET_MIME]}
 
-
-def view_outputs(outputs: list[dict[str, Any]], bundle: dict[str, str]) -> list[dict[str, Any]]:
-    """A view's outputs in the output widget: Print and messages, then the result."""
-    view = ViewOutput()
-    view.outputs = list(outputs)
-    view.result({k: v for k, v in bundle.items() if k != MANIPULATE_MIME})
-    return view.outputs
+    def view_content(self) -> dict[str, Any]:
+        """The display_data (or update_display_data) content of the current view."""
+        return {"data": self.view, "metadata": {}, "transient": {"display_id": self.display_id}}
 
 
 class Updates:
     """The evaluations that control changes ask for: the latest values of each Manipulate,
     evaluated one at a time by one thread, each while holding ``turn``."""
 
-    def __init__(self, run: Run, turn: Callable[[], AbstractContextManager[Any]]) -> None:
+    def __init__(self, run: Run, turn: Callable[[], AbstractContextManager[Any]],
+                 publish: Publish | None = None) -> None:
         self.run = run
         self.turn = turn
+        self.publish: Publish = publish or (lambda parent, display_id, bundle: None)
         self.manipulates: dict[str, Manipulate] = {}
         self._wanted: OrderedDict[str, tuple[Manipulate, list[Any]]] = OrderedDict()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def create(self, spec_text: str) -> Manipulate | None:
-        """A Manipulate for a result's specification; None if widgets are not installed."""
+    def create(self, spec_text: str, parent: dict[str, Any] | None = None) -> Manipulate | None:
+        """A Manipulate for a result's specification, shown by the request ``parent``; None
+        if widgets are not installed."""
         try:
             spec = json.loads(spec_text)
-            manipulate = Manipulate(spec, self)
+            manipulate = Manipulate(spec, self, parent)
         except ImportError:
             log.warning("rk_jupyter: ipywidgets is not installed: Manipulate shows its first "
                         "view only (pip install ipywidgets)")
@@ -182,11 +196,10 @@ class Updates:
         for manipulate, values in self._next():
             try:
                 with self.turn():
-                    outputs = self.evaluate(manipulate, values)
+                    outputs, view = self.evaluate(manipulate, values)
+                manipulate.show(outputs, view)
             except Exception:  # never let one view end the thread
                 log.exception("rk_jupyter: Manipulate %s failed", manipulate.id)
-                continue
-            manipulate.show(outputs)
 
     def _next(self) -> Iterator[tuple[Manipulate, list[Any]]]:
         while True:
@@ -198,13 +211,14 @@ class Updates:
                 _, wanted = self._wanted.popitem(last=False)
             yield wanted
 
-    def evaluate(self, manipulate: Manipulate, values: list[Any]) -> list[dict[str, Any]]:
-        """The output area's contents for ``values``: what the engine printed and said, then
-        the view, or the error that ended it."""
+    def evaluate(self, manipulate: Manipulate,
+                 values: list[Any]) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """What the engine printed and said for ``values`` (or the error that ended the
+        view), and the view's bundle (None after an error)."""
         out = ViewOutput()
         try:
             bundle = self.run(manipulate_request(manipulate.id, values), out)
         except (EvaluationError, SessionLost, AgentError) as exc:
             out.stderr(f"{exc}")
-            return out.outputs
-        return view_outputs(out.outputs, bundle if isinstance(bundle, dict) else {})
+            return out.outputs, None
+        return out.outputs, bundle if isinstance(bundle, dict) else {}
