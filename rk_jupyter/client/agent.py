@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import RKError
 from ..link.connection import Link
-from ..link.frames import FrameError, LinkError
+from ..link.frames import FrameError, LinkError, LinkTimeout
 from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from ..link.outbox import ACK, Outbox
 from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
@@ -425,11 +425,17 @@ class AgentClient:
             return reason
         self.reconnecting_since = time.time()
         deadline = time.monotonic() + (self.grace if within is None else within)
+        # A client that can open its session again never gives up on its own: past the grace
+        # the agent has ended the session, and a fresh one is opened once the agent is
+        # reachable again; until then requests answer at once (``request``) and the
+        # launcher ends the kernel if its connection is lost for good.
+        bounded = within is not None or not self.reopen
         delays = iter((0.1, 0.25, 0.5, 1.0, 2.0))
-        while not self._closing and time.monotonic() < deadline:
-            time.sleep(min(next(delays, 5.0), max(deadline - time.monotonic(), 0)))
+        while not self._closing and (not bounded or time.monotonic() < deadline):
+            left = max(deadline - time.monotonic(), 0.1) if bounded else 10.0
+            time.sleep(min(next(delays, 5.0), left))
             try:
-                link = self._connect(min(10.0, max(deadline - time.monotonic(), 0.1)))
+                link = self._connect(min(10.0, left))
             except AgentError:
                 continue
             try:
@@ -477,9 +483,24 @@ class AgentClient:
         link.send(0, packet("RKOpenSession", {
             "channel": SESSION_CHANNEL, "keep": self.keep, "kernel": self.kernel_id,
             "engine": ep.engine, "options": ep.engine_options, "session": ep.session}))
+        # An engine may take long to start (twenty at once on two cores: a minute), while a
+        # network may go silent meanwhile: this link is not yet the heartbeat's, so it is
+        # pinged here, and a silence of three beats ends the wait (LinkError: try again).
+        beat = self.heartbeat if self.heartbeat > 0 else 5.0
         deadline = time.monotonic() + ENGINE_START_WAIT
+        heard = time.monotonic()
         while True:
-            _, reply = link.recv(max(deadline - time.monotonic(), 0.1))
+            try:
+                _, reply = link.recv(min(beat, max(deadline - time.monotonic(), 0.1)))
+            except LinkTimeout:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                if now - heard > 3 * beat:
+                    raise LinkError("the link went silent while the engine started") from None
+                link.send(0, packet("RKPing", 0))
+                continue
+            heard = time.monotonic()
             name = packet_name(reply)
             if name == "RKSessionReady":
                 break
