@@ -302,16 +302,7 @@ def test_a_slow_view_is_interrupted_and_the_controls_stay_usable(kernel) -> None
 
 def test_print_temporary_is_gone_when_the_cell_ends(kernel) -> None:
     _, kc = kernel
-    msg_id = kc.execute('PrintTemporary["working"]; Print["kept"]; Pause[0.2]; 42')
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=30)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        if msg["msg_type"] not in ("status", "execute_input"):
-            messages.append(msg)
+    messages = cell_messages(kc, 'PrintTemporary["working"]; Print["kept"]; Pause[0.2]; 42')
     kinds = [m["msg_type"] for m in messages]
     assert kinds[0] == "display_data" and "clear_output" in kinds
     assert messages[0]["content"]["data"] == {"text/plain": "working"}
@@ -322,16 +313,8 @@ def test_print_temporary_is_gone_when_the_cell_ends(kernel) -> None:
 
 def test_monitor_is_updated_in_place_and_removed(kernel) -> None:
     _, kc = kernel
-    msg_id = kc.execute("Monitor[Do[Pause[0.02], {i, 60}]; 7, ProgressIndicator[i, {1, 60}]]")
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=30)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        if msg["msg_type"] not in ("status", "execute_input"):
-            messages.append(msg)
+    messages = cell_messages(kc, "Monitor[Do[Pause[0.02], {i, 60}]; 7, "
+                                 "ProgressIndicator[i, {1, 60}]]")
     kinds = [m["msg_type"] for m in messages]
     assert kinds[0] == "display_data" and kinds.count("update_display_data") >= 2, kinds
     display_id = messages[0]["content"]["transient"]["display_id"]
@@ -339,6 +322,21 @@ def test_monitor_is_updated_in_place_and_removed(kernel) -> None:
                for m in messages if m["msg_type"] == "update_display_data")
     assert "<progress" in messages[1]["content"]["data"]["text/html"]
     assert [o["data"]["text/plain"] for o in notebook_outputs(messages)] == ["7"]
+
+
+def cell_messages(kc: Any, code: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every iopub message of one cell but its status and input, in order (clear_output and
+    update_display_data too, which kernel_helpers.collect leaves out)."""
+    msg_id = kc.execute(code)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return messages
+        if msg["msg_type"] not in ("status", "execute_input"):
+            messages.append(msg)
 
 
 def notebook_outputs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -386,7 +386,9 @@ def test_agent_protocol_mismatch(bed: SSHBed, jupyter_env: str, other_protocol: 
 
 
 def test_running_kernel_whose_agent_dies(bed: SSHBed, jupyter_env: str) -> None:
-    spec = on_bed(bed, jupyter_env, "f-agent-dies", agent_deploy="zipapp")
+    """Without a reconnect grace nothing replaces the agent: the kernel ends, and says how the
+    agent ended and what to do (with a grace the kernel goes on: test_agent_replaced.py)."""
+    spec = on_bed(bed, jupyter_env, "f-agent-dies", agent_deploy="zipapp", reconnect_grace=0)
     km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
     try:
         assert execute(kc, "1 + 1").results()[0]["data"]["text/plain"] == "2"

@@ -186,8 +186,8 @@ class Lease:
     def death_reason(self) -> str:
         if reason := self.shared.failure or self.slot.lost:
             return reason
-        if reason := self.slot.agent.death_reason():
-            return reason
+        if reason := self.slot.agent.death_reason():  # not replaced (no reconnect_grace)
+            return f"{reason}\nRestart the kernel to start a new agent."
         if not self.slot.forwarder.alive():
             return f"the local forward 127.0.0.1:{self.port} to the agent was closed"
         return ""
