@@ -84,18 +84,22 @@ CHANGE_TIMEOUT_MS = 60_000
 SETTLE_MS = 150
 CELL_TIMEOUT = 180.0
 
+# The view: the cell's own output under the controls (a display_data replaced in place).
+VIEW_IMG = ".jp-Cell-outputArea > .jp-OutputArea-child:not(:has(.jupyter-widgets)) img"
+
 # Installed in the page once the cell's widget is shown: stamps each keydown on the slider's
-# handle and, for each new picture in the output widget, the time when it is in the DOM and
-# when it is decoded and a frame has begun.
+# handle and, for each new picture in the view, the time when it is in the DOM and when it is
+# decoded and a frame has begun.
 PROBE = """cell => {
   const handle = cell.querySelector('.noUi-handle');
-  const out = cell.querySelector('.widget-output');
+  const out = cell.querySelector('.jp-Cell-outputArea');
+  const view = '.jp-OutputArea-child:not(:has(.jupyter-widgets)) img';
   const rk = window.__rkBench = {start: null, dom: [], shown: [], pictures: 0, last: null};
-  const current = () => { const img = out.querySelector('img'); return img ? img.src : null; };
+  const current = () => { const img = out.querySelector(view); return img ? img.src : null; };
   rk.last = current();
   handle.addEventListener('keydown', () => { rk.start = performance.now(); }, true);
   new MutationObserver(() => {
-    const img = out.querySelector('img');
+    const img = out.querySelector(view);
     if (!img || img.src === rk.last) return;
     rk.last = img.src;
     const start = rk.start;
@@ -191,7 +195,7 @@ def measure(nb: NotebookPage, kernel: KernelSide, direct: DirectView, cell_sourc
     direct.make(cell_source)
     cell = nb.run(cell_source, timeout_ms=int(CELL_TIMEOUT * 1000))
     kernel.learn_widgets()
-    cell.locator(".widget-output img").wait_for(state="visible",
+    cell.locator(VIEW_IMG).wait_for(state="visible",
                                                 timeout=CHANGE_TIMEOUT_MS)
     cell.evaluate(PROBE)
     handle = cell.locator(".noUi-handle")
