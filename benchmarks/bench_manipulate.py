@@ -238,7 +238,8 @@ def measure(nb: NotebookPage, kernel: KernelSide, direct: DirectView, cell_sourc
 class KernelSide:
     """A second client of the notebook's kernel (its connection file, as JupyterLab's server
     wrote it): it sees the widgets' comm_open on iopub and sends a slider change as the
-    browser does; ``change`` times it until the output widget's new view comes back on iopub,
+    browser does; ``change`` times it until the new view comes back on iopub (its
+    update_display_data),
     i.e. the kernel's part without JupyterLab and the browser."""
 
     def __init__(self, nb: NotebookPage) -> None:
@@ -288,8 +289,8 @@ class KernelSide:
             with contextlib.suppress(Exception):  # queue.Empty
                 got = self.kc.get_iopub_msg(timeout=1)
                 content = got["content"]
-                if (got["msg_type"] == "comm_msg" and content["comm_id"] == self.output
-                        and "image/svg+xml" in json.dumps(content["data"])[:100_000]):
+                if got["msg_type"] == "update_display_data" \
+                        and "image/svg+xml" in content["data"]:  # the view, replaced
                     return time.perf_counter() - started
         raise RuntimeError(f"no new view within {timeout:.0f} s of a change to {value}")
 
