@@ -201,13 +201,26 @@ class AgentClient:
     def _attach(self, link: Link, timeout: float) -> dict[str, Any]:
         """Attach ``link`` to our session (before its reader runs); resend what the agent
         lacks.  Returns the RKAttached info; raises AgentError if the session is gone."""
+        info, seen, acknowledged = self._ask_attach(link, self._outbox.received, timeout)
+        with self._send_lock:
+            self._outbox.catch_up(acknowledged)
+            for pkt in self._outbox.resend(seen):
+                link.send(SESSION_CHANNEL, pkt)
+            self.link = link
+        return info
+
+    def _ask_attach(self, link: Link, received: int,
+                    timeout: float) -> tuple[dict[str, Any], int, int]:
+        """Send RKAttachSession for our session, saying we have ``received`` of its packets;
+        (the RKAttached info, how many of ours it has, how many of its own any link
+        acknowledged).  AgentError for a refusal (its code) or no answer within ``timeout``."""
         link.send(0, packet("RKAttachSession", {
             "channel": SESSION_CHANNEL, "session": self.endpoint.session,
-            "received": self._outbox.received, "keep": self.keep, "kernel": self.kernel_id,
+            "received": received, "keep": self.keep, "kernel": self.kernel_id,
             "heartbeat": self.heartbeat if self.grace > 0 else 0,
         }))
         try:
-            channel, reply = link.recv(timeout)
+            _, reply = link.recv(timeout)
         except LinkError as exc:
             raise AgentError(f"the agent did not answer the attach: {exc}",
                              code=NO_ANSWER) from None
@@ -217,14 +230,7 @@ class AgentClient:
         if name != "RKAttached" or not isinstance(reply.args[0], dict):
             raise AgentError(f"unexpected answer to an attach: {reply!r}", code=UNEXPECTED)
         info = dict(reply.args[0])
-        seen = info.pop("received", 0)
-        acknowledged = info.pop("acknowledged", 0)
-        with self._send_lock:
-            self._outbox.catch_up(acknowledged)
-            for pkt in self._outbox.resend(seen):
-                link.send(SESSION_CHANNEL, pkt)
-            self.link = link
-        return info
+        return info, info.pop("received", 0), info.pop("acknowledged", 0)
 
     def send(self, pkt: Any) -> None:
         """Send a session packet (with our acknowledgement, when one is due); while
@@ -512,20 +518,7 @@ class AgentClient:
     def _attach_reopened(self, link: Link) -> dict[str, Any]:
         """Attach to the session a lost link had opened again (``_reopen``): it counts from
         its own start, not from our old session's packets, which are not sent to it."""
-        link.send(0, packet("RKAttachSession", {
-            "channel": SESSION_CHANNEL, "session": self.endpoint.session, "received": 0,
-            "keep": self.keep, "kernel": self.kernel_id,
-            "heartbeat": self.heartbeat if self.grace > 0 else 0,
-        }))
-        _, reply = link.recv(10.0)
-        name = packet_name(reply)
-        if name == "RKError":
-            raise AgentError(reply.args[0], code=error_code(reply))
-        if name != "RKAttached" or not isinstance(reply.args[0], dict):
-            raise AgentError(f"unexpected answer to an attach: {reply!r}", code=UNEXPECTED)
-        info = dict(reply.args[0])
-        info.pop("received", None)
-        acknowledged = info.pop("acknowledged", 0)
+        info, _, acknowledged = self._ask_attach(link, 0, 10.0)
         self._reopened(link, info, None, acknowledged)  # its start is sent again by itself
         return info
 
