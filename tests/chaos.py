@@ -112,7 +112,7 @@ for _path in (str(HERE.parent), str(HERE)):
 
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
-from kernel_helpers import children_of, pid_alive  # noqa: E402
+from kernel_helpers import children_of, cmdline, pid_alive  # noqa: E402
 from sshbed import ShapingProxy, SSHBed  # noqa: E402
 from test_ssh_reconnect import WORKER, add_spec  # noqa: E402
 
@@ -483,14 +483,6 @@ def proc_state(pid: int) -> str:
             return fh.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "-"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def remote_table(bed: SSHBed) -> dict[int, str]:

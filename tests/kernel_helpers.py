@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,25 @@ def children_of(pid: int) -> list[int]:
         frontier += kids
     return found
 
+#: A Mathics3 worker's command line, cold (its module or, deployed, its file) or forked from
+#: a template (which shows the same words: ``template.WORKER_TITLE``).
+WORKER = r"mathics[/._]worker"
+
+
+def engines_of(pid: int) -> list[int]:
+    """The Mathics3 workers among the descendants of ``pid`` (not the template they are
+    forked from, which belongs to the agent)."""
+    return [child for child in children_of(pid) if re.search(WORKER, cmdline(child))]
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line as ``ps`` shows it ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 0.1) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` passes; its last answer."""
@@ -121,11 +141,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, step: float = 
 
 
 @contextmanager
-def local_agent(token: bytes) -> Iterator[tuple[int, int]]:
-    """A real agent process on loopback: yields (port, pid); ends it through its lifeline."""
+def local_agent(token: bytes, *args: str) -> Iterator[tuple[int, int]]:
+    """A real agent process on loopback (more agent ``args``, e.g. ``--warm mathics``):
+    yields (port, pid); ends it through its lifeline."""
     env = dict(os.environ, RK_AGENT_TOKEN=token.decode())
-    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof",
+                             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
         yield info["port"], proc.pid

@@ -13,7 +13,7 @@ import pytest
 from rk_jupyter.client import AgentClient, AgentError, Collected, Endpoint, run
 from rk_jupyter.link.packets import NO_SESSION_ERROR, SESSION_EXISTS_ERROR, packet
 
-from kernel_helpers import children_of, local_agent, wait_gone
+from kernel_helpers import engines_of, local_agent, wait_gone
 
 TOKEN = b"session-token-0123456789abcdef"
 
@@ -41,7 +41,7 @@ def test_a_kept_session_survives_its_link_and_is_attached_again(agent) -> None:
     info = first.open(keep=30)
     assert evaluate(first, "kept = 41;") is None
     first.close(end_session=False)
-    engines = children_of(agent_pid)
+    engines = engines_of(agent_pid)
     second = client(port, "kernel-a", attach=True)
     assert second.open() == info
     assert evaluate(second, "kept + 1") == "42"
@@ -59,10 +59,10 @@ def test_attaching_to_an_unknown_session_names_the_cause(agent) -> None:
 
 def test_a_session_nobody_attaches_to_expires(agent) -> None:
     port, agent_pid = agent
-    before = set(children_of(agent_pid))
+    before = set(engines_of(agent_pid))
     orphan = client(port, "kernel-b")
     orphan.open(keep=1)
-    engine = [p for p in children_of(agent_pid) if p not in before]
+    engine = [p for p in engines_of(agent_pid) if p not in before]
     assert engine
     orphan.close(end_session=False)
     assert wait_gone(engine, timeout=15) == []
@@ -73,10 +73,10 @@ def test_a_session_nobody_attaches_to_expires(agent) -> None:
 
 def test_close_session_ends_a_detached_session(agent) -> None:
     port, agent_pid = agent
-    before = set(children_of(agent_pid))
+    before = set(engines_of(agent_pid))
     c = client(port, "kernel-c")
     c.open(keep=300)
-    engine = [p for p in children_of(agent_pid) if p not in before]
+    engine = [p for p in engines_of(agent_pid) if p not in before]
     c.close(end_session=False)
     time.sleep(0.5)
     assert all(os.path.exists(f"/proc/{p}") for p in engine), "kept while detached"

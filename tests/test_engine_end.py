@@ -19,7 +19,7 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rk_jupyter import kernelspec
 
-from kernel_helpers import children_of, execute, shell_reply, wait_gone
+from kernel_helpers import children_of, engines_of, execute, shell_reply, wait_gone
 from sshbed import SSHBed
 
 #: What the issue allows any request with the engine gone, going or stopped.
@@ -59,7 +59,7 @@ def _agent_and_engine(km: KernelManager) -> list[int]:
 
 
 def engine_pid(km: KernelManager) -> int:
-    [pid] = children_of(km.provisioner.transport.process.pid)
+    [pid] = engines_of(km.provisioner.transport.process.pid)
     return pid
 
 
@@ -195,7 +195,8 @@ def test_an_engine_that_cannot_start_again_says_so_at_once(local_kernel, tmp_pat
     python.write_text(f"#!/bin/sh\nif [ -e {broken} ]; then echo 'disk on fire' >&2; exit 3; fi\n"
                       f"exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    km, kc = local_kernel(engine_options={"python": str(python)})
+    # Cold workers: a fork of the template would not run the interpreter again.
+    km, kc = local_kernel(engine_options={"python": str(python), "warm": False})
     execute(kc, "1")
     broken.touch()
     execute(kc, "Quit[]")

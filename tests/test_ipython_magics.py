@@ -12,7 +12,7 @@ import time
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from kernel_helpers import Execution, children_of, collect, execute, wait_gone
+from kernel_helpers import Execution, children_of, collect, engines_of, execute, wait_gone
 
 pytest.importorskip("mathics", reason="Mathics3 is not installed")
 
@@ -180,7 +180,7 @@ def test_a_dead_agent_ends_the_cell_with_the_reason(ipython) -> None:
     km, kc = ipython
     connect = ok(execute(kc, "%rkernel connect local", timeout=120)).streams("stdout")
     agent = int(re.search(r"local agent pid (\d+)", connect).group(1))
-    engine = children_of(agent)
+    engine = engines_of(agent)
     timer = threading.Timer(2.0, os.kill, (agent, signal.SIGKILL))
     timer.start()
     started = time.monotonic()

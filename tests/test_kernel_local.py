@@ -25,6 +25,7 @@ from rk_jupyter.provisioning.transports import TransportError
 from kernel_helpers import (
     children_of,
     collect,
+    engines_of,
     execute,
     interrupt_endless_loop,
     pid_alive,
@@ -236,7 +237,7 @@ def test_killed_kernel_process_ends_its_engine_after_the_grace(jupyter_env: str)
     km, kc = start_new_kernel(kernel_name="rk-shortgrace", startup_timeout=90)
     try:
         agent = km.provisioner.transport.process.pid
-        engine = children_of(agent)
+        engine = engines_of(agent)
         assert engine
         os.kill(km.provisioner.pid, signal.SIGKILL)
         time.sleep(2)

@@ -23,6 +23,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager, start_new_kernel
 
+from rk_jupyter.agent.engines.mathics.template import WORKER_TITLE
 from rk_jupyter.cli import main as cli
 from rk_jupyter.provisioning.ssh.connect import connect
 from rk_jupyter.provisioning.ssh.pool import POOL, ConnectOptions
@@ -104,9 +105,12 @@ def test_first_start_deploys_the_agent_over_sftp(remote: Remote, sshbed: SSHBed)
     assert "agent.pyz" in listing and "-rw-------" in listing
     [(_, cmdline)] = sshbed.remote_processes(AGENT)
     assert "agent.pyz" in cmdline and "--token-stdin" in cmdline
-    # The worker runs from the archive too (no rk_jupyter files on disk for it).
+    # The worker is forked from a template that runs from the archive too (no rk_jupyter
+    # files on disk for it).
+    [(_, template)] = sshbed.remote_processes(r"mathics[/._]template")
+    assert "agent.pyz" in template
     [(_, worker)] = sshbed.remote_processes(WORKER)
-    assert "agent.pyz" in worker
+    assert worker == WORKER_TITLE
     assert sshbed.established_ssh_connections() == 1
 
 

@@ -31,6 +31,7 @@ from ..link.compression import available_codecs
 from ..link.handshake import PROTOCOL_VERSION
 from ..link.launcher import READY_PREFIX, STOP_LINE, TOKEN_ENV
 from ..logfiles import PrivateRotatingFileHandler
+from .engines import ENGINE_NAMES, end_warm, warm
 from .server import AgentServer
 
 log = logging.getLogger("rk_jupyter.agent")
@@ -72,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --exit-on-stdin-eof: when stdin closes without a 'stop' line (a lost SSH "
         "connection), end only once no session is kept for its kernel",
     )
+    parser.add_argument("--warm", action="append", default=[], choices=ENGINE_NAMES,
+                        help="prepare this engine at start so that its engines start fast "
+                        "(Mathics3: a template process that new engines are forked from)")
     parser.add_argument("--log-file", help="log here instead of stderr")
     parser.add_argument("--log-stderr", action="store_true",
                         help="with --log-file, log to stderr too (an ssh launcher reads it)")
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_on_stdin_eof:
         lost = orphaned if args.keep_sessions_on_stdin_eof else stop
         threading.Thread(target=_watch_stdin, args=(stop, lost), daemon=True).start()
+    for name in args.warm:
+        warm(name)
     accepting = threading.Thread(target=server.serve_forever, daemon=True)
     accepting.start()
     ready = {
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     log.info("stopping: ending every session")
     server.shutdown()
+    end_warm()
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .base import Engine, EngineError, EngineHost, EngineInfo
 
-__all__ = ["Engine", "EngineError", "EngineHost", "EngineInfo", "create_engine", "ENGINE_NAMES"]
+__all__ = ["Engine", "EngineError", "EngineHost", "EngineInfo", "create_engine", "ENGINE_NAMES",
+           "warm", "end_warm"]
 
 ENGINE_NAMES = ("mathics", "wolfram")
 
@@ -20,3 +21,24 @@ def create_engine(name: str, host: EngineHost, options: dict) -> Engine:
 
         return WolframEngine(host, options)
     raise EngineError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
+
+
+def warm(name: str) -> None:
+    """Prepare engine ``name`` so that its engines start fast (the agent's ``--warm``, at
+    start).  Mathics3: its template for the agent's own interpreter (``mathics.forkserver``),
+    started in the background.  The Wolfram engine has nothing to prepare (yet)."""
+    if name == "mathics":
+        import sys
+
+        from .mathics.forkserver import TEMPLATES
+
+        TEMPLATES.warm(sys.executable)
+
+
+def end_warm() -> None:
+    """End whatever ``warm`` (or an engine's start) prepared: the agent is stopping."""
+    import sys
+
+    module = sys.modules.get(f"{__name__}.mathics.forkserver")
+    if module is not None:
+        module.TEMPLATES.close()

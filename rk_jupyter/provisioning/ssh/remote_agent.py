@@ -19,7 +19,7 @@ import shlex
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paramiko
@@ -59,6 +59,9 @@ class AgentSettings:
     deploy: str = "auto"
     start_timeout: float = 30.0
     command_timeout: float = 30.0
+    # The engines the agent prepares at start (its --warm): the first kernel's, which does not
+    # make another kernel's agent a different one (not compared).
+    warm: tuple[str, ...] = field(default=(), compare=False)
 
 
 def check_login(connection: Connection, timeout: float) -> str:
@@ -182,7 +185,8 @@ class RemoteAgent:
         ``start_timeout``.  Raises TransportError with the agent's last words."""
         deadline = time.monotonic() + self.settings.start_timeout
         app = agent_zipapp()
-        command = launch_command(self.settings.python, self.settings.deploy, app, AGENT_ARGS)
+        args = [*AGENT_ARGS, *(arg for name in self.settings.warm for arg in ("--warm", name))]
+        command = launch_command(self.settings.python, self.settings.deploy, app, args)
         for attempt in range(2):
             run = self._launch(command)
             if not run.settled.wait(max(deadline - time.monotonic(), 0)):

@@ -50,6 +50,7 @@ class LocalTransport(Transport):
 
     def __init__(self, settings: LaunchSettings, log_path: str) -> None:
         self.python = settings.python or sys.executable
+        self.engine = settings.engine
         self.timeout = settings.agent_start_timeout
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
@@ -64,7 +65,8 @@ class LocalTransport(Transport):
         # Its port comes from jupyter_client's cache, so that no kernel is given it (``ports``).
         self.port = ports.reserve()
         cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
-                          "--port", str(self.port), "--log-file", self.log_path)
+                          "--port", str(self.port), "--warm", self.engine,
+                          "--log-file", self.log_path)
         try:
             with open_private(self.log_path, "ab") as stderr:
                 self.process = subprocess.Popen(

@@ -42,7 +42,7 @@ class SSHTransport(Transport):
         options = ConnectOptions(
             agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
                                 start_timeout=s.agent_start_timeout,
-                                command_timeout=s.command_timeout),
+                                command_timeout=s.command_timeout, warm=(s.engine,)),
             host_key_policy=s.host_key_policy,
             connect_timeout=s.connect_timeout,
             keepalive=s.keepalive,

@@ -46,6 +46,7 @@ from ..process import (
     spawn,
     wait_exit,
 )
+from .forkserver import TEMPLATES, Forked
 from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
 
@@ -77,7 +78,9 @@ class MathicsEngine(Engine):
     """Mathics3 in a worker process; options: ``python`` (interpreter, default the agent's),
     ``request_timeout`` (seconds for complete/inspect, default 30), ``memory_limit`` (bytes
     of address space for the worker, 0: none), ``output_limit`` (characters of a result's
-    text before it is shown in a short form, default ``OUTPUT_LIMIT``)."""
+    text before it is shown in a short form, default ``OUTPUT_LIMIT``), ``warm`` (default
+    true: the worker is a fork of the interpreter's Mathics3 template, ``forkserver``; false:
+    a cold worker, as when there is no template)."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
@@ -85,7 +88,8 @@ class MathicsEngine(Engine):
         self.request_timeout = float(options.get("request_timeout", 30.0))
         self.memory_limit = int(options.get("memory_limit") or 0)
         self.output_limit = int(options.get("output_limit") or OUTPUT_LIMIT)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.warm = bool(options.get("warm", True))
+        self._proc: subprocess.Popen[bytes] | Forked | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
         self._stderr: OutputTail | None = None
@@ -101,15 +105,21 @@ class MathicsEngine(Engine):
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float) -> EngineInfo:
+        deadline = time.monotonic() + timeout
+        config = {"memory_limit": self.memory_limit, "output_limit": self.output_limit}
+        # A fork of the interpreter's template when there is one (warm: milliseconds), else a
+        # cold worker (seconds); the template's own wait counts against the same timeout.
+        forked = TEMPLATES.fork(self.python, config, timeout) if self.warm else None
         with self._lock:
             if self._closed or self._proc is not None:
+                if forked is not None:
+                    reap(forked, "Mathics3 worker")
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:  # in the agent's working directory (Directory[]), which is off its sys.path
-                config = {"memory_limit": self.memory_limit, "output_limit": self.output_limit}
                 argv = [*python_argv(self.python, _WORKER, _ROOT), json.dumps(config)]
-                self._proc = spawn(argv,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
+                self._proc = forked or spawn(argv,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE)
             except OSError as exc:
                 raise EngineError(
                     f"cannot run the Python interpreter {self.python!r} for Mathics3: {exc}; "
@@ -120,7 +130,7 @@ class MathicsEngine(Engine):
         self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
                                   label=f"mathics worker {proc.pid}")
         try:
-            event = self._next_event(time.monotonic() + timeout)
+            event = self._next_event(max(deadline, time.monotonic() + 1.0))
         except EngineError as exc:
             raise EngineError(f"Mathics3 failed to start: {exc}") from None
         if event is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -58,20 +59,23 @@ class Worker:
     """A Mathics3 session serving the agent's requests one at a time."""
 
     def __init__(self, channel: Channel, memory_limit: int = 0,
-                 output_limit: int = OUTPUT_LIMIT) -> None:
+                 output_limit: int = OUTPUT_LIMIT, session: Any = None) -> None:
+        """``session``: a MathicsSession built but never used (the template's, in a forked
+        worker); None builds one here."""
         # Mathics3 is imported here, not at module level, so that a missing Mathics3 can be
         # reported over the channel.
         import mathics
         from mathics.core.load_builtin import import_and_load_builtins
 
-        import_and_load_builtins()
+        if session is None:
+            import_and_load_builtins()
         from mathics.core.symbols import SymbolNull
         from mathics.session import MathicsSession
 
         self.version: str = mathics.__version__
         self.memory_limit = memory_limit
         self.channel = channel
-        self.session = MathicsSession(catch_interrupt=True)
+        self.session = session or MathicsSession(catch_interrupt=True)
         self.definitions = self.session.definitions
         self.evaluation = self.session.evaluation
         self.evaluation.output = _pipe_output(channel, output_limit)
@@ -463,7 +467,15 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(3)
 
 
-def _import_failure(exc: ImportError) -> Message:
+def _exit_with_agent(agent_fd: int) -> None:
+    """Watchdog thread of a forked worker (whose parent is the template, not the agent): end
+    when the agent's pidfd says it is gone."""
+    select.select([agent_fd], [], [])
+    os._exit(3)
+
+
+def import_failure(exc: ImportError) -> Message:
+    """The ``fatal`` message for a Mathics3 that cannot be imported (the template's too)."""
     missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "mathics"
     return ["fatal", missing, f"{type(exc).__name__}: {exc}", _externally_managed()]
 
@@ -477,24 +489,34 @@ def _externally_managed() -> bool:
         os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
 
 
-def main() -> int:
-    """Start Mathics3, say ready (or why not), and serve the agent."""
-    channel = Channel.claim_stdio()
-    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+def serve(channel: Channel, config: dict[str, Any], session: Any = None,
+          agent_fd: int | None = None) -> int:
+    """Start Mathics3 (or take the template's ``session``), say ready (or why not), and serve
+    the agent; the exit status.  Called by ``main`` in a cold worker, and in a worker the
+    template forked (``agent_fd``: the agent's pidfd, watched instead of the parent)."""
     memory_limit = int(config.get("memory_limit") or 0)
     set_memory_limit(memory_limit)
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)  # also for the watchdog thread
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    if agent_fd is None:
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    else:
+        threading.Thread(target=_exit_with_agent, args=(agent_fd,), daemon=True).start()
     try:
         worker = Worker(channel, memory_limit,
-                        int(config.get("output_limit") or OUTPUT_LIMIT))
+                        int(config.get("output_limit") or OUTPUT_LIMIT), session)
     except ImportError as exc:
         traceback.print_exc()
-        channel.send(_import_failure(exc))
+        channel.send(import_failure(exc))
         return 2
     channel.send(["ready", worker.version, sys.executable, os.getpid()])
     worker.serve()
     return 0
+
+
+def main() -> int:
+    """A cold worker: its config as argv[1] (JSON)."""
+    channel = Channel.claim_stdio()
+    return serve(channel, json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})
 
 
 if __name__ == "__main__":
