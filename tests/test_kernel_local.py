@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_client.manager import KernelManager, start_new_kernel
@@ -158,41 +160,73 @@ def _agent_and_engine(km: KernelManager) -> list[int]:
     return pids
 
 
-def test_shutdown_leaves_no_agent_or_engine(rk_local: str) -> None:
-    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
-    assert execute(kc, "1").reply["status"] == "ok"
-    pids = _agent_and_engine(km)
-    kc.stop_channels()
-    km.shutdown_kernel(now=False)
-    assert wait_gone(pids) == []
+def _own_kernelspec(jupyter_env: str, name: str) -> str:
+    """A local kernelspec whose kernels share no agent with rk-local's (kernels share the
+    agent of their kernelspec's settings: these differ in one that changes nothing here)."""
+    kernelspec.install(name, f"Wolfram Language ({name})", {
+        "transport": "local", "engine": "mathics",
+        "agent_start_timeout": 60 + zlib.crc32(name.encode()) % 1000,
+    }, prefix=jupyter_env)
+    return f"rk-{name}"
 
 
-def test_kill_leaves_no_agent_or_engine(rk_local: str) -> None:
-    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+def _engine_pid(kc: Any) -> int:
+    return int(execute(kc, "$ProcessID").results()[0]["data"]["text/plain"])
+
+
+def test_kernels_of_a_kernelspec_share_its_agent_until_the_last_ends(jupyter_env: str) -> None:
+    """Each kernel's shutdown ends its engine; the agent ends with the kernelspec's last."""
+    spec = _own_kernelspec(jupyter_env, "pair")
+    (km_a, kc_a), (km_b, kc_b) = (start_new_kernel(kernel_name=spec, startup_timeout=90)
+                                  for _ in range(2))
+    agent = km_a.provisioner.transport.process.pid
+    assert km_b.provisioner.transport.process.pid == agent
+    engine_a, engine_b = _engine_pid(kc_a), _engine_pid(kc_b)
+    assert engine_a != engine_b and {engine_a, engine_b} <= set(engines_of(agent))
+    everything = [agent, *children_of(agent)]  # the template too
+    kc_a.stop_channels()
+    km_a.shutdown_kernel(now=False)
+    assert wait_gone([engine_a]) == []
+    assert pid_alive(agent) and _engine_pid(kc_b) == engine_b, "the other kernel goes on"
+    kc_b.stop_channels()
+    km_b.shutdown_kernel(now=False)
+    assert wait_gone(everything) == []
+
+
+def test_kill_leaves_no_agent_or_engine(jupyter_env: str) -> None:
+    km, kc = start_new_kernel(kernel_name=_own_kernelspec(jupyter_env, "killed"),
+                              startup_timeout=90)
     pids = _agent_and_engine(km)
     kc.stop_channels()
     km.shutdown_kernel(now=True)
     assert wait_gone(pids) == []
 
 
-def test_restart_gives_a_fresh_engine(rk_local: str) -> None:
-    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+def test_restart_gives_a_fresh_engine_from_the_same_agent(jupyter_env: str) -> None:
+    """The restarting kernel was its agent's only one: the agent waits for the restart's
+    launch (``RESTART_LINGER``) and gives it a fork of its template."""
+    km, kc = start_new_kernel(kernel_name=_own_kernelspec(jupyter_env, "restarted"),
+                              startup_timeout=90)
     try:
         execute(kc, "z = 7;")
-        old = _agent_and_engine(km)
+        agent = km.provisioner.transport.process.pid
+        old = _engine_pid(kc)
         km.restart_kernel(now=False)
         kc.wait_for_ready(timeout=90)
-        assert wait_gone(old) == []
+        assert wait_gone([old]) == []
         assert execute(kc, "z").results()[0]["data"]["text/plain"] == "z"
+        new = _engine_pid(kc)
+        assert km.provisioner.transport.process.pid == agent and new in engines_of(agent)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
 
-def test_agent_death_is_seen_by_the_manager(rk_local: str) -> None:
+def test_agent_death_is_seen_by_the_manager(jupyter_env: str) -> None:
     """A killed agent ends the kernel (Jupyter's status and restarter see it), and the launch
     log says why: the agent, with its exit status."""
-    km, kc = start_new_kernel(kernel_name=rk_local, startup_timeout=90)
+    km, kc = start_new_kernel(kernel_name=_own_kernelspec(jupyter_env, "doomed"),
+                              startup_timeout=90)
     try:
         agent = km.provisioner.transport.process
         agent.send_signal(signal.SIGKILL)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from ...link.launcher import READY_PREFIX, TOKEN_ENV
@@ -39,91 +40,207 @@ def tail(path: str, lines: int = 20) -> str:
         return ""
 
 
-class LocalTransport(Transport):
-    """Runs ``python -m rk_jupyter.agent`` as a child in its own process group.
+#: Seconds a shared agent outlives its last kernel when that kernel is restarting, so that
+#: the restart's launch finds it (with its warm engine template) instead of starting another.
+RESTART_LINGER = 30.0
+
+
+class SharedAgent:
+    """One ``python -m rk_jupyter.agent`` child of this Jupyter server, in its own process
+    group, shared by the kernels of one kernelspec (``LocalAgents``).
 
     Its stdin stays open as a lifeline: if the Jupyter server dies, the pipe closes and the
-    agent ends its engines (``--exit-on-stdin-eof``).
+    agent ends its engines (``--exit-on-stdin-eof``).  Its token is the first launch's; every
+    kernel that shares it uses that one (``AgentEndpoint.token``), as over ssh.
     """
 
-    name = "local"
-
-    def __init__(self, settings: LaunchSettings, log_path: str) -> None:
-        self.python = settings.python or sys.executable
-        self.engine = settings.engine
-        self.timeout = settings.agent_start_timeout
+    def __init__(self, python: str, engine: str, timeout: float, log_path: str,
+                 token: bytes) -> None:
+        self.python = python
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.port: int | None = None
-
-    async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
+        self.token = token
+        self.leases = 0
+        self.linger: threading.Timer | None = None
+        self._end_lock = threading.Lock()
+        self._ended = False
+        self.port = ports.reserve()  # from jupyter_client's cache: no kernel is given it
         env = dict(os.environ, **{TOKEN_ENV: token.decode()})
         # Neither Jupyter's working directory on sys.path (a planted json.py would run as
         # the user) nor as the agent's own (a shared /tmp, a group folder): it works in the
         # user's home, as the agent over SSH does, so relative paths in a notebook's Wolfram
         # code mean the same on either transport.
-        # Its port comes from jupyter_client's cache, so that no kernel is given it (``ports``).
-        self.port = ports.reserve()
-        cmd = module_argv(self.python, "rk_jupyter.agent", "--exit-on-stdin-eof",
-                          "--port", str(self.port), "--warm", self.engine,
-                          "--log-file", self.log_path)
+        cmd = module_argv(python, "rk_jupyter.agent", "--exit-on-stdin-eof",
+                          "--port", str(self.port), "--warm", engine, "--log-file", log_path)
         try:
-            with open_private(self.log_path, "ab") as stderr:
+            with open_private(log_path, "ab") as stderr:
                 self.process = subprocess.Popen(
                     cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                    env=env, start_new_session=True,
-                    cwd=os.path.expanduser("~"),
-                )
+                    env=env, start_new_session=True, cwd=os.path.expanduser("~"))
         except OSError as exc:
-            await self.stop()
-            raise python_cannot_run(self.python, exc) from None
-        process = self.process
-        try:
-            ready = await asyncio.wait_for(
-                asyncio.to_thread(read_ready_line, process.stdout), self.timeout
-            )
-        except (asyncio.TimeoutError, EOFError, ValueError) as exc:
-            await self.stop()
-            if isinstance(exc, asyncio.TimeoutError):
-                why = f"did not report ready within {self.timeout:.0f} s"
-            else:
-                why = str(exc)
+            ports.release(self.port)
+            raise python_cannot_run(python, exc) from None
+        result: list[Any] = []
+        reader = threading.Thread(target=lambda: result.append(_ready(self.process.stdout)),
+                                  daemon=True, name="local-agent-ready")
+        reader.start()
+        reader.join(timeout)
+        ready = result[0] if result else None
+        if not isinstance(ready, dict):
+            self.end()
+            why = (f"did not report ready within {timeout:.0f} s" if ready is None
+                   else str(ready))
             raise TransportError(
-                f"the local agent ({self.python} -m rk_jupyter.agent) {why}. "
-                f"Its log {self.log_path} ends with:\n{tail(self.log_path)}",
-                code="agent.start-failed") from None
-        return AgentEndpoint("127.0.0.1", int(ready["port"]),
-                             f"local agent pid {ready['pid']} on 127.0.0.1:{ready['port']}")
+                f"the local agent ({python} -m rk_jupyter.agent) {why}. "
+                f"Its log {log_path} ends with:\n{tail(log_path)}",
+                code="agent.start-failed")
+        self.endpoint_port = int(ready["port"])
+        self.pid = int(ready["pid"])
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process.poll() is None
 
-    def death_reason(self) -> str:
-        code = self.process.poll() if self.process else None
-        return f"the local agent exited (status {code}); its log ends with:\n{tail(self.log_path)}"
-
-    async def stop(self, restart: bool = False) -> None:
-        process, self.process = self.process, None
-        port, self.port = self.port, None
-        try:
-            if process is not None:
-                await self._end(process)
-        finally:
-            if port is not None:
-                ports.release(port)
-
-    @staticmethod
-    async def _end(process: subprocess.Popen) -> None:
+    def end(self) -> None:
+        """SIGTERM to its group (it ends its engines), SIGKILL after 5 s; its port back to
+        the cache.  Blocking: call it from a thread; idempotent."""
+        with self._end_lock:
+            if self._ended:
+                return
+            self._ended = True
+        process = self.process
         if process.poll() is None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
             except OSError:
                 pass
             try:
-                await asyncio.to_thread(process.wait, 5.0)
+                process.wait(5.0)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                await asyncio.to_thread(process.wait, 5.0)
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                process.wait(5.0)
         for stream in (process.stdin, process.stdout):
-            if stream:
-                stream.close()
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        ports.release(self.port)
+
+
+def _ready(stream: Any) -> dict[str, Any] | Exception:
+    try:
+        return read_ready_line(stream)
+    except (EOFError, ValueError) as exc:
+        return exc
+
+
+class LocalAgents:
+    """The local agents of this Jupyter server: one per kernelspec's settings, leased by its
+    kernels and ended with the last of them (``RESTART_LINGER`` later when that one restarts).
+
+    Why shared: an agent warms its engine (``--warm``: the Mathics3 template) once, and every
+    later kernel of the kernelspec — a second notebook, a restart — gets a fork of it in
+    milliseconds instead of a cold engine in seconds.  Calls are blocking (run them in a
+    thread); one lock serialises them, so that two kernels starting at once share one agent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._agents: dict[str, SharedAgent] = {}
+
+    def lease(self, settings: LaunchSettings, log_path: str, token: bytes) -> SharedAgent:
+        """The kernelspec's running agent, or a new one (with ``token``, logging to
+        ``log_path``); TransportError when it cannot start."""
+        key = json.dumps(settings.as_dict(), sort_keys=True, default=str)
+        with self._lock:
+            agent = self._agents.get(key)
+            if agent is not None and not agent.alive():
+                self._drop(key, agent)
+                agent = None
+            if agent is None:
+                agent = SharedAgent(settings.python or sys.executable, settings.engine,
+                                    settings.agent_start_timeout, log_path, token)
+                self._agents[key] = agent
+            if agent.linger is not None:
+                agent.linger.cancel()
+                agent.linger = None
+            agent.leases += 1
+            return agent
+
+    def release(self, agent: SharedAgent, restart: bool) -> None:
+        """A kernel is done with ``agent``: the last one ends it, at once or, when it is
+        restarting, ``RESTART_LINGER`` s later unless a launch leases it meanwhile."""
+        with self._lock:
+            agent.leases -= 1
+            if agent.leases > 0:
+                return
+            if restart and agent.alive():
+                agent.linger = threading.Timer(RESTART_LINGER, self._expire, (agent,))
+                agent.linger.daemon = True
+                agent.linger.start()
+                return
+            self._forget(agent)
+        agent.end()
+
+    def _expire(self, agent: SharedAgent) -> None:
+        with self._lock:
+            if agent.leases > 0 or agent.linger is None:
+                return
+            agent.linger = None
+            self._forget(agent)
+        agent.end()
+
+    def _forget(self, agent: SharedAgent) -> None:
+        for key, known in list(self._agents.items()):
+            if known is agent:
+                del self._agents[key]
+
+    def _drop(self, key: str, agent: SharedAgent) -> None:
+        """A dead agent: off the table; its port back (its kernels are ended by ``poll``)."""
+        del self._agents[key]
+        threading.Thread(target=agent.end, daemon=True).start()
+
+
+#: This Jupyter server's local agents.
+AGENTS = LocalAgents()
+
+
+class LocalTransport(Transport):
+    """The agent on this machine: the kernelspec's shared agent (``LocalAgents``)."""
+
+    name = "local"
+
+    def __init__(self, settings: LaunchSettings, log_path: str,
+                 agents: LocalAgents | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.agents = agents or AGENTS
+        self.agent: SharedAgent | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The agent's process (None before start and after stop)."""
+        return self.agent.process if self.agent is not None else None
+
+    async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
+        self.agent = agent = await asyncio.to_thread(self.agents.lease, self.settings,
+                                                     self.log_path, token)
+        return AgentEndpoint("127.0.0.1", agent.endpoint_port,
+                             f"local agent pid {agent.pid} on 127.0.0.1:{agent.endpoint_port}",
+                             token=agent.token)
+
+    def alive(self) -> bool:
+        return self.agent is not None and self.agent.alive()
+
+    def death_reason(self) -> str:
+        agent = self.agent
+        code = agent.process.poll() if agent else None
+        log_path = agent.log_path if agent else self.log_path
+        return f"the local agent exited (status {code}); its log ends with:\n{tail(log_path)}"
+
+    async def stop(self, restart: bool = False) -> None:
+        agent, self.agent = self.agent, None
+        if agent is not None:
+            await asyncio.to_thread(self.agents.release, agent, restart)
