@@ -30,6 +30,7 @@ a template that is killed leaves its engines running for their kernels.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import select
@@ -139,6 +140,9 @@ class Template:
     def fork(self, fds: list[int], config: dict[str, Any]) -> list[Any]:
         """Fork a worker on the three descriptors; close them here either way."""
         sys.stderr.flush()
+        # Every object so far goes to the collector's permanent generation: a worker's
+        # collections then never write to (and so copy) the pages it shares with us.
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
