@@ -38,6 +38,7 @@ from sshbed import SSHBed
 
 OPTIONS = "--partition=debug --time=5 --cpus-per-task=1"
 WORKER = r"mathics[/._]worker"
+AGENT = r"agent\.pyz --host"
 SECRET = "tok-3f9a1c-never-in-argv"
 
 
@@ -356,6 +357,28 @@ def test_killed_kernel_process_ends_the_job_after_the_grace(
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     assert slurmbed.wait_no_jobs(15) == []
+
+
+def test_killed_agent_takes_its_job_along(slurmbed: SlurmBed, login: SSHBed,
+                                          jupyter_env: str) -> None:
+    """SIGKILL of the agent on the login node (a process reaper, the OOM killer): srun's
+    stdin ends, the worker exits on EOF, the step and the job end; nobody has to scancel."""
+    spec = add_spec(login, jupyter_env, "slurm-agent")
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        job, _ = job_of(kc)
+        [(agent, _)] = login.remote_processes(AGENT)
+        os.kill(agent, signal.SIGKILL)  # not kill_remote_processes: SIGTERM lets it clean up
+        killed = time.monotonic()
+        assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job],
+                        timeout=20), slurmbed.jobs()
+        print(f"\njob gone {time.monotonic() - killed:.2f} s after the agent's SIGKILL")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert slurmbed.wait_no_jobs(15) == []
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
 
 
 def test_engine_start_timeout_while_pending_cancels_the_job(
