@@ -348,6 +348,7 @@ class SlurmBed:
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
             "SchedulerParameters=sched_interval=2",
+            "MailProg=/bin/true",  # none installed: slurmctld logs an error otherwise
             "InactiveLimit=0",
             "KillWait=3",  # seconds from SIGTERM to SIGKILL when a step is cancelled
             "MinJobAge=5",

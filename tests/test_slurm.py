@@ -62,6 +62,10 @@ def test_add_takes_slurm_options_with_equals(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as refused:
         cli(["add", "hpc3", "--host", "login1", "--slurm=--comment='a", "--prefix", prefix])
     assert "does not parse" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:  # not yet: WolframKernel in a job (issue 13)
+        cli(["add", "hpc5", "--host", "login1", "--engine", "wolfram", f"--slurm={OPTIONS}",
+             "--prefix", prefix])
+    assert "only mathics does" in str(refused.value)
     with pytest.raises(SystemExit) as refused:
         cli(["add", "hpc4", "--local", f"--slurm={OPTIONS}", "--prefix", prefix])
     assert "--slurm only apply to a remote host" in str(refused.value)
