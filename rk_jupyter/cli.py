@@ -3,6 +3,7 @@
     rk-jupyter add NAME --local [--engine mathics|wolfram] ...
     rk-jupyter add NAME --host [user@]host[:port] [--engine ...] [--remote-python PATH]
                        [--identity FILE] [--proxy-jump HOST] [--known-hosts FILE] ...
+                       [--slurm="--partition=P --time=MINUTES ..."]
     rk-jupyter list
     rk-jupyter remove NAME
     rk-jupyter doctor NAME [--json | --mime] [--quick]
@@ -19,7 +20,9 @@ import sys
 from typing import Any
 
 from . import kernelspec
+from .provisioning.errors import SettingsError
 from .provisioning.settings import (
+    LaunchSettings,
     default_of,
     key_of,
     parse_destination,
@@ -80,6 +83,8 @@ def _ssh_config(args: argparse.Namespace) -> dict[str, Any]:
         config["agent_deploy"] = args.agent_deploy
     if args.ssh_client:
         config["ssh_client"] = args.ssh_client
+    if args.slurm:
+        config["slurm"] = args.slurm
     return config
 
 
@@ -114,6 +119,10 @@ def _add(args: argparse.Namespace) -> int:
     config.update({"engine": args.engine, "compression": args.compression})
     if args.kernel_path:
         config["engine_options"] = {"kernel_path": args.kernel_path}
+    try:  # what the provisioner would refuse at every start, refused now
+        LaunchSettings.from_config(config)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
     display = args.display_name or default_display_name(args.name, args.local, args.engine)
     where = kernelspec.install(args.name, display, config, user=args.user,
                                prefix=args.prefix or (sys.prefix if args.sys_prefix else None))
@@ -257,7 +266,18 @@ def _settings_options(add: argparse.ArgumentParser, ssh: argparse._ArgumentGroup
         (ssh if key.ssh else add).add_argument(key.flag, **options)
 
 
+def _dashed_values(argv: list[str]) -> None:
+    """Refuse ``--slurm --partition=x``, naming the fix: argparse takes a value that starts
+    with a dash for an option of its own and says only "expected one argument"."""
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--slurm" and value.startswith("-") and " " not in value:
+            raise _fail(f'write --slurm="{value} ..." with "=": srun options start with '
+                        "dashes, so a separate word would be read as an option of add")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _dashed_values(argv)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-pytest_plugins = ["conftest_sshbed"]
+pytest_plugins = ["conftest_sshbed", "conftest_slurmbed"]
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
@@ -133,6 +134,12 @@ class LaunchSettings:
         "auto", "'auto' runs an installed rk_jupyter of this version, else copies the agent "
         "zipapp (once per version); 'zipapp' always uses the copy; 'installed' never copies",
         choices=AGENT_DEPLOY, ssh=True, flag="--agent-deploy")
+    slurm: str = _key(
+        "", "run the engine in a Slurm job on a compute node of the cluster whose login node "
+        "is the host: your own srun/salloc options, e.g. '--partition=debug --time=60 "
+        "--cpus-per-task=4' (default: none, the engine runs on the host itself); with "
+        "rk-jupyter add write --slurm=\"OPTIONS\", since they start with dashes", ssh=True,
+        flag="--slurm", metavar="OPTIONS")
     connect_timeout: float = _key(
         10.0, "seconds for each phase of connecting (TCP, handshake, each key tried)",
         ssh=True)
@@ -146,6 +153,11 @@ class LaunchSettings:
         for f in fields(self):
             value = _checked(f, getattr(self, f.name))
             object.__setattr__(self, f.name, value)
+        if self.slurm and self.engine != "mathics":
+            raise SettingsError(f"the kernelspec asks for a Slurm job (slurm) for engine "
+                                f"{self.engine!r}, which cannot run in one yet: only mathics "
+                                "does", "remove slurm, or use engine mathics",
+                                code="settings.slurm-engine")
         if self.transport == "ssh" and not self.host:
             raise SettingsError("the kernelspec uses transport 'ssh' but names no host",
                                 "set host in the kernelspec (rk-jupyter add NAME --host "
@@ -178,10 +190,13 @@ class LaunchSettings:
 
     def engine_request(self) -> dict[str, Any]:
         """The engine options the agent gets when the session opens: ``engine_options``,
-        ``output_limit``, and ``memory_limit`` in bytes when one is set."""
+        ``output_limit``, ``memory_limit`` in bytes when one is set, and ``slurm`` (srun
+        options) when set."""
         options = {"output_limit": self.output_limit, **self.engine_options}
         if self.memory_limit:
             options["memory_limit"] = memory_bytes(self.memory_limit)
+        if self.slurm:
+            options["slurm"] = self.slurm
         return options
 
     def as_dict(self) -> dict[str, Any]:
@@ -240,6 +255,13 @@ def _checked(f: Field, value: Any) -> Any:
                             code="settings.port")
     if f.name == "memory_limit" and value:
         memory_bytes(value)
+    if f.name == "slurm" and value:
+        try:
+            shlex.split(value)
+        except ValueError as exc:  # the agent checks the options themselves (engines/slurm.py)
+            raise SettingsError(f"slurm {value!r} in the kernelspec does not parse: {exc}",
+                                "give srun options as in a shell, e.g. '--partition=debug "
+                                "--time=60'", code="settings.slurm") from None
     if f.name == "output_limit" and value < 100:
         raise SettingsError(f"output_limit {value} in the kernelspec is less than 100",
                             f"give a number of characters, e.g. {OUTPUT_LIMIT}",

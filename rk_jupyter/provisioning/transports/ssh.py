@@ -42,7 +42,9 @@ class SSHTransport(Transport):
         options = ConnectOptions(
             agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
                                 start_timeout=s.agent_start_timeout,
-                                command_timeout=s.command_timeout, warm=(s.engine,)),
+                                command_timeout=s.command_timeout,
+                                # engines in Slurm jobs are not forked on the login node
+                                warm=() if s.slurm else (s.engine,)),
             host_key_policy=s.host_key_policy,
             connect_timeout=s.connect_timeout,
             keepalive=s.keepalive,

@@ -46,6 +46,7 @@ from ..process import (
     spawn,
     wait_exit,
 )
+from ..slurm import SlurmStep, start_step
 from .forkserver import TEMPLATES, Forked
 from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
@@ -80,7 +81,8 @@ class MathicsEngine(Engine):
     of address space for the worker, 0: none), ``output_limit`` (characters of a result's
     text before it is shown in a short form, default ``OUTPUT_LIMIT``), ``warm`` (default
     true: the worker is a fork of the interpreter's Mathics3 template, ``forkserver``; false:
-    a cold worker, as when there is no template)."""
+    a cold worker, as when there is no template), ``slurm`` (srun options: the worker runs
+    as a Slurm job step, see ``engines/slurm.py``, never forked; default none)."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
@@ -88,7 +90,10 @@ class MathicsEngine(Engine):
         self.request_timeout = float(options.get("request_timeout", 30.0))
         self.memory_limit = int(options.get("memory_limit") or 0)
         self.output_limit = int(options.get("output_limit") or OUTPUT_LIMIT)
-        self.warm = bool(options.get("warm", True))
+        self.slurm = str(options.get("slurm") or "")
+        self._step: SlurmStep | None = None  # the worker's Slurm job step, with option slurm
+        # Forked from a template on this host: no (a job step's worker runs on a node).
+        self.warm = bool(options.get("warm", True)) and not self.slurm
         self._proc: subprocess.Popen[bytes] | Forked | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
@@ -117,9 +122,15 @@ class MathicsEngine(Engine):
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:  # in the agent's working directory (Directory[]), which is off its sys.path
                 argv = [*python_argv(self.python, _WORKER, _ROOT), json.dumps(config)]
-                self._proc = forked or spawn(argv,
-                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE)
+                streams = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
+                           "stderr": subprocess.PIPE}
+                if forked is not None:
+                    self._proc = forked
+                elif self.slurm:  # srun is the process read, written, watched and ended
+                    self._step = start_step(argv, self.slurm, **streams)
+                    self._proc = self._step.proc
+                else:
+                    self._proc = spawn(argv, **streams)
             except OSError as exc:
                 raise EngineError(
                     f"cannot run the Python interpreter {self.python!r} for Mathics3: {exc}; "
@@ -180,6 +191,8 @@ class MathicsEngine(Engine):
             self._state = _CLOSED
         if proc is None:
             return
+        if self._step is not None:  # cancel the job first: ending srun alone may leave it queued
+            self._step.close()
         if proc.stdin is not None:
             try:
                 proc.stdin.close()
@@ -399,6 +412,9 @@ class MathicsEngine(Engine):
         return "; its last lines on stderr:\n" + "\n".join(lines)
 
     def _signal_worker(self) -> None:
+        if self._step is not None:  # never SIGINT srun: a second one cancels the step
+            self._step.interrupt()
+            return
         proc = self._proc
         if proc is not None:
             try:

@@ -1,0 +1,227 @@
+"""An engine's worker process as a Slurm job step on a compute node, driven from the login node.
+
+Kernelspec key ``slurm`` (the user's own ``srun``/``salloc`` options, e.g. ``"--partition=debug
+--time=30 --cpus-per-task=4"``) reaches the engine as its option ``slurm``; the engine then
+starts its worker with ``start_step`` instead of ``process.spawn``.  The agent stays on the login
+node; the worker runs in the foreground of a job step, its standard input and output being
+srun's own (srun forwards them between the login node and the compute node inside the
+cluster), so the engine's pipe protocol, its framing and its reader do not change.  No SSH
+into compute nodes is needed (often refused: no pam_slurm_adopt), and no port is opened.
+
+What was verified on Slurm 22.05 (tests/test_slurm.py keeps the behaviours the code relies on):
+
+- **I/O.** Without ``--unbuffered`` srun forwards the task's stdout *line by line*: a frame
+  without a newline byte would wait for the next one.  With ``--unbuffered`` the task's stdout
+  is a raw pseudo-terminal and every byte value (``\\r``, ``\\n``, ``\\x03``, ``\\x04``, NUL)
+  passes unchanged in both directions; stdin is a plain pipe and its end is the task's EOF.
+  So ``--unbuffered`` is required, and the worker must not depend on its stdout not being a
+  terminal (the Mathics3 worker moves the protocol off fds 0/1 at once).
+- **Interrupt.** One SIGINT to srun forwards nothing (srun prints the tasks' status); a second
+  within a second forwards SIGINT and then *cancels the step*.  So the engine must never signal
+  srun for an interrupt: ``interrupt`` runs ``scancel --signal=INT JOB.STEP``, which delivers
+  exactly one SIGINT to the task and leaves the step running.
+- **End.** SIGTERM to srun cancels the step (the task is killed) and, srun having created the
+  job, the job; so does the end of srun's stdin once the worker exits on EOF; SIGKILL of srun
+  makes slurmstepd kill the task and end the job within about 2 s.  ``scancel JOB`` sends the
+  task SIGTERM, then SIGKILL after ``KillWait``.  ``close`` does the first and the last:
+  ``scancel`` by job name (covers a job still pending, whose id may not be known yet) and the
+  engine then ends srun as any worker.  A job shows COMPLETING in squeue for a moment after.
+
+Nothing secret enters the job: the argv is the engine's worker command (which carries no token)
+behind srun's options, the job name is random, and the environment srun exports is the agent's
+own without the token variable (the agent removes it at start; ``_job_environment`` removes it
+again).  Standard library only: this runs on the login node with the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from typing import Any
+
+from ...link.launcher import TOKEN_ENV
+from .base import EngineError
+from .process import spawn
+
+log = logging.getLogger(__name__)
+
+#: What every kernel job's name starts with (the rest is random: nothing about the kernel).
+JOB_PREFIX = "rk-"
+#: srun options the engine needs, after the user's so that they win: one task on one node
+#: (two workers would interleave their frames), byte-exact I/O with no line buffering, no
+#: informational chatter on stderr (errors still come), and the job's name.
+_FORCED = ("--ntasks=1", "--nodes=1", "--unbuffered", "--quiet")
+#: Options that would take the worker's stdin/stdout away from srun (the protocol's pipe) or
+#: turn them into a terminal; refused rather than overridden, so the user learns why.
+_REFUSED = ("--pty", "--input", "--output", "--error", "--label", "--multi-prog", "--job-name",
+            "--jobid", "-i", "-o", "-e", "-l", "-J")
+COMMAND_TIMEOUT = 15.0  # squeue/scancel: a controller that does not answer is not waited for
+_JOB_ID_POLL = 0.2
+
+
+class SlurmError(EngineError):
+    """A Slurm placement failure the user fixes in the kernelspec's ``slurm`` options or on
+    the login node (srun missing, a refused option)."""
+
+    code = "slurm.error"
+
+
+def parse_options(options: str) -> list[str]:
+    """The user's srun options as argv words; SlurmError (``slurm.options``) for text that
+    does not split as a shell would, a word that is neither an option nor the value after one
+    (``-p debug``), or an option that would take the engine's standard I/O away (``--pty``,
+    ``--input``, ``--output``, …) or its job's name.
+
+    Why refuse a stray word: srun would take it as the command, and the job would run that
+    instead of the engine.
+    """
+    try:
+        words = shlex.split(options)
+    except ValueError as exc:
+        raise SlurmError(f"the kernelspec's slurm options {options!r} do not parse: {exc}",
+                         "quote them as in a shell", code="slurm.options") from None
+    takes_value = False  # the previous word was an option whose value may follow it
+    for word in words:
+        if not word.startswith("-") or word == "-":
+            if takes_value:  # "-p debug", "--partition debug"
+                takes_value = False
+                continue
+            raise SlurmError(f"the kernelspec's slurm options hold {word!r}, which is neither "
+                             "an option nor an option's value (srun would run it as the "
+                             "command)", "give only srun options, best each with its value "
+                             "after '=' (e.g. --partition=debug --time=30)",
+                             code="slurm.options")
+        # "--output=f" and "-ofile" (a short option with its value attached) name "--output", "-o"
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        takes_value = "=" not in word and (word.startswith("--") or len(word) == 2)
+        if name in _REFUSED:
+            raise SlurmError(f"the kernelspec's slurm option {name} cannot be used: the engine "
+                             "talks to the agent over srun's own standard input and output, "
+                             "and names its job itself", "remove it from the slurm options",
+                             code="slurm.options")
+    return words
+
+
+def new_job_name() -> str:
+    """A job name no other kernel has (random; it reveals nothing about the kernel)."""
+    return f"{JOB_PREFIX}{secrets.token_hex(6)}"
+
+
+def step_argv(argv: list[str], options: str, job_name: str, srun: str = "srun") -> list[str]:
+    """The command that runs ``argv`` as the one task of a new job's step: srun, the user's
+    options, the engine's own (``_FORCED`` and the job name, after the user's so they win),
+    then ``argv`` itself.  Raises SlurmError for options ``parse_options`` refuses."""
+    return [srun, *parse_options(options), *_FORCED, f"--job-name={job_name}", *argv]
+
+
+def _job_environment() -> dict[str, str]:
+    """The environment srun exports to the job: the agent's, never the token."""
+    env = dict(os.environ)
+    env.pop(TOKEN_ENV, None)
+    return env
+
+
+def _user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _command(argv: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm client command, bounded; an OSError or timeout is a failed result."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(argv, -1, "", str(exc))
+
+
+class SlurmStep:
+    """The worker running as step 0 of its own job (srun creates the job).
+
+    ``proc`` is srun: the engine reads and writes it, watches its exit and ends it like any
+    worker (SIGTERM to srun cancels the step).  ``interrupt`` and ``close`` are what differ.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], job_name: str) -> None:
+        self.proc = proc
+        self.job_name = job_name
+        self.user = _user()
+        self._job_id: str | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def job_id(self, timeout: float = 5.0) -> str | None:
+        """The job's id, from squeue by the job's name (cached once known); None if squeue
+        lists no such job within ``timeout`` s (still being submitted, or already over)."""
+        if self._job_id is not None:
+            return self._job_id
+        deadline = time.monotonic() + timeout
+        while True:
+            result = _command(["squeue", "-h", "-o", "%i", f"--name={self.job_name}",
+                               f"--user={self.user}"])
+            ids = result.stdout.split()
+            if result.returncode == 0 and ids:
+                self._job_id = ids[0]
+                return self._job_id
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_JOB_ID_POLL)
+
+    def interrupt(self) -> None:
+        """Deliver one SIGINT to the worker (``scancel --signal=INT JOB.0``), without blocking
+        the caller (it holds the engine's lock): the command runs on a thread of its own.
+
+        Never a signal to srun: a second SIGINT within a second would cancel the step.
+        """
+        threading.Thread(target=self._signal_step, args=("INT",), daemon=True,
+                         name=f"slurm-interrupt-{self.job_name}").start()
+
+    def _signal_step(self, signal_name: str) -> None:
+        job = self.job_id(timeout=2.0)
+        target = [f"{job}.0"] if job else [f"--name={self.job_name}", f"--user={self.user}"]
+        result = _command(["scancel", f"--signal={signal_name}", *target])
+        if result.returncode != 0:
+            log.warning("scancel --signal=%s %s failed: %s", signal_name, " ".join(target),
+                        result.stderr.strip())
+
+    def close(self) -> None:
+        """Cancel the job, whatever state it is in (pending, running); idempotent.  Bounded by
+        ``COMMAND_TIMEOUT``.  By name and user, so that a job whose id is not known yet (still
+        pending, or being submitted) is cancelled too; the engine then ends srun itself."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        result = _command(["scancel", f"--name={self.job_name}", f"--user={self.user}"])
+        if result.returncode != 0:
+            log.warning("scancel of job %s failed: %s", self.job_name, result.stderr.strip())
+        else:
+            log.info("slurm job %s (%s) cancelled", self._job_id or "?", self.job_name)
+
+
+def start_step(argv: list[str], options: str, **streams: Any) -> SlurmStep:
+    """Start ``argv`` as the one task of a new Slurm job (srun, in the foreground of its
+    step), its standard I/O the given ``streams`` (Popen's stdin/stdout/stderr), srun in a
+    process group of its own (``process.spawn``).  Returns at once: the job may still be
+    pending.  Raises SlurmError when the options are refused or srun cannot be run."""
+    srun = shutil.which("srun")
+    if srun is None:
+        raise SlurmError("the kernelspec asks for a Slurm job (slurm options), but srun is not "
+                         "on the login node's PATH", "run the kernel on a Slurm login node, or "
+                         "add srun's directory to PATH in the login shell's startup files",
+                         code="slurm.no-srun")
+    job_name = new_job_name()
+    command = step_argv(argv, options, job_name, srun)
+    try:
+        proc = spawn(command, env=_job_environment(), **streams)
+    except OSError as exc:
+        raise SlurmError(f"cannot run {srun}: {exc}", code="slurm.no-srun") from exc
+    log.info("slurm: started %s as job %s", shlex.join(command[:len(command) - len(argv)]),
+             job_name)
+    return SlurmStep(proc, job_name)

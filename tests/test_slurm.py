@@ -1,0 +1,420 @@
+"""Kernels whose engine runs in a Slurm job on a compute node, reached through the login node.
+
+The real stack: kernelspecs written by ``rk-jupyter add --slurm=…``, started by jupyter_client's
+KernelManager as JupyterLab does, the agent on the SSH test bed's host (the login node), the
+Mathics3 worker a job step on c1 or c2 of the Slurm test bed (tests/slurmbed.py).  First the
+units that need no cluster (the CLI's ``--slurm``, the srun command line and what it must never
+hold), then srun's own behaviours that ``agent/engines/slurm.py`` relies on, then kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from rk_jupyter.agent.engines import slurm
+from rk_jupyter.cli import main as cli
+from rk_jupyter.link.launcher import TOKEN_ENV
+from rk_jupyter.provisioning.settings import LaunchSettings
+from rk_jupyter.provisioning.transports import TransportError
+
+from kernel_helpers import collect, execute, wait_for
+from slurmbed import SlurmBed
+from sshbed import SSHBed
+
+OPTIONS = "--partition=debug --time=5 --cpus-per-task=1"
+WORKER = r"mathics[/._]worker"
+AGENT = r"agent\.pyz --host"
+SECRET = "tok-3f9a1c-never-in-argv"
+
+
+# -- units: no cluster ---------------------------------------------------------------------------
+
+
+def test_add_takes_slurm_options_with_equals(tmp_path: Path, capsys) -> None:
+    """``--slurm="OPTIONS"`` (the = form: the value starts with dashes) reaches the kernelspec
+    and the engine options; a separate dashed word is refused with that fix."""
+    prefix = str(tmp_path)
+    assert cli(["add", "hpc", "--host", "alice@login1", f"--slurm={OPTIONS}",
+                "--prefix", prefix]) == 0
+    path = tmp_path / "share" / "jupyter" / "kernels" / "rk-hpc" / "kernel.json"
+    config = json.loads(path.read_text())["metadata"]["kernel_provisioner"]["config"]
+    assert config["slurm"] == OPTIONS
+    assert LaunchSettings.from_config(config).engine_request()["slurm"] == OPTIONS
+    assert "slurm" not in LaunchSettings(transport="ssh", host="h").engine_request()
+    with pytest.raises(SystemExit) as refused:
+        cli(["add", "hpc2", "--host", "login1", "--slurm", "--partition=x", "--prefix", prefix])
+    assert 'write --slurm="--partition=x ..." with "="' in str(refused.value)
+    with pytest.raises(SystemExit) as refused:
+        cli(["add", "hpc3", "--host", "login1", "--slurm=--comment='a", "--prefix", prefix])
+    assert "does not parse" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:  # not yet: WolframKernel in a job (issue 13)
+        cli(["add", "hpc5", "--host", "login1", "--engine", "wolfram", f"--slurm={OPTIONS}",
+             "--prefix", prefix])
+    assert "only mathics does" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:
+        cli(["add", "hpc4", "--local", f"--slurm={OPTIONS}", "--prefix", prefix])
+    assert "--slurm only apply to a remote host" in str(refused.value)
+
+
+def test_step_argv_quotes_options_and_never_holds_the_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, SECRET)
+    argv = ["python3", "-c", "print('x y')", '{"a": 1}']
+    name = slurm.new_job_name()
+    command = slurm.step_argv(argv, "--partition=debug --comment='two words' -t 5 "
+                              '--mem="1G"', name)
+    assert command == ["srun", "--partition=debug", "--comment=two words", "-t", "5",
+                       "--mem=1G", "--ntasks=1", "--nodes=1", "--unbuffered", "--quiet",
+                       f"--job-name={name}", *argv]
+    assert name.startswith("rk-") and name != slurm.new_job_name()
+    assert not any(SECRET in word for word in command)
+    assert TOKEN_ENV not in slurm._job_environment()
+    assert SECRET not in json.dumps(slurm._job_environment())
+    for bad, word in [("--pty", "--pty"), ("-ofile", "-o"), ("--output=x", "--output"),
+                      ("--job-name=me", "--job-name"), ("-i none", "-i")]:
+        with pytest.raises(slurm.SlurmError, match=word) as refused:
+            slurm.parse_options(bad)
+        assert refused.value.code == "slurm.options"
+    with pytest.raises(slurm.SlurmError, match="srun would run it as the command"):
+        slurm.parse_options("--exclusive=user hostname")
+    with pytest.raises(slurm.SlurmError, match="do not parse"):
+        slurm.parse_options("--comment='open")
+
+
+def test_start_step_runs_srun_without_the_token(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """What really runs: a stand-in srun on PATH records its argv and environment."""
+    record = tmp_path / "record.json"
+    fake = tmp_path / "srun"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    f"json.dump({{'argv': sys.argv, 'env': dict(os.environ)}}, "
+                    f"open({str(record)!r}, 'w'))\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(TOKEN_ENV, SECRET)
+    step = slurm.start_step(["worker", "--flag"], "--time=5", stdin=subprocess.DEVNULL)
+    assert step.proc.wait(timeout=30) == 0
+    seen = json.loads(record.read_text())
+    assert seen["argv"][1:] == ["--time=5", "--ntasks=1", "--nodes=1", "--unbuffered",
+                                "--quiet", f"--job-name={step.job_name}", "worker", "--flag"]
+    assert SECRET not in json.dumps(seen)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(slurm.SlurmError) as missing:
+        slurm.start_step(["worker"], "--time=5")
+    assert missing.value.code == "slurm.no-srun"
+
+
+# -- srun itself, on the cluster --------------------------------------------------------------
+
+_ECHO = textwrap.dedent("""\
+    import os, signal
+    signal.signal(signal.SIGINT, lambda *a: os.write(1, b"<INT>"))
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        os.write(1, data)
+""")
+
+
+def _read(proc: subprocess.Popen[bytes], count: int, timeout: float) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while len(got) < count and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.05)[0]:
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_srun_passes_bytes_exactly_and_scancel_interrupts(slurmbed: SlurmBed,
+                                                         login: SSHBed) -> None:
+    """The behaviours engines/slurm.py relies on, with its own srun command line: every byte
+    value crosses both ways at once (no line buffering), one ``scancel --signal=INT`` is one
+    SIGINT to the task and leaves the step running, a SIGINT to srun forwards nothing, and the
+    end of srun's stdin ends the job."""
+    name = slurm.new_job_name()
+    command = slurm.step_argv([login.remote_python, "-c", _ECHO], OPTIONS, name)
+    proc = login.popen_remote("exec " + shlex.join(command), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"x")  # no newline: must not wait for one
+        proc.stdin.flush()
+        assert _read(proc, 1, 30) == b"x", proc.stderr.read1() if proc.poll() else "no echo"
+        started = time.monotonic()
+        proc.stdin.write(b"y")
+        proc.stdin.flush()
+        assert _read(proc, 1, 5) == b"y"
+        print(f"\none byte there and back through srun: {(time.monotonic() - started)*1e3:.1f} ms")
+        payload = bytes(range(256)) * 4096 + b"\r\n\x03\x04\x00"  # 1 MiB and the tricky ones
+        started = time.monotonic()
+        proc.stdin.write(payload)
+        proc.stdin.flush()
+        assert _read(proc, len(payload), 60) == payload
+        print(f"1 MiB there and back: {time.monotonic() - started:.2f} s")
+        [job] = slurmbed.jobs(name)
+        assert job["state"] == "RUNNING" and job["node"] in slurmbed.nodes
+        os.kill(proc.pid, signal.SIGINT)  # the pid is srun's (setpriv and env exec)
+        assert _read(proc, 5, 1.5) == b""
+        result = slurmbed.run(["scancel", "--signal=INT", f"{job['id']}.0"])
+        assert result.returncode == 0, result.stderr
+        assert _read(proc, 5, 10) == b"<INT>"
+        proc.stdin.write(b"z")
+        proc.stdin.flush()
+        assert _read(proc, 1, 5) == b"z", "the step survived the interrupt"
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        assert slurmbed.wait_no_jobs(15, name) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        slurmbed.run(["scancel", f"--name={name}"])
+
+
+# -- kernels --------------------------------------------------------------------------------
+
+
+def add_spec(bed: SSHBed, prefix: str, name: str, **config: object) -> str:
+    """rk-NAME on the bed's host with ``--slurm``, written by the CLI as a user would; extra
+    provisioner ``config`` keys (no add option) patched into kernel.json.  The agent is this
+    rk_jupyter's zipapp: an installed rk_jupyter of the same version (an editable install of
+    another checkout) would otherwise run on the login node."""
+    assert cli(["add", name, "--host", f"{bed.user}@{bed.host}:{bed.port}",
+                "--identity", bed.key_file, "--known-hosts", bed.known_hosts,
+                "--remote-python", bed.remote_python, f"--slurm={OPTIONS}",
+                "--agent-deploy", "zipapp", "--prefix", prefix]) == 0
+    spec = f"rk-{name}"
+    if config:
+        path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir,
+                            "kernel.json")
+        with open(path) as handle:
+            kernel_json = json.load(handle)
+        kernel_json["metadata"]["kernel_provisioner"]["config"].update(config)
+        with open(path, "w") as handle:
+            json.dump(kernel_json, handle)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def login(slurmbed: SlurmBed) -> SSHBed:
+    """The login node: the Slurm bed's own SSH bed (account ``rkjslurm``)."""
+    return slurmbed.ssh
+
+
+@pytest.fixture(autouse=True)
+def _only_chosen_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+@dataclass
+class Kernel:
+    km: KernelManager
+    kc: object
+    spec: str
+
+
+@pytest.fixture(scope="module")
+def kernel(slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> Iterator[Kernel]:
+    spec = add_spec(login, jupyter_env, "slurm")
+    started = time.monotonic()
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    print(f"\nkernel with its engine in a Slurm job ready in {time.monotonic() - started:.2f} s")
+    yield Kernel(km, kc, spec)
+    kc.stop_channels()
+    if km.has_kernel:
+        km.shutdown_kernel(now=True)
+
+
+def text(run) -> str:
+    assert run.reply["status"] == "ok", run.reply
+    return run.results()[0]["data"]["text/plain"]
+
+
+def job_of(kc) -> tuple[str, str]:
+    """(job id, node) the engine says it runs in."""
+    out = text(execute(kc, 'StringJoin[Environment["SLURM_JOB_ID"], " ", '
+                           'Environment["SLURMD_NODENAME"], " ", Environment["SLURM_JOB_NAME"]]'))
+    job, node, name = out.split()
+    assert name.startswith(slurm.JOB_PREFIX), out
+    return job, node
+
+
+def test_engine_runs_in_a_job_on_a_compute_node(kernel: Kernel, slurmbed: SlurmBed,
+                                                login: SSHBed) -> None:
+    job, node = job_of(kernel.kc)
+    assert node in slurmbed.nodes
+    assert text(execute(kernel.kc, "$MachineName")) == os.uname().nodename.split(".")[0]
+    [listed] = [j for j in slurmbed.jobs() if j["id"] == job]
+    assert listed["state"] == "RUNNING" and listed["node"] == node
+    assert listed["user"] == login.user
+    assert text(execute(kernel.kc, "1 + 1")) == "2"
+    assert "<svg" in execute(kernel.kc, "Graphics[{Red, Disk[]}]").results()[0]["data"][
+        "image/svg+xml"]
+
+
+def test_the_token_is_nowhere_in_the_job(kernel: Kernel, slurmbed: SlurmBed,
+                                         login: SSHBed) -> None:
+    """Neither srun's nor the worker's command line or environment, nor what Slurm stores
+    about the job, holds the per-launch token (read from the kernel process's environment)."""
+    environ = Path(f"/proc/{kernel.km.provisioner.pid}/environ").read_bytes().split(b"\0")
+    [token] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"RK_AGENT_TOKEN=")]
+    assert len(token) >= 32
+    job, _ = job_of(kernel.kc)
+    places = {}
+    found = login.remote_processes(r"srun|" + WORKER)
+    programs = {os.path.basename(args.split()[0]) for _, args in found}
+    assert "srun" in programs and len(programs) == 2, found  # srun (two: it forks) + worker
+    for pid, args in found:
+        places[f"the command line of {pid} {args.split()[0]}"] = args.encode()
+        places[f"the environment of {pid} {args.split()[0]}"] = Path(
+            f"/proc/{pid}/environ").read_bytes()
+    shown = slurmbed.run(["scontrol", "show", "job", "-dd", job])
+    assert job in shown.stdout, shown.stderr
+    places["scontrol show job"] = shown.stdout.encode()
+    for where, content in places.items():
+        assert token not in content, f"the token is in {where}"
+        assert TOKEN_ENV.encode() not in content, f"{TOKEN_ENV} is in {where}"
+
+
+def test_interrupt_aborts_and_keeps_definitions_and_the_job(kernel: Kernel) -> None:
+    kc = kernel.kc
+    job = job_of(kc)
+    execute(kc, "x = 5;")
+    for attempt in range(2):  # twice: two interrupts within seconds must not cancel the step
+        msg_id = kc.execute("Do[Pause[0.1], {1000}]")
+        time.sleep(2.0)
+        started = time.monotonic()
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+        run = collect(kc, msg_id, timeout=60)
+        elapsed = time.monotonic() - started
+        print(f"\ninterrupt {attempt + 1} through scancel: {elapsed:.2f} s")
+        assert run.reply["status"] == "error" and run.reply["ename"] == "$Aborted", run.reply
+        assert elapsed < 5.0
+    assert text(execute(kc, "x")) == "5"
+    assert job_of(kc) == job
+
+
+def test_quit_ends_the_job_and_the_next_cell_runs_in_a_new_one(kernel: Kernel,
+                                                                slurmbed: SlurmBed) -> None:
+    job, _ = job_of(kernel.kc)
+    run = execute(kernel.kc, "Quit[]")
+    assert run.reply["status"] == "ok", run.reply
+    assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job], timeout=20), \
+        slurmbed.jobs()
+    again, _ = job_of(kernel.kc)  # a fresh engine, in a job of its own
+    assert again != job
+    assert len([j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]) == 1
+
+
+def test_shutdown_leaves_no_job_and_no_worker(kernel: Kernel, slurmbed: SlurmBed,
+                                              login: SSHBed) -> None:
+    job, _ = job_of(kernel.kc)
+    assert login.remote_processes(WORKER)
+    kernel.kc.stop_channels()
+    started = time.monotonic()
+    kernel.km.shutdown_kernel(now=False)
+    assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job], timeout=20), \
+        slurmbed.jobs()
+    print(f"\njob gone from squeue {time.monotonic() - started:.2f} s after shutdown began")
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
+
+
+def test_killed_kernel_process_ends_the_job_after_the_grace(
+        slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
+    """kill -9 of the kernel process looks like a network drop to the agent: the engine and
+    its job wait the reconnect grace for the kernel, then the session's close cancels the job."""
+    grace = 4.0
+    spec = add_spec(login, jupyter_env, "slurm-grace", reconnect_grace=grace)
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        job, _ = job_of(kc)
+        os.kill(km.provisioner.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        time.sleep(grace / 2)
+        assert [j for j in slurmbed.jobs() if j["id"] == job], "kept during the grace"
+        assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job],
+                        timeout=grace + 20), slurmbed.jobs()
+        print(f"\njob gone {time.monotonic() - killed:.2f} s after kill -9 (grace {grace:g} s)")
+        assert wait_for(lambda: not login.remote_processes(WORKER), timeout=10)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert slurmbed.wait_no_jobs(15) == []
+
+
+def test_killed_agent_takes_its_job_along(slurmbed: SlurmBed, login: SSHBed,
+                                          jupyter_env: str) -> None:
+    """SIGKILL of the agent on the login node (a process reaper, the OOM killer): srun's
+    stdin ends, the worker exits on EOF, the step and the job end; nobody has to scancel."""
+    spec = add_spec(login, jupyter_env, "slurm-agent")
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        job, _ = job_of(kc)
+        [(agent, _)] = login.remote_processes(AGENT)
+        os.kill(agent, signal.SIGKILL)  # not kill_remote_processes: SIGTERM lets it clean up
+        killed = time.monotonic()
+        assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job],
+                        timeout=20), slurmbed.jobs()
+        print(f"\njob gone {time.monotonic() - killed:.2f} s after the agent's SIGKILL")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert slurmbed.wait_no_jobs(15) == []
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
+
+
+def test_engine_start_timeout_while_pending_cancels_the_job(
+        slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
+    """With both nodes taken the kernel's job waits in the queue; when the engine's start
+    times out, the start fails with a coded error and the pending job is cancelled, not left
+    to run later for nobody."""
+    fillers = []
+    for _ in slurmbed.nodes:
+        out = login.run_remote("sbatch --parsable --job-name=rkj-filler --time=5 "
+                                "--output=/dev/null --wrap='sleep 300'")
+        assert out.returncode == 0, out.stderr
+        fillers.append(out.stdout.strip())
+    try:
+        assert wait_for(lambda: [j["state"] for j in slurmbed.jobs("rkj-filler")]
+                        == ["RUNNING", "RUNNING"], timeout=30), slurmbed.jobs()
+        spec = add_spec(login, jupyter_env, "slurm-busy", engine_options={"start_timeout": 6})
+        km = KernelManager(kernel_name=spec)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failure:
+            km.start_kernel()
+        elapsed = time.monotonic() - started
+        print(f"\nstart failed after {elapsed:.2f} s [{failure.value.code}]: {failure.value}")
+        assert failure.value.code == "engine.start-failed"
+        assert "did not start within 6 s" in str(failure.value)
+        assert elapsed < 30
+        ours = [j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]
+        assert wait_for(lambda: not [j for j in slurmbed.jobs()
+                                     if j["name"].startswith(slurm.JOB_PREFIX)], timeout=15), \
+            ours
+    finally:
+        slurmbed.run(["scancel", *fillers])
+    assert slurmbed.wait_no_jobs(20) == []
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
