@@ -11,6 +11,8 @@ launch side, and this module sees that launch through ``OwnLaunch`` alone.
 from __future__ import annotations
 
 import faulthandler
+import logging
+import os
 import re
 import sys
 import threading
@@ -39,6 +41,14 @@ REQUEST_TIMEOUT = 30.0
 #: seen > 90 s under load; cf. positron#7142).  KernelManager kills a kernel 5 s after its
 #: shutdown request; VS Code and Positron must not be left waiting for one either.
 EXIT_AFTER_SHUTDOWN = 15.0
+#: Seconds after its shutdown reply at which the kernel process exits whatever its threads
+#: are doing.  That hang is frequent (half of the restarts measured here: the control
+#: thread's flush waits for the IOPub thread the main thread is joining), and KernelManager
+#: waits 2.5 s for the process before it sends SIGTERM, which every restart then paid.  The
+#: reply and the engine's end are done by then: nothing is left to do but exit.  Once the
+#: reply and its IOPub copy are sent (``_at_shutdown``), the process exits EXIT_SENT later.
+EXIT_GRACE = 0.5
+EXIT_SENT = 0.05
 #: How long a magic cell waits for the engine to take its In[n] before it lets the next
 #: request collect that answer (a link being re-established must not hold the cell).
 MAGIC_LINE_WAIT = 2.0
@@ -374,13 +384,33 @@ class RKernel(Kernel):
         if self.session:
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
+    async def _at_shutdown(self) -> None:
+        """ipykernel's last step of a shutdown request (the reply sent, its IOPub copy here):
+        exit right after it, not when the threads agree to (``EXIT_GRACE``)."""
+        await super()._at_shutdown()
+        _exit_in(EXIT_SENT)
+
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.updates.close()
         if self.client is not None:
             self.client.close()
         if self.engine_launch is not None:  # before the reply: the client may kill us then
             self.engine_launch.stop()
-        # Its thread runs even while the interpreter finalizes, where a hang may also be.
+        _exit_in(EXIT_GRACE)
+        # Its thread runs even while the interpreter finalizes, where a hang may also be
+        # (where no Python thread, the timer's included, runs any more).
         faulthandler.dump_traceback_later(EXIT_AFTER_SHUTDOWN, exit=True,
                                           file=sys.__stderr__ or sys.stderr)
         return {"status": "ok", "restart": restart}
+
+
+def _exit_in(seconds: float) -> None:
+    """End the kernel process ``seconds`` from now (after its shutdown reply): logs
+    flushed, status 0."""
+    def exit_now() -> None:
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
