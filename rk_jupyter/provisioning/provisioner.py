@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..client.environment import BY_PROVISIONER
 from . import ports
 from .errors import TransportError
 from .kernel_start import KernelStart
+from .prestart import SPARES
 from .settings import LaunchSettings, default_of, key_of, settings_fields, value_type
 from .transports import Transport
 
@@ -65,6 +67,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
     """
 
     _start: KernelStart | None = None
+    _kernel_cmd: list[str] | None = None  # the kernel's command, while the kernel lives
 
     def __init__(self, **kwargs: Any) -> None:
         for key, trait in TRAIT_NAMES.items():
@@ -120,12 +123,27 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         self.ports_cached = True
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        """As LocalProvisioner's, with the kernel process's start in the launch log."""
+        """As LocalProvisioner's — on a prestarted kernel process when one fits
+        (``prestart``), and the next one started meanwhile — with the kernel process's
+        start in the launch log."""
         started = time.monotonic()
-        info = await super().launch_kernel(cmd, **kwargs)
+        process = SPARES.take(cmd, kwargs)
+        if process is None:
+            info = await super().launch_kernel(cmd, **kwargs)
+        else:  # what LocalProvisioner.launch_kernel records of the process it starts
+            self.process, self.pid = process, process.pid
+            try:
+                self.pgid = os.getpgid(process.pid)
+            except OSError:
+                self.pgid = None
+            self.cwd = kwargs.get("cwd", pathlib.Path.cwd())
+            info = self.connection_info
+        SPARES.launched(cmd, new_kernel=self._kernel_cmd is None)
+        self._kernel_cmd = cmd
         if self._start is not None:
-            self._start.step("kernel process pid %s launched in %.2f s",
-                             self.pid, time.monotonic() - started)
+            self._start.step("kernel process pid %s launched in %.2f s%s", self.pid,
+                             time.monotonic() - started,
+                             "" if process is None else " (prestarted)")
         return info
 
     async def poll(self) -> int | None:
@@ -147,6 +165,9 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         """Called by KernelManager once the kernel process is gone: ends the session (in case
         the kernel died before it attached) and the agent."""
         await super().cleanup(restart)
+        if self._kernel_cmd is not None and not restart:
+            SPARES.ended(self._kernel_cmd)
+            self._kernel_cmd = None
         if self._start is not None:
             await self._start.stop(restart)
             if not restart:
