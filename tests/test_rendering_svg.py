@@ -26,6 +26,8 @@ GRAPHICS = {
     "plot": "Plot[{Sin[x], Cos[x]}, {x, 0, 2 Pi}]",
     "options": "Graphics[{Point[{{0, 0}, {1, 1}}], Rectangle[{2, 2}]}, "
                "Background -> LightBlue, ImageSize -> 200, Frame -> True]",
+    "nested": "Graphics[{Arrow[{{0, 0}, {1, 1}}], Inset[Graphics[{Disk[]}], {0, 0}], "
+              "GraphicsComplex[{{0, 0}, {1, 0}, {0, 1}}, Polygon[{1, 2, 3}]]}]",
 }
 DRAWN = {"circle", "ellipse", "line", "polyline", "polygon", "path", "rect", "text"}
 
@@ -68,6 +70,13 @@ def test_svg_is_the_exports(session: Any, renderer: Renderer, name: str) -> None
     assert fast is not None and exported is not None
     assert drawn(fast) == drawn(exported) and sum(drawn(fast).values()) > 0
     assert fast == exported
+
+
+def test_no_svg_where_the_export_fails(session: Any, renderer: Renderer) -> None:
+    """A Graphics Mathics3 cannot draw (here PointSize[Large] in 10.0.1) gets no SVG either way."""
+    value = session.evaluate("Graphics[{PointSize[Large], Point[{{0, 0}, {1, 1}}]}]")
+    assert renderer.quietly(renderer.exported_svg, value) is None
+    assert renderer.quietly(renderer.svg, value) is None
 
 
 def test_svg_of_text_keeps_it(session: Any, renderer: Renderer) -> None:

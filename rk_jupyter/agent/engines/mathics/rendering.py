@@ -127,8 +127,8 @@ class Renderer:
         from mathics.format.box import format_element
 
         boxes = format_element(value, self.evaluation, SymbolTraditionalForm)
-        if isinstance(boxes, GraphicsBox):
-            # The options MathMLForm's renderer passes on (format/render/mathml.py).
+        if type(boxes) is GraphicsBox:  # not a subclass (Graphics3DBox), which MathML draws
+            # otherwise.  The options MathMLForm's renderer passes on (format/render/mathml.py).
             return _svg_text(boxes.to_format("svg", evaluation=self.evaluation,
                                              _indent_level=1))
         return self.exported_svg(value)
