@@ -119,16 +119,17 @@ class Renderer:
         that ExportString reads back: ~140 ms for a Plot, where the boxes and their SVG take
         ~8 ms.  Here the same boxes (``format_element`` in TraditionalForm, as MathMLForm
         does, so that user Format/MakeBoxes rules apply alike) go straight to the same SVG
-        renderer with the same options.  Boxes other than a GraphicsBox (a rule that made
-        something else of the Graphics) take the export itself, whatever it makes of them.
+        renderer with the same options.  Other boxes (a rule that made something else of the
+        Graphics) take the export itself, whatever it makes of them.
         """
         from mathics.builtin.box.graphics import GraphicsBox
         from mathics.core.systemsymbols import SymbolTraditionalForm
         from mathics.format.box import format_element
 
         boxes = format_element(value, self.evaluation, SymbolTraditionalForm)
-        if type(boxes) is GraphicsBox:  # not a subclass (Graphics3DBox), which MathML draws
-            # otherwise.  The options MathMLForm's renderer passes on (format/render/mathml.py).
+        # Only a plain GraphicsBox: MathMLForm draws its subclass Graphics3DBox otherwise.  The
+        # options are those MathMLForm's renderer passes on (format/render/mathml.py).
+        if type(boxes) is GraphicsBox:
             return _svg_text(boxes.to_format("svg", evaluation=self.evaluation,
                                              _indent_level=1))
         return self.exported_svg(value)
