@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import shutil
@@ -544,3 +545,17 @@ def test_worker_ends_when_the_agent_dies() -> None:
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_worker_collects_young_garbage_less_often() -> None:
+    """``tune_collector`` (called as the worker starts serving) raises only the youngest
+    generation's threshold."""
+    from rk_jupyter.agent.engines.mathics import worker
+
+    saved = gc.get_threshold()
+    try:
+        worker.tune_collector()
+        assert gc.get_threshold() == (worker.GC_YOUNG_THRESHOLD, *saved[1:])
+        assert worker.GC_YOUNG_THRESHOLD > saved[0]
+    finally:
+        gc.set_threshold(*saved)

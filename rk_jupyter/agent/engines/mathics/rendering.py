@@ -2,10 +2,11 @@
 
 Results with math in them (non-List compound expressions, rationals, complex numbers) add
 "$$...$$" text/latex, while strings, numbers, symbols and lists of those stay text only
-(``wants_tex``); Graphics add image/svg+xml (Mathics3's SVG export), Graphics3D a picture of
-their own (``graphics3d``: SVG, and HTML that turns with the mouse).  Results whose text would
-pass the output limit are shown short (``shorten``).  The optional renderings run quietly:
-their messages and failures never reach the user, who still gets the text.
+(``wants_tex``); Graphics add image/svg+xml (the SVG of Mathics3's export, made without the
+export's detour: ``Renderer.svg``), Graphics3D a picture of their own (``graphics3d``: SVG, and
+HTML that turns with the mouse).  Results whose text would pass the output limit are shown
+short (``shorten``).  The optional renderings run quietly: their messages and failures never
+reach the user, who still gets the text.
 """
 
 from __future__ import annotations
@@ -109,7 +110,32 @@ class Renderer:
                 "100] or Part show more, and output_limit in the kernelspec raises the limit)")
 
     def svg(self, value: Any) -> str | None:
-        """Mathics3's own SVG export of a Graphics expression."""
+        """Mathics3's own SVG of a Graphics expression: the text its ``ExportString[g, "SVG"]``
+        gives, made the way that export makes it but without the detour.
+
+        The export (``SVGExport`` in Mathics3's autoload/formats/SVG/Export.m) formats
+        ``MathMLForm[g]``, whose GraphicsBox becomes ``box.to_format("svg")`` inside a base64
+        data URI, then finds that URI with StringPosition, decodes it and writes it to a file
+        that ExportString reads back: ~140 ms for a Plot, where the boxes and their SVG take
+        ~8 ms.  Here the same boxes (``format_element`` in TraditionalForm, as MathMLForm
+        does, so that user Format/MakeBoxes rules apply alike) go straight to the same SVG
+        renderer with the same options.  Other boxes (a rule that made something else of the
+        Graphics) take the export itself, whatever it makes of them.
+        """
+        from mathics.builtin.box.graphics import GraphicsBox
+        from mathics.core.systemsymbols import SymbolTraditionalForm
+        from mathics.format.box import format_element
+
+        boxes = format_element(value, self.evaluation, SymbolTraditionalForm)
+        # Only a plain GraphicsBox: MathMLForm draws its subclass Graphics3DBox otherwise.  The
+        # options are those MathMLForm's renderer passes on (format/render/mathml.py).
+        if type(boxes) is GraphicsBox:
+            return _svg_text(boxes.to_format("svg", evaluation=self.evaluation,
+                                             _indent_level=1))
+        return self.exported_svg(value)
+
+    def exported_svg(self, value: Any) -> str | None:
+        """``ExportString[value, "SVG"]``, Mathics3's SVG export itself (slow: see ``svg``)."""
         from mathics.core.atoms import String
         from mathics.core.expression import Expression
         from mathics.core.symbols import Symbol
@@ -117,16 +143,13 @@ class Renderer:
         svg = Expression(Symbol("System`ExportString"), value, String("SVG")).evaluate(
             self.evaluation
         )
-        if isinstance(svg, String):
-            text = svg.value.strip()
-            if text.startswith(("<svg", "<?xml")):
-                return text
-        return None
+        return _svg_text(svg.value) if isinstance(svg, String) else None
 
     def quietly(self, render: Any, *args: Any) -> Any:
         """Run an optional rendering: its messages and failures must not reach the user, and
-        it leaves no trace in the session: Mathics3's SVG export evaluates Module, whose
-        counter is put back (else later Modules' symbols are numbered unlike Mathics3's)."""
+        it leaves no trace in the session: Mathics3's SVG export (``exported_svg``) evaluates
+        Module, whose counter is put back (else later Modules' symbols are numbered unlike
+        Mathics3's)."""
         definitions = self.evaluation.definitions
         module_number = definitions.get_ownvalue("System`$ModuleNumber")
         self.evaluation.quiet_all = True
@@ -141,6 +164,13 @@ class Renderer:
                 definitions.set_ownvalue("System`$ModuleNumber", module_number)
             self.evaluation.quiet_all = False
             self.reset_evaluation()
+
+
+def _svg_text(text: str) -> str | None:
+    """The SVG document in a rendering's text (Mathics3's has blank lines around it), or None
+    when the text is no SVG."""
+    text = text.strip()
+    return text if text.startswith(("<svg", "<?xml")) else None
 
 
 def wants_tex(value: Any) -> bool:
