@@ -1,0 +1,53 @@
+"""The kernel process started ahead (provisioning/prestart.py, kernel/prestarted.py), through
+jupyter_client as JupyterLab starts kernels.  A module of its own: the spare belongs to the
+kernel command, which every kernelspec of this interpreter shares, so no other module's kernel
+may be running for its end to be seen."""
+
+from __future__ import annotations
+
+import os
+
+from jupyter_client.manager import start_new_kernel
+
+from rk_jupyter import kernelspec
+from rk_jupyter.provisioning.prestart import SPARE_MODULE
+
+from kernel_helpers import (
+    children_of,
+    cmdline,
+    execute,
+    interrupt_endless_loop,
+    wait_for,
+    wait_gone,
+)
+
+
+def test_the_next_kernel_runs_on_the_process_started_ahead(jupyter_env: str, tmp_path) -> None:
+    """While a kernel runs, one process of its command has imported the kernel and waits: the
+    next launch runs on it (its own working directory, its token only on the pipe), and it
+    ends with the last kernel of its command."""
+    kernelspec.install("spare", "Wolfram Language (spare)",
+                       {"transport": "local", "engine": "mathics"}, prefix=jupyter_env)
+    spec = "rk-spare"
+
+    def spares() -> list[int]:
+        return [p for p in children_of(os.getpid()) if SPARE_MODULE in cmdline(p)]
+
+    km_a, kc_a = start_new_kernel(kernel_name=spec, startup_timeout=90)
+    assert wait_for(spares, 30)
+    [spare] = spares()
+    km_b, kc_b = start_new_kernel(kernel_name=spec, startup_timeout=90, cwd=str(tmp_path))
+    try:
+        assert km_b.provisioner.pid == spare
+        assert os.readlink(f"/proc/{spare}/cwd") == str(tmp_path)
+        token = km_b.provisioner.transport.agent.token.decode()
+        assert token not in cmdline(spare)
+        assert execute(kc_b, "1+1").results()[0]["data"]["text/plain"] == "2"
+        interrupt_endless_loop(km_b, kc_b, "message")
+        assert wait_for(lambda: [p for p in spares() if p != spare], 30), "the next spare"
+    finally:
+        for km, kc in ((km_b, kc_b), (km_a, kc_a)):
+            kc.stop_channels()
+            km.shutdown_kernel(now=False)
+    assert wait_gone([spare]) == []
+    assert wait_for(lambda: not spares(), 15), "no spare outlives the last kernel"
