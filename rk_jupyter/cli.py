@@ -27,6 +27,7 @@ from .provisioning.settings import (
     key_of,
     parse_destination,
     settings_fields,
+    value_type,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -117,6 +118,11 @@ def _add(args: argparse.Namespace) -> int:
     else:
         config = _ssh_config(args)
     config.update({"engine": args.engine, "compression": args.compression})
+    for f in settings_fields():  # the other settings add has an option for, when given
+        key = key_of(f)
+        if key.flag and not key.ssh and f.name not in config \
+                and getattr(args, f.name) != default_of(f):
+            config[f.name] = getattr(args, f.name)
     if args.kernel_path:
         config["engine_options"] = {"kernel_path": args.kernel_path}
     try:  # what the provisioner would refuse at every start, refused now
@@ -261,6 +267,8 @@ def _settings_options(add: argparse.ArgumentParser, ssh: argparse._ArgumentGroup
                                    "help": key.help.replace("%", "%%")}
         if key.choices:
             options["choices"] = key.choices
+        if value_type(f) in (int, float):
+            options["type"] = value_type(f)
         if not key.ssh:  # written into every kernelspec, so with its default
             options["default"] = default_of(f)
         (ssh if key.ssh else add).add_argument(key.flag, **options)

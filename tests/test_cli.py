@@ -92,6 +92,19 @@ def test_add_local_and_host_alias(prefix: Path) -> None:
                       "compression": "brotli"}  # the rest comes from ~/.ssh/config
 
 
+def test_add_writes_the_limits_it_is_given(prefix: Path) -> None:
+    """--memory-limit and --output-limit reach the kernelspec (they were once accepted and
+    dropped), typed as the provisioner's traits are; defaults are left out."""
+    assert main(["add", "lim", "--local", "--memory-limit", "2G", "--output-limit", "5000",
+                 "--prefix", str(prefix)]) == 0
+    assert main(["add", "plain", "--local", "--prefix", str(prefix)]) == 0
+    specs = KernelSpecManager()
+    config = specs.get_kernel_spec("rk-lim").metadata["kernel_provisioner"]["config"]
+    assert config["memory_limit"] == "2G" and config["output_limit"] == 5000
+    plain = specs.get_kernel_spec("rk-plain").metadata["kernel_provisioner"]["config"]
+    assert "memory_limit" not in plain and "output_limit" not in plain
+
+
 def test_list_shows_host_engine_and_location(prefix: Path, capsys) -> None:
     main(["add", "here", "--local", "--prefix", str(prefix)])
     main(["add", "far", "--host", "bob@far.example.org", "--proxy-jump", "gate",
