@@ -137,6 +137,7 @@ AGENT = r"--token-stdin"
 #: The user's side of an sshd session: "sshd: USER@notty" once a command runs, "sshd: USER"
 #: while the connection only forwards (sshd's "[priv]" half runs as root and is not listed).
 SSHD_SESSION = r"^sshd: "
+SESSION_WAIT = 5.0  # seconds an ssh-kill waits for the user's sshd session process
 PROOF_TIMEOUT = 10.0  # every proof waits at most this long for its effect
 PICK_WAIT = 20.0  # how long an engine fault waits for a kernel whose engine is known
 SUMMARY_RE = re.compile(
@@ -660,8 +661,19 @@ class Injector:
         variant = ("sshd", "ss -K")[self._ssh_variant % 2]
         self._ssh_variant += 1
         killed: list[int] = []
+        sessions: list[tuple[int, str]] = []
         if variant == "sshd":
-            sessions = await asyncio.to_thread(self.bed.remote_processes, SSHD_SESSION)
+            # A connection being re-established has no session process of the user yet (its
+            # sshd is still authenticating it): wait for one, else kill by the socket.
+            def found() -> bool:
+                sessions[:] = self.bed.remote_processes(SSHD_SESSION)
+                return bool(sessions)
+
+            if await asyncio.to_thread(wait_until, found, SESSION_WAIT, 0.2):
+                before = await asyncio.to_thread(established, self.bed)
+            else:
+                variant = "ss -K"
+        if variant == "sshd":
             killed = [pid for pid, _ in sessions]
             for pid in killed:
                 with contextlib.suppress(ProcessLookupError):
