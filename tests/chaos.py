@@ -137,7 +137,7 @@ AGENT = r"--token-stdin"
 #: The user's side of an sshd session: "sshd: USER@notty" once a command runs, "sshd: USER"
 #: while the connection only forwards (sshd's "[priv]" half runs as root and is not listed).
 SSHD_SESSION = r"^sshd: "
-SESSION_WAIT = 5.0  # seconds an ssh-kill waits for the user's sshd session process
+SESSION_WAIT = 5.0  # seconds an ssh-kill waits for every connection's sshd session process
 PROOF_TIMEOUT = 10.0  # every proof waits at most this long for its effect
 PICK_WAIT = 20.0  # how long an engine fault waits for a kernel whose engine is known
 SUMMARY_RE = re.compile(
@@ -663,14 +663,18 @@ class Injector:
         killed: list[int] = []
         sessions: list[tuple[int, str]] = []
         if variant == "sshd":
-            # A connection being re-established has no session process of the user yet (its
-            # sshd is still authenticating it): wait for one, else kill by the socket.
+            # A connection being (re-)established has no session process of the user yet (its
+            # sshd is still authenticating it) and would survive the kill: wait until every
+            # established connection has one, else kill by the socket.
+            now: list[set[str]] = [before]
+
             def found() -> bool:
                 sessions[:] = self.bed.remote_processes(SSHD_SESSION)
-                return bool(sessions)
+                now[0] = established(self.bed)
+                return bool(sessions) and len(sessions) >= len(now[0])
 
             if await asyncio.to_thread(wait_until, found, SESSION_WAIT, 0.2):
-                before = await asyncio.to_thread(established, self.bed)
+                before = now[0]
             else:
                 variant = "ss -K"
         if variant == "sshd":

@@ -80,6 +80,24 @@ class Spares:
             return None
         return spare
 
+    def prepare(self, argv: list[str]) -> None:
+        """A launch of the kernelspec ``argv`` (its ``{connection_file}`` not filled in yet)
+        has begun: start its spare now, so that it imports while the agent and the engine
+        start (a first kernel's launch), unless one is there.  ``unused`` ends it again if the
+        launch fails."""
+        self._ensure(argv)
+
+    def unused(self, argv: list[str]) -> None:
+        """A launch that ``prepare`` began failed: end the spare unless a kernel of its
+        command runs."""
+        split = self._split(argv)
+        if split is None:
+            return
+        with self._lock:
+            spare = None if self._kernels.get(split[0]) else self._spares.pop(split[0], None)
+        if spare is not None:
+            _dismiss(spare)
+
     def launched(self, cmd: list[str], new_kernel: bool) -> None:
         """A kernel of ``cmd`` was launched (``new_kernel``: not a restart of one): keep a
         spare for the next launch (started now, in the background, unless one is there)."""
@@ -90,6 +108,15 @@ class Spares:
         with self._lock:
             if new_kernel:
                 self._kernels[prefix] = self._kernels.get(prefix, 0) + 1
+        self._ensure(cmd)
+
+    def _ensure(self, cmd: list[str]) -> None:
+        """Start a spare for ``cmd``'s prefix unless one is there."""
+        split = self._split(cmd)
+        if split is None:
+            return
+        prefix = split[0]
+        with self._lock:
             if prefix in self._spares:
                 return
             argv = [*prefix[:-1], SPARE_MODULE]

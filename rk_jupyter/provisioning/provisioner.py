@@ -101,11 +101,14 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         if self._start is None:  # a restart is another launch of the same kernel
             kernelspec = os.path.basename(getattr(self.kernel_spec, "resource_dir", ""))
             self._start = KernelStart(kernel_id, kernelspec, BY_PROVISIONER)
+        argv = list(getattr(self.kernel_spec, "argv", None) or [])
+        SPARES.prepare(argv)  # the kernel process imports while the agent side starts
         try:
             environment = await self._start.start(settings)
         except TransportError:
             self._start = None  # no kernel: KernelManager calls no cleanup
             forget_failed_start(self.parent, kernel_id)
+            SPARES.unused(argv)
             raise
         kwargs["env"].update(environment.to_env())
         return kwargs
