@@ -74,4 +74,7 @@ class Forwarder(LocalForward):
         except OSError:
             pass
         client.close()
-        channel.close()
+        try:  # on a transport that has just died, closing the channel cannot be sent
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
