@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rk_jupyter.agent.engines.mathics import MathicsEngine
-from rk_jupyter.agent.engines.mathics.forkserver import Forked
+from rk_jupyter.agent.engines.mathics.forkserver import TEMPLATES, Forked
 from rk_jupyter.agent.engines.mathics.template import WORKER_TITLE
 from rk_jupyter.client import AgentClient, Collected, Endpoint, run
 from rk_jupyter.link.packets import ABORTED
@@ -44,8 +44,10 @@ def value(engine: MathicsEngine, host: FakeHost, code: str) -> str:
 
 
 def template_pid() -> int:
-    [template] = [p for p in children_of(os.getpid()) if "mathics.template" in cmdline(p)]
-    return template
+    """The template of this interpreter (other tests may have made more, for other ones)."""
+    template = TEMPLATES._templates[sys.executable].proc
+    assert template is not None and "mathics.template" in cmdline(template.pid)
+    return template.pid
 
 
 @pytest.fixture

@@ -220,6 +220,11 @@ class LocalTransport(Transport):
         self.agent: SharedAgent | None = None
 
     @property
+    def port(self) -> int | None:
+        """The agent's port (None before start and after stop)."""
+        return self.agent.port if self.agent is not None else None
+
+    @property
     def process(self) -> subprocess.Popen | None:
         """The agent's process (None before start and after stop)."""
         return self.agent.process if self.agent is not None else None
