@@ -26,7 +26,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_selflaunch import use_private_jupyter  # noqa: E402
 from jupyter_client.manager import KernelManager  # noqa: E402
 
 TIMEOUT = 180.0
@@ -47,14 +47,6 @@ rows: list[str] = []
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.2f} (5 min: {five:.2f}) on {os.cpu_count()} CPUs"
-
-
-def use_private_jupyter() -> str:
-    root = tempfile.mkdtemp(prefix="rkj-bench-start-")
-    os.environ.update({"JUPYTER_PATH": f"{root}/share/jupyter",
-                       "JUPYTER_RUNTIME_DIR": f"{root}/runtime",
-                       "JUPYTER_DATA_DIR": f"{root}/data"})
-    return root
 
 
 class Kernel:

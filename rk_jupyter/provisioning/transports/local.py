@@ -93,7 +93,6 @@ class SharedAgent:
                 f"the local agent ({python} -m rk_jupyter.agent) {why}. "
                 f"Its log {log_path} ends with:\n{tail(log_path)}",
                 code="agent.start-failed")
-        self.endpoint_port = int(ready["port"])
         self.pid = int(ready["pid"])
 
     def alive(self) -> bool:
@@ -232,8 +231,8 @@ class LocalTransport(Transport):
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
         self.agent = agent = await asyncio.to_thread(self.agents.lease, self.settings,
                                                      self.log_path, token)
-        return AgentEndpoint("127.0.0.1", agent.endpoint_port,
-                             f"local agent pid {agent.pid} on 127.0.0.1:{agent.endpoint_port}",
+        return AgentEndpoint("127.0.0.1", agent.port,
+                             f"local agent pid {agent.pid} on 127.0.0.1:{agent.port}",
                              token=agent.token)
 
     def alive(self) -> bool:

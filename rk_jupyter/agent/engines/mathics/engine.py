@@ -47,18 +47,13 @@ from ..process import (
     wait_exit,
 )
 from ..slurm import SlurmStep, start_step
-from .forkserver import TEMPLATES, Forked
+from .forkserver import ROOT, TEMPLATES, Forked
 from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
 
 log = logging.getLogger(__name__)
 
 _WORKER = "rk_jupyter.agent.engines.mathics.worker"
-# What holds the rk_jupyter package: a directory, or the zipapp deployed by the ssh transport
-# (then __file__ is a path inside the archive).  The worker's interpreter (option python) need
-# not have rk_jupyter installed: it runs this one.
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))))
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
 #: How to install Mathics3 for a Python whose pip refuses to (PEP 668 "externally managed":
 #: Debian 12, Ubuntu 24.04): into a virtual environment, whose Python then runs the agent.
@@ -121,7 +116,7 @@ class MathicsEngine(Engine):
                     reap(forked, "Mathics3 worker")
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:  # in the agent's working directory (Directory[]), which is off its sys.path
-                argv = [*python_argv(self.python, _WORKER, _ROOT), json.dumps(config)]
+                argv = [*python_argv(self.python, _WORKER, ROOT), json.dumps(config)]
                 streams = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE,
                            "stderr": subprocess.PIPE}
                 if forked is not None:

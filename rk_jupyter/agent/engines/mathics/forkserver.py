@@ -32,7 +32,10 @@ from .template import receive, send
 log = logging.getLogger(__name__)
 
 _TEMPLATE = "rk_jupyter.agent.engines.mathics.template"
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+# What holds the rk_jupyter package: a directory, or the zipapp deployed by the ssh transport
+# (then __file__ is a path inside the archive).  A worker's or template's interpreter (option
+# python) need not have rk_jupyter installed: it runs this one (engine.py uses it too).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))))
 #: How long a template may take to import Mathics3 and build its session (a cold worker's
 #: start, which takes 3-5 s on an idle machine).
@@ -62,7 +65,7 @@ class Template:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            argv = [*python_argv(self.python, _TEMPLATE, _ROOT), str(theirs.fileno()),
+            argv = [*python_argv(self.python, _TEMPLATE, ROOT), str(theirs.fileno()),
                     str(os.getpid())]
             self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),))
