@@ -17,7 +17,13 @@ request evaluates outside In/Out and answers with the value (``values``).
 Interrupts: SIGINT is blocked except while a cell evaluates (between ``started`` and the
 result), and a signal left pending from an earlier cell is discarded before ``started``; the
 agent signals only after it has seen ``started``.  So an interrupt never hits an idle worker
-or the next cell.
+or the next cell.  Within the cell, SIGINT only asks Mathics3 to stop: its next evaluation
+step (``Evaluation.check_stopped``, called at every ``evaluate``) raises an abort, which
+CheckAbort can catch as in Mathematica.  An exception raised at whatever bytecode the signal
+happens to arrive at could land between the two halves of an assignment (Mathics3's
+``insert_rule`` deletes the old rule, then inserts the new one) and lose the variable: one
+interrupt of ``While[True, x++]`` in twenty did.  Only a builtin that takes no evaluation
+step for ``FORCE_AFTER`` (a long Pause, a big factorization) is then interrupted where it is.
 
 Garbage: the worker collects its youngest generation less often than Python does
 (``tune_collector``), since Mathics3's many short-lived expressions otherwise set off full
@@ -54,6 +60,8 @@ _SYMBOL_NAME = re.compile(r"^`?[$A-Za-z][$A-Za-z0-9]*(`[$A-Za-z][$A-Za-z0-9]*)*$
 _OVERFLOWS = frozenset(("mpz.pow outrageous exponent", "mpq.pow outrageous exp num"))
 # Allocations between two collections of the youngest generation (``tune_collector``).
 GC_YOUNG_THRESHOLD = 10_000
+# Seconds an asked stop waits for Mathics3's next evaluation step before it is forced.
+FORCE_AFTER = 0.5
 
 
 def tune_collector() -> None:
@@ -85,6 +93,7 @@ class Worker:
         # Mathics3 is imported here, not at module level, so that a missing Mathics3 can be
         # reported over the channel.
         import mathics
+        from mathics.core.interrupt import AbortInterrupt, TimeoutInterrupt
         from mathics.core.load_builtin import import_and_load_builtins
 
         if session is None:
@@ -109,12 +118,50 @@ class Worker:
         self.definitions.clear_cache()
         self.interruptible = False
         self._input_id = 0
+        self._aborted, self._timeout = AbortInterrupt, TimeoutInterrupt
+        # The stop asked (its time) and not yet delivered; whether the next SIGINT forces it.
+        self._stop: float | None = None
+        self._force = False
+        self._stop_asked = threading.Event()
+        self._main = threading.get_ident()
+        self.evaluation.check_stopped = self._check_stopped
+        threading.Thread(target=self._escalate, daemon=True).start()
         signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # A late signal (after the cell's evaluation ended) is the ended cell's: ignore it.
-        if self.interruptible:
+        if not self.interruptible:
+            return
+        if self._force:
+            self._force, self._stop = False, None
             raise KeyboardInterrupt
+        if self._stop is None:
+            self._stop = time.monotonic()
+            self._stop_asked.set()
+
+    def _check_stopped(self) -> None:
+        """Mathics3's ``Evaluation.check_stopped`` (called at each evaluation step), which
+        also delivers an asked stop: as an abort, at a point where no definition is half
+        changed."""
+        if self._stop is not None:
+            self._stop = None
+            raise self._aborted
+        if self.evaluation.stopped:
+            raise self._timeout
+
+    def _escalate(self) -> None:
+        """Thread: force a stop that no evaluation step took within ``FORCE_AFTER`` (SIGINT
+        is blocked here: the signal goes to the main thread, where the handler raises)."""
+        while True:
+            self._stop_asked.wait()
+            self._stop_asked.clear()
+            asked = self._stop
+            if asked is None:
+                continue
+            time.sleep(max(0.0, asked + FORCE_AFTER - time.monotonic()))
+            if self._stop == asked and self.interruptible:
+                self._force = True
+                signal.pthread_kill(self._main, signal.SIGINT)
 
     def serve(self) -> None:
         """Answer requests until the agent closes our stdin."""
@@ -148,6 +195,7 @@ class Worker:
         self.channel.send_frame(STARTED)
         outcome: Message | None = ["aborted"]
         failure: BaseException | None = None
+        self._stop, self._force = None, False
         # Each handler first closes the window, so that a second SIGINT cannot escape it.
         try:
             self.interruptible = True
@@ -164,6 +212,7 @@ class Worker:
         finally:
             self.interruptible = False
             signal.pthread_sigmask(signal.SIG_BLOCK, SIGINT)
+            self._stop, self._force = None, False
         self.reset_evaluation()
         if failure is not None:
             traceback.print_exception(failure)
