@@ -4,10 +4,12 @@ The steps up to the agent are the doctor's own diagnosis, each over the function
 start itself calls (ssh_config target resolution, ``connect.resolve``, the connect phases,
 ``check_login``, the Python probe of ``provisioning.diagnosis``), so a step fails with the
 error a kernel start would give — its cause and its fix, and its code — at the step where it
-happens and with the time it took.  The agent, link and engine steps are the phases of the
-real launch path (``provisioning.launch.open_session``) with their times, then the checks only
-the doctor makes: an evaluation, the round trip and the throughput.  Steps after a failure
-are skipped; for the local transport the network steps do not apply.
+happens and with the time it took; for a Slurm kernelspec the ``slurm`` step asks Slurm
+itself (``srun --test-only``) whether it takes the kernelspec's options.  The agent, link and
+engine steps are the phases of the real launch path (``provisioning.launch.open_session``)
+with their times, then the checks only the doctor makes: an evaluation, the round trip and
+the throughput.  Steps after a failure are skipped; for the local transport the network steps
+do not apply.
 
 Then the engine checks (``ENGINE_CHECKS``; left out with ``quick``): the engine used as a user
 uses it, with cells that once went wrong on a real Wolfram kernel (Input[], a package loaded
@@ -30,6 +32,7 @@ import itertools
 import os
 import queue
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +46,8 @@ from typing import Any, TypeVar
 import paramiko
 
 from . import kernelspec
+from .agent.engines.slurm import COMMANDS as SLURM_COMMANDS
+from .agent.engines.slurm import parse_options
 from .client import AgentClient, Collected, EvaluationError, run
 from .client.environment import BY_KERNEL, BY_PROVISIONER, VARIABLES
 from .client.evaluate import ABORTED_CODE, INTERRUPT_TIMEOUT, TIMEOUT, Evaluator
@@ -292,7 +297,8 @@ class Checkup:
         checks: list[tuple[str, Callable[[], str | Phase]]] = [
             ("kernelspec", self._kernelspec), ("resolve", self._resolve),
             ("reach", self._reach), ("host key", self._host_key), ("auth", self._auth),
-            ("remote shell", self._shell), ("python", self._python), ("agent", self._agent),
+            ("remote shell", self._shell), ("python", self._python), ("slurm", self._slurm),
+            ("agent", self._agent),
             ("link", self._link), ("engine", self._engine), ("round trip", self._round_trip),
             ("throughput", self._throughput),
         ]
@@ -543,6 +549,39 @@ class Checkup:
             return check_probe(python, "this machine", done.returncode, done.stdout, "python")
         assert self.connection is not None
         return check_python(self.connection, s.remote_python, s.command_timeout)
+
+    def _slurm(self) -> str:
+        """A Slurm kernelspec: the Slurm commands are on the login shell's PATH (the agent's,
+        which runs srun) and ``srun --test-only`` takes the kernelspec's options (partition,
+        time, memory, account…), so a refused option shows here, with Slurm's own words,
+        not as a failed kernel start; says when and where such a job would start."""
+        s = self._s
+        if not s.slurm:
+            raise NotApplicable("the kernelspec asks for no Slurm job (slurm)")
+        assert self.connection is not None  # slurm is an ssh-only key
+        host = self.connection.target.hostname
+        words = parse_options(s.slurm)  # a SlurmError (slurm.options) fails the step
+        status, out = self.connection.run(
+            f"command -v {' '.join(SLURM_COMMANDS)}", s.command_timeout)
+        missing = [name for name in SLURM_COMMANDS if f"/{name}" not in out]
+        if status != 0 or missing:
+            raise Failed(f"{' and '.join(missing)} not on the PATH of {host}'s login shell, "
+                         "which starts the agent that runs them",
+                         "use the cluster's login node as the host, or add Slurm's bin "
+                         "directory to PATH in the login shell's startup files (~/.bashrc, "
+                         "above any line that returns for non-interactive shells)",
+                         code="slurm.no-srun")
+        test = ["srun", "--test-only", *words, "--ntasks=1", "--nodes=1", "true"]
+        status, out = self.connection.run(shlex.join(test), s.command_timeout)
+        said = " ".join(line.removeprefix("srun: ").strip() for line in out.splitlines()
+                        if line.strip())
+        if status != 0:
+            raise Failed(f"Slurm refuses the kernelspec's slurm options {s.slurm!r}: "
+                         f"{_shown(said) or f'srun --test-only exited {status}'}",
+                         "correct the options (rk-jupyter add NAME --host HOST "
+                         "--slurm=\"OPTIONS\" rewrites them); sinfo on the login node lists "
+                         "the partitions and their limits", code="slurm.rejected")
+        return f"srun --test-only takes the options: {_shown(said)}"
 
     # -- the launch path's phases, then the doctor's own checks ------------------------------
 

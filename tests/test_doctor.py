@@ -35,7 +35,7 @@ from sshbed import SSHBed
 
 CONNECT_TIMEOUT = 3.0
 CHAIN = ["kernelspec", "resolve", "reach", "host key", "auth", "remote shell", "python",
-         "agent", "link", "engine", "round trip", "throughput"]
+         "slurm", "agent", "link", "engine", "round trip", "throughput"]
 ENGINE_CHECKS = ["input", "package", "throw", "messages", "interrupt", "graphics", "print"]
 STEPS = CHAIN + ENGINE_CHECKS
 NETWORK = STEPS[1:6]
@@ -86,9 +86,12 @@ def doctor(name: str, capsys: pytest.CaptureFixture[str], *options: str,
 
 
 def assert_fails_at(steps: dict[str, dict], where: str) -> dict:
-    """The step ``where`` failed, every step before it passed, every one after was skipped."""
+    """The step ``where`` failed, every step before it passed (or, for ``slurm``, had no
+    meaning), every one after was skipped."""
     at = STEPS.index(where)
-    assert [steps[s]["status"] for s in STEPS[:at]] == ["pass"] * at, steps
+    assert [steps[s]["status"] for s in STEPS[:at]] == [
+        "n/a" if s == "slurm" and steps[s]["status"] == "n/a" else "pass"
+        for s in STEPS[:at]], steps
     assert steps[where]["ok"] is False and steps[where]["seconds"] is not None
     assert all(steps[s]["status"] == "skipped" and steps[s]["ok"] is None
                for s in STEPS[at + 1:])
@@ -111,6 +114,7 @@ def test_all_steps_pass_against_the_bed_and_a_running_kernel_is_left_alone(
         spec = bed_spec(sshbed, jupyter_env, "doctor-bed", agent_deploy="zipapp")
         status, steps, elapsed = doctor(spec, capsys)
         assert status == 0
+        assert steps.pop("slurm")["status"] == "n/a"  # no Slurm job asked for
         assert all(row["ok"] is True and row["status"] == "pass"
                    and isinstance(row["seconds"], float) for row in steps.values())
         assert "copied the agent" in steps["agent"]["detail"] \
@@ -140,6 +144,9 @@ def test_local_passes_with_the_network_steps_not_applicable_and_the_engine_check
         if name in NETWORK:
             assert (row["status"], row["ok"], row["seconds"]) == ("n/a", None, None)
             assert "transport local" in row["detail"]
+        elif name == "slurm":
+            assert (row["status"], row["detail"]) == ("n/a", "the kernelspec asks for no "
+                                                      "Slurm job (slurm)")
         else:
             assert row["status"] == "pass" and row["ok"] is True and row["seconds"] >= 0
     # The engine checks, each what it found; together well within 15 s on Mathics3.
@@ -400,7 +407,8 @@ def test_unknown_host_key_fails_at_the_host_key_with_the_keyscan_fix(
     text = capsys.readouterr().out
     assert "✗ host key" in text and "fix: " in text and "ssh-keyscan" in text
     assert "- auth" in text and "skipped" in text
-    assert "failed at host key after " in text and "; 15 later steps skipped" in text
+    later = len(STEPS) - STEPS.index("host key") - 1
+    assert "failed at host key after " in text and f"; {later} later steps skipped" in text
     assert sshbed.wait_established(0) == 0
 
 
@@ -542,7 +550,9 @@ def test_rkernel_doctor_shows_the_table_in_a_kernel(rk_local: str) -> None:
         print(text)
         assert text.startswith(f"rk_jupyter doctor: {rk_local}")
         assert "✓ engine" in text and "n/a" in text
-        assert "all 14 steps passed in " in text and "(5 not applicable)" in text
+        not_applicable = len(NETWORK) + 1  # and slurm
+        assert f"all {len(STEPS) - not_applicable} steps passed in " in text
+        assert f"({not_applicable} not applicable)" in text
         assert table.startswith("<table class='rk-doctor'>")
         assert table.count("<tr>") == len(STEPS) + 2 and "1+1 = 2" in table
         # The kernel's own engine is untouched.

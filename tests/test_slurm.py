@@ -417,3 +417,48 @@ def test_engine_start_timeout_while_pending_cancels_the_job(
     assert slurmbed.wait_no_jobs(20) == []
     assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
         login.remote_processes()
+
+
+def _doctor(spec: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict]]:
+    """``rk-jupyter doctor SPEC --quick --json`` as a user runs it: exit status, steps."""
+    capsys.readouterr()
+    status = cli(["doctor", spec, "--quick", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    with capsys.disabled():
+        for row in rows:
+            print(f"  {row['step']}: {row['status']} {row['detail']} {row['code'] or ''}")
+    return status, {row["step"]: row for row in rows}
+
+
+def test_doctor_asks_slurm_whether_it_takes_the_options(
+    slurmbed: SlurmBed, login: SSHBed, jupyter_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The doctor's slurm step: srun --test-only on the login node takes the kernelspec's
+    options and says where the job would run; then the engine starts in a real job."""
+    spec = add_spec(login, jupyter_env, "slurm-doctor")
+    status, steps = _doctor(spec, capsys)
+    assert status == 0, steps
+    detail = steps["slurm"]["detail"]
+    assert steps["slurm"]["status"] == "pass", steps["slurm"]
+    assert "to start at" in detail and f"in partition {slurmbed.partition}" in detail, detail
+    assert steps["engine"]["status"] == "pass", steps["engine"]
+    assert slurmbed.wait_no_jobs(20) == []  # the doctor's job ended with it
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
+
+
+def test_doctor_catches_a_partition_that_does_not_exist(
+    slurmbed: SlurmBed, login: SSHBed, jupyter_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad partition fails the slurm step with Slurm's own words and the fix, before any
+    agent starts (the steps after it are skipped)."""
+    spec = add_spec(login, jupyter_env, "slurm-nope", slurm="--partition=nope --time=5")
+    status, steps = _doctor(spec, capsys)
+    assert status != 0
+    step = steps["slurm"]
+    assert (step["status"], step["code"]) == ("fail", "slurm.rejected"), step
+    assert "invalid partition" in step["detail"].lower() and "nope" in step["detail"], step
+    assert "sinfo" in step["fix"] and "--slurm=" in step["fix"], step
+    assert steps["agent"]["status"] == "skipped"
+    assert slurmbed.jobs() == []
+    assert login.remote_processes() == []

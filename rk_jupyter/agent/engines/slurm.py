@@ -62,6 +62,9 @@ _FORCED = ("--ntasks=1", "--nodes=1", "--unbuffered", "--quiet")
 #: turn them into a terminal; refused rather than overridden, so the user learns why.
 _REFUSED = ("--pty", "--input", "--output", "--error", "--label", "--multi-prog", "--job-name",
             "--jobid", "-i", "-o", "-e", "-l", "-J")
+#: The Slurm commands the engine runs on the login node (srun starts it, squeue finds its job,
+#: scancel interrupts and ends it); the doctor checks that each is there.
+COMMANDS = ("srun", "squeue", "scancel")
 COMMAND_TIMEOUT = 15.0  # squeue/scancel: a controller that does not answer is not waited for
 _JOB_ID_POLL = 0.2
 
