@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shlex
 import signal
@@ -270,6 +271,26 @@ def test_engine_runs_in_a_job_on_a_compute_node(kernel: Kernel, slurmbed: SlurmB
     assert text(execute(kernel.kc, "1 + 1")) == "2"
     assert "<svg" in execute(kernel.kc, "Graphics[{Red, Disk[]}]").results()[0]["data"][
         "image/svg+xml"]
+
+
+def test_rkernel_status_shows_the_job(kernel: Kernel, slurmbed: SlurmBed) -> None:
+    """%rkernel status names the engine's job, its state, node and time left (from squeue on
+    the login node), and claims no memory figure: the process there is srun, not the
+    engine."""
+    job, node = job_of(kernel.kc)
+    status = execute(kernel.kc, "%rkernel status").displays()[0]["data"]["text/plain"]
+    print(status)
+    [row] = [line for line in status.splitlines() if "slurm job" in line]
+    assert re.search(rf"slurm job\s+{job} RUNNING on {node}, \d+:\d\d left$", row), row
+    assert "engine memory" not in status, status
+
+
+def test_a_pending_job_shows_why_it_waits() -> None:
+    from rk_jupyter.client.status import _job
+
+    assert _job({"id": "7", "state": "PENDING", "node": "", "time_left": "5:00",
+                 "reason": "Resources"}) == "7 PENDING (Resources)"
+    assert _job({"id": "?"}) == "? (not listed by squeue)"
 
 
 def test_the_token_is_nowhere_in_the_job(kernel: Kernel, slurmbed: SlurmBed,

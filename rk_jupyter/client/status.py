@@ -125,6 +125,9 @@ def engine_rows(client: AgentClient) -> list[tuple[str, str]]:
     elif state == "ended":
         state += ": the next cell starts a fresh engine"
     rows = [("engine state", state)]
+    job = engine.get("slurm")
+    if isinstance(job, dict):
+        rows.append(("slurm job", _job(job)))
     memory = engine.get("memory")
     limit = engine.get("limit")
     if memory is not None or limit:
@@ -136,6 +139,19 @@ def engine_rows(client: AgentClient) -> list[tuple[str, str]]:
         restarted += f"; the last engine ended: {engine['last_end']}"
     rows.append(("engine restarts", restarted))
     return rows
+
+
+def _job(job: dict[str, Any]) -> str:
+    """The engine's Slurm job as one line: "123 RUNNING on c1, 4:32 left" or
+    "124 PENDING (Resources)"."""
+    line = f"{job.get('id', '?')} {job.get('state', '(not listed by squeue)')}"
+    if job.get("state") == "PENDING":
+        return f"{line} ({job.get('reason', '?')})"
+    if job.get("node"):
+        line += f" on {job['node']}"
+    if job.get("time_left"):
+        line += f", {job['time_left']} left"
+    return line
 
 
 def transport_state(path: str) -> tuple[str, str]:

@@ -66,6 +66,7 @@ _REFUSED = ("--pty", "--input", "--output", "--error", "--label", "--multi-prog"
 #: scancel interrupts and ends it); the doctor checks that each is there.
 COMMANDS = ("srun", "squeue", "scancel")
 COMMAND_TIMEOUT = 15.0  # squeue/scancel: a controller that does not answer is not waited for
+STATUS_TIMEOUT = 3.0  # squeue for %rkernel status, which a user waits for
 _JOB_ID_POLL = 0.2
 
 
@@ -175,6 +176,20 @@ class SlurmStep:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(_JOB_ID_POLL)
+
+    def describe(self, timeout: float = STATUS_TIMEOUT) -> dict[str, str]:
+        """What ``%rkernel status`` shows of the job: ``id``, and from squeue ``state``
+        (PENDING, RUNNING, …), ``node``, ``time_left`` and ``reason`` (why it is pending);
+        only ``id`` (may be "?") when squeue does not list it within ``timeout`` s."""
+        job = self.job_id(timeout=min(timeout, 1.0))
+        if job is None:
+            return {"id": "?"}
+        result = _command(["squeue", "-h", "-j", job, "-o", "%T|%N|%L|%r"], timeout)
+        fields = result.stdout.strip().split("|")
+        if result.returncode != 0 or len(fields) != 4:
+            return {"id": job}
+        keys = ("state", "node", "time_left", "reason")
+        return {"id": job, **dict(zip(keys, fields, strict=True))}
 
     def interrupt(self) -> None:
         """Deliver one SIGINT to the worker (``scancel --signal=INT JOB.0``), without blocking

@@ -174,7 +174,12 @@ class MathicsEngine(Engine):
         proc = self._proc
         if proc is None:
             return {}
-        usage = {"state": "ended"} if exit_status(proc) is not None else process_usage(proc.pid)
+        ended = exit_status(proc) is not None
+        if self._step is not None:  # proc is srun here: the worker runs on the job's node
+            usage: dict[str, Any] = {"state": "ended"} if ended else {
+                "state": "running", "slurm": self._step.describe()}
+        else:
+            usage = {"state": "ended"} if ended else process_usage(proc.pid)
         if self.memory_limit:
             usage["limit"] = self.memory_limit
         return usage
