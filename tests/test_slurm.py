@@ -428,6 +428,10 @@ def test_engine_start_timeout_while_pending_cancels_the_job(
         print(f"\nstart failed after {elapsed:.2f} s [{failure.value.code}]: {failure.value}")
         assert failure.value.code == "engine.start-failed"
         assert "did not start within 6 s" in str(failure.value)
+        # It says why: the job waited in the queue, Slurm's reason, and what to do.
+        assert re.search(r"Slurm job \d+ was still waiting in the queue \(PENDING, reason "
+                         r"\w+\) and is cancelled", str(failure.value)), str(failure.value)
+        assert "start_timeout" in str(failure.value) and "partition" in str(failure.value)
         assert elapsed < 30
         ours = [j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]
         assert wait_for(lambda: not [j for j in slurmbed.jobs()

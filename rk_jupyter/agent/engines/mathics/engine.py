@@ -52,6 +52,7 @@ from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
 
 log = logging.getLogger(__name__)
+_JOB_POLL = 2.0  # seconds between looks at a starting engine's Slurm job (squeue)
 
 _WORKER = "rk_jupyter.agent.engines.mathics.worker"
 _INPUT_KINDS = ("InputPacket", "InputStringPacket")
@@ -136,12 +137,22 @@ class MathicsEngine(Engine):
         self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
                                   label=f"mathics worker {proc.pid}")
         try:
-            event = self._next_event(max(deadline, time.monotonic() + 1.0))
+            event = self._wait_ready(max(deadline, time.monotonic() + 1.0))
         except EngineError as exc:
             raise EngineError(f"Mathics3 failed to start: {exc}") from None
         if event is None:
+            job = self._step.describe() if self._step is not None else None
             self.close()
-            raise EngineError(f"Mathics3 did not start within {timeout:g} s{self._tail()}")
+            if job is not None and job.get("state") == "PENDING":
+                raise EngineError(
+                    f"Mathics3 did not start within {timeout:g} s: its Slurm job {job['id']} "
+                    f"was still waiting in the queue (PENDING, reason {job.get('reason')}) "
+                    "and is cancelled", "try again when the cluster is less busy, ask for "
+                    "less (time, CPUs, memory) or another partition in the kernelspec's slurm "
+                    "options, or raise the engine option start_timeout to wait longer",
+                    code="slurm.queued")
+            where = f" (Slurm job {job['id']} {job.get('state', '')})" if job else ""
+            raise EngineError(f"Mathics3 did not start within {timeout:g} s{where}{self._tail()}")
         match event:
             case ["ready", version, _python, _pid]:
                 return EngineInfo(
@@ -331,6 +342,23 @@ class MathicsEngine(Engine):
             proc.stdin.flush()
         except (OSError, ValueError) as exc:
             raise self._died() from exc
+
+    def _wait_ready(self, deadline: float) -> Message | None:
+        """The worker's first event, or None at ``deadline``.  A Slurm job's state changes
+        meanwhile (PENDING with its reason, RUNNING on a node) go to the agent's log, which
+        %rkernel log and a failed start's log tail show."""
+        if self._step is None:
+            return self._next_event(deadline)
+        seen: dict[str, str] = {}
+        while True:
+            event = self._next_event(min(deadline, time.monotonic() + _JOB_POLL))
+            if event is not None or time.monotonic() >= deadline:
+                return event
+            job = self._step.describe()
+            if job.get("state") and job != seen:
+                log.info("slurm job %s %s (%s) on %s", job["id"], job["state"],
+                         job.get("reason"), job.get("node") or "no node yet")
+                seen = job
 
     def _next_event(self, deadline: float | None) -> Message | None:
         """The worker's next event; None once ``deadline`` passes; EngineError if it died.
