@@ -27,7 +27,7 @@ import time
 from typing import IO, Any
 
 from ..process import OutputTail, kill_group, python_argv, spawn
-from .template import receive, send
+from .seqpacket import receive, send
 
 log = logging.getLogger(__name__)
 

@@ -41,37 +41,14 @@ import time
 import traceback
 from typing import Any
 
-from ....link import wxf
 from .pipe import Channel
+from .seqpacket import receive, send
 from .worker import import_failure, serve
 
 #: The title (``ps``) of a forked worker: what a cold one's command line says, so that people
 #: and tools that look for workers find both kinds.
 WORKER_TITLE = "python -m rk_jupyter.agent.engines.mathics.worker (forked)"
-_PACKET = 1 << 16  # the largest message either side sends is far below this
 _WATCH = 1.0  # seconds between the template's checks that the agent is alive
-
-
-def send(sock: socket.socket, message: list[Any], fds: list[int] | None = None) -> None:
-    """One message as one packet, with descriptors when given."""
-    data = wxf.dumps(message)
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.sendall(data)
-
-
-def receive(sock: socket.socket, maxfds: int = 0) -> tuple[list[Any] | None, list[int]]:
-    """One message and its descriptors; (None, []) when the peer has closed the socket."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, _PACKET, maxfds)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    message = wxf.loads(data, use_numpy=False)
-    if not (isinstance(message, list) and message and isinstance(message[0], str)):
-        raise ValueError(f"not a template message: {message!r:.200}")
-    return message, fds
 
 
 def set_title(title: str) -> None:
