@@ -346,6 +346,26 @@ def test_quit_ends_the_job_and_the_next_cell_runs_in_a_new_one(kernel: Kernel,
     assert len([j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]) == 1
 
 
+def test_a_job_cancelled_outside_says_so_and_the_next_cell_runs_in_a_new_one(
+        kernel: Kernel, slurmbed: SlurmBed) -> None:
+    """The job ends by itself (here scancel by an administrator; a time limit or a node
+    failure alike): the next cell's error names the job and Slurm's words of why, and says
+    that the next cell queues a new job, which it then does."""
+    job, node = job_of(kernel.kc)
+    slurmbed.run(["scancel", job], check=True)
+    assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job], timeout=20), \
+        slurmbed.jobs()
+    run = execute(kernel.kc, "1 + 1")
+    said = run.streams("stderr")
+    print(run.reply, said)
+    assert f"the engine's Slurm job {job} was cancelled on {node} at " in said, said
+    assert "(scancel, by a user or an administrator)" in said
+    assert "a fresh engine runs in a new job, queued again" in said
+    assert "RuntimeWarning" not in said  # runpy on a cold worker, once
+    again, _ = job_of(kernel.kc)
+    assert again != job
+
+
 def test_shutdown_leaves_no_job_and_no_worker(kernel: Kernel, slurmbed: SlurmBed,
                                               login: SSHBed) -> None:
     job, _ = job_of(kernel.kc)
@@ -429,9 +449,10 @@ def test_engine_start_timeout_while_pending_cancels_the_job(
         assert failure.value.code == "engine.start-failed"
         assert "did not start within 6 s" in str(failure.value)
         # It says why: the job waited in the queue, Slurm's reason, and what to do.
+        said = " ".join(str(failure.value).split())  # wrapped at some width
         assert re.search(r"Slurm job \d+ was still waiting in the queue \(PENDING, reason "
-                         r"\w+\) and is cancelled", str(failure.value)), str(failure.value)
-        assert "start_timeout" in str(failure.value) and "partition" in str(failure.value)
+                         r"\w+\) and is cancelled", said), said
+        assert "start_timeout" in said and "partition" in said
         assert elapsed < 30
         ours = [j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]
         assert wait_for(lambda: not [j for j in slurmbed.jobs()

@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -68,6 +69,9 @@ COMMANDS = ("srun", "squeue", "scancel")
 COMMAND_TIMEOUT = 15.0  # squeue/scancel: a controller that does not answer is not waited for
 STATUS_TIMEOUT = 3.0  # squeue for %rkernel status, which a user waits for
 _JOB_ID_POLL = 0.2
+#: slurmstepd's last words on a cancelled step, which srun passes on the task's stderr.
+_CANCELLED = re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON (?P<node>\S+) CANCELLED AT (?P<at>\S+)"
+                        r"(?: DUE TO (?P<why>[A-Z ]+?))?(?: \*\*\*|$)")
 
 
 class SlurmError(EngineError):
@@ -190,6 +194,18 @@ class SlurmStep:
             return {"id": job}
         keys = ("state", "node", "time_left", "reason")
         return {"id": job, **dict(zip(keys, fields, strict=True))}
+
+    def ended(self, stderr: list[str]) -> str:
+        """Why the job ended, for the error of the next cell: its id, and what slurmstepd
+        said on the task's stderr (``*** STEP 12.0 ON c1 CANCELLED AT … DUE TO TIME LIMIT
+        ***``: a time limit, preemption, ``scancel`` by the user or an administrator)."""
+        said = next((m for line in reversed(stderr) if (m := _CANCELLED.search(line))), None)
+        what = f"the engine's Slurm job {self._job_id or self.job_name}"
+        if said is None:
+            return f"{what} ended"
+        why = f" due to {said['why'].lower()}" if said["why"] else " (scancel, by a user or " \
+            "an administrator)"
+        return f"{what} was cancelled on {said['node']} at {said['at']}{why}"
 
     def interrupt(self) -> None:
         """Deliver one SIGINT to the worker (``scancel --signal=INT JOB.0``), without blocking

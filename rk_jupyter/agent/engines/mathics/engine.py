@@ -352,8 +352,11 @@ class MathicsEngine(Engine):
         seen: dict[str, str] = {}
         while True:
             event = self._next_event(min(deadline, time.monotonic() + _JOB_POLL))
-            if event is not None or time.monotonic() >= deadline:
+            if event is not None:
+                self._step.job_id(timeout=1.0)  # known from now on: its end names it
                 return event
+            if time.monotonic() >= deadline:
+                return None
             job = self._step.describe()
             if job.get("state") and job != seen:
                 log.info("slurm job %s %s (%s) on %s", job["id"], job["state"],
@@ -430,6 +433,10 @@ class MathicsEngine(Engine):
             how += f" (its memory_limit is {format_bytes(self.memory_limit)})"
         if self._stderr is not None:
             self._stderr.wait(1.0)  # let it catch the last lines
+        if self._step is not None and status != 0:
+            lines = self._stderr.lines() if self._stderr is not None else []
+            return EngineEnded(f"{self._step.ended(lines)} (srun {how}); a fresh engine runs in "
+                               f"a new job, queued again{self._tail()}")
         return EngineEnded(f"the Mathics3 worker (pid {proc.pid}) {how}{self._tail()}",
                            requested=status == 0)
 
