@@ -366,6 +366,35 @@ def test_a_job_cancelled_outside_says_so_and_the_next_cell_runs_in_a_new_one(
     assert again != job
 
 
+@pytest.mark.parametrize("when", ["in the running cell", "before the next cell"])
+def test_the_notebook_is_warned_before_the_time_limit(
+        slurmbed: SlurmBed, login: SSHBed, jupyter_env: str, when: str) -> None:
+    """A job of one minute, warned 56 s before its limit: the warning reaches the cell that
+    runs then, or else the next cell, on stderr, names the job and what to do; %rkernel
+    status shows the time left."""
+    spec = add_spec(login, jupyter_env, "slurm-limit", slurm="--partition=debug --time=1",
+                    engine_options={"time_warning": 56})
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    try:
+        job, _ = job_of(kc)
+        status = execute(kc, "%rkernel status").displays()[0]["data"]["text/plain"]
+        assert re.search(rf"slurm job\s+{job} RUNNING on c\d, 0:[0-5]\d left", status), status
+        if when == "before the next cell":
+            time.sleep(8)  # the warning comes while no cell runs
+        run = execute(kc, "Pause[8]; 1" if when == "in the running cell" else "1", timeout=30)
+        said = run.streams("stderr")
+        print(said)
+        assert text(run) == "1"
+        assert f"Slurm::timelimit: The engine's Slurm job {job} reaches its time limit in " \
+            in said, said
+        assert "Save what you need now" in said and "queues a new job" in said
+        assert "Slurm::timelimit" not in execute(kc, "2").streams("stderr")  # once
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert slurmbed.wait_no_jobs(20) == []
+
+
 def test_shutdown_leaves_no_job_and_no_worker(kernel: Kernel, slurmbed: SlurmBed,
                                               login: SSHBed) -> None:
     job, _ = job_of(kernel.kc)

@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ...link.launcher import TOKEN_ENV
@@ -68,6 +69,7 @@ _REFUSED = ("--pty", "--input", "--output", "--error", "--label", "--multi-prog"
 COMMANDS = ("srun", "squeue", "scancel")
 COMMAND_TIMEOUT = 15.0  # squeue/scancel: a controller that does not answer is not waited for
 STATUS_TIMEOUT = 3.0  # squeue for %rkernel status, which a user waits for
+WARN_BEFORE = 300.0  # seconds before a job's time limit that the notebook is warned
 _JOB_ID_POLL = 0.2
 #: slurmstepd's last words on a cancelled step, which srun passes on the task's stderr.
 _CANCELLED = re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON (?P<node>\S+) CANCELLED AT (?P<at>\S+)"
@@ -129,6 +131,20 @@ def step_argv(argv: list[str], options: str, job_name: str, srun: str = "srun") 
     return [srun, *parse_options(options), *_FORCED, f"--job-name={job_name}", *argv]
 
 
+def _seconds(text: str) -> float | None:
+    """squeue's time ("[[days-]hours:]minutes:seconds", or "UNLIMITED", "NOT_SET",
+    "INVALID") in seconds; None for the words."""
+    days, _, clock = text.strip().rpartition("-")
+    try:
+        parts = [int(part) for part in clock.split(":")]
+        total = int(days or 0) * 86400
+    except ValueError:
+        return None
+    for part, unit in zip(reversed(parts), (1, 60, 3600), strict=False):
+        total += part * unit
+    return float(total) if 1 <= len(parts) <= 3 else None
+
+
 def _job_environment() -> dict[str, str]:
     """The environment srun exports to the job: the agent's, never the token."""
     env = dict(os.environ)
@@ -163,6 +179,7 @@ class SlurmStep:
         self._job_id: str | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._closing = threading.Event()  # ends the time limit's watch
 
     def job_id(self, timeout: float = 5.0) -> str | None:
         """The job's id, from squeue by the job's name (cached once known); None if squeue
@@ -194,6 +211,45 @@ class SlurmStep:
             return {"id": job}
         keys = ("state", "node", "time_left", "reason")
         return {"id": job, **dict(zip(keys, fields, strict=True))}
+
+    def times(self) -> tuple[float, float] | None:
+        """(seconds left, time limit in seconds) of the running job, from squeue; None when
+        unknown or unlimited."""
+        job = self.job_id(timeout=1.0)
+        if job is None:
+            return None
+        result = _command(["squeue", "-h", "-j", job, "-o", "%L|%l"], STATUS_TIMEOUT)
+        left, _, limit = result.stdout.strip().partition("|")
+        seconds = _seconds(left), _seconds(limit)
+        if result.returncode != 0 or seconds[0] is None or seconds[1] is None:
+            return None
+        return seconds[0], seconds[1]
+
+    def warn_before_limit(self, before: float | None, warn: Callable[[str], None]) -> None:
+        """Call ``warn`` once with a warning, ``before`` seconds before the job's time limit
+        (None: ``WARN_BEFORE``, or half the limit when that is shorter; 0: never), from a
+        thread of its own that ends with the job (``close``)."""
+        if before == 0:
+            return
+
+        def watch() -> None:
+            times = self.times()
+            if times is None:
+                return
+            left, limit = times
+            ahead = min(WARN_BEFORE, limit / 2) if before is None else float(before)
+            if self._closing.wait(max(0.0, left - ahead)):
+                return
+            times = self.times()  # an administrator may have changed the limit meanwhile
+            if times is None or self._closing.is_set():
+                return
+            at = time.strftime("%H:%M:%S", time.localtime(time.time() + times[0]))
+            warn(f"The engine's Slurm job {self._job_id} reaches its time limit in "
+                 f"{times[0]:.0f} s (at {at} on the login node); Slurm then cancels it and "
+                 "every definition is lost. Save what you need now (Export, DumpSave); a "
+                 "restart of the kernel queues a new job.")
+
+        threading.Thread(target=watch, daemon=True, name=f"slurm-limit-{self.job_name}").start()
 
     def ended(self, stderr: list[str]) -> str:
         """Why the job ended, for the error of the next cell: its id, and what slurmstepd
@@ -228,6 +284,7 @@ class SlurmStep:
         """Cancel the job, whatever state it is in (pending, running); idempotent.  Bounded by
         ``COMMAND_TIMEOUT``.  By name and user, so that a job whose id is not known yet (still
         pending, or being submitted) is cancelled too; the engine then ends srun itself."""
+        self._closing.set()
         with self._lock:
             if self._closed:
                 return

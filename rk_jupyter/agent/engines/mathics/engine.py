@@ -78,7 +78,9 @@ class MathicsEngine(Engine):
     text before it is shown in a short form, default ``OUTPUT_LIMIT``), ``warm`` (default
     true: the worker is a fork of the interpreter's Mathics3 template, ``forkserver``; false:
     a cold worker, as when there is no template), ``slurm`` (srun options: the worker runs
-    as a Slurm job step, see ``engines/slurm.py``, never forked; default none)."""
+    as a Slurm job step, see ``engines/slurm.py``, never forked; default none),
+    ``time_warning`` (with ``slurm``: seconds before the job's time limit that the notebook
+    is warned; default ``slurm.WARN_BEFORE`` or half the limit if shorter; 0: never)."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
@@ -90,6 +92,10 @@ class MathicsEngine(Engine):
         self._step: SlurmStep | None = None  # the worker's Slurm job step, with option slurm
         # Forked from a template on this host: no (a job step's worker runs on a node).
         self.warm = bool(options.get("warm", True)) and not self.slurm
+        # Seconds before the Slurm job's time limit that the notebook is warned (None: the
+        # default of slurm.WARN_BEFORE or half the limit; 0: no warning).
+        warning = options.get("time_warning")
+        self.time_warning = None if warning is None else float(warning)
         self._proc: subprocess.Popen[bytes] | Forked | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
@@ -155,6 +161,8 @@ class MathicsEngine(Engine):
             raise EngineError(f"Mathics3 did not start within {timeout:g} s{where}{self._tail()}")
         match event:
             case ["ready", version, _python, _pid]:
+                if self._step is not None:
+                    self._step.warn_before_limit(self.time_warning, self._warn)
                 return EngineInfo(
                     name="Mathics3",
                     version=str(version),
@@ -173,6 +181,10 @@ class MathicsEngine(Engine):
                 )
         self.close()
         raise EngineError(f"the Mathics3 worker sent {event!r} instead of ready")
+
+    def _warn(self, text: str) -> None:
+        """A warning for the notebook, now (in the running cell) or before the next cell."""
+        self.host.emit(packet("MessagePacket", "Slurm", "timelimit", text))
 
     def alive(self) -> bool:
         proc = self._proc
