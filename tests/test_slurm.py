@@ -392,7 +392,8 @@ def test_the_notebook_is_warned_before_the_time_limit(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    assert slurmbed.wait_no_jobs(20) == []
+    assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == job], timeout=20), \
+        slurmbed.jobs()
 
 
 def test_shutdown_leaves_no_job_and_no_worker(kernel: Kernel, slurmbed: SlurmBed,
