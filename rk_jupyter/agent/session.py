@@ -197,7 +197,7 @@ class Session:
                 self._answers.put(None)
             if self.engine is not None:
                 self.engine.interrupt()
-                if self.engine.usage().get("state") == "stopped":
+                if self.engine.stopped():
                     self.emit(packet("MessagePacket", "General", "stopped", self._stopped()))
         elif name == "RKEngineState":  # answered now, also while a cell runs
             self.emit(packet("RKEngineStatus", self.engine_status()))
@@ -323,7 +323,7 @@ class Session:
             if not self._restart():
                 return
         assert self.engine is not None
-        if self.engine.usage().get("state") == "stopped":
+        if self.engine.stopped():
             self.emit(error_packet(self._stopped(), ENGINE_STOPPED_ERROR))
             return
         if name == "EnterTextPacket":

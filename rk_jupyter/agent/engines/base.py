@@ -137,6 +137,12 @@ class Engine(ABC):
         and ``pid``, where the engine knows them."""
         return {}
 
+    def stopped(self) -> bool:
+        """Whether the engine's process is stopped by a signal (SIGSTOP, a debugger) and so
+        answers nothing.  The session asks before each request and on each interrupt: it must
+        cost no more than reading /proc (``usage`` may ask a scheduler)."""
+        return self.usage().get("state") == "stopped"
+
     @abstractmethod
     def close(self) -> None:
         """End the engine and every process it started; idempotent."""

@@ -140,9 +140,11 @@ def _seconds(text: str) -> float | None:
         total = int(days or 0) * 86400
     except ValueError:
         return None
+    if not 1 <= len(parts) <= 3:
+        return None
     for part, unit in zip(reversed(parts), (1, 60, 3600), strict=False):
         total += part * unit
-    return float(total) if 1 <= len(parts) <= 3 else None
+    return float(total)
 
 
 def _job_environment() -> dict[str, str]:
@@ -200,30 +202,25 @@ class SlurmStep:
 
     def describe(self, timeout: float = STATUS_TIMEOUT) -> dict[str, str]:
         """What ``%rkernel status`` shows of the job: ``id``, and from squeue ``state``
-        (PENDING, RUNNING, …), ``node``, ``time_left`` and ``reason`` (why it is pending);
-        only ``id`` (may be "?") when squeue does not list it within ``timeout`` s."""
+        (PENDING, RUNNING, …), ``node``, ``time_left``, ``reason`` (why it is pending) and
+        ``time_limit``; only ``id`` (may be "?") when squeue does not list it within
+        ``timeout`` s."""
         job = self.job_id(timeout=min(timeout, 1.0))
         if job is None:
             return {"id": "?"}
-        result = _command(["squeue", "-h", "-j", job, "-o", "%T|%N|%L|%r"], timeout)
+        result = _command(["squeue", "-h", "-j", job, "-o", "%T|%N|%L|%r|%l"], timeout)
         fields = result.stdout.strip().split("|")
-        if result.returncode != 0 or len(fields) != 4:
+        keys = ("state", "node", "time_left", "reason", "time_limit")
+        if result.returncode != 0 or len(fields) != len(keys):
             return {"id": job}
-        keys = ("state", "node", "time_left", "reason")
         return {"id": job, **dict(zip(keys, fields, strict=True))}
 
     def times(self) -> tuple[float, float] | None:
-        """(seconds left, time limit in seconds) of the running job, from squeue; None when
-        unknown or unlimited."""
-        job = self.job_id(timeout=1.0)
-        if job is None:
-            return None
-        result = _command(["squeue", "-h", "-j", job, "-o", "%L|%l"], STATUS_TIMEOUT)
-        left, _, limit = result.stdout.strip().partition("|")
-        seconds = _seconds(left), _seconds(limit)
-        if result.returncode != 0 or seconds[0] is None or seconds[1] is None:
-            return None
-        return seconds[0], seconds[1]
+        """(seconds left, time limit in seconds) of the job; None when unknown or
+        unlimited."""
+        job = self.describe()
+        left, limit = _seconds(job.get("time_left", "")), _seconds(job.get("time_limit", ""))
+        return None if left is None or limit is None else (left, limit)
 
     def warn_before_limit(self, before: float | None, warn: Callable[[str], None]) -> None:
         """Call ``warn`` once with a warning, ``before`` seconds before the job's time limit

@@ -207,6 +207,12 @@ class MathicsEngine(Engine):
             usage["limit"] = self.memory_limit
         return usage
 
+    def stopped(self) -> bool:
+        # /proc only, also with Slurm (a stopped srun stops the engine's I/O): usage() would
+        # ask squeue before every cell.
+        proc = self._proc
+        return proc is not None and process_usage(proc.pid).get("state") == "stopped"
+
     def close(self) -> None:
         with self._lock:
             proc = None if self._closed else self._proc
