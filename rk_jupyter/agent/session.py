@@ -24,7 +24,7 @@ from ..link.packets import (
     packet_name,
 )
 from .engines import Engine, EngineError, create_engine
-from .engines.base import EngineEnded, EngineUnsupported, InputAborted
+from .engines.base import EngineEnded, EngineUnsupported, InputAborted, stopped_notice
 
 log = logging.getLogger("rk_jupyter.agent")
 
@@ -230,10 +230,7 @@ class Session:
         return status
 
     def _stopped(self) -> str:
-        pid = (self.engine.usage().get("pid") if self.engine is not None else None) or "?"
-        return (f"The engine (pid {pid}) is stopped by a signal (SIGSTOP or a debugger) and "
-                f"answers nothing until it is continued (kill -CONT {pid}); restart the "
-                "kernel for a fresh engine (definitions are lost).")
+        return stopped_notice(self.engine.usage().get("pid") if self.engine is not None else None)
 
     def _start_engine(self) -> dict[str, Any]:
         """Create and start an engine (the first, or a fresh one after an end); its info.

@@ -143,6 +143,15 @@ class Engine(ABC):
         cost no more than reading /proc (``usage`` may ask a scheduler)."""
         return self.usage().get("state") == "stopped"
 
+
+def stopped_notice(pid: object) -> str:
+    """What the notebook is told of an engine stopped by a signal: one text for a request
+    refused, an interrupt that cannot act and a running cell that waits on it."""
+    pid = pid or "?"
+    return (f"The engine (pid {pid}) is stopped by a signal (SIGSTOP or a debugger) and "
+            f"answers nothing until it is continued (kill -CONT {pid}); restart the "
+            "kernel for a fresh engine (definitions are lost).")
+
     @abstractmethod
     def close(self) -> None:
         """End the engine and every process it started; idempotent."""

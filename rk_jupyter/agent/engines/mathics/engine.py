@@ -33,7 +33,15 @@ from typing import Any
 
 from ....link.launcher import OUTPUT_LIMIT
 from ....link.packets import ABORTED, packet
-from ..base import Engine, EngineEnded, EngineError, EngineHost, EngineInfo, InputAborted
+from ..base import (
+    Engine,
+    EngineEnded,
+    EngineError,
+    EngineHost,
+    EngineInfo,
+    InputAborted,
+    stopped_notice,
+)
 from ..process import (
     OutputTail,
     describe_exit,
@@ -106,6 +114,7 @@ class MathicsEngine(Engine):
         self._state = _IDLE
         self._pending_interrupt = False
         self._began = False  # the worker said "started" for the current request
+        self._said_stopped = False  # the running cell was told that the worker is stopped
         self._closed = False
         self._next_id = 0
 
@@ -253,6 +262,7 @@ class MathicsEngine(Engine):
             self._state = _STARTING
             self._began = False
             self._pending_interrupt = False
+            self._said_stopped = False
         try:
             self._send([op, code])
             returned = False
@@ -402,12 +412,25 @@ class MathicsEngine(Engine):
                 return None
             if self._fill(wait):
                 continue
+            if deadline is None:
+                self._say_if_stopped()
             # The end of the pipe reports a dead worker at once; this is the backstop.
             proc = self._proc
             if proc is not None and exit_status(proc) is not None:
                 dead_since = dead_since or time.monotonic()
                 if time.monotonic() - dead_since > 2 * _POLL:
                     raise self._died() from None
+
+    def _say_if_stopped(self) -> None:
+        """Tell the running cell, once per stop, that the worker is stopped by a signal: a
+        SIGSTOP that lands just after the session's check before the request would otherwise
+        leave the cell silent until someone interrupts it."""
+        stopped = self.stopped()
+        if stopped and not self._said_stopped:
+            log.warning("the Mathics3 worker is stopped by a signal while a cell waits on it")
+            self.host.emit(packet("MessagePacket", "General", "stopped",
+                                  stopped_notice(self.usage().get("pid"))))
+        self._said_stopped = stopped
 
     def _take_event(self) -> Message | None:
         """The first whole frame of the inbox, decoded (a broken one ends the worker)."""
