@@ -31,7 +31,6 @@ from rk_jupyter.agent.engines import slurm
 from rk_jupyter.cli import main as cli
 from rk_jupyter.link.launcher import TOKEN_ENV
 from rk_jupyter.provisioning.settings import LaunchSettings
-from rk_jupyter.provisioning.transports import TransportError
 
 from kernel_helpers import collect, execute, wait_for
 from slurmbed import SlurmBed
@@ -455,11 +454,10 @@ def test_killed_agent_takes_its_job_along(slurmbed: SlurmBed, login: SSHBed,
         login.remote_processes()
 
 
-def test_engine_start_timeout_while_pending_cancels_the_job(
-        slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
-    """With both nodes taken the kernel's job waits in the queue; when the engine's start
-    times out, the start fails with a coded error and the pending job is cancelled, not left
-    to run later for nobody."""
+@pytest.fixture
+def full_cluster(slurmbed: SlurmBed, login: SSHBed) -> Iterator[list[str]]:
+    """Both nodes taken by a filler job each (RUNNING): a kernel's job now waits in the
+    queue (PENDING, reason Resources) until a test ends a filler.  Every job ends after."""
     fillers = []
     for _ in slurmbed.nodes:
         out = login.run_remote("sbatch --parsable --job-name=rkj-filler --time=5 "
@@ -469,30 +467,125 @@ def test_engine_start_timeout_while_pending_cancels_the_job(
     try:
         assert wait_for(lambda: [j["state"] for j in slurmbed.jobs("rkj-filler")]
                         == ["RUNNING", "RUNNING"], timeout=30), slurmbed.jobs()
-        spec = add_spec(login, jupyter_env, "slurm-busy", engine_options={"start_timeout": 6})
-        km = KernelManager(kernel_name=spec)
-        started = time.monotonic()
-        with pytest.raises(TransportError) as failure:
-            km.start_kernel()
-        elapsed = time.monotonic() - started
-        print(f"\nstart failed after {elapsed:.2f} s [{failure.value.code}]: {failure.value}")
-        assert failure.value.code == "engine.start-failed"
-        assert "did not start within 6 s" in str(failure.value)
-        # It says why: the job waited in the queue, Slurm's reason, and what to do.
-        said = " ".join(str(failure.value).split())  # wrapped at some width
-        assert re.search(r"Slurm job \d+ was still waiting in the queue \(PENDING, reason "
-                         r"\w+\) and is cancelled", said), said
-        assert "start_timeout" in said and "partition" in said
-        assert elapsed < 30
-        ours = [j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]
-        assert wait_for(lambda: not [j for j in slurmbed.jobs()
-                                     if j["name"].startswith(slurm.JOB_PREFIX)], timeout=15), \
-            ours
+        yield fillers
     finally:
         slurmbed.run(["scancel", *fillers])
     assert slurmbed.wait_no_jobs(20) == []
     assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
         login.remote_processes()
+
+
+def _ours(slurmbed: SlurmBed) -> list[dict[str, str]]:
+    return [j for j in slurmbed.jobs() if j["name"].startswith(slurm.JOB_PREFIX)]
+
+
+def _messages(kc, msg_id: str, until, timeout: float) -> list[dict]:
+    """Every iopub message of request ``msg_id`` until ``until(messages)`` holds (or
+    ``timeout`` s pass, then AssertionError with what came)."""
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not until(got):
+        assert time.monotonic() < deadline, [(m["msg_type"], m["content"]) for m in got]
+        try:
+            msg = kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            got.append(msg)
+    return got
+
+
+def _shown(msgs: list[dict]) -> str:
+    """The text/plain of every display (new or updated) among ``msgs``."""
+    return "\n".join(m["content"]["data"].get("text/plain", "") for m in msgs
+                     if m["msg_type"] in ("display_data", "update_display_data"))
+
+
+def _idle(msgs: list[dict]) -> bool:
+    return any(m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+               for m in msgs)
+
+
+def test_a_queued_job_gives_a_kernel_whose_cell_shows_the_queue_and_runs_when_it_starts(
+        full_cluster: list[str], slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
+    """With the cluster full the kernel starts anyway; a cell shows the job's state, reason
+    and place in the queue; an interrupt ends that cell and keeps the job queued; when a node
+    frees up, the waiting cell runs in the job and says how long it waited."""
+    spec = add_spec(login, jupyter_env, "slurm-queued")
+    started = time.monotonic()
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=60)
+    try:
+        print(f"\nkernel up in {time.monotonic() - started:.2f} s with its job queued")
+        [job] = _ours(slurmbed)
+        assert job["state"] == "PENDING", job
+        status = execute(kc, "%rkernel status").displays()[0]["data"]["text/plain"]
+        assert re.search(rf"slurm job\s+{job['id']} PENDING \((Resources|Priority)\)", status), \
+            status
+        # a cell waits, and shows why
+        msg_id = kc.execute("1 + 1")
+        msgs = _messages(kc, msg_id, lambda got: "Waiting for the engine" in _shown(got), 15)
+        shown = _shown(msgs)
+        print(shown)
+        assert f"Slurm job {job['id']} is PENDING (Resources) in partition debug, 1 of 1 in " \
+               "its queue" in shown and "interrupt to stop waiting" in shown
+        # interrupt: the cell ends at once, the job stays queued
+        interrupted = time.monotonic()
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+        msgs = _messages(kc, msg_id, _idle, 10)
+        took = time.monotonic() - interrupted
+        said = "".join(m["content"]["text"] for m in msgs if m["msg_type"] == "stream")
+        reply = kc.get_shell_msg(timeout=5)["content"]
+        assert reply["status"] == "error" and "Stopped waiting for the engine" in said, said
+        assert took < 2.0, took
+        assert [j["state"] for j in _ours(slurmbed)] == ["PENDING"], slurmbed.jobs()
+        # the next cell waits again; a node frees up and it runs, in the kernel's job
+        msg_id = kc.execute('Environment["SLURM_JOB_ID"]')
+        _messages(kc, msg_id, lambda got: "Waiting for the engine" in _shown(got), 15)
+        slurmbed.run(["scancel", full_cluster[0]])
+        freed = time.monotonic()
+        run = collect(kc, msg_id, timeout=60)
+        print(f"the waiting cell ran {time.monotonic() - freed:.2f} s after a node freed up")
+        assert run.reply["status"] == "ok", run.reply
+        assert run.results()[0]["data"]["text/plain"] == job["id"]
+        notice = run.streams("stderr")
+        assert re.search(rf"Slurm job {job['id']} started on c[12] after \d+ s in the queue",
+                         notice), notice
+        assert "definitions were reset" not in notice
+        assert text(execute(kc, "x = 5; x + 1")) == "6"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_for(lambda: not _ours(slurmbed), timeout=20), slurmbed.jobs()
+
+
+def test_queue_timeout_ends_the_wait_and_shutdown_cancels_a_queued_job(
+        full_cluster: list[str], slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
+    """queue_timeout bounds the wait: the waiting cell gets a coded error naming the job
+    and the timeout, the job is cancelled, and the next cell queues a new one; shutdown
+    while a job is queued cancels it."""
+    spec = add_spec(login, jupyter_env, "slurm-qtimeout", engine_options={"queue_timeout": 6})
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=60)
+    try:
+        [first] = _ours(slurmbed)
+        run = execute(kc, "1 + 1", timeout=30)
+        assert run.reply["status"] == "error", run.reply
+        said = " ".join(run.reply["evalue"].split())
+        print(f"\n{said}")
+        assert re.search(rf"Slurm job {first['id']} waited \d+ s in the queue \(PENDING, "
+                         r"reason \w+\), longer than the kernelspec's queue_timeout of 6 s, "
+                         "and is cancelled", said), said
+        assert "run the cell again" in said
+        assert wait_for(lambda: not [j for j in _ours(slurmbed) if j["id"] == first["id"]],
+                        timeout=15), slurmbed.jobs()
+        # the next cell queues a new job; shutdown meanwhile cancels it
+        msg_id = kc.execute("2 + 2")
+        _messages(kc, msg_id, lambda got: "Waiting for the engine" in _shown(got), 20)
+        [second] = _ours(slurmbed)
+        assert second["id"] != first["id"] and second["state"] == "PENDING"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_for(lambda: not _ours(slurmbed), timeout=20), slurmbed.jobs()
 
 
 def _doctor(spec: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from ..link.frames import LinkError
 from ..link.launcher import ENGINE_START_TIMEOUT
 from ..link.outbox import ACK, Outbox
 from ..link.packets import (
+    ABORTED,
     BAD_REQUEST_ERROR,
     ENGINE_START_ERROR,
     ENGINE_STOPPED_ERROR,
@@ -36,6 +38,7 @@ _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
 _WITHOUT_ENGINE = {"RKComplete": ("RKCompletions", []), "RKInspect": ("RKInspection", None)}
 _HELD = {"OutputNamePacket", "ReturnPacket", "ReturnTextPacket", "InputNamePacket"}
 _STOP = object()
+QUEUE_TICK = 0.25  # seconds: how soon an interrupt or a request is seen while queued
 
 
 class Session:
@@ -87,6 +90,13 @@ class Session:
         self.restarts = 0
         self.last_end = ""  # why the last engine ended
         self._ended: EngineEnded | None = None  # the current engine ended, not yet replaced
+        # A queued engine (its start returned before it can evaluate, e.g. a PENDING Slurm
+        # job): the request that waits for it, an interrupt that stops that wait, and the
+        # display in that request's cell that shows the wait.
+        self._queued = False
+        self._waiting: Function | None = None
+        self._stop_waiting = threading.Event()
+        self._wait_display: tuple[str, str] | None = None  # (display id, text shown)
         self._thread = threading.Thread(target=self._run, name=f"session-{name}", daemon=True)
 
     @property
@@ -195,7 +205,9 @@ class Session:
             log.info("session %s: %s", self.name, name)
             if self._waiting_input.is_set():
                 self._answers.put(None)
-            if self.engine is not None:
+            if self._queued:
+                self._stop_waiting.set()
+            elif self.engine is not None:
                 self.engine.interrupt()
                 if self.engine.stopped():
                     self.emit(packet("MessagePacket", "General", "stopped", self._stopped()))
@@ -237,7 +249,11 @@ class Session:
         Raises EngineError naming why it did not start."""
         self.engine = create_engine(self.engine_name, self, self.options)
         info = self.engine.start(float(self.options.get("start_timeout", ENGINE_START_TIMEOUT)))
-        log.info("session %s: %s %s ready", self.name, info.name, info.version)
+        self._queued = "queued" in info.extra
+        if self._queued:
+            log.info("session %s: %s queued: %s", self.name, info.name, info.extra["queued"])
+        else:
+            log.info("session %s: %s %s ready", self.name, info.name, info.version)
         self._ended = None
         return asdict(info)
 
@@ -255,29 +271,127 @@ class Session:
             return
         self.emit(packet("RKSessionReady", self.info))
         while not self._closed.is_set():
+            if self._queued:
+                self._wait_for_engine()
+                continue
             request = self._requests.get()
             if request is _STOP:
                 break
+            self._handle(request)
+
+    def _handle(self, request: Function) -> None:
+        """Serve one request; an engine that ends meanwhile answers it with RKEngineDied
+        (or, when it ended before it began the request, a fresh engine serves it)."""
+        try:
             try:
-                try:
-                    self._serve(request)
-                except EngineEnded as exc:
-                    if not exc.unserved:
-                        raise
-                    self._engine_ended(exc)  # it ended just before: a fresh one serves it
-                    self._serve(request)
-            except EngineError as exc:
-                if not isinstance(exc, EngineEnded) and self.engine is not None \
-                        and self.engine.alive():
-                    self.emit(error_packet(str(exc), exc.code))
+                self._serve(request)
+            except EngineEnded as exc:
+                if not exc.unserved:
+                    raise
+                self._engine_ended(exc)  # it ended just before: a fresh one serves it
+                self._serve(request)
+        except EngineError as exc:
+            if not isinstance(exc, EngineEnded) and self.engine is not None \
+                    and self.engine.alive():
+                self.emit(error_packet(str(exc), exc.code))
+            else:
+                ended = exc if isinstance(exc, EngineEnded) else self.engine.ended()
+                self._engine_ended(ended)
+                name = packet_name(request)
+                if name in _WITHOUT_ENGINE:  # its answer, as if there were no engine
+                    self.emit(packet(*_WITHOUT_ENGINE[name]))
                 else:
-                    ended = exc if isinstance(exc, EngineEnded) else self.engine.ended()
-                    self._engine_ended(ended)
-                    name = packet_name(request)
-                    if name in _WITHOUT_ENGINE:  # its answer, as if there were no engine
-                        self.emit(packet(*_WITHOUT_ENGINE[name]))
-                    else:
-                        self.emit(packet("RKEngineDied", str(exc), ended.requested))
+                    self.emit(packet("RKEngineDied", str(exc), ended.requested))
+        self._end_request()
+
+    def _wait_for_engine(self) -> None:
+        """One round (about ``QUEUE_TICK`` s) of the wait for a queued engine.
+
+        The kernel is up meanwhile: the first cell request waits (its cell shows the wait,
+        updated in place), completions and inspections are answered as without an engine, an
+        interrupt ends the waiting cell with $Aborted while the job stays queued.  When the
+        engine can evaluate, RKEngineRestarted says so and the waiting cell runs; when its
+        start fails (queue_timeout, the job cancelled), the waiting cell or else the next one
+        gets the cause and the request after starts (queues) a fresh engine.
+        """
+        assert self.engine is not None
+        if self._waiting is None:
+            try:
+                request = self._requests.get(timeout=QUEUE_TICK)
+            except queue.Empty:
+                request = None
+            if request is _STOP:
+                return
+            if request is not None and packet_name(request) in _WITHOUT_ENGINE:
+                self.emit(packet(*_WITHOUT_ENGINE[packet_name(request)]))
+                self._end_request()
+                return
+            if request is not None:
+                self._waiting = request
+                self._stop_waiting.clear()
+        if self._waiting is not None and self._stop_waiting.is_set():
+            self._stop_waiting.clear()
+            self._abandon_wait()
+            return
+        try:
+            info = self.engine.wait_queued(QUEUE_TICK)
+        except EngineError as exc:
+            self._queued = False
+            if not self._closed.is_set():
+                self._queue_failed(exc)
+            return
+        if info is None:
+            if self._waiting is not None:
+                self._show_wait(self.engine.queue_notice())
+            return
+        self._queued = False
+        self._show_wait(None)
+        self.info = asdict(info)
+        log.info("session %s: %s %s ready after the queue", self.name, info.name, info.version)
+        self.emit(packet("RKEngineRestarted",
+                         {**self.info, "restarts": self.restarts, "cause": self.last_end}))
+        request, self._waiting = self._waiting, None
+        if request is not None:
+            self._handle(request)
+
+    def _show_wait(self, text: str | None) -> None:
+        """Show ``text`` in the waiting cell (a temporary display, replaced in place when the
+        text changes); None removes it."""
+        shown = self._wait_display
+        if text is None:
+            if shown is not None:
+                self.emit(packet("RKDisplay", shown[0], None))
+            self._wait_display = None
+        elif shown is None or shown[1] != text:
+            display_id = shown[0] if shown else f"rk-queue-{secrets.token_hex(4)}"
+            self.emit(packet("RKDisplay", display_id, {"text/plain": text}))
+            self._wait_display = (display_id, text)
+
+    def _abandon_wait(self) -> None:
+        """An interrupt while the cell waits for a queued engine: the cell ends with $Aborted
+        (the job stays queued; the next cell waits for it again)."""
+        request, self._waiting = self._waiting, None
+        assert request is not None
+        self._wait_display = None  # the cell's end removes its displays
+        log.info("session %s: stopped waiting for the queued engine", self.name)
+        self.emit(packet("MessagePacket", "General", "queued",
+                         "Stopped waiting for the engine. Its job stays queued and the next "
+                         "cell waits for it again; restart or shut down the kernel to cancel "
+                         "it."))
+        self.emit(packet("ReturnPacket", ABORTED))
+        if packet_name(request) == "EnterTextPacket":
+            self.emit(packet("InputNamePacket", "In[1]:= "))
+        self._end_request()
+
+    def _queue_failed(self, exc: EngineError) -> None:
+        """A queued engine did not start: the waiting cell gets the cause; without one, the
+        next cell does (as the end of an engine), and the request after queues a fresh one."""
+        log.error("session %s: the queued engine did not start: %s", self.name, exc)
+        self._wait_display = None
+        self._engine_ended(EngineEnded(str(exc)))
+        request, self._waiting = self._waiting, None
+        if request is not None:
+            self.emit(error_packet(str(exc), ENGINE_START_ERROR))
             self._end_request()
 
     def _engine_ended(self, why: EngineEnded) -> None:
@@ -301,8 +415,9 @@ class Session:
                                    f"not start: {exc}", ENGINE_START_ERROR))
             return False
         self.restarts += 1
-        self.emit(packet("RKEngineRestarted",
-                         {**self.info, "restarts": self.restarts, "cause": self.last_end}))
+        if not self._queued:  # else when it can evaluate (_wait_for_engine)
+            self.emit(packet("RKEngineRestarted",
+                             {**self.info, "restarts": self.restarts, "cause": self.last_end}))
         return True
 
     def _serve(self, request: Function) -> None:
@@ -318,6 +433,10 @@ class Session:
                 self.emit(packet(*_WITHOUT_ENGINE[name]))
                 return
             if not self._restart():
+                return
+            if self._queued:  # the fresh engine waits in a queue: so does the request
+                self._waiting = request
+                self._stop_waiting.clear()
                 return
         assert self.engine is not None
         if self.engine.stopped():

@@ -259,6 +259,13 @@ class AgentClient:
         except queue.Empty:
             return None
 
+    @property
+    def engine_queued(self) -> bool:
+        """The engine waits in a scheduler's queue (its session is ready, it is not): the
+        next evaluation waits for it, so a front end takes no line of its own meanwhile."""
+        queued = (self.engine_info.get("extra") or {}).get("queued")
+        return isinstance(queued, dict) and queued.get("state") == "PENDING"
+
     def engine_restarted(self, info: dict[str, Any]) -> None:
         """The agent replaced an engine that ended (RKEngineRestarted): keep what status
         shows."""

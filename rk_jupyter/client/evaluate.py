@@ -335,9 +335,18 @@ def end_lives(output: Output, shown: dict[str, None]) -> None:
 
 def restart_notice(info: dict[str, Any]) -> str:
     """What a cell that got a fresh engine says first, once: that definitions are reset,
-    and why the old engine ended."""
+    and why the old engine ended; for an engine that waited in a scheduler's queue, how long
+    and where it runs now (the first engine of a kernel says only that)."""
+    queued = (info.get("extra") or {}).get("queued")
+    waited = ""
+    if isinstance(queued, dict):
+        waited = (f"Slurm job {queued.get('id', '?')} started on {queued.get('node') or '?'} "
+                  f"after {queued.get('waited', '?')} s in the queue; the engine is ready.")
+        if not info.get("restarts"):
+            return waited
+        waited = " " + waited
     return (f"A fresh engine was started; all definitions were reset and In[n] starts again "
-            f"at 1 (the previous engine ended: {info.get('cause') or 'unknown'}).")
+            f"at 1 (the previous engine ended: {info.get('cause') or 'unknown'}).{waited}")
 
 
 def run(client: AgentClient, code: str, output: Output, **options: Any) -> Any:

@@ -146,7 +146,10 @@ def _job(job: dict[str, Any]) -> str:
     "124 PENDING (Resources)"."""
     line = f"{job.get('id', '?')} {job.get('state', '(not listed by squeue)')}"
     if job.get("state") == "PENDING":
-        return f"{line} ({job.get('reason', '?')})"
+        line += f" ({job.get('reason', '?')})"
+        if job.get("start", "")[:1].isdigit():
+            line += f", expected to start at {job['start']}"
+        return line
     if job.get("node"):
         line += f" on {job['node']}"
     if job.get("time_left"):

@@ -305,12 +305,14 @@ class RKernel(Kernel):
         the engine's $Line stay one and the same: it evaluates Null, but waits for that only
         briefly, and not at all while the link is being re-established (``%rkernel status``
         must answer then); the next request collects the answer.  With the engine gone it
-        takes none: that would start a fresh engine, whose In[n] starts at 1 anyway."""
-        if self.evaluator is None or self.evaluator.client.engine_gone:
+        takes none: that would start a fresh engine, whose In[n] starts at 1 anyway; nor
+        while the engine waits in a queue (the next cell waits for it, and shows the wait)."""
+        evaluator = self.evaluator
+        if evaluator is None or evaluator.client.engine_gone or evaluator.client.engine_queued:
             return
-        if self.evaluator.defer("Null"):
-            if self.evaluator.client.reconnecting_since is None:
-                self.evaluator.settle(MAGIC_LINE_WAIT)
+        if evaluator.defer("Null"):
+            if evaluator.client.reconnecting_since is None:
+                evaluator.settle(MAGIC_LINE_WAIT)
 
     def _interrupt(self) -> None:
         if self.client is not None:

@@ -55,7 +55,9 @@ the other lacks, so that a dropped network loses and duplicates nothing.
 ``RKInspect[name]`` by ``RKInspection[bundle or Null]``; ``RKEngineDied[text, requested]`` ends
 a request whose engine ended (``requested``: by Quit[]/Exit[]); the session goes on, and the
 next request that needs an engine starts a fresh one, announced by
-``RKEngineRestarted[<|info, "restarts", "cause"|>]`` before its answer.  ``RKEngineState[]`` is
+``RKEngineRestarted[<|info, "restarts", "cause"|>]`` before its answer; the same packet says
+that an engine which waited in a scheduler's queue (``RKSessionReady`` with
+``extra.queued``) can now evaluate (``extra.queued.waited``).  ``RKEngineState[]`` is
 answered at once (also while a cell runs) by ``RKEngineStatus[<|"state", "memory", "limit",
 "pid", "restarts", "last_end"|>]``.  On channel 0, ``RKLog[n]`` is answered by
 ``RKLogLines[lines, path]``:

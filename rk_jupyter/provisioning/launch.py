@@ -168,9 +168,12 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
                         error=error))
             raise error from None
         codec = client.link.codec if client.link else settings.compression
-        ended(Phase("engine", time.monotonic() - started,
-                    f"{info.get('name', settings.engine)} {info.get('version', '')} "
-                    f"(codec {codec})"))
+        queued = (info.get("extra") or {}).get("queued")
+        what = (f"{info.get('name', settings.engine)} {info.get('version', '')}" if not queued
+                else f"{info.get('name', settings.engine)} queued in Slurm job "
+                f"{queued.get('id', '?')} ({queued.get('state')}, {queued.get('reason')}): "
+                "the kernel is up, its first cell waits for the job")
+        ended(Phase("engine", time.monotonic() - started, f"{what} (codec {codec})"))
     except BaseException:
         await transport.stop()
         raise

@@ -75,13 +75,32 @@ class Engine(ABC):
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         self.host = host
         self.options = options
+        #: A queued engine's latest look at its wait (``start``/``wait_queued`` keep it).
+        self.job: dict[str, Any] = {}
 
     @abstractmethod
     def start(self, timeout: float) -> EngineInfo:
         """Start the engine and wait (at most ``timeout`` s) until it can evaluate.
 
         Raises EngineError, with the engine's own last words when it has any, if it cannot.
+        An engine placed by a scheduler may return before it can evaluate, its
+        ``extra["queued"]`` describing the wait (a Slurm job: id, state, reason, partition,
+        expected start, position): the session then makes the kernel ready at once and calls
+        ``wait_queued`` until the engine is.
         """
+
+    def wait_queued(self, timeout: float) -> EngineInfo | None:
+        """Wait at most ``timeout`` s for an engine whose ``start`` returned queued: its
+        EngineInfo once it can evaluate (``extra["queued"]`` then says how long it waited),
+        None while it still waits (``job`` then holds the latest look at the wait).  Called by the
+        session's thread only, every fraction of a second, so that it can answer interrupts
+        and show the wait in the cell meanwhile.  Raises EngineError (the engine closed) when
+        the start fails or a queue timeout passes."""
+        raise EngineError(f"the {type(self).__name__} engine never waits in a queue")
+
+    def queue_notice(self) -> str:
+        """What the cell that waits for a queued engine shows of the wait (``job``)."""
+        return "Waiting for the engine to start."
 
     @abstractmethod
     def evaluate(self, code: str) -> None:

@@ -167,6 +167,21 @@ def _command(argv: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.Co
         return subprocess.CompletedProcess(argv, -1, "", str(exc))
 
 
+def waiting_text(job: dict[str, str]) -> str:
+    """What a cell that waits for its engine's pending job shows (``describe`` with
+    ``position``): the job, Slurm's reason, its place in the queue, the expected start, and
+    what the user can do meanwhile."""
+    where = f" in partition {job['partition']}" if job.get("partition") else ""
+    place = f", {job['position']} in its queue" if job.get("position") else ""
+    start = job.get("start", "")
+    expected = (f"; Slurm expects it to start at {start}" if start and start[0].isdigit()
+                else "; Slurm gives no expected start yet")
+    return (f"Waiting for the engine: Slurm job {job.get('id', '?')} is "
+            f"{job.get('state', 'not listed yet')} ({job.get('reason', '?')}){where}{place}"
+            f"{expected}. The cell runs as soon as the job starts; interrupt to stop waiting "
+            "(the job stays queued), restart or shut down the kernel to cancel it.")
+
+
 class SlurmStep:
     """The worker running as step 0 of its own job (srun creates the job).
 
@@ -203,17 +218,28 @@ class SlurmStep:
     def describe(self, timeout: float = STATUS_TIMEOUT) -> dict[str, str]:
         """What ``%rkernel status`` shows of the job: ``id``, and from squeue ``state``
         (PENDING, RUNNING, …), ``node``, ``time_left``, ``reason`` (why it is pending) and
-        ``time_limit``; only ``id`` (may be "?") when squeue does not list it within
-        ``timeout`` s."""
+        ``time_limit``, ``partition`` and ``start`` (when it started, or is expected to:
+        Slurm's estimate, "N/A" when it has none); only ``id`` (may be "?") when squeue does
+        not list it within ``timeout`` s."""
         job = self.job_id(timeout=min(timeout, 1.0))
         if job is None:
             return {"id": "?"}
-        result = _command(["squeue", "-h", "-j", job, "-o", "%T|%N|%L|%r|%l"], timeout)
+        result = _command(["squeue", "-h", "-j", job, "-o", "%T|%N|%L|%r|%l|%P|%S"], timeout)
         fields = result.stdout.strip().split("|")
-        keys = ("state", "node", "time_left", "reason", "time_limit")
+        keys = ("state", "node", "time_left", "reason", "time_limit", "partition", "start")
         if result.returncode != 0 or len(fields) != len(keys):
             return {"id": job}
         return {"id": job, **dict(zip(keys, fields, strict=True))}
+
+    def position(self, job: dict[str, str], timeout: float = STATUS_TIMEOUT) -> str:
+        """Where the pending ``job`` (``describe``) stands in its partition's queue: "2 of 5"
+        (Slurm's order: priority, then submission), "" when squeue does not say."""
+        result = _command(["squeue", "-h", "-t", "PENDING", "-p", job.get("partition", ""),
+                           "--sort=-p,i", "-o", "%i"], timeout)
+        ids = result.stdout.split()
+        if result.returncode != 0 or job.get("id") not in ids:
+            return ""
+        return f"{ids.index(job['id']) + 1} of {len(ids)}"
 
     def times(self) -> tuple[float, float] | None:
         """(seconds left, time limit in seconds) of the job; None when unknown or

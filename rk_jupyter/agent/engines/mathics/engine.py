@@ -54,7 +54,7 @@ from ..process import (
     spawn,
     wait_exit,
 )
-from ..slurm import SlurmStep, start_step
+from ..slurm import SlurmStep, start_step, waiting_text
 from .forkserver import ROOT, TEMPLATES, Forked
 from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
@@ -88,7 +88,14 @@ class MathicsEngine(Engine):
     a cold worker, as when there is no template), ``slurm`` (srun options: the worker runs
     as a Slurm job step, see ``engines/slurm.py``, never forked; default none),
     ``time_warning`` (with ``slurm``: seconds before the job's time limit that the notebook
-    is warned; default ``slurm.WARN_BEFORE`` or half the limit if shorter; 0: never)."""
+    is warned; default ``slurm.WARN_BEFORE`` or half the limit if shorter; 0: never),
+    ``queue_timeout`` (with ``slurm``: seconds a job may wait in the queue before it is
+    cancelled with an error; default none: as long as Slurm keeps it).
+
+    A Slurm job still PENDING at the first look (``_JOB_POLL`` s after srun) makes ``start``
+    return at once with ``extra["queued"]`` (the job: id, state, reason, partition, expected
+    start, position): the session is ready, and ``wait_queued`` waits for the worker.
+    ``start_timeout`` counts from when the job leaves the queue."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
@@ -104,6 +111,12 @@ class MathicsEngine(Engine):
         # default of slurm.WARN_BEFORE or half the limit; 0: no warning).
         warning = options.get("time_warning")
         self.time_warning = None if warning is None else float(warning)
+        queue_timeout = options.get("queue_timeout")
+        self.queue_timeout = float(queue_timeout) if queue_timeout else None
+        self._start_timeout = 0.0
+        self._ready_by = 0.0  # when the start fails unless the worker said ready
+        self._next_look = 0.0  # when _look_at_job runs next
+        self._pending_since: float | None = None
         self._proc: subprocess.Popen[bytes] | Forked | None = None
         self._inbox = bytearray()  # worker frames read but not yet taken by _next_event
         self._ended = False  # the worker closed its end of the pipe
@@ -151,32 +164,99 @@ class MathicsEngine(Engine):
         assert proc.stdout is not None and proc.stderr is not None
         self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
                                   label=f"mathics worker {proc.pid}")
-        try:
-            event = self._wait_ready(max(deadline, time.monotonic() + 1.0))
-        except EngineError as exc:
-            raise EngineError(f"Mathics3 failed to start: {exc}") from None
-        if event is None:
-            job = self._step.describe() if self._step is not None else None
-            self.close()
-            if job is not None and job.get("state") == "PENDING":
+        now = time.monotonic()
+        self._start_timeout = timeout
+        self._ready_by = max(deadline, now + 1.0)
+        self._next_look = now + _JOB_POLL
+        info = self._until_ready(None)
+        assert info is not None
+        return info
+
+    def wait_queued(self, timeout: float) -> EngineInfo | None:
+        return self._until_ready(time.monotonic() + timeout)
+
+    def queue_notice(self) -> str:
+        return waiting_text(self.job)
+
+    def _until_ready(self, tick: float | None) -> EngineInfo | None:
+        """Wait for the worker's "ready": its EngineInfo.  ``start`` (``tick`` None) gets the
+        queued info instead when the Slurm job is still PENDING at the first look;
+        ``wait_queued`` gets None when ``tick`` passes first.  EngineError (the engine closed)
+        when the start fails or times out."""
+        while True:
+            now = time.monotonic()
+            if self._step is not None and now >= self._next_look:
+                self._look_at_job(now)
+                if tick is None and self.job.get("state") == "PENDING":
+                    return EngineInfo(name="Mathics3", version="",
+                                      extra={"python": self.python, "queued": dict(self.job)})
+            until = min(self._ready_by, tick or self._ready_by)
+            if self._step is not None:
+                until = min(until, self._next_look)
+            try:
+                event = self._next_event(until)
+            except EngineError as exc:
+                raise EngineError(f"Mathics3 failed to start: {exc}") from None
+            if event is not None:
+                return self._ready(event)
+            now = time.monotonic()
+            if now >= self._ready_by:
+                self._timed_out()
+            if tick is not None and now >= tick:
+                return None
+
+    def _look_at_job(self, now: float) -> None:
+        """squeue's view of the starting engine's job, kept in ``job`` (state changes go to
+        the agent's log, which %rkernel log and a failed start's log tail show).  While the
+        job is PENDING the start's own timeout does not run; ``queue_timeout`` bounds it."""
+        assert self._step is not None
+        job = self._step.describe()
+        self._next_look = time.monotonic() + _JOB_POLL
+        if job.get("state") == "PENDING":
+            job["position"] = self._step.position(job)
+            self._pending_since = self._pending_since or now
+            self._ready_by = max(self._ready_by, now + self._start_timeout)
+            waited = now - self._pending_since
+            if self.queue_timeout is not None and waited >= self.queue_timeout:
+                self.close()
                 raise EngineError(
-                    f"Mathics3 did not start within {timeout:g} s: its Slurm job {job['id']} "
-                    f"was still waiting in the queue (PENDING, reason {job.get('reason')}) "
-                    "and is cancelled", "try again when the cluster is less busy, ask for "
-                    "less (time, CPUs, memory) or another partition in the kernelspec's slurm "
-                    "options, or raise the engine option start_timeout to wait longer",
-                    code="slurm.queued")
-            where = f" (Slurm job {job['id']} {job.get('state', '')})" if job else ""
-            raise EngineError(f"Mathics3 did not start within {timeout:g} s{where}{self._tail()}")
+                    f"the engine's Slurm job {job['id']} waited {waited:.0f} s in the queue "
+                    f"(PENDING, reason {job.get('reason')}), longer than the kernelspec's "
+                    f"queue_timeout of {self.queue_timeout:g} s, and is cancelled",
+                    "run the cell again to queue a new job, ask for less (time, CPUs, "
+                    "memory) or another partition in the kernelspec's slurm options, or raise "
+                    "the engine option queue_timeout", code="slurm.queued")
+        if job.get("state") and {k: job.get(k) for k in ("state", "reason", "node")} != \
+                {k: self.job.get(k) for k in ("state", "reason", "node")}:
+            log.info("slurm job %s %s (%s) on %s", job["id"], job["state"], job.get("reason"),
+                     job.get("node") or "no node yet")
+        self.job = job
+
+    def _timed_out(self) -> None:
+        """The start took longer than start_timeout: end it and say what was seen."""
+        job = self._step.describe() if self._step is not None else None
+        self.close()
+        where = f" (Slurm job {job['id']} {job.get('state', '')})" if job else ""
+        raise EngineError(f"Mathics3 did not start within {self._start_timeout:g} s{where}"
+                          f"{self._tail()}")
+
+    def _ready(self, event: Message) -> EngineInfo:
+        """The worker's first event: its EngineInfo when it is "ready", else EngineError
+        (the engine closed) saying what is missing."""
+        proc = self._proc
+        assert proc is not None
         match event:
             case ["ready", version, _python, _pid]:
                 if self._step is not None:
+                    self._step.job_id(timeout=1.0)  # known from now on: its end names it
                     self._step.warn_before_limit(self.time_warning, self._warn)
-                return EngineInfo(
-                    name="Mathics3",
-                    version=str(version),
-                    extra={"python": self.python, "pid": proc.pid},
-                )
+                extra: dict[str, Any] = {"python": self.python, "pid": proc.pid}
+                if self._pending_since is not None:
+                    extra["queued"] = {**self.job, "state": "RUNNING",
+                                       "waited": round(time.monotonic() - self._pending_since)}
+                    extra["queued"]["node"] = self._step.describe().get("node", "") \
+                        if self._step is not None else ""
+                return EngineInfo(name="Mathics3", version=str(version), extra=extra)
             case ["fatal", missing, error, externally_managed]:
                 self.close()
                 if missing:
@@ -370,26 +450,6 @@ class MathicsEngine(Engine):
             proc.stdin.flush()
         except (OSError, ValueError) as exc:
             raise self._died() from exc
-
-    def _wait_ready(self, deadline: float) -> Message | None:
-        """The worker's first event, or None at ``deadline``.  A Slurm job's state changes
-        meanwhile (PENDING with its reason, RUNNING on a node) go to the agent's log, which
-        %rkernel log and a failed start's log tail show."""
-        if self._step is None:
-            return self._next_event(deadline)
-        seen: dict[str, str] = {}
-        while True:
-            event = self._next_event(min(deadline, time.monotonic() + _JOB_POLL))
-            if event is not None:
-                self._step.job_id(timeout=1.0)  # known from now on: its end names it
-                return event
-            if time.monotonic() >= deadline:
-                return None
-            job = self._step.describe()
-            if job.get("state") and job != seen:
-                log.info("slurm job %s %s (%s) on %s", job["id"], job["state"],
-                         job.get("reason"), job.get("node") or "no node yet")
-                seen = job
 
     def _next_event(self, deadline: float | None) -> Message | None:
         """The worker's next event; None once ``deadline`` passes; EngineError if it died.
