@@ -11,10 +11,9 @@ by jupyter_client as JupyterLab does.  Three measures, each with its baseline fr
    Goal: ≤ login node + 1 ms.
 2. restart (``restart_kernel`` → result of ``1``), median of ``--runs``: a Slurm kernel
    against a login-node kernel whose engine is started cold (``warm: false``: a Slurm engine
-   is never a fork), i.e. the engine's own start.  Goal: ≤ engine start + 0.5 s.  Measured
-   on an idle cluster: a restart queues a new job, which gets a node at once here; on a busy
-   cluster it would wait in the queue again (restart within the allocation is not built yet:
-   issue 13).
+   is never a fork), i.e. the engine's own start.  Goal: ≤ engine start + 0.5 s.  A restart
+   keeps the kernel's job (its worker starts afresh in the same step), so no queue is
+   involved whether the cluster is busy or not.
 3. queue: both nodes taken, a kernel starts with its job PENDING, a cell waits; a node frees
    up (scancel of a filler) → the cell's result, against the start of a Slurm kernel on an
    idle cluster (start → result of ``1``).  Goal: ≤ that start (the wait costs nothing once

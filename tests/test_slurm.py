@@ -588,6 +588,58 @@ def test_queue_timeout_ends_the_wait_and_shutdown_cancels_a_queued_job(
     assert wait_for(lambda: not _ours(slurmbed), timeout=20), slurmbed.jobs()
 
 
+def test_a_kept_job_step_is_ended_when_nobody_takes_it() -> None:
+    """slurm.Held (pure logic): a step kept across a restart is taken once, and ended when
+    nobody takes it in time or a newer one replaces it."""
+    held = slurm.Held()
+    ended: list[str] = []
+    held.hold(("k1",), "a", lambda: ended.append("a"), 0.3)
+    assert held.take(("k1",)) == "a" and held.take(("k1",)) is None
+    held.hold(("k2",), "b", lambda: ended.append("b"), 0.3)
+    held.hold(("k3",), "c", lambda: ended.append("c"), 30)
+    held.hold(("k3",), "d", lambda: ended.append("d"), 30)  # a second restart: c ends
+    assert wait_for(lambda: sorted(ended) == ["b", "c"], timeout=5), ended
+    assert held.take(("k3",)) == "d"
+    time.sleep(0.5)
+    assert sorted(ended) == ["b", "c"], "a taken step is never ended by the hold"
+
+
+def test_restart_keeps_the_job_and_gives_a_fresh_engine(
+        slurmbed: SlurmBed, login: SSHBed, jupyter_env: str) -> None:
+    """A restart (as JupyterLab's, and a forced one that kills the kernel process) gives a
+    fresh engine in the same job: with the other node taken, a new job would wait in the
+    queue, so the same job id proves the allocation was kept.  Shutdown then ends it."""
+    spec = add_spec(login, jupyter_env, "slurm-restart")
+    km, kc = start_new_kernel(kernel_name=spec, startup_timeout=120)
+    filler = None
+    try:
+        job, node = job_of(kc)
+        out = login.run_remote("sbatch --parsable --job-name=rkj-filler --time=5 "
+                               "--output=/dev/null --wrap='sleep 300'")
+        filler = out.stdout.strip()
+        assert wait_for(lambda: [j["state"] for j in slurmbed.jobs("rkj-filler")]
+                        == ["RUNNING"], timeout=30), slurmbed.jobs()
+        for now in (False, True):
+            assert text(execute(kc, "x = 41; x + 1")) == "42"
+            started = time.monotonic()
+            km.restart_kernel(now=now)
+            kc.wait_for_ready(timeout=60)
+            assert job_of(kc) == (job, node), "the same job, on the same node"
+            took = time.monotonic() - started
+            print(f"\nrestart (now={now}) → a fresh engine in job {job} in {took:.2f} s")
+            assert text(execute(kc, "x")) == "x", "a fresh engine: no definitions"
+        assert [j["id"] for j in _ours(slurmbed)] == [job]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        if filler:
+            slurmbed.run(["scancel", filler])
+    assert wait_for(lambda: not _ours(slurmbed), timeout=20), slurmbed.jobs()
+    assert slurmbed.wait_no_jobs(20) == []
+    assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
+        login.remote_processes()
+
+
 def _doctor(spec: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict]]:
     """``rk-jupyter doctor SPEC --quick --json`` as a user runs it: exit status, steps."""
     capsys.readouterr()

@@ -169,7 +169,8 @@ class Connection:
         elif name == "RKAttachSession" and isinstance(request, dict):
             self._attach(request)
         elif name == "RKCloseSession" and isinstance(request, str):
-            self.server.close_session(request)
+            how = expr.args[1] if len(expr.args) > 1 and isinstance(expr.args[1], dict) else {}
+            self.server.close_session(request, restart=how.get("restart") is True)
         elif name == "RKLog" and isinstance(request, int) and request >= 0:
             self.link.send(0, packet("RKLogLines", *log_tail(request)))
         else:
@@ -189,6 +190,8 @@ class Connection:
             return
         engine = request.get("engine", "mathics")
         options = request.get("options") or {}
+        if isinstance(options, dict) and isinstance(request.get("kernel"), str):
+            options = {**options, "kernel": request["kernel"]}  # Engine.close_for_restart
         name = request.get("session") or f"{self.peer}/{channel}"
         keep = request.get("keep", 0)
         if not (isinstance(options, dict) and isinstance(engine, str) and isinstance(name, str)
@@ -307,10 +310,12 @@ class AgentServer:
         with self._lock:
             return sum(1 for s in self.named.values() if s.keep > 0 and not s.closed)
 
-    def close_session(self, name: str) -> None:
+    def close_session(self, name: str, restart: bool = False) -> None:
+        """RKCloseSession[name, <|"restart" -> bool|>]: the provisioner ends a kernel's
+        session (``restart``: the kernel restarts, see ``Session.close``)."""
         session = self.named.get(name)
         if session is not None:
-            session.close()
+            session.close(restart)
 
     def _session_closed(self, session: Session) -> None:
         with self._lock:

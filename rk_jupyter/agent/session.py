@@ -20,6 +20,7 @@ from ..link.packets import (
     BAD_REQUEST_ERROR,
     ENGINE_START_ERROR,
     ENGINE_STOPPED_ERROR,
+    INTERNAL_ERROR,
     UNSUPPORTED_ERROR,
     error_packet,
     packet,
@@ -214,19 +215,25 @@ class Session:
         elif name == "RKEngineState":  # answered now, also while a cell runs
             self.emit(packet("RKEngineStatus", self.engine_status()))
         elif name == "RKTerminate":
-            self.close()
+            how = expr.args[0] if expr.args and isinstance(expr.args[0], dict) else {}
+            self.close(restart=how.get("restart") is True)
         else:
             log.warning("session %s: ignoring unexpected %r", self.name, name or expr)
 
-    def close(self) -> None:
-        """End the engine and the session thread; idempotent, callable from any thread."""
+    def close(self, restart: bool = False) -> None:
+        """End the engine and the session thread; idempotent, callable from any thread.
+        ``restart``: the kernel restarts, and its engine may keep a costly placement (a
+        Slurm job) for the kernel's next session (``Engine.close_for_restart``)."""
         if self._closed.is_set():
             return
         self._closed.set()
         self._answers.put(None)
         self._requests.put(_STOP)
         if self.engine is not None:
-            self.engine.close()
+            if restart and not self._queued and self._ended is None:
+                self.engine.close_for_restart()
+            else:
+                self.engine.close()
         log.info("session %s closed", self.name)
         self._on_closed(self)
 
@@ -277,7 +284,16 @@ class Session:
             request = self._requests.get()
             if request is _STOP:
                 break
-            self._handle(request)
+            try:
+                self._handle(request)
+            except Exception as exc:  # a bug: the request is still answered, the session lives
+                log.exception("session %s: failed while serving %s", self.name,
+                              packet_name(request))
+                self.emit(error_packet(f"the agent failed while serving this request ({exc!r}); "
+                                       "this is a bug in rk_jupyter: %rkernel log shows where, "
+                                       "and a restart of the kernel starts afresh",
+                                       INTERNAL_ERROR))
+                self._end_request()
 
     def _handle(self, request: Function) -> None:
         """Serve one request; an engine that ends meanwhile answers it with RKEngineDied

@@ -367,16 +367,18 @@ class AgentClient:
         self.last_rtt = time.perf_counter() - start
         return self.last_rtt
 
-    def close(self, end_session: bool = True) -> None:
+    def close(self, end_session: bool = True, restart: bool = False) -> None:
         """Close the link, ending the session (and its engine) unless ``end_session`` is
-        False, in which case the agent keeps it as long as it was opened to; idempotent."""
+        False, in which case the agent keeps it as long as it was opened to; idempotent.
+        ``restart``: the kernel restarts (the engine may keep its Slurm job for the next)."""
         self._closing = True
         if self.link is None:
             return
         link, self.link = self.link, None
         try:
             if end_session:
-                link.send(SESSION_CHANNEL, packet("RKTerminate"))
+                link.send(SESSION_CHANNEL, packet("RKTerminate", {"restart": restart})
+                          if restart else packet("RKTerminate"))
             else:
                 with self._send_lock:
                     link.send(SESSION_CHANNEL, self._outbox.ack())

@@ -395,7 +395,7 @@ class RKernel(Kernel):
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.updates.close()
         if self.client is not None:
-            self.client.close()
+            self.client.close(restart=restart)
         if self.engine_launch is not None:  # before the reply: the client may kill us then
             self.engine_launch.stop()
         _exit_in(EXIT_GRACE)

@@ -35,8 +35,10 @@ MenuPacket              agent → kernel         (code, title) of an interrupt m
 Control messages (not WSTP packets; WSTP sends these out of band as ``WSPutMessage``):
 
 ``RKInterrupt[]``/``RKAbort[]``/``RKTerminate[]`` (kernel → agent) stop an evaluation or end the
-session; ``RKPing[t]`` is answered by ``RKPong[t]``.  On channel 0,
-``RKOpenSession[<|"channel", "engine", "options", "session", "keep"|>]`` starts a named
+session (``RKTerminate[<|"restart" -> True|>]``: the kernel restarts, and a Slurm engine may
+keep its job for the kernel's next session); ``RKPing[t]`` is answered by ``RKPong[t]``.
+On channel 0,
+``RKOpenSession[<|"channel", "engine", "options", "session", "keep", "kernel"|>]`` starts a named
 session with its own engine and binds it to that channel; ``RKAttachSession[<|"channel",
 "session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
 kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
@@ -45,7 +47,8 @@ or ``RKError[text, code]``, RKAttachSession by ``RKAttached[<|info, "received", 
 (how many of the kernel's packets arrived; how many of the session's were acknowledged by any
 link, from which a kernel attaching for the first time counts on) or
 ``RKError[text, code]``; ``keep`` is how many seconds a session outlives its link waiting to be
-attached again (0: it ends with its link); ``RKCloseSession[name]`` ends a session.
+attached again (0: it ends with its link); ``RKCloseSession[name, <|"restart"|>]`` ends a
+session (``restart`` as for RKTerminate).
 Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep
 what they sent until ``RKAck[count]`` says it arrived (the agent acknowledges in the frame that
 ends each request, the kernel with its next request or heartbeat); an attach carries the
@@ -172,6 +175,7 @@ BAD_REQUEST_ERROR = "agent.bad-request"  # malformed request, busy channel, non-
 ENGINE_START_ERROR = "engine.start-failed"  # open: the engine did not start
 UNSUPPORTED_ERROR = "engine.unsupported"  # e.g. EvaluatePacket on an engine without it
 ENGINE_STOPPED_ERROR = "engine.stopped"  # its process is stopped (SIGSTOP): nothing answers
+INTERNAL_ERROR = "agent.internal"  # a bug in the agent met a request: it is answered anyway
 
 
 def packet(name: str, *args: Any) -> Function:

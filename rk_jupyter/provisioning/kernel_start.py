@@ -210,7 +210,7 @@ class KernelStart:
         if self._session is not None:
             session, self._session = self._session, None
             if self.transport is not None and self.transport.alive():
-                await asyncio.to_thread(close_session, *session)
+                await asyncio.to_thread(close_session, *session, restart)
         if self.transport is not None:
             transport, self.transport = self.transport, None
             await transport.stop(restart)

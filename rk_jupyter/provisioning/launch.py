@@ -180,14 +180,16 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
     return LaunchedSession(settings, transport, agent, token, client, info, phases)
 
 
-def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: str) -> None:
-    """Best effort: end a session whose kernel may never have attached to it."""
+def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: str,
+                  restart: bool = False) -> None:
+    """Best effort: end a session whose kernel may never have attached to it (``restart``:
+    the kernel restarts, so its engine may keep a Slurm job for the next session)."""
     try:
         link = Link.connect(endpoint.host, endpoint.port, token, codec, timeout=5.0)
     except LinkError:
         return
     try:
-        link.send(0, packet("RKCloseSession", session))
+        link.send(0, packet("RKCloseSession", session, {"restart": restart}))
     except LinkError:
         pass
     link.close()

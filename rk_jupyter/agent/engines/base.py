@@ -175,3 +175,10 @@ def stopped_notice(pid: object) -> str:
     def close(self) -> None:
         """End the engine and every process it started; idempotent."""
 
+    def close_for_restart(self) -> None:
+        """End the engine because its kernel restarts (the session's close with
+        ``restart``): an engine may keep what is costly to get again (a Slurm job) for the
+        kernel's next engine, which the same kernel's next ``start`` takes.  Default:
+        ``close``."""
+        self.close()
+

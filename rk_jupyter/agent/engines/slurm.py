@@ -196,7 +196,7 @@ class SlurmStep:
         self._job_id: str | None = None
         self._lock = threading.Lock()
         self._closed = False
-        self._closing = threading.Event()  # ends the time limit's watch
+        self._watch = threading.Event()  # set: the current watch's engine no longer runs
 
     def job_id(self, timeout: float = 5.0) -> str | None:
         """The job's id, from squeue by the job's name (cached once known); None if squeue
@@ -252,6 +252,8 @@ class SlurmStep:
         """Call ``warn`` once with a warning, ``before`` seconds before the job's time limit
         (None: ``WARN_BEFORE``, or half the limit when that is shorter; 0: never), from a
         thread of its own that ends with the job (``close``)."""
+        self._watch.set()  # a step handed to a new engine: only its engine is warned
+        self._watch = ended = threading.Event()
         if before == 0:
             return
 
@@ -261,10 +263,10 @@ class SlurmStep:
                 return
             left, limit = times
             ahead = min(WARN_BEFORE, limit / 2) if before is None else float(before)
-            if self._closing.wait(max(0.0, left - ahead)):
+            if ended.wait(max(0.0, left - ahead)):
                 return
             times = self.times()  # an administrator may have changed the limit meanwhile
-            if times is None or self._closing.is_set():
+            if times is None or ended.is_set():
                 return
             at = time.strftime("%H:%M:%S", time.localtime(time.time() + times[0]))
             warn(f"The engine's Slurm job {self._job_id} reaches its time limit in "
@@ -307,7 +309,7 @@ class SlurmStep:
         """Cancel the job, whatever state it is in (pending, running); idempotent.  Bounded by
         ``COMMAND_TIMEOUT``.  By name and user, so that a job whose id is not known yet (still
         pending, or being submitted) is cancelled too; the engine then ends srun itself."""
-        self._closing.set()
+        self._watch.set()
         with self._lock:
             if self._closed:
                 return
@@ -317,6 +319,58 @@ class SlurmStep:
             log.warning("scancel of job %s failed: %s", self.job_name, result.stderr.strip())
         else:
             log.info("slurm job %s (%s) cancelled", self._job_id or "?", self.job_name)
+
+
+class Held:
+    """Job steps kept for a kernel's next engine across a restart (``hold``/``take``), each
+    ended by its ``end`` when nobody takes it within ``RESTART_HOLD`` s.
+
+    Why: a restart would otherwise cancel the job and queue a new one (minutes on a busy
+    cluster).  An idle engine's worker re-executes itself in its step (``worker.renew``)
+    and waits here, keyed by the kernel's id and what placed it, for the kernel's next
+    session.  The agent's end ends them all the usual way (srun's stdin)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, ...],
+                         tuple[Any, threading.Timer, Callable[[], None]]] = {}
+
+    def hold(self, key: tuple[str, ...], value: Any, end: Callable[[], None],
+             seconds: float) -> None:
+        def expire() -> None:
+            with self._lock:
+                if key not in self._held or self._held[key][0] is not value:
+                    return
+                del self._held[key]
+            log.info("slurm: the job step kept for %s was not taken within %g s: ended",
+                     key[0], seconds)
+            end()
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        with self._lock:
+            old = self._held.pop(key, None)
+            self._held[key] = (value, timer, end)
+        timer.start()
+        if old is not None:  # a second restart before the first was taken: keep the newest
+            old[1].cancel()
+            threading.Thread(target=old[2], daemon=True).start()
+
+    def take(self, key: tuple[str, ...]) -> Any | None:
+        with self._lock:
+            held = self._held.pop(key, None)
+        if held is None:
+            return None
+        held[1].cancel()
+        return held[0]
+
+
+#: Seconds a job step kept across a restart waits for the kernel's next engine.
+RESTART_HOLD = 60.0
+#: A job with less time left than this is not kept across a restart (its next engine would
+#: hardly start before Slurm ends it).
+KEEP_IF_LEFT = 60.0
+HELD = Held()
 
 
 def start_step(argv: list[str], options: str, **streams: Any) -> SlurmStep:

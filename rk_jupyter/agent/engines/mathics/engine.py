@@ -54,7 +54,14 @@ from ..process import (
     spawn,
     wait_exit,
 )
-from ..slurm import SlurmStep, start_step, waiting_text
+from ..slurm import (
+    HELD,
+    KEEP_IF_LEFT,
+    RESTART_HOLD,
+    SlurmStep,
+    start_step,
+    waiting_text,
+)
 from .forkserver import ROOT, TEMPLATES, Forked
 from .pipe import Message, encode_frame, take_frame
 from .values import FAILED
@@ -139,10 +146,15 @@ class MathicsEngine(Engine):
         # A fork of the interpreter's template when there is one (warm: milliseconds), else a
         # cold worker (seconds); the template's own wait counts against the same timeout.
         forked = TEMPLATES.fork(self.python, config, timeout) if self.warm else None
+        # The kernel's previous engine's job step, kept across a restart (its worker is
+        # starting afresh in it): no new job, no queue.
+        held = HELD.take(self._hold_key()) if self.slurm else None
         with self._lock:
             if self._closed or self._proc is not None:
                 if forked is not None:
                     reap(forked, "Mathics3 worker")
+                if held is not None:
+                    held.close()
                 raise EngineError("the Mathics3 engine was already started or closed")
             try:  # in the agent's working directory (Directory[]), which is off its sys.path
                 argv = [*python_argv(self.python, _WORKER, ROOT), json.dumps(config)]
@@ -150,6 +162,11 @@ class MathicsEngine(Engine):
                            "stderr": subprocess.PIPE}
                 if forked is not None:
                     self._proc = forked
+                elif held is not None:
+                    self._step, self._proc = held._step, held._proc
+                    self._stderr, self._inbox = held._stderr, held._inbox
+                    log.info("slurm job %s kept across the restart: a fresh engine in it",
+                             self._step.job_id(timeout=1.0) if self._step else "?")
                 elif self.slurm:  # srun is the process read, written, watched and ended
                     self._step = start_step(argv, self.slurm, **streams)
                     self._proc = self._step.proc
@@ -162,8 +179,9 @@ class MathicsEngine(Engine):
                 ) from exc
         proc = self._proc
         assert proc.stdout is not None and proc.stderr is not None
-        self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
-                                  label=f"mathics worker {proc.pid}")
+        if held is None:
+            self._stderr = OutputTail(proc.stderr, lines=_STDERR_LINES, width=_STDERR_WIDTH,
+                                      label=f"mathics worker {proc.pid}")
         now = time.monotonic()
         self._start_timeout = timeout
         self._ready_by = max(deadline, now + 1.0)
@@ -301,6 +319,40 @@ class MathicsEngine(Engine):
         # ask squeue before every cell.
         proc = self._proc
         return proc is not None and process_usage(proc.pid).get("state") == "stopped"
+
+    def _hold_key(self) -> tuple[str, ...]:
+        """What a job step kept across a restart is filed under: the kernel (engine option
+        ``kernel``, set by the agent) and everything that placed and configured the worker."""
+        return (str(self.options.get("kernel") or ""), self.slurm, self.python,
+                str(self.memory_limit), str(self.output_limit))
+
+    def close_for_restart(self) -> None:
+        """With ``slurm``: an idle engine whose job has time left keeps the job for the
+        kernel's next engine (``HELD``): its worker re-executes itself in its step (a fresh
+        Mathics3, all definitions gone) and the next ``start`` of the same kernel takes it.
+        Anything else, and a job not taken within ``RESTART_HOLD`` s, is closed as ever."""
+        step = self._step
+        times = step.times() if step is not None and self.options.get("kernel") else None
+        with self._lock:
+            keep = (times is not None and times[0] > KEEP_IF_LEFT and self._state == _IDLE
+                    and not self._closed and self.alive())
+            if keep:
+                self._closed, self._state = True, _CLOSED
+        if not keep:
+            self.close()
+            return
+        try:
+            self._send(["renew"])
+        except EngineError:
+            self._closed = False
+            self.close()
+            return
+        held = MathicsEngine(self.host, self.options)  # the parts, for the next start
+        held._step, held._proc, held._stderr, held._inbox = step, self._proc, self._stderr, \
+            self._inbox
+        HELD.hold(self._hold_key(), held, held.close, RESTART_HOLD)
+        log.info("slurm job %s kept %g s for the kernel's next engine (restart)",
+                 step.job_id(timeout=1.0) if step else "?", RESTART_HOLD)
 
     def close(self) -> None:
         with self._lock:

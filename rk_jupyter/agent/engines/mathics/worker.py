@@ -163,11 +163,14 @@ class Worker:
                 self._force = True
                 signal.pthread_kill(self._main, signal.SIGINT)
 
-    def serve(self) -> None:
-        """Answer requests until the agent closes our stdin."""
+    def serve(self) -> bool:
+        """Answer requests until the agent closes our stdin (False) or asks for a fresh
+        engine in this same process slot (``["renew"]``: True, see ``renew``)."""
         tune_collector()
         while (request := self.channel.recv()) is not None:
             match request:
+                case ["renew"]:
+                    return True
                 case ["eval", code]:
                     self.run_cell(str(code), self.evaluate_cell)
                 case ["expr", code]:
@@ -183,6 +186,7 @@ class Worker:
                         value = None
                     self.channel.send(["reply", request_id, value])
                 # Anything else (an input answer whose Input[] was aborted) is stale: drop it.
+        return False
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -579,8 +583,23 @@ def serve(channel: Channel, config: dict[str, Any], session: Any = None,
         channel.send(import_failure(exc))
         return 2
     channel.send(["ready", worker.version, sys.executable, os.getpid()])
-    worker.serve()
+    if worker.serve() and agent_fd is None:
+        renew(channel)
     return 0
+
+
+def renew(channel: Channel) -> None:
+    """Become a fresh cold worker in this same process: the protocol back on fds 0/1, then
+    ``exec`` of our own command line, which starts Mathics3 anew and says "ready" again.
+
+    Why: a worker that is a Slurm job step (its stdin and stdout are srun's) keeps the step
+    and the job this way, so a kernel restart gets a fresh engine without waiting in the
+    queue again.  Nothing of this process survives the exec but its pid and descriptors."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(channel.rfd, 0)
+    os.dup2(channel.wfd, 1)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def main() -> int:
