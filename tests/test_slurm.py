@@ -62,10 +62,8 @@ def test_add_takes_slurm_options_with_equals(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as refused:
         cli(["add", "hpc3", "--host", "login1", "--slurm=--comment='a", "--prefix", prefix])
     assert "does not parse" in str(refused.value)
-    with pytest.raises(SystemExit) as refused:  # not yet: WolframKernel in a job (issue 13)
-        cli(["add", "hpc5", "--host", "login1", "--engine", "wolfram", f"--slurm={OPTIONS}",
-             "--prefix", prefix])
-    assert "only mathics does" in str(refused.value)
+    assert cli(["add", "hpc5", "--host", "login1", "--engine", "wolfram",
+                f"--slurm={OPTIONS}", "--prefix", prefix]) == 0  # WolframKernel in a job too
     with pytest.raises(SystemExit) as refused:
         cli(["add", "hpc4", "--local", f"--slurm={OPTIONS}", "--prefix", prefix])
     assert "--slurm only apply to a remote host" in str(refused.value)
@@ -638,6 +636,79 @@ def test_restart_keeps_the_job_and_gives_a_fresh_engine(
     assert slurmbed.wait_no_jobs(20) == []
     assert wait_for(lambda: login.remote_processes() == [], timeout=15), \
         login.remote_processes()
+
+
+_FAKE_WOLFRAM = """\
+import json, os, sys
+json.dump({"argv": sys.argv[1:], "nonce": os.environ.get("RK_WSTP_NONCE"),
+           "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace"),
+           "job": os.environ.get("SLURM_JOB_ID"), "node": os.environ.get("SLURMD_NODENAME"),
+           "stdin": sys.stdin.read()}, open(RECORD, "w"))
+print("Mathematica 14.3.0 Kernel for Linux x86 (64-bit)")
+print("Mathematica 14.3.0 Kernel cannot find a valid password.", flush=True)
+sys.exit(1)
+"""
+
+_DRIVE_WOLFRAM = """\
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from rk_jupyter.agent.engines.base import EngineError
+from rk_jupyter.agent.engines.wolfram import WolframEngine
+
+class Host:
+    def emit(self, pkt): pass
+    def read_input(self, prompt): return ""
+
+engine = WolframEngine(Host(), {"kernel_path": KERNEL, "slurm": OPTIONS})
+try:
+    engine.start(60.0)
+    print(json.dumps({"error": None}))
+except EngineError as exc:
+    print(json.dumps({"error": str(exc), "code": exc.code}))
+"""
+
+
+def test_a_wolfram_kernel_runs_in_a_job_and_gets_its_peer_check_through_stdin(
+        slurmbed: SlurmBed, tmp_path: Path) -> None:
+    """No licensed Wolfram kernel runs here: a fake kernel (which fails the way an
+    unlicensed one does) on a fake installation with the stand-in WSTP library shows what
+    the Wolfram engine runs on the real Slurm bed.  The kernel runs on a compute node with
+    the TCPIP link's arguments; the link's peer-check value reaches its environment through
+    srun's stdin, so it is in no command line, no log and nothing srun exports; the licence
+    failure comes back in the kernel's words, saying it ran in a job; no job is left."""
+    from test_engine_wolfram import FAKE_WSTP_C, compile_library
+
+    from rk_jupyter.agent.engines.wolfram import discovery
+
+    record = tmp_path / "record.json"
+    kernel = tmp_path / "Wolfram/14.3/Executables/WolframKernel"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_text(f"#!{sys.executable}\nRECORD = {str(record)!r}\n{_FAKE_WOLFRAM}")
+    kernel.chmod(0o755)
+    kit = (tmp_path / "Wolfram/14.3/SystemFiles/Links/WSTP/DeveloperKit"
+           / discovery.system_id() / "CompilerAdditions")
+    kit.mkdir(parents=True)
+    compile_library(kit, FAKE_WSTP_C, "libWSTP64i4.so")
+    driver = tmp_path / "drive.py"
+    driver.write_text(f"KERNEL = {str(kernel)!r}\nOPTIONS = {OPTIONS!r}\n{_DRIVE_WOLFRAM}")
+    out = slurmbed.run([sys.executable, str(driver)], timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\n{result}")
+    said = " ".join(str(result["error"]).split())
+    assert "cannot find a valid password" in said and "-licenseinfo" in said, said
+    assert "as a Slurm job step: srun --partition=debug" in said, said
+    seen = json.loads(record.read_text())
+    assert seen["argv"] == ["-wstp", "-linkprotocol", "TCPIP", "-linkconnect", "-linkname",
+                            "fake-link-name"]
+    assert seen["job"] and seen["node"] in slurmbed.nodes, seen
+    nonce = seen["nonce"]
+    assert nonce and len(nonce) == 32, seen
+    assert seen["stdin"] == "", "the value is the one line the kernel's shell read"
+    assert nonce not in seen["cmdline"] and nonce not in out.stderr + out.stdout
+    assert "srun" in out.stderr, "the log shows the srun command (which holds no secret)"
+    assert wait_for(lambda: not [j for j in slurmbed.jobs() if j["id"] == seen["job"]],
+                    timeout=15), slurmbed.jobs()
 
 
 def _doctor(spec: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, dict]]:

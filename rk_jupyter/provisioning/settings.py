@@ -153,11 +153,6 @@ class LaunchSettings:
         for f in fields(self):
             value = _checked(f, getattr(self, f.name))
             object.__setattr__(self, f.name, value)
-        if self.slurm and self.engine != "mathics":
-            raise SettingsError(f"the kernelspec asks for a Slurm job (slurm) for engine "
-                                f"{self.engine!r}, which cannot run in one yet: only mathics "
-                                "does", "remove slurm, or use engine mathics",
-                                code="settings.slurm-engine")
         if self.transport == "ssh" and not self.host:
             raise SettingsError("the kernelspec uses transport 'ssh' but names no host",
                                 "set host in the kernelspec (rk-jupyter add NAME --host "

@@ -57,9 +57,12 @@ log = logging.getLogger(__name__)
 #: What every kernel job's name starts with (the rest is random: nothing about the kernel).
 JOB_PREFIX = "rk-"
 #: srun options the engine needs, after the user's so that they win: one task on one node
-#: (two workers would interleave their frames), byte-exact I/O with no line buffering, no
-#: informational chatter on stderr (errors still come), and the job's name.
-_FORCED = ("--ntasks=1", "--nodes=1", "--unbuffered", "--quiet")
+#: (two workers would interleave their frames), byte-exact I/O with no line buffering
+#: (``_UNBUFFERED``, for a worker that speaks over srun's stdio), no informational chatter on
+#: stderr (errors still come), and the job's name.
+_FORCED = ("--ntasks=1", "--nodes=1")
+_UNBUFFERED = "--unbuffered"
+_QUIET = "--quiet"
 #: Options that would take the worker's stdin/stdout away from srun (the protocol's pipe) or
 #: turn them into a terminal; refused rather than overridden, so the user learns why.
 _REFUSED = ("--pty", "--input", "--output", "--error", "--label", "--multi-prog", "--job-name",
@@ -124,11 +127,14 @@ def new_job_name() -> str:
     return f"{JOB_PREFIX}{secrets.token_hex(6)}"
 
 
-def step_argv(argv: list[str], options: str, job_name: str, srun: str = "srun") -> list[str]:
+def step_argv(argv: list[str], options: str, job_name: str, srun: str = "srun",
+              unbuffered: bool = True) -> list[str]:
     """The command that runs ``argv`` as the one task of a new job's step: srun, the user's
-    options, the engine's own (``_FORCED`` and the job name, after the user's so they win),
-    then ``argv`` itself.  Raises SlurmError for options ``parse_options`` refuses."""
-    return [srun, *parse_options(options), *_FORCED, f"--job-name={job_name}", *argv]
+    options, the engine's own (``_FORCED``, ``--unbuffered`` unless the task's stdout is only
+    read as text, ``--quiet`` and the job name, after the user's so they win), then ``argv``
+    itself.  Raises SlurmError for options ``parse_options`` refuses."""
+    own = [*_FORCED, *([_UNBUFFERED] if unbuffered else []), _QUIET]
+    return [srun, *parse_options(options), *own, f"--job-name={job_name}", *argv]
 
 
 def _seconds(text: str) -> float | None:
@@ -373,11 +379,13 @@ KEEP_IF_LEFT = 60.0
 HELD = Held()
 
 
-def start_step(argv: list[str], options: str, **streams: Any) -> SlurmStep:
+def start_step(argv: list[str], options: str, unbuffered: bool = True,
+               **streams: Any) -> SlurmStep:
     """Start ``argv`` as the one task of a new Slurm job (srun, in the foreground of its
     step), its standard I/O the given ``streams`` (Popen's stdin/stdout/stderr), srun in a
     process group of its own (``process.spawn``).  Returns at once: the job may still be
-    pending.  Raises SlurmError when the options are refused or srun cannot be run."""
+    pending.  ``unbuffered``: see ``step_argv``.  Raises SlurmError when the options are
+    refused or srun cannot be run."""
     srun = shutil.which("srun")
     if srun is None:
         raise SlurmError("the kernelspec asks for a Slurm job (slurm options), but srun is not "
@@ -385,7 +393,7 @@ def start_step(argv: list[str], options: str, **streams: Any) -> SlurmStep:
                          "add srun's directory to PATH in the login shell's startup files",
                          code="slurm.no-srun")
     job_name = new_job_name()
-    command = step_argv(argv, options, job_name, srun)
+    command = step_argv(argv, options, job_name, srun, unbuffered)
     try:
         proc = spawn(command, env=_job_environment(), **streams)
     except OSError as exc:

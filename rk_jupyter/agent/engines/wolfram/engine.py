@@ -45,6 +45,7 @@ from ....link.launcher import OUTPUT_LIMIT
 from ....link.packets import packet
 from ..base import Engine, EngineError, EngineHost, EngineInfo
 from ..process import OutputTail, describe_exit, exit_status, kill_group, reap, spawn, wait_exit
+from ..slurm import SlurmStep, start_step
 from . import discovery, wstp
 from .session import (
     AT_DEADLINE,
@@ -106,13 +107,26 @@ def helper_file() -> Path:
         partial.replace(target)
     return target
 
+#: How a kernel in a Slurm job gets the link's peer-check value: the first line of srun's
+#: stdin, read by the shell that then becomes the kernel (``sh -c … rk-wolfram KERNEL ARGS``).
+_NONCE_FROM_STDIN = f'IFS= read -r {NONCE_ENV} && export {NONCE_ENV} && exec "$@"'
+
+
 class WolframEngine(Engine):
     """A Wolfram kernel.  Options: ``kernel_path`` (executable or installation directory),
     ``kernel_args`` (extra command-line arguments, e.g. ``["-pwfile", path]``),
     ``link_protocol`` (``SharedMemory``, the default, or ``TCPIP``), ``request_timeout``
     (seconds for completion and inspection, default 30), ``kill_after`` (seconds after an
     interrupt the kernel does not answer before it is ended; default: never, the cell is
-    released and ending the kernel is the user's choice)."""
+    released and ending the kernel is the user's choice), ``slurm`` (srun options: the kernel
+    runs on a compute node as a Slurm job step, see ``start``).
+
+    With ``slurm`` the kernel connects back over a TCPIP link to the listening link on the
+    login node, and the link's peer check (``NONCE_ENV``) authenticates it; the value reaches
+    the kernel's environment through srun's stdin (``_NONCE_FROM_STDIN``), never through a
+    command line or the environment srun exports, so Slurm records no secret.  Not run
+    against a licensed kernel (none here): tested with fake kernels on the real Slurm bed.
+    Unlike the Mathics3 engine, a start waits for a queued job within ``start_timeout``."""
 
     def __init__(self, host: EngineHost, options: dict[str, Any]) -> None:
         super().__init__(host, options)
@@ -136,6 +150,8 @@ class WolframEngine(Engine):
         self._pending: Conversation | None = None
         self._conversing = threading.Lock()
         self._start_words: list[str] | None = None  # what the kernel says between start calls
+        self.slurm = str(options.get("slurm") or "")
+        self._step: SlurmStep | None = None  # with slurm: the kernel's job step (srun)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -148,6 +164,8 @@ class WolframEngine(Engine):
         self.installation = inst
         library = wstp.load(inst.library, inst.api)
         protocol = str(self.options.get("link_protocol") or DEFAULT_PROTOCOL)
+        if self.slurm:
+            protocol = "TCPIP"  # the kernel runs on a compute node: no shared memory
         try:
             link = wstp.Link.listen(library, protocol)
             with link.lock:
@@ -158,13 +176,26 @@ class WolframEngine(Engine):
         extra = shlex.split(extra) if isinstance(extra, str) else [str(a) for a in extra]
         argv = [str(inst.kernel), inst.link_flag, "-linkprotocol", protocol, "-linkconnect",
                 "-linkname", name, *extra]
+        nonce = secrets.token_hex(16)
         try:
-            nonce = secrets.token_hex(16)
-            self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env={**os.environ, NONCE_ENV: nonce})
-        except OSError as exc:
+            if self.slurm:
+                self._step = start_step(["sh", "-c", _NONCE_FROM_STDIN, "rk-wolfram", *argv],
+                                        self.slurm, unbuffered=False, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                self._proc = self._step.proc
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(f"{nonce}\n".encode())
+                self._proc.stdin.close()
+            else:
+                self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env={**os.environ, NONCE_ENV: nonce})
+        except (OSError, EngineError) as exc:
             with link.lock:
                 link.close()
+            if self._step is not None:
+                self._step.close()
+            if isinstance(exc, EngineError):
+                raise
             raise EngineError(f"cannot run the Wolfram kernel {inst.kernel}: {exc}") from None
         assert self._proc.stdout is not None
         # A kernel talks over WSTP; what it writes on stdout is the exceptional: licence
@@ -190,6 +221,15 @@ class WolframEngine(Engine):
                                            Function(Symbol("Set"),
                                                     Symbol("RKJupyter`Private`$maxText"), limit),
                                            Function(Symbol("RKJupyter`Info"))), deadline)
+        except EngineError as exc:
+            self.close()
+            if self._step is None:
+                raise
+            kernel = self.installation.kernel if self.installation else "WolframKernel"
+            raise EngineError(f"{exc.cause} (the kernel ran on a compute node, as a Slurm job "
+                              f"step: srun {self.slurm}; what it says there shows with `srun "
+                              f"{self.slurm} {kernel} -licenseinfo` on the login node)",
+                              exc.fix, code=exc.code) from None
         except BaseException:
             self.close()
             raise
@@ -224,6 +264,8 @@ class WolframEngine(Engine):
             self._closed = True
         self._stop.set()
         proc, link = self._proc, self._link
+        if self._step is not None:  # the job ends, queued or running: Slurm ends the kernel
+            self._step.close()  # and every process of its step (subkernels) on the node
         if proc is not None and exit_status(proc) is None:
             if link is not None and link.message_lock.acquire(timeout=1.0):
                 try:
