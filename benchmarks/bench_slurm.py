@@ -61,31 +61,6 @@ def use_private_jupyter() -> str:
     return root
 
 
-def add(bed: Any, root: str, name: str, *extra: str, **config: Any) -> str:
-    """rk-NAME on the login node, written by the CLI; ``config``: provisioner keys patched in
-    (engine options have no add option)."""
-    import json
-
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    from rk_jupyter.cli import main as cli
-
-    assert cli(["add", name, "--host", f"{bed.user}@{bed.host}:{bed.port}",
-                "--identity", bed.key_file, "--known-hosts", bed.known_hosts,
-                "--remote-python", bed.remote_python, "--agent-deploy", "zipapp",
-                "--prefix", root, *extra]) == 0
-    spec = f"rk-{name}"
-    if config:
-        path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir,
-                            "kernel.json")
-        with open(path) as handle:
-            kernel_json = json.load(handle)
-        kernel_json["metadata"]["kernel_provisioner"]["config"].update(config)
-        with open(path, "w") as handle:
-            json.dump(kernel_json, handle)
-    return spec
-
-
 def result_of_one(kc: Any) -> None:
     from kernel_helpers import execute
 
@@ -157,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"Slurm kernels vs the login node (load {os.getloadavg()[0]:.2f})")
     with SSHBed(users=[USER]) as ssh, SlurmBed(ssh) as bed:
-        login = add(ssh, root, "bslogin")
-        cold = add(ssh, root, "bscold", engine_options={"warm": False})
-        node = add(ssh, root, "bsnode", f"--slurm={OPTIONS}")
+        from kernel_helpers import add_remote_spec
+
+        login = add_remote_spec(ssh, root, "bslogin")
+        cold = add_remote_spec(ssh, root, "bscold", engine_options={"warm": False})
+        node = add_remote_spec(ssh, root, "bsnode", f"--slurm={OPTIONS}")
 
         # 1. round trip, alternately in blocks so that drift hits both
         km_l, kc_l, _ = start(login)

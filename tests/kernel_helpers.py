@@ -192,3 +192,29 @@ def start_fails(spec: str, bound: float, code: str | None = None) -> str:
     if code is not None:
         assert failure.value.code == code
     return " ".join(message.split())
+
+
+def add_remote_spec(bed: Any, prefix: str, name: str, *extra: str, **config: Any) -> str:
+    """rk-NAME for the SSH bed ``bed``'s host, written by ``rk-jupyter add`` as a user would
+    (``extra``: more add options), into the Jupyter tree ``prefix``; ``config``: provisioner
+    keys patched into kernel.json afterwards (those no add option writes, engine_options).
+    The agent is this rk_jupyter's zipapp: an installed rk_jupyter of the same version (an
+    editable install of another checkout) would otherwise run on the host."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from rk_jupyter.cli import main as cli
+
+    assert cli(["add", name, "--host", f"{bed.user}@{bed.host}:{bed.port}",
+                "--identity", bed.key_file, "--known-hosts", bed.known_hosts,
+                "--remote-python", bed.remote_python, "--agent-deploy", "zipapp",
+                "--prefix", prefix, *extra]) == 0
+    spec = f"rk-{name}"
+    if config:
+        path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir,
+                            "kernel.json")
+        with open(path) as handle:
+            kernel_json = json.load(handle)
+        kernel_json["metadata"]["kernel_provisioner"]["config"].update(config)
+        with open(path, "w") as handle:
+            json.dump(kernel_json, handle)
+    return spec

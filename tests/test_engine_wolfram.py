@@ -31,7 +31,7 @@ import pytest
 from rk_jupyter.agent.engines import create_engine
 from rk_jupyter.agent.engines.base import EngineError, InputAborted
 from rk_jupyter.agent.engines.process import exit_status
-from rk_jupyter.agent.engines.wolfram import WolframEngine, discovery, engine, wstp
+from rk_jupyter.agent.engines.wolfram import WolframEngine, discovery, engine, spare, wstp
 from rk_jupyter.agent.engines.wolfram.engine import IMPOSTOR, NONCE_ENV
 from rk_jupyter.agent.engines.wolfram.session import (
     ABORT_CHOICE,
@@ -1424,6 +1424,77 @@ def test_engine_over_a_stand_in_link(
     finally:
         eng.close()
     assert not eng.alive()
+
+
+@pytest.fixture
+def spares(monkeypatch: pytest.MonkeyPatch) -> Iterator[spare.Spares]:
+    """A pool of spares of the test's own, ended after it."""
+    pool = spare.Spares()
+    monkeypatch.setattr(spare, "SPARES", pool)
+    yield pool
+    pool.close()
+
+
+LICENCE_FAILURE = """
+    import sys
+    print("Mathematica 14.3.0 Kernel cannot find a valid password.", flush=True)
+    sys.exit(1)
+"""
+
+
+def test_a_warm_spare_reports_a_licence_failure_before_anyone_waits(
+    fake_installation: Callable[[str], Path], spares: spare.Spares
+) -> None:
+    """warm_spare: the first engine starts as ever and a spare starts beside it; the spare's
+    licence failure is what the next start raises, at once and once."""
+    options = {"kernel_path": str(fake_installation(LICENCE_FAILURE)), "warm_spare": True}
+    first = create_engine("wolfram", FakeHost(), options)
+    assert isinstance(first, WolframEngine) and first.pid is None, "a plain, unstarted engine"
+    deadline = time.monotonic() + 15
+    while not spares._failed:
+        assert time.monotonic() < deadline, "the spare never failed"
+        time.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as error:
+        create_engine("wolfram", FakeHost(), options)
+    assert time.monotonic() - started < 0.5
+    assert "cannot find a valid password" in str(error.value)
+    again = create_engine("wolfram", FakeHost(), options)  # said once: this one tries again
+    assert isinstance(again, WolframEngine) and again.pid is None
+
+
+def test_a_warm_spare_is_taken_started_and_replaced(
+    fake_installation: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch,
+    spares: spare.Spares
+) -> None:
+    """The spare starts in the background (the test answers as its kernel); the next engine
+    of the configuration is that started kernel, serving its own host, whose start returns
+    at once; a new spare starts in its place; the agent's end ends the spares."""
+    monkeypatch.setenv("FAKE_WSTP_ACTIVATE", "ok")
+    monkeypatch.setenv("FAKE_WSTP_KERNEL", "1")
+    kernel = fake_installation("import time\ntime.sleep(600)\n")
+    options = {"kernel_path": str(kernel), "warm_spare": True, "start_timeout": 20}
+    spares.replenish(options)
+    [waiting] = spares._starting.values()
+    side = KernelSide(waiting, kernel.parents[1] / LIBRARY)
+    side.wait_evaluation(1)
+    side.send("ReturnPacket", side.nonce())
+    side.wait_evaluation(2)
+    side.send("ReturnPacket", association(version="14.3.0", systemID="Linux-x86-64", line=1))
+    side.wait_for(lambda: bool(spares._ready), "the spare to be ready")
+    host = FakeHost()
+    eng = create_engine("wolfram", host, options)
+    assert eng is waiting and eng.host is host and eng.alive()
+    started = time.monotonic()
+    info = eng.start(20.0)
+    assert time.monotonic() - started < 0.1
+    assert info.version == "14.3.0" and info.extra["warm_spare"] is True
+    assert spares._starting and not spares._ready, "a new spare is starting in its place"
+    [replacement] = spares._starting.values()
+    spares.close()
+    eng.close()
+    side.wait_for(lambda: not eng.alive(), "the taken engine to close")
+    side.wait_for(lambda: replacement._closed, "the replacement spare to be ended")
 
 
 def test_a_link_peer_that_is_not_the_started_kernel_gets_nothing(

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rk_jupyter.agent.engines import slurm
@@ -32,7 +31,7 @@ from rk_jupyter.cli import main as cli
 from rk_jupyter.link.launcher import TOKEN_ENV
 from rk_jupyter.provisioning.settings import LaunchSettings
 
-from kernel_helpers import collect, execute, wait_for
+from kernel_helpers import add_remote_spec, collect, execute, wait_for
 from slurmbed import SlurmBed
 from sshbed import SSHBed
 
@@ -193,24 +192,8 @@ def test_srun_passes_bytes_exactly_and_scancel_interrupts(slurmbed: SlurmBed,
 
 
 def add_spec(bed: SSHBed, prefix: str, name: str, **config: object) -> str:
-    """rk-NAME on the bed's host with ``--slurm``, written by the CLI as a user would; extra
-    provisioner ``config`` keys (no add option) patched into kernel.json.  The agent is this
-    rk_jupyter's zipapp: an installed rk_jupyter of the same version (an editable install of
-    another checkout) would otherwise run on the login node."""
-    assert cli(["add", name, "--host", f"{bed.user}@{bed.host}:{bed.port}",
-                "--identity", bed.key_file, "--known-hosts", bed.known_hosts,
-                "--remote-python", bed.remote_python, f"--slurm={OPTIONS}",
-                "--agent-deploy", "zipapp", "--prefix", prefix]) == 0
-    spec = f"rk-{name}"
-    if config:
-        path = os.path.join(KernelSpecManager().get_kernel_spec(spec).resource_dir,
-                            "kernel.json")
-        with open(path) as handle:
-            kernel_json = json.load(handle)
-        kernel_json["metadata"]["kernel_provisioner"]["config"].update(config)
-        with open(path, "w") as handle:
-            json.dump(kernel_json, handle)
-    return spec
+    """rk-NAME on the bed's host with ``--slurm`` (``kernel_helpers.add_remote_spec``)."""
+    return add_remote_spec(bed, prefix, name, f"--slurm={OPTIONS}", **config)
 
 
 @pytest.fixture(scope="module")

@@ -278,22 +278,29 @@ class Session:
             return
         self.emit(packet("RKSessionReady", self.info))
         while not self._closed.is_set():
-            if self._queued:
-                self._wait_for_engine()
-                continue
-            request = self._requests.get()
-            if request is _STOP:
-                break
+            request = None
             try:
+                if self._queued:
+                    self._wait_for_engine()
+                    continue
+                request = self._requests.get()
+                if request is _STOP:
+                    break
                 self._handle(request)
             except Exception as exc:  # a bug: the request is still answered, the session lives
+                request, self._waiting = request or self._waiting, None
+                if self._queued:  # the wait itself failed: the next request starts afresh
+                    self._queued = False
+                    self._engine_ended(EngineEnded(f"the agent failed while waiting for the "
+                                                   f"queued engine ({exc!r})"))
                 log.exception("session %s: failed while serving %s", self.name,
-                              packet_name(request))
-                self.emit(error_packet(f"the agent failed while serving this request ({exc!r}); "
-                                       "this is a bug in rk_jupyter: %rkernel log shows where, "
-                                       "and a restart of the kernel starts afresh",
-                                       INTERNAL_ERROR))
-                self._end_request()
+                              packet_name(request) if request is not None else "no request")
+                if request is not None:
+                    self.emit(error_packet(
+                        f"the agent failed while serving this request ({exc!r}); this is a "
+                        "bug in rk_jupyter: %rkernel log shows where, and a restart of the "
+                        "kernel starts afresh", INTERNAL_ERROR))
+                    self._end_request()
 
     def _handle(self, request: Function) -> None:
         """Serve one request; an engine that ends meanwhile answers it with RKEngineDied

@@ -19,6 +19,13 @@ def create_engine(name: str, host: EngineHost, options: dict) -> Engine:
     if name == "wolfram":
         from .wolfram import WolframEngine
 
+        if options.get("warm_spare"):
+            from .wolfram.spare import SPARES
+
+            spare = SPARES.take(host, options)  # raises the spare's licence failure
+            SPARES.replenish(options)
+            if spare is not None:
+                return spare
         return WolframEngine(host, options)
     raise EngineError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
 
@@ -26,7 +33,8 @@ def create_engine(name: str, host: EngineHost, options: dict) -> Engine:
 def warm(name: str) -> None:
     """Prepare engine ``name`` so that its engines start fast (the agent's ``--warm``, at
     start).  Mathics3: its template for the agent's own interpreter (``mathics.forkserver``),
-    started in the background.  The Wolfram engine has nothing to prepare (yet)."""
+    started in the background.  The Wolfram engine prepares per configuration instead (engine
+    option ``warm_spare``, ``wolfram.spare``)."""
     if name == "mathics":
         import sys
 
@@ -42,3 +50,6 @@ def end_warm() -> None:
     module = sys.modules.get(f"{__name__}.mathics.forkserver")
     if module is not None:
         module.TEMPLATES.close()
+    spares = sys.modules.get(f"{__name__}.wolfram.spare")
+    if spares is not None:
+        spares.SPARES.close()

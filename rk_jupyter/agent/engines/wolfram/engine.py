@@ -115,7 +115,9 @@ _NONCE_FROM_STDIN = f'IFS= read -r {NONCE_ENV} && export {NONCE_ENV} && exec "$@
 class WolframEngine(Engine):
     """A Wolfram kernel.  Options: ``kernel_path`` (executable or installation directory),
     ``kernel_args`` (extra command-line arguments, e.g. ``["-pwfile", path]``),
-    ``link_protocol`` (``SharedMemory``, the default, or ``TCPIP``), ``request_timeout``
+    ``link_protocol`` (``SharedMemory``, the default, or ``TCPIP``), ``warm_spare`` (keep a
+    started kernel idle for the next engine of this configuration, ``spare``; default
+    false: a spare holds a licence seat), ``request_timeout``
     (seconds for completion and inspection, default 30), ``kill_after`` (seconds after an
     interrupt the kernel does not answer before it is ended; default: never, the cell is
     released and ending the kernel is the user's choice), ``slurm`` (srun options: the kernel
@@ -152,10 +154,25 @@ class WolframEngine(Engine):
         self._start_words: list[str] | None = None  # what the kernel says between start calls
         self.slurm = str(options.get("slurm") or "")
         self._step: SlurmStep | None = None  # with slurm: the kernel's job step (srun)
+        self._prestarted: EngineInfo | None = None  # started as a spare, not yet taken
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def prestart(self, timeout: float) -> None:
+        """Start now, for a ``start`` later that returns at once (a warm spare, ``spare``)."""
+        self._prestarted = self._start(timeout)
+
     def start(self, timeout: float) -> EngineInfo:
+        info, self._prestarted = self._prestarted, None
+        if info is not None:
+            return EngineInfo(info.name, info.version, {**info.extra, "warm_spare": True})
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> EngineInfo:
         deadline = time.monotonic() + timeout
         if self._closed or self._proc is not None:
             raise EngineError("the Wolfram engine was already started or closed")
