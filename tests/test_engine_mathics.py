@@ -363,6 +363,28 @@ def test_input_evaluates(engine: MathicsEngine, host: FakeHost) -> None:
     assert packet_name(host.prompts[-1]) == "InputPacket"
 
 
+def test_the_agents_no_op_frames_are_ignored_also_during_input(
+        engine: MathicsEngine, host: FakeHost) -> None:
+    """``["nop"]`` (the prod a Slurm engine sends while a request runs, ``engine._prod``)
+    changes nothing: not between requests, not while Input[] waits for its answer."""
+    engine._send(["nop"])
+    assert result(run(engine, host, "1 + 2")) == {"text/plain": "3"}
+
+    class Prodding(queue.Queue):  # the answer comes after a no-op frame, as with Slurm
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            engine._send(["nop"])
+            return super().get(*args, **kwargs)
+
+    answers, host.answers = host.answers, Prodding()
+    try:
+        host.answers.put("6*7")
+        assert result(run(engine, host, "Input[] + 1")) == {"text/plain": "43"}
+    finally:
+        host.answers = answers
+    time.sleep(0.3)  # its stderr is read by a thread of its own
+    assert "ignored" not in engine._tail()
+
+
 def test_input_aborted_by_host(engine: MathicsEngine, host: FakeHost) -> None:
     host.answers.put(None)
     assert result(run(engine, host, 'y = InputString[]; Print["not reached"]')) == ABORTED

@@ -116,6 +116,26 @@ def test_start_step_runs_srun_without_the_token(tmp_path: Path,
     assert missing.value.code == "slurm.no-srun"
 
 
+def test_a_jobs_end_is_named_from_scontrol_when_srun_did_not_pass_it_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """srun does not always relay slurmstepd's CANCELLED line before it exits; the end is
+    then read from ``scontrol show job`` (a stand-in on PATH here; the real one in
+    test_a_job_cancelled_outside_says_so_and_the_next_cell_runs_in_a_new_one)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text("#!/bin/sh\necho 'JobId=7 JobName=rk-x JobState=TIMEOUT Reason=TimeLimit "
+                    "NodeList=c2 EndTime=2026-12-04T10:00:00'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    step = slurm.SlurmStep(subprocess.Popen(["true"]), "rk-x")
+    step._job_id = "7"
+    assert step.ended(["srun: error: c2: task 0: Terminated"]) == (
+        "the engine's Slurm job 7 reached its time limit on c2 at 2026-12-04T10:00:00")
+    line = "slurmstepd-c1: error: *** STEP 7.0 ON c1 CANCELLED AT 2026-12-04T09:00:00 ***"
+    assert step.ended([line]) == ("the engine's Slurm job 7 was cancelled on c1 at "
+                                  "2026-12-04T09:00:00 (scancel, by a user or an administrator)")
+    step.proc.wait()
+
+
 # -- srun itself, on the cluster --------------------------------------------------------------
 
 _ECHO = textwrap.dedent("""\

@@ -79,6 +79,14 @@ _CANCELLED = re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON (?P<node>\S+) CANCELLED AT 
                         r"(?: DUE TO (?P<why>[A-Z ]+?))?(?: \*\*\*|$)")
 
 
+_BY_SCANCEL = " (scancel, by a user or an administrator)"
+#: How the end of a job reads in the next cell's error, by its JobState (``scontrol show job``).
+_ENDINGS = {"CANCELLED": "was cancelled", "TIMEOUT": "reached its time limit",
+            "PREEMPTED": "was preempted", "NODE_FAIL": "ended: its node failed",
+            "OUT_OF_MEMORY": "ran out of memory", "DEADLINE": "reached its deadline",
+            "BOOT_FAIL": "ended: its node failed to boot"}
+
+
 class SlurmError(EngineError):
     """A Slurm placement failure the user fixes in the kernelspec's ``slurm`` options or on
     the login node (srun missing, a refused option)."""
@@ -285,14 +293,32 @@ class SlurmStep:
     def ended(self, stderr: list[str]) -> str:
         """Why the job ended, for the error of the next cell: its id, and what slurmstepd
         said on the task's stderr (``*** STEP 12.0 ON c1 CANCELLED AT … DUE TO TIME LIMIT
-        ***``: a time limit, preemption, ``scancel`` by the user or an administrator)."""
-        said = next((m for line in reversed(stderr) if (m := _CANCELLED.search(line))), None)
+        ***``: a time limit, preemption, ``scancel`` by the user or an administrator), or
+        else what ``scontrol show job`` still knows of it (srun does not always pass that
+        line on before it exits)."""
         what = f"the engine's Slurm job {self._job_id or self.job_name}"
-        if said is None:
-            return f"{what} ended"
-        why = f" due to {said['why'].lower()}" if said["why"] else " (scancel, by a user or " \
-            "an administrator)"
-        return f"{what} was cancelled on {said['node']} at {said['at']}{why}"
+        said = next((m for line in reversed(stderr) if (m := _CANCELLED.search(line))), None)
+        if said is not None:
+            why = f" due to {said['why'].lower()}" if said["why"] else _BY_SCANCEL
+            return f"{what} was cancelled on {said['node']} at {said['at']}{why}"
+        job = self._record()
+        state = job.get("JobState", "")
+        if state in _ENDINGS:
+            where = f" on {job['NodeList']}" if job.get("NodeList") not in (None, "(null)") \
+                else ""
+            return f"{what} {_ENDINGS[state]}{where} at {job.get('EndTime', '?')}" \
+                f"{_BY_SCANCEL if state == 'CANCELLED' else ''}"
+        return f"{what} ended"
+
+    def _record(self) -> dict[str, str]:
+        """``scontrol show job -o``'s fields of the job (kept by slurmctld for MinJobAge,
+        300 s by default, after its end); {} when it has none."""
+        if self._job_id is None:
+            return {}
+        result = _command(["scontrol", "show", "job", "-o", self._job_id], STATUS_TIMEOUT)
+        if result.returncode != 0:
+            return {}
+        return dict(word.split("=", 1) for word in result.stdout.split() if "=" in word)
 
     def interrupt(self) -> None:
         """Deliver one SIGINT to the worker (``scancel --signal=INT JOB.0``), without blocking

@@ -171,6 +171,8 @@ class Worker:
             match request:
                 case ["renew"]:
                     return True
+                case ["nop"]:  # the agent's prod of a Slurm step's output (engine._prod)
+                    pass
                 case ["eval", code]:
                     self.run_cell(str(code), self.evaluate_cell)
                 case ["expr", code]:
@@ -465,6 +467,8 @@ class Worker:
                     if line is None:
                         raise AbortInterrupt
                     return str(line)
+                case ["nop"]:  # the agent's prod of a Slurm step's output (engine._prod)
+                    continue
             print(f"mathics worker: ignored {answer[0]!r} during Input", file=sys.stderr)
         raise SystemExit(0)  # the agent is gone
 
