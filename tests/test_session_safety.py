@@ -1,8 +1,9 @@
-"""A bug in the agent that meets a request answers that request and keeps the session.
+"""A bug that meets a request answers it: never a thread that dies and a cell that waits.
 
-Pure logic: an in-process Session with a stand-in engine whose evaluate raises what no engine
-should (a programming error), as an AttributeError in the Slurm code once did: the session
-thread died and the cell waited for ever.
+The agent's side is pure logic: an in-process Session with a stand-in engine whose evaluate
+raises what no engine should (a programming error), as an AttributeError in the Slurm code
+once did: the session thread died and the cell waited for ever.  The kernel's side uses a
+real agent: its link reader meets a programming error, and the cell gets the cause.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import pytest
 
 from rk_jupyter.agent import session as session_module
 from rk_jupyter.agent.engines.base import Engine, EngineInfo
+from rk_jupyter.client import AgentClient, Collected, Endpoint, SessionLost, run
 from rk_jupyter.link.packets import INTERNAL_ERROR, packet, packet_name
+
+from kernel_helpers import local_agent
 
 
 class BuggyEngine(Engine):
@@ -65,3 +69,20 @@ def test_a_bug_while_serving_answers_the_request_and_the_session_lives(
         assert packet_name(sent.get(timeout=5)) == "InputNamePacket", "the session lives on"
     finally:
         session.close()
+
+
+def test_a_bug_in_the_kernels_link_reader_ends_the_cell_with_its_cause() -> None:
+    token = b"safety-token-0123456789abcdef01"
+    with local_agent(token) as (port, _):
+        client = AgentClient(Endpoint("127.0.0.1", port, token))
+        client.open(timeout=120)
+        try:
+            def boom(expr: Any) -> None:
+                raise RuntimeError("a bug")
+
+            client._outbox.take = boom  # the reader calls it for every session packet
+            with pytest.raises(SessionLost) as lost:
+                run(client, "1 + 1", Collected(), timeout=30)
+            assert "link reader failed" in str(lost.value) and "a bug" in str(lost.value)
+        finally:
+            client.close()

@@ -7,6 +7,7 @@ agent, or a port forwarded through SSH) and a token; this module only speaks the
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -20,6 +21,8 @@ from ..link.frames import FrameError, LinkError, LinkTimeout
 from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from ..link.outbox import ACK, Outbox
 from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
+
+log = logging.getLogger("rk_jupyter")
 
 SESSION_CHANNEL = 1
 #: How often a request waiting for its answer looks whether the link went down.
@@ -387,6 +390,18 @@ class AgentClient:
         link.close()
 
     def _read(self) -> None:
+        """The reader thread: every packet of the link onto the queue, reconnects, and a
+        LinkDown at the end, whatever ended it — a bug included: a reader that died without
+        one would leave every later cell waiting for ever."""
+        try:
+            self._read_links()
+        except Exception as exc:
+            log.exception("the link reader failed")
+            self.down = (f"the kernel's link reader failed ({exc!r}); this is a bug in "
+                         "rk_jupyter: the kernel's log shows where; restart the kernel")
+            self._packets.put(LinkDown(self.down))
+
+    def _read_links(self) -> None:
         reason = ""
         while True:
             link = self.link
