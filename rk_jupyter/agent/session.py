@@ -27,7 +27,7 @@ from ..link.packets import (
     packet_name,
 )
 from .engines import Engine, EngineError, create_engine
-from .engines.base import EngineEnded, EngineUnsupported, InputAborted, stopped_notice
+from .engines.base import EngineEnded, EngineUnsupported, InputAborted
 
 log = logging.getLogger("rk_jupyter.agent")
 
@@ -211,7 +211,8 @@ class Session:
             elif self.engine is not None:
                 self.engine.interrupt()
                 if self.engine.stopped():
-                    self.emit(packet("MessagePacket", "General", "stopped", self._stopped()))
+                    self.emit(packet("MessagePacket", "General", "stopped",
+                                     self.engine.stopped_notice()))
         elif name == "RKEngineState":  # answered now, also while a cell runs
             self.emit(packet("RKEngineStatus", self.engine_status()))
         elif name == "RKTerminate":
@@ -247,9 +248,6 @@ class Session:
             status.update(engine.usage())
         status.update(restarts=self.restarts, last_end=self.last_end)
         return status
-
-    def _stopped(self) -> str:
-        return stopped_notice(self.engine.usage().get("pid") if self.engine is not None else None)
 
     def _start_engine(self) -> dict[str, Any]:
         """Create and start an engine (the first, or a fresh one after an end); its info.
@@ -463,7 +461,7 @@ class Session:
                 return
         assert self.engine is not None
         if self.engine.stopped():
-            self.emit(error_packet(self._stopped(), ENGINE_STOPPED_ERROR))
+            self.emit(error_packet(self.engine.stopped_notice(), ENGINE_STOPPED_ERROR))
             return
         if name == "EnterTextPacket":
             self.engine.evaluate(arg)

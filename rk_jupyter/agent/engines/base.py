@@ -162,6 +162,11 @@ class Engine(ABC):
         cost no more than reading /proc (``usage`` may ask a scheduler)."""
         return self.usage().get("state") == "stopped"
 
+    def stopped_notice(self) -> str:
+        """What the notebook is told while ``stopped``: the process to continue, by pid
+        (an engine overrides this where ``usage`` would ask a scheduler to find it)."""
+        return stopped_notice(self.usage().get("pid"))
+
 
 def stopped_notice(pid: object) -> str:
     """What the notebook is told of an engine stopped by a signal: one text for a request

@@ -323,6 +323,10 @@ class MathicsEngine(Engine):
         proc = self._proc
         return proc is not None and process_usage(proc.pid).get("state") == "stopped"
 
+    def stopped_notice(self) -> str:
+        proc = self._proc  # the process stopped() looked at (srun, with Slurm)
+        return stopped_notice(proc.pid if proc is not None else None)
+
     def _hold_key(self) -> tuple[str, ...]:
         """What a job step kept across a restart is filed under: the kernel (engine option
         ``kernel``, set by the agent) and everything that placed and configured the worker."""
@@ -570,7 +574,7 @@ class MathicsEngine(Engine):
         if stopped and not self._said_stopped:
             log.warning("the Mathics3 worker is stopped by a signal while a cell waits on it")
             self.host.emit(packet("MessagePacket", "General", "stopped",
-                                  stopped_notice(self.usage().get("pid"))))
+                                  self.stopped_notice()))
         self._said_stopped = stopped
 
     def _take_event(self) -> Message | None:

@@ -94,17 +94,14 @@ class Spares:
                 if not self._closed:
                     self._failed[key] = exc
             return
-        with self._lock:
+        with self._lock:  # none is ready meanwhile: replenish starts one only without one
             self._starting.pop(key, None)
             closed = self._closed
             if not closed:
-                old = self._ready.pop(key, None)
                 self._ready[key] = spare
         if closed:
             spare.close()
             return
-        if old is not None:
-            old.close()
         log.info("wolfram: a spare kernel (pid %s) is ready", spare.pid)
 
     def close(self) -> None:
