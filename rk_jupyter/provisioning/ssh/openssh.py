@@ -69,6 +69,9 @@ KEEPALIVE_COUNT_MAX = 3  # ServerAliveCountMax, as the paramiko backend's watchd
 _POLL = 0.05  # seconds between checks of a master that is logging in
 _STDERR_TAIL = 40
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
+#: What a master's socket adds to the directory: "/m-" and 12 hex digits, and the
+#: ".XXXXXXXXXXXXXXXX" ssh appends to the name it binds before it renames it.
+_SOCKET_NAME_MAX = 32
 #: What a user's ssh_config may set for interactive logins and must not apply to ours
 #: (a RemoteCommand makes ssh refuse a command line; a LocalCommand would run locally).
 _NOT_INTERACTIVE = ("-o", "RemoteCommand=none", "-o", "PermitLocalCommand=no")
@@ -238,7 +241,7 @@ def control_directory() -> str:
     except ImportError:
         base = tempfile.gettempdir()
     directory = os.path.join(base, "rk-ssh")
-    if len(directory) + 20 > _SOCKET_PATH_MAX:
+    if len(directory) + _SOCKET_NAME_MAX > _SOCKET_PATH_MAX:
         directory = os.path.join(tempfile.gettempdir(), f"rk-ssh-{os.getuid()}")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     info = os.lstat(directory)
