@@ -8,6 +8,7 @@
     rk-jupyter remove NAME
     rk-jupyter doctor NAME [--json | --mime] [--quick]
     rk-jupyter doctor --settings-stdin [--mime] [--quick] [NAME]
+    rk-jupyter sessions NAME [--end ID]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from typing import Any
 
 from . import kernelspec
+from .errors import RKError
 from .provisioning.errors import SettingsError
 from .provisioning.settings import (
     LaunchSettings,
@@ -210,6 +212,40 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0 if doctor.passed(steps) else 1
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    """List a persistent kernelspec's sessions, or end one (``--end ID``)."""
+    from .provisioning import sessions  # the launch side: only for this command
+
+    rows = [row for row in kernelspec.installed() if args.name in (row["name"],
+                                                                    row["kernelspec"])]
+    if not rows:
+        raise SystemExit(f"rk-jupyter sessions: no kernelspec named rk-{args.name} (see "
+                         "rk-jupyter list)")
+    try:
+        settings = LaunchSettings.from_config(rows[0]["config"])
+        if args.end:
+            if not sessions.end(settings, args.end):
+                raise SystemExit(f"rk-jupyter sessions: rk-{args.name}'s agent has no session "
+                                 f"{args.end} (rk-jupyter sessions {args.name} lists them)")
+            print(f"ended session {args.end}")
+            return 0
+        found = sessions.sessions(settings)
+    except SettingsError as exc:
+        raise SystemExit(f"rk-jupyter sessions: {exc}") from None
+    except RKError as exc:
+        raise SystemExit(f"rk-jupyter sessions: {exc} [{exc.code}]") from None
+    if not found:
+        print(f"no sessions of rk-{args.name}" + ("" if settings.persistent else
+              " (the kernelspec is not persistent: rk-jupyter add NAME --persistent ...)"))
+        return 0
+    table = sessions.table(found)
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for r in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=False))
+              + "  " + r[4])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rk-jupyter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "they are then absent from the report; the chain up to a working "
                        "engine (1+1) is checked as always")
     check.set_defaults(func=_doctor)
+    listing = sub.add_parser("sessions", help="list the sessions of persistent kernelspec "
+                             "rk-NAME that wait for their notebooks, or end one")
+    listing.add_argument("name")
+    listing.add_argument("--end", metavar="ID", help="end this session and its engine")
+    listing.set_defaults(func=_sessions)
     return parser
 
 
@@ -269,6 +310,9 @@ def _settings_options(add: argparse.ArgumentParser, ssh: argparse._ArgumentGroup
             options["choices"] = key.choices
         if value_type(f) in (int, float):
             options["type"] = value_type(f)
+        if value_type(f) is bool:  # a switch: given means true
+            options = {k: v for k, v in options.items() if k != "metavar"}
+            options["action"] = "store_true"
         if not key.ssh:  # written into every kernelspec, so with its default
             options["default"] = default_of(f)
         (ssh if key.ssh else add).add_argument(key.flag, **options)

@@ -92,6 +92,32 @@ def test_add_local_and_host_alias(prefix: Path) -> None:
                       "compression": "brotli"}  # the rest comes from ~/.ssh/config
 
 
+def test_add_persistent_and_sessions_without_an_agent(prefix: Path, capsys) -> None:
+    """--persistent is a switch (a bool key, typed as the provisioner's Bool trait);
+    ``sessions`` looks for the kernelspec's running agent and never starts one."""
+    assert main(["add", "keep", "--local", "--persistent", "--persist-for", "60",
+                 "--prefix", str(prefix)]) == 0
+    config = spec_json(prefix, "keep")["metadata"]["kernel_provisioner"]["config"]
+    assert config["persistent"] is True and config["persist_for"] == 60.0
+    assert main(["add", "plain", "--local", "--prefix", str(prefix)]) == 0
+    assert "persistent" not in spec_json(prefix, "plain")["metadata"]["kernel_provisioner"][
+        "config"]
+    capsys.readouterr()
+    assert main(["sessions", "keep"]) == 0
+    assert capsys.readouterr().out.strip() == "no sessions of rk-keep"
+    assert main(["sessions", "plain"]) == 0
+    assert "not persistent" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no kernelspec named rk-nope"):
+        main(["sessions", "nope"])
+    with pytest.raises(SystemExit, match="has no session rkp-x"):
+        main(["sessions", "keep", "--end", "rkp-x"])
+    from rk_jupyter.provisioning.provisioner import RemoteKernelProvisioner
+    from rk_jupyter.provisioning.settings import LaunchSettings
+    assert RemoteKernelProvisioner(persistent=True).launch_settings().persistent is True
+    with pytest.raises(Exception, match="true or false"):
+        LaunchSettings.from_config({"persistent": "yes"})
+
+
 def test_add_writes_the_limits_it_is_given(prefix: Path) -> None:
     """--memory-limit and --output-limit reach the kernelspec (they were once accepted and
     dropped), typed as the provisioner's traits are; defaults are left out."""

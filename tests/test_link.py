@@ -763,6 +763,24 @@ def test_outbox_with_a_limit_forgets_the_oldest_and_says_so() -> None:
     assert box.resend() == ["b", "c"] and box.acknowledged() == 1
 
 
+def test_outbox_with_a_byte_bound_keeps_the_newest_output_and_counts_what_it_forgot() -> None:
+    """A persistent session's kernel may be away for hours: what it keeps is the last
+    ``max_bytes`` of output, newest first, and the attach can say how much was forgotten."""
+    from rk_jupyter.link.outbox import Outbox, size_of
+
+    box = Outbox(max_bytes=1000)
+    pkts = [packet("TextPacket", f"{i:03d}" + "x" * 297) for i in range(10)]
+    assert size_of(pkts[0]) == 8 + 300
+    kept = [box.record(p) for p in pkts]
+    assert kept[:3] == [True] * 3 and not any(kept[3:])
+    assert box.resend() == pkts[7:] and box.forgotten == 7 and box.acknowledged() == 7
+    box.acknowledge(9)  # what is acknowledged no longer counts against the bound
+    assert box.record(packet("TextPacket", "y" * 600)) and box.forgotten == 7
+    assert size_of({"text/plain": "ab", "image/png": b"123"}) == 10 + 2 + 9 + 3
+    big = Outbox(max_bytes=10)
+    assert big.record(packet("TextPacket", "z" * 100)), "the newest is always kept"
+
+
 def test_rkerror_codes_and_their_absence() -> None:
     from rk_jupyter.link.packets import GENERIC_ERROR, NO_SESSION_ERROR, error_code, error_packet
 

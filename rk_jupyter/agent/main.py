@@ -13,7 +13,8 @@ end, ends the agent and every session at once.  With ``--keep-sessions-on-stdin-
 ssh transport), an end without ``stop`` means the SSH connection carrying stdin is gone, and
 its kernels may come back over a new one: sessions kept for their kernels (keep > 0) are not
 ended then; the agent stays up while any is kept (each ends after its own keep time) and exits
-when none is left.
+when none is left and no link has been open for ``--orphan-linger`` seconds (default 0; a
+persistent kernelspec's launchers pass ``ORPHAN_LINGER``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from .. import __version__
 from ..link.compression import available_codecs
@@ -73,6 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --exit-on-stdin-eof: when stdin closes without a 'stop' line (a lost SSH "
         "connection), end only once no session is kept for its kernel",
     )
+    parser.add_argument("--orphan-linger", type=float, default=0.0, metavar="SECONDS",
+                        help="with --keep-sessions-on-stdin-eof: once no session is kept, "
+                        "wait this long with no link open before exiting")
     parser.add_argument("--warm", action="append", default=[], choices=ENGINE_NAMES,
                         help="prepare this engine at start so that its engines start fast "
                         "(Mathics3: a template process that new engines are forked from)")
@@ -126,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(READY_PREFIX + json.dumps(ready) + "\n")
     sys.stdout.flush()
     log.info("listening on %s:%d (rk_jupyter %s)", args.host, server.port, __version__)
+    unused_since: float | None = None
     while not stop.wait(0.5):
-        if orphaned.is_set() and not server.kept_sessions():
-            log.info("no session is kept for a kernel (any more)")
-            break
+        if orphaned.is_set() and not server.kept_sessions() and not server.connections:
+            unused_since = unused_since or time.monotonic()
+            if time.monotonic() - unused_since >= args.orphan_linger:
+                log.info("no session is kept for a kernel (any more)")
+                break
+        else:
+            unused_since = None
         if not accepting.is_alive():  # an agent no kernel can reach must not linger
             log.error("the accept loop ended; the agent exits")
             break

@@ -171,6 +171,8 @@ class Connection:
         elif name == "RKCloseSession" and isinstance(request, str):
             how = expr.args[1] if len(expr.args) > 1 and isinstance(expr.args[1], dict) else {}
             self.server.close_session(request, restart=how.get("restart") is True)
+        elif name == "RKSessions":
+            self.link.send(0, packet("RKSessionList", self.server.summaries()))
         elif name == "RKLog" and isinstance(request, int) and request >= 0:
             self.link.send(0, packet("RKLogLines", *log_tail(request)))
         else:
@@ -194,12 +196,13 @@ class Connection:
             options = {**options, "kernel": request["kernel"]}  # Engine.close_for_restart
         name = request.get("session") or f"{self.peer}/{channel}"
         keep = request.get("keep", 0)
+        label = request.get("label") or {}
         if not (isinstance(options, dict) and isinstance(engine, str) and isinstance(name, str)
-                and isinstance(keep, (int, float))):
+                and isinstance(keep, (int, float)) and isinstance(label, dict)):
             self.link.send(channel, error_packet("malformed RKOpenSession", BAD_REQUEST_ERROR))
             return
         try:
-            session = self.server.new_session(name, engine, options, float(keep))
+            session = self.server.new_session(name, engine, options, float(keep), label)
         except KeyError:
             self.link.send(channel, error_packet(f"session {name!r} exists already",
                                                     SESSION_EXISTS_ERROR))
@@ -229,9 +232,12 @@ class Connection:
         if isinstance(heartbeat, (int, float)) and heartbeat > 0:
             self.heartbeat = float(heartbeat)
         session.keep = float(keep)
+        # owed, line, forgotten: for a kernel process that takes over the session (a
+        # persistent kernel's next server), which shows what it missed (Evaluator.adopt).
         self.link.send(channel, packet(
             "RKAttached", {**(session.info or {}), "received": session.received,
-                           "acknowledged": session.acknowledged()}))
+                           "acknowledged": session.acknowledged(), "owed": session.owed(),
+                           "line": session.line, "forgotten": session.forgotten}))
         self._bind(session, channel, seen)
 
     def _bind(self, session: Session, channel: int, seen: int | None = None) -> None:
@@ -268,13 +274,14 @@ class AgentServer:
         self.pending_max = min(PENDING_MAX, max(_open_files_limit() // 4, 4))
         self.refusals = RefusalLog()
 
-    def new_session(self, name: str, engine: str, options: dict, keep: float) -> Session:
+    def new_session(self, name: str, engine: str, options: dict, keep: float,
+                    label: dict | None = None) -> Session:
         """A session registered under ``name``; KeyError if a live one has that name."""
         with self._lock:
             old = self.named.get(name)
             if old is not None and not old.closed:
                 raise KeyError(name)
-            session = Session(name, engine, options, self._session_closed, keep)
+            session = Session(name, engine, options, self._session_closed, keep, label)
             self.named[name] = session
             return session
 
@@ -303,6 +310,12 @@ class AgentServer:
             return
         log.info("session %s: nobody attached within %.0f s", session.name, session.keep)
         session.close()
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """RKSessionList: every live session's ``Session.summary``, oldest first."""
+        with self._lock:
+            sessions = [s for s in self.named.values() if not s.closed]
+        return sorted((s.summary() for s in sessions), key=lambda row: row["started"])
 
     def kept_sessions(self) -> int:
         """Sessions that outlive their link (keep > 0): a launcher lost with the network must

@@ -6,6 +6,8 @@ import logging
 import queue
 import secrets
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -33,7 +35,13 @@ log = logging.getLogger("rk_jupyter.agent")
 
 #: Packets kept for a kernel that acknowledges nothing, before the oldest are forgotten.
 MAX_UNACKED = 100_000
+#: Bytes of output (roughly: the text they carry) a persistent session (label "persistent")
+#: keeps for a kernel that is away, before the oldest packets are forgotten.
+MAX_UNACKED_BYTES = 10 << 20
 _QUEUED = {"EnterTextPacket", "EvaluatePacket", "RKComplete", "RKInspect"}
+#: Requests that a front end waits for the end of (a cell, an expression); a kernel that
+#: takes over a session is told which of them it owes the rest of (``Session.owed``).
+_EVALUATIONS = ("EnterTextPacket", "EvaluatePacket")
 #: What a request that needs no engine is answered with while there is none (a completion
 #: or an inspection does not start a fresh engine).
 _WITHOUT_ENGINE = {"RKComplete": ("RKCompletions", []), "RKInspect": ("RKInspection", None)}
@@ -71,15 +79,27 @@ class Session:
         options: dict[str, Any],
         on_closed: Callable[[Session], None],
         keep: float = 0.0,
+        label: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.engine_name = engine_name
         self.options = options
         self.keep = keep
+        # What the launcher said this session is (a persistent kernel's notebook, kernelspec
+        # and user: how a later kernel of the same notebook finds it, ``summary``).
+        self.label = dict(label or {})
+        self.started_at = time.time()
+        self.last_active = self.started_at
+        self.detached_at: float | None = None
+        self.line: int | None = None  # n of the last In[n] the engine asked for
+        # The evaluation requests taken, oldest first, each with the count of its last packet
+        # once it ended: those whose end the kernel has not acknowledged are ``owed``.
+        self._asked: deque[list[Any]] = deque()
         self.info: dict[str, Any] | None = None
         self.channel = 0
         self._link: Link | None = None
-        self._outbox = Outbox(MAX_UNACKED)
+        self._outbox = Outbox(MAX_UNACKED,
+                              MAX_UNACKED_BYTES if self.label.get("persistent") else None)
         self._held: list[Function] = []
         self._bind_lock = threading.Lock()
         self._on_closed = on_closed
@@ -110,6 +130,11 @@ class Session:
         return self._outbox.received
 
     @property
+    def forgotten(self) -> int:
+        """How many of our packets were forgotten unacknowledged (``MAX_UNACKED_BYTES``)."""
+        return self._outbox.forgotten
+
+    @property
     def bound(self) -> bool:
         return self._link is not None
 
@@ -124,6 +149,7 @@ class Session:
             old.close()
         with self._bind_lock:
             self._link, self.channel = link, channel
+            self.detached_at = None
             self._held = []
             resend = self._outbox.resend(seen)
             if resend:
@@ -135,6 +161,7 @@ class Session:
             if self._link is not link:
                 return False
             self._link = None
+            self.detached_at = time.time()
             return True
 
     def start(self) -> None:
@@ -146,8 +173,11 @@ class Session:
         one header, one flush and one wake-up of the kernel."""
         with self._bind_lock:
             if not self._outbox.record(pkt):
-                log.warning("session %s: the kernel acknowledges nothing; a reconnect could "
-                            "now lose output", self.name)
+                log.warning("session %s: more output is kept for the kernel than the "
+                            "agent keeps (%d packets, %d MB): the oldest is forgotten",
+                            self.name, MAX_UNACKED, MAX_UNACKED_BYTES >> 20)
+            if packet_name(pkt) == "InputNamePacket" and pkt.args:
+                self.line = _line_number(pkt.args[0]) or self.line
             self._held.append(pkt)
             if packet_name(pkt) not in _HELD:
                 self._flush_locked()
@@ -172,11 +202,50 @@ class Session:
         with self._bind_lock:
             return self._outbox.acknowledged()
 
-    def _end_request(self) -> None:
+    def owed(self) -> list[str]:
+        """The evaluation requests (their packet names, oldest first) whose answers the kernel
+        has not all acknowledged: running, queued, or ended with output it may not have seen.
+        A kernel process that takes over the session (a persistent kernel re-attached by a
+        new Jupyter server) shows their output, which the attach sends again, and waits for
+        their ends before its own (``Evaluator.adopt``)."""
+        with self._bind_lock:
+            acknowledged = self._outbox.acknowledged()
+            return [name for name, end in self._asked if end is None or end > acknowledged]
+
+    def summary(self) -> dict[str, Any]:
+        """What ``rk-jupyter sessions`` shows of this session (RKSessions)."""
+        with self._bind_lock:
+            running = any(end is None for _, end in self._asked)
+            attached = self._link is not None
+            detached_at = self.detached_at
+        return {"name": self.name, "label": self.label, "engine": self.engine_name,
+                "started": self.started_at, "last_active": self.last_active,
+                "state": "running" if running else "idle", "attached": attached,
+                "keep": self.keep,
+                "expires": None if attached or detached_at is None or self.keep <= 0
+                else detached_at + self.keep,
+                "line": self.line, "restarts": self.restarts}
+
+    def _end_request(self, request: Any = None) -> None:
         """Send what was held, and tell the kernel how many of its packets arrived, so it can
-        forget them."""
+        forget them.  ``request``: the one that ended (None: an evaluation)."""
         with self._bind_lock:
             self._flush_locked(self._outbox.ack())
+            if request is None or packet_name(request) in _EVALUATIONS:
+                self._ended_evaluation()
+
+    def _ended_evaluation(self) -> None:
+        """The oldest evaluation not ended has ended with the last packet sent; forget those
+        whose ends the kernel acknowledged (under the bind lock)."""
+        self.last_active = time.time()
+        for entry in self._asked:
+            if entry[1] is None:
+                entry[1] = self._outbox.sent
+                break
+        acknowledged = self._outbox.acknowledged()
+        while self._asked and self._asked[0][1] is not None \
+                and self._asked[0][1] <= acknowledged:
+            self._asked.popleft()
 
     def read_input(self, prompt: Function) -> str:
         while not self._answers.empty():
@@ -199,6 +268,10 @@ class Session:
             return
         self._outbox.take(expr)  # counted: this reader thread alone writes the count
         if name in _QUEUED:
+            self.last_active = time.time()
+            if name in _EVALUATIONS:
+                with self._bind_lock:
+                    self._asked.append([name, None])
             self._requests.put(expr)
         elif name == "TextPacket" and expr.args and isinstance(expr.args[0], str):
             self._answers.put(expr.args[0])
@@ -298,7 +371,7 @@ class Session:
                         f"the agent failed while serving this request ({exc!r}); this is a "
                         "bug in rk_jupyter: %rkernel log shows where, and a restart of the "
                         "kernel starts afresh", INTERNAL_ERROR))
-                    self._end_request()
+                    self._end_request(request)
 
     def _handle(self, request: Function) -> None:
         """Serve one request; an engine that ends meanwhile answers it with RKEngineDied
@@ -323,7 +396,7 @@ class Session:
                     self.emit(packet(*_WITHOUT_ENGINE[name]))
                 else:
                     self.emit(packet("RKEngineDied", str(exc), ended.requested))
-        self._end_request()
+        self._end_request(request)
 
     def _wait_for_engine(self) -> None:
         """One round (about ``QUEUE_TICK`` s) of the wait for a queued engine.
@@ -345,7 +418,7 @@ class Session:
                 return
             if request is not None and packet_name(request) in _WITHOUT_ENGINE:
                 self.emit(packet(*_WITHOUT_ENGINE[packet_name(request)]))
-                self._end_request()
+                self._end_request(request)
                 return
             if request is not None:
                 self._waiting = request
@@ -474,3 +547,11 @@ class Session:
             self.emit(packet("RKCompletions", self.engine.complete(arg)))
         elif name == "RKInspect":
             self.emit(packet("RKInspection", self.engine.inspect(arg)))
+
+
+def _line_number(name: Any) -> int | None:
+    """n of an "In[n]:= " name."""
+    if not isinstance(name, str) or "[" not in name:
+        return None
+    digits = name[name.index("[") + 1:].split("]", 1)[0]
+    return int(digits) if digits.isdigit() else None

@@ -68,6 +68,19 @@ class LinkDown:
 
 
 @dataclass
+class TakenOver:
+    """What an attach says of the session as an earlier kernel left it: the evaluations
+    (packet names, oldest first) whose ends that kernel did not acknowledge — running,
+    queued, or ended while it was away; their output comes again, and a kernel process that
+    takes the session over shows it (``Evaluator.adopt``) — the engine's last In[n], and how
+    many packets the agent forgot (it keeps ``MAX_UNACKED_BYTES`` of them)."""
+
+    owed: list[str] = field(default_factory=list)
+    line: int | None = None
+    forgotten: int = 0
+
+
+@dataclass
 class Endpoint:
     """Where the kernel finds its agent, as the provisioner describes it."""
 
@@ -131,15 +144,20 @@ class AgentClient:
         # Why our session is being opened again on a new agent, until it is (``_reopen``).
         self._replacing: AgentError | None = None
         self._last_heard = time.monotonic()
+        # What the last attach said of the session's earlier kernel (``open``'s attach: a
+        # persistent session this kernel process takes over).
+        self.taken_over = TakenOver()
         self._packets: queue.Queue[Any] = queue.Queue()
         self._pongs: dict[int, threading.Event] = {}
         self._ping_ids = itertools.count(1)
 
-    def open(self, timeout: float = ENGINE_START_WAIT, keep: float = 0.0) -> dict[str, Any]:
+    def open(self, timeout: float = ENGINE_START_WAIT, keep: float = 0.0,
+             label: dict[str, Any] | None = None) -> dict[str, Any]:
         """Connect, authenticate and attach to the endpoint's session, or start a new one
         (named ``endpoint.session`` if set) with its engine; return the engine's info.
 
-        ``keep`` is how long the agent keeps the session when this link goes.
+        ``keep`` is how long the agent keeps the session when this link goes; ``label`` what
+        a new session is (a persistent kernel's notebook: ``RKSessions`` shows it).
         Raises AgentError naming the cause (unreachable agent, wrong token, engine failure).
         """
         ep = self.endpoint
@@ -165,6 +183,8 @@ class AgentClient:
         self.link = self._connect(LINK_TIMEOUT)
         request = {"channel": SESSION_CHANNEL, "keep": keep, "kernel": self.kernel_id}
         request.update(engine=ep.engine, options=ep.engine_options)
+        if label:
+            request["label"] = label
         if ep.session:
             request["session"] = ep.session
         self._start_threads()
@@ -233,6 +253,8 @@ class AgentClient:
         if name != "RKAttached" or not isinstance(reply.args[0], dict):
             raise AgentError(f"unexpected answer to an attach: {reply!r}", code=UNEXPECTED)
         info = dict(reply.args[0])
+        self.taken_over = TakenOver(info.pop("owed", None) or [], info.pop("line", None),
+                                    info.pop("forgotten", 0) or 0)
         return info, info.pop("received", 0), info.pop("acknowledged", 0)
 
     def send(self, pkt: Any) -> None:
@@ -254,6 +276,20 @@ class AgentClient:
             except LinkError as exc:
                 if self.grace <= 0:
                     raise SessionLost(f"the link to the agent is down: {exc}") from None
+
+    def acknowledge(self) -> None:
+        """Tell the agent now what arrived (rather than with the next request or heartbeat):
+        a kernel that takes over the session after this one is killed is sent again only
+        what this one did not see.  Best effort: a link that is down acknowledges on attach."""
+        with self._send_lock:
+            link = self.link
+            if not self._ack_due or link is None:
+                return
+            self._ack_due = False
+            try:
+                link.send(SESSION_CHANNEL, self._outbox.ack())
+            except LinkError:
+                pass
 
     def next_packet(self, timeout: float) -> Any:
         """The next packet of our session, a LinkDown, or None after ``timeout`` s."""
@@ -445,7 +481,10 @@ class AgentClient:
                 self._packets.put(expr)
                 # Acknowledged with the next request or heartbeat, not here: this thread's
                 # send would compete with the shell thread taking the packet just queued.
-                self._ack_due = self._ack_due or name == "InputNamePacket"
+                # Every packet, not only a cell's end: a kernel that takes over a persistent
+                # session after this one is gone is sent again only what was not
+                # acknowledged, a heartbeat's worth of a running cell's output at most.
+                self._ack_due = True
 
     def _reconnect(self, reason: str, within: float | None = None) -> str | None:
         """Reconnect and attach again within the grace period (or ``within`` s): None when

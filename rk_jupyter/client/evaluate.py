@@ -140,11 +140,33 @@ class Evaluator:
         self.client = client
         self.poll = poll
         self._owed: deque[str] = deque()  # end packet names of requests not yet ended
+        self._adopted = 0  # how many of the first owed are an earlier kernel's (``adopt``)
+        self._adopted_note = ""
 
     @property
     def owed(self) -> int:
         """How many requests sent have not ended yet."""
         return len(self._owed)
+
+    def adopt(self, owed: list[str], forgotten: int = 0) -> None:
+        """This client took over a session from an earlier kernel process (a persistent
+        kernel re-attached by a new Jupyter server) that did not see the ends of ``owed``
+        (evaluation packet names, oldest first): their output, which the attach sent again,
+        is shown by the next ``run`` before its own, under a line that says so, and the
+        earlier kernel's cells keep their order (the engine serves requests in turn)."""
+        ends = [_END[name] for name in owed if name in _END]
+        self._owed.extend(ends)
+        self._adopted += len(ends)
+        if ends:
+            self._adopted_note = (
+                "The output below is of the cell(s) that ran while this notebook was away" +
+                (f" ({forgotten} earlier part(s) were not kept: the agent keeps the last "
+                 "10 MB)" if forgotten else "") + ":")
+
+    @property
+    def adopted(self) -> int:
+        """How many earlier kernel's evaluations the next ``run`` shows first."""
+        return self._adopted
 
     def defer(self, code: str) -> bool:
         """Send ``code`` as a cell without waiting for it (a magic cell's Null, which takes an
@@ -205,6 +227,18 @@ class Evaluator:
         self._owed.append(_END[kind])
         shown: dict[str, None] = {}  # temporary displays shown now, in order
         try:
+            if self._adopted:
+                output.stderr(self._adopted_note)
+            while self._adopted:  # an earlier kernel's cells first (``adopt``)
+                self._adopted -= 1
+                try:
+                    self._answers(output, False, timeout, interrupt_grace, alive, shown,
+                                  earlier=True)
+                except (EvaluationError, AgentError) as exc:
+                    if isinstance(exc, SessionLost):
+                        raise
+                    output.stderr(str(exc))
+                end_lives(output, shown)
             return self._answers(output, expression, timeout, interrupt_grace, alive, shown)
         except SessionLost:
             self._owed.clear()
@@ -214,9 +248,11 @@ class Evaluator:
 
     def _answers(self, output: Output, expression: bool, timeout: float | None,
                  grace: float | None, alive: Callable[[], str | None] | None,
-                 shown: dict[str, None]) -> Any:
+                 shown: dict[str, None], earlier: bool = False) -> Any:
+        """The answers of the newest request (``earlier``: of the oldest owed one, an
+        adopted request whose output is shown, not dropped) until its end."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        end = self._owed[-1]
+        end = self._owed[0] if earlier else self._owed[-1]
         messages: list[str] = []
         held: list[str] = []  # Syntax messages: the cell's syntax error, or not
         failure: EvaluationError | None = None
@@ -246,7 +282,7 @@ class Evaluator:
                 name = packet_name(pkt)
                 if isinstance(pkt, LinkDown):
                     raise SessionLost(pkt.reason)
-                if len(self._owed) > 1:  # the rest of an earlier request
+                if len(self._owed) > 1 and not earlier:  # the rest of an earlier request
                     self._drop(pkt)
                     continue
                 if held and name not in ("SyntaxPacket", "MessagePacket"):

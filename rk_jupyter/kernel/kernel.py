@@ -186,6 +186,7 @@ class RKernel(Kernel):
         self.client: AgentClient | None = None
         self.evaluator: Evaluator | None = None
         self.env: KernelEnvironment | None = None
+        self.persistent = False  # the session outlives this process (kernelspec persistent)
         self.start_error: str | None = None
         self.history = History()
         # The link carries one evaluation at a time: a cell, a magic, a completion or a
@@ -201,7 +202,11 @@ class RKernel(Kernel):
             client = AgentClient(self.env.endpoint, self.env.kernel_id,
                                  grace=self.env.reconnect_grace, reopen=True,
                                  agent_end=lambda: agent_end(state))
-            info = client.open(keep=self.env.reconnect_grace)
+            # A persistent session waits for its notebook as long as its kernelspec says.
+            self.persistent = bool(self.env.settings.get("persistent"))
+            keep = float(self.env.settings.get("persist_for") or 0) if self.persistent \
+                else self.env.reconnect_grace
+            info = client.open(keep=keep)
         except (AgentError, NotLaunched, ValueError) as exc:
             code = getattr(exc, "code", "")  # the launch's own error code, shown with it
             self.start_error = f"{exc} [{code}]" if code else str(exc)
@@ -209,6 +214,11 @@ class RKernel(Kernel):
             return
         self.client = client
         self.evaluator = Evaluator(client)
+        if self.persistent:  # a session an earlier kernel left: what it missed, In[n]
+            taken = client.taken_over
+            self.evaluator.adopt(taken.owed, taken.forgotten)
+            if taken.line:
+                self.execution_count = taken.line - 1
         self.banner = f"{info.get('name')} {info.get('version')} through rk_jupyter"
 
     def _serve_comms(self) -> None:
@@ -283,6 +293,8 @@ class RKernel(Kernel):
         finally:
             if store_history:
                 self.history.record(line, code, (output.result or {}).get("text/plain"))
+            if self.persistent:  # a server killed now: its next kernel shows nothing again
+                self.evaluator.client.acknowledge()
         if output.page and output.result and not silent:
             return self._ok([{"source": "page", "data": output.result, "start": 0}])
         return self._ok()
@@ -395,7 +407,9 @@ class RKernel(Kernel):
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.updates.close()
         if self.client is not None:
-            self.client.close(restart=restart)
+            # A persistent session is left for the provisioner's cleanup to end, or to keep
+            # when the Jupyter server is stopping; a restart starts afresh.
+            self.client.close(end_session=restart or not self.persistent, restart=restart)
         if self.engine_launch is not None:  # before the reply: the client may kill us then
             self.engine_launch.stop()
         _exit_in(EXIT_GRACE)

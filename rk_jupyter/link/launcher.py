@@ -25,6 +25,11 @@ ENGINE_START_TIMEOUT = 120.0
 ENGINE_START_WAIT = ENGINE_START_TIMEOUT + 30.0
 #: Seconds for a link's TCP connect and token handshake.
 LINK_TIMEOUT = 15.0
+#: Seconds a persistent kernelspec's agent whose launcher is gone (the Jupyter server
+#: stopped or died) stays up with no session kept and no link open before it exits (its
+#: ``--orphan-linger``): a restart on the next server closes a session and opens the next a
+#: moment later.
+ORPHAN_LINGER = 30.0
 
 #: Characters of a result's text (and of one Print) above which an engine shows a short form
 #: (the kernelspec's output_limit changes it; the Wolfram helper's $maxText is the same).

@@ -24,26 +24,36 @@ class Outbox:
     """What one end of a session sent and received, counted.
 
     ``sent`` counts our packets, ``received`` the peer's (RKAck itself is not counted);
-    ``limit`` bounds how many unacknowledged packets are kept (None: no bound), for a peer that
-    acknowledges nothing.
+    ``limit`` bounds how many unacknowledged packets are kept and ``max_bytes`` roughly how
+    many bytes they hold (``size``) (None: no bound), for a peer that acknowledges nothing or
+    is away (a persistent session's kernel).  ``forgotten`` counts the packets so lost.
     """
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, max_bytes: int | None = None) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.sent = 0
         self.received = 0
-        self._unacked: deque[tuple[int, Any]] = deque()
+        self.forgotten = 0
+        self._bytes = 0
+        self._unacked: deque[tuple[int, Any, int]] = deque()
 
     def record(self, pkt: Any) -> bool:
         """Count ``pkt`` as sent and keep it until acknowledged; call it just before sending
-        ``pkt`` (also when it cannot go now: it is sent again on attach).  False when the
-        limit made us forget the oldest kept packet (a later reconnect could lose it)."""
+        ``pkt`` (also when it cannot go now: it is sent again on attach).  False when a
+        limit made us forget the oldest kept packets (a later reconnect could lose them)."""
         self.sent += 1
-        self._unacked.append((self.sent, pkt))
-        if self.limit is not None and len(self._unacked) > self.limit:
-            self._unacked.popleft()
-            return False
-        return True
+        size = size_of(pkt) if self.max_bytes is not None else 0
+        self._unacked.append((self.sent, pkt, size))
+        self._bytes += size
+        kept = True
+        while len(self._unacked) > 1 and (
+                (self.limit is not None and len(self._unacked) > self.limit)
+                or (self.max_bytes is not None and self._bytes > self.max_bytes)):
+            self._bytes -= self._unacked.popleft()[2]
+            self.forgotten += 1
+            kept = False
+        return kept
 
     def take(self, pkt: Any) -> bool:
         """Account for one packet that arrived on the session's channel: an RKAck drops what
@@ -59,19 +69,19 @@ class Outbox:
     def acknowledge(self, count: int) -> None:
         """The peer has our first ``count`` packets: forget them."""
         while self._unacked and self._unacked[0][0] <= count:
-            self._unacked.popleft()
+            self._bytes -= self._unacked.popleft()[2]
 
     def resend(self, seen: int | None = None) -> list[Any]:
         """What to send again on a new link, in order, after the peer said (on attach) that it
         has our first ``seen`` packets (None: it did not say)."""
         if seen is not None:
             self.acknowledge(seen)
-        return [pkt for _, pkt in self._unacked]
+        return [pkt for _, pkt, _ in self._unacked]
 
     def pending(self) -> list[tuple[int, Any]]:
         """(count, packet) of ours the peer has not acknowledged, in order: what a peer that
         ended may have taken with it."""
-        return list(self._unacked)
+        return [(count, pkt) for count, pkt, _ in self._unacked]
 
     def acknowledged(self) -> int:
         """How many of our packets are acknowledged: a peer attaching for the first time
@@ -86,3 +96,18 @@ class Outbox:
     def ack(self) -> Any:
         """The RKAck that tells the peer how many of its packets arrived."""
         return packet(ACK, self.received)
+
+
+def size_of(value: Any) -> int:
+    """Roughly the bytes ``value`` (a packet) carries: its strings and bytes, 8 for anything
+    else; for bounding what is kept, not for the wire."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(size_of(k) + size_of(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return 8 + sum(size_of(v) for v in value)
+    args = getattr(value, "args", None)
+    if isinstance(args, (list, tuple)):
+        return 8 + sum(size_of(v) for v in args)
+    return 8

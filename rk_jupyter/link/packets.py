@@ -37,18 +37,20 @@ Control messages (not WSTP packets; WSTP sends these out of band as ``WSPutMessa
 ``RKInterrupt[]``/``RKAbort[]``/``RKTerminate[]`` (kernel → agent) stop an evaluation or end the
 session (``RKTerminate[<|"restart" -> True|>]``: the kernel restarts, and a Slurm engine may
 keep its job for the kernel's next session); ``RKPing[t]`` is answered by ``RKPong[t]``.
-On channel 0,
-``RKOpenSession[<|"channel", "engine", "options", "session", "keep", "kernel"|>]`` starts a named
-session with its own engine and binds it to that channel; ``RKAttachSession[<|"channel",
-"session", "keep"|>]`` binds an existing one (the provisioner opens a session before the
-kernel process exists, so that engine failures reach JupyterLab's start dialog, and the
-kernel attaches to it); RKOpenSession is answered on the channel by ``RKSessionReady[info]``
-or ``RKError[text, code]``, RKAttachSession by ``RKAttached[<|info, "received", "acknowledged"|>]``
-(how many of the kernel's packets arrived; how many of the session's were acknowledged by any
-link, from which a kernel attaching for the first time counts on) or
-``RKError[text, code]``; ``keep`` is how many seconds a session outlives its link waiting to be
-attached again (0: it ends with its link); ``RKCloseSession[name, <|"restart"|>]`` ends a
-session (``restart`` as for RKTerminate).
+On channel 0, ``RKOpenSession[<|"channel", "engine", "options", "session", "keep", "kernel",
+"label"|>]`` starts a named session with its own engine and binds it to that channel (``label``:
+what the launcher says it is, e.g. a persistent kernel's notebook, shown by ``RKSessions``);
+``RKAttachSession[<|"channel", "session", "keep"|>]`` binds an existing one (the provisioner
+opens a session before the kernel process exists, so that engine failures reach JupyterLab's
+start dialog, and the kernel attaches to it); RKOpenSession is answered on the channel by
+``RKSessionReady[info]`` or ``RKError[text, code]``, RKAttachSession by ``RKAttached[<|info,
+"received", "acknowledged", "owed", "line", "forgotten"|>]`` (how many of the kernel's packets
+arrived; how many of the session's were acknowledged by any link, from which a kernel attaching
+for the first time counts on; the evaluations whose ends are not acknowledged, the last In[n]
+and how many packets were forgotten unacknowledged — for a kernel process that takes over a
+persistent session) or ``RKError[text, code]``; ``keep`` is how many seconds a session outlives
+its link waiting to be attached again (0: it ends with its link); ``RKCloseSession[name,
+<|"restart"|>]`` ends a session (``restart`` as for RKTerminate).
 Both sides count a session's packets (all on its channel but RKAck and RKAttached) and keep
 what they sent until ``RKAck[count]`` says it arrived (the agent acknowledges in the frame that
 ends each request, the kernel with its next request or heartbeat); an attach carries the
@@ -63,7 +65,9 @@ that an engine which waited in a scheduler's queue (``RKSessionReady`` with
 ``extra.queued``) can now evaluate (``extra.queued.waited``).  ``RKEngineState[]`` is
 answered at once (also while a cell runs) by ``RKEngineStatus[<|"state", "memory", "limit",
 "pid", "restarts", "last_end"|>]``.  On channel 0, ``RKLog[n]`` is answered by
-``RKLogLines[lines, path]``:
+``RKLogLines[lines, path]``, and ``RKSessions[]`` by ``RKSessionList[{<|"name", "label",
+"engine", "started", "last_active", "state", "attached", "keep", "expires", "line",
+"restarts"|>, ...}]`` (``rk-jupyter sessions``).  ``RKLog``'s answer:
 the last ``n`` lines of the agent's log file and its path on the agent's host (no lines and
 "" when the agent logs to stderr only).
 
@@ -156,6 +160,8 @@ CONTROL_NAMES = frozenset(
         "RKEngineStatus",
         "RKLog",
         "RKLogLines",
+        "RKSessions",
+        "RKSessionList",
         "RKDisplay",
     }
 )

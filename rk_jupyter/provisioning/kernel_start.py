@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import getpass
+import hashlib
 import logging
 import os
 import secrets
@@ -37,6 +39,13 @@ ATTACH_WAIT = 120.0
 #: one shared connection.
 _LAUNCH: contextvars.ContextVar[str] = contextvars.ContextVar("rk_launch", default="")
 _PACKAGE_LOG = logging.getLogger("rk_jupyter")
+
+
+def persistent_name(kernelspec: str, notebook: str, user: str = "") -> str:
+    """The name (its prefix: a restart adds a suffix) of the persistent session of a
+    notebook, kernelspec and user: what a later kernel of the same notebook looks for."""
+    key = "\0".join((user or getpass.getuser(), kernelspec, notebook))
+    return "rkp-" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class LaunchLog:
@@ -131,11 +140,18 @@ class KernelStart:
         self.transport: Transport | None = None
         self.log: LaunchLog | None = None
         self._session: tuple[AgentEndpoint, bytes, str, str] | None = None
+        self._launched = False  # a launch succeeded: the next is a restart
+        self.persistent = False  # the running launch's session outlives the Jupyter server
 
-    async def start(self, settings: LaunchSettings) -> KernelEnvironment:
+    async def start(self, settings: LaunchSettings, notebook: str = "") -> KernelEnvironment:
         """Start the agent (or lease a shared one) and open the kernel's session, which the
         agent keeps ATTACH_WAIT seconds for the kernel process to attach to; return what the
         kernel process must be told (its environment).
+
+        ``notebook`` is the notebook's path (jupyter_server's ``JPY_SESSION_NAME``): with
+        ``settings.persistent``, the first launch of this kernel takes over the detached
+        session of the same notebook, kernelspec and user if the agent still holds one
+        (``persistent_name``), so that its definitions and its running cell go on.
 
         Raises TransportError naming the cause and the fix (with a ``code``), in the words
         JupyterLab shows when a start fails; the log then says so too and is closed.
@@ -149,7 +165,7 @@ class KernelStart:
                     settings.engine, settings.compression)
         context = _LAUNCH.set(self.kernel_id)
         try:
-            return await self._open(settings, log_path, token, launch)
+            return await self._open(settings, log_path, token, launch, notebook)
         except TransportError as exc:
             self.failed(exc)
             raise with_message(exc, readable(str(exc))) from None
@@ -173,11 +189,25 @@ class KernelStart:
         return self.log
 
     async def _open(self, settings: LaunchSettings, log_path: str, token: bytes,
-                    launch: LaunchLog) -> KernelEnvironment:
+                    launch: LaunchLog, notebook: str) -> KernelEnvironment:
         """start's steps: the launch path, then the kernel's environment."""
         session = f"{self.kernel_id}-{secrets.token_hex(4)}"
+        label: dict[str, Any] | None = None
+        resume = ""
+        if settings.persistent:
+            self.persistent = True
+            prefix = persistent_name(self.kernelspec, notebook)
+            session = f"{prefix}-{secrets.token_hex(4)}"
+            label = {"notebook": notebook, "kernelspec": self.kernelspec,
+                     "user": getpass.getuser(), "kernel": self.kernel_id, "persistent": True}
+            # A restart starts afresh; a notebook-less kernel has nothing to come back to.
+            resume = prefix if notebook and not self._launched else ""
         launched = await open_session(settings, self.kernel_id, token, log_path,
-                                      _LogObserver(launch), session=session, keep=ATTACH_WAIT)
+                                      _LogObserver(launch), session=session,
+                                      keep=settings.persist_for if settings.persistent
+                                      else ATTACH_WAIT, label=label, resume=resume)
+        self._launched = True
+        session = launched.endpoint.session
         launched.client.close(end_session=False)  # the kernel process attaches to it
         self.transport = launched.transport
         agent = launched.agent
@@ -202,14 +232,19 @@ class KernelStart:
         if self.log is not None:
             self.log.step(message, *args, level=level)
 
-    async def stop(self, restart: bool = False) -> None:
+    async def stop(self, restart: bool = False, detach: bool = False) -> None:
         """Once the kernel process is gone (or going): end the session (in case the kernel
         died before it attached) and the agent side.  ``restart``: another launch of this
-        kernel follows, so the log stays open and a transport may keep its connection."""
+        kernel follows, so the log stays open and a transport may keep its connection.
+        ``detach`` (a persistent kernel whose Jupyter server stops): the session is left to
+        wait for its notebook; the transport leaves a persistent agent running anyway."""
         started = time.monotonic()
         if self._session is not None:
             session, self._session = self._session, None
-            if self.transport is not None and self.transport.alive():
+            if detach and self.persistent:
+                self.step("the Jupyter server stops: persistent session %s is left running "
+                          "for its notebook", session[3])
+            elif self.transport is not None and self.transport.alive():
                 await asyncio.to_thread(close_session, *session, restart)
         if self.transport is not None:
             transport, self.transport = self.transport, None

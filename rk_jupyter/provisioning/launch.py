@@ -31,7 +31,7 @@ from ..link.compression import split_preference
 from ..link.connection import Link
 from ..link.frames import LinkError
 from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
-from ..link.packets import packet
+from ..link.packets import packet, packet_name
 from .errors import TransportError
 from .settings import LaunchSettings
 from .transports import AgentEndpoint, Transport, create_transport
@@ -93,15 +93,20 @@ class LaunchedSession:
 
 async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, log_path: str,
                        observer: LaunchObserver | None = None, *, session: str = "",
-                       keep: float = 0.0, pool: Any = None) -> LaunchedSession:
+                       keep: float = 0.0, pool: Any = None, label: dict[str, Any] | None = None,
+                       resume: str = "") -> LaunchedSession:
     """Start the agent through the transport ``settings`` name, make a link to it and open a
     session with its engine; report each phase to ``observer``.
 
     ``token`` is the launch's own (used unless the transport shares an agent that has one);
     ``session`` names the session (empty: the agent picks one); ``keep`` is how long the
     agent keeps the session when the link goes (the provisioner's kernel process attaches
-    to it after this returns); ``pool`` is the ssh connection pool (default: the process's
-    shared one; the doctor passes a private one).  Raises TransportError within bounded time.
+    to it after this returns); ``label`` says what the session is (``RKSessions``);
+    ``resume``: a detached session named so, or ``resume`` + "-" + anything, is taken
+    instead of opening one (a persistent kernel's notebook, back on a new Jupyter server):
+    then ``info`` is ``{"resumed": its summary}`` and ``endpoint.session`` its name.
+    ``pool`` is the ssh connection pool (default: the process's shared one; the doctor
+    passes a private one).  Raises TransportError within bounded time.
     """
     observer = observer or LaunchObserver()
     phases: list[Phase] = []
@@ -147,11 +152,22 @@ async def open_session(settings: LaunchSettings, kernel_id: str, token: bytes, l
                 ended(Phase("link", time.monotonic() - started, error=error))
                 raise error from None
         ended(Phase("link", time.monotonic() - started, detail))
+        if resume:
+            found = await asyncio.to_thread(_resumable, agent, token, settings.compression,
+                                            resume)
+            if found is not None:
+                client.endpoint.session = found["name"]
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(found["started"]))
+                ended(Phase("engine", 0.0, f"resuming persistent session {found['name']} "
+                            f"({found['state']}, In[{found.get('line') or 1}], started "
+                            f"{since})"))
+                return LaunchedSession(settings, transport, agent, token, client,
+                                       {"resumed": found}, phases)
         observer.begin("engine", transport, f"opening session {session or 'of ' + kernel_id}: "
                        f"starting the {settings.engine} engine")
         started = time.monotonic()
         try:
-            info = await asyncio.to_thread(client.open, ENGINE_START_WAIT, keep)
+            info = await asyncio.to_thread(client.open, ENGINE_START_WAIT, keep, label)
         except AgentError as exc:
             linked = client.link is not None and not client.down
             client.close()
@@ -193,6 +209,36 @@ def close_session(endpoint: AgentEndpoint, token: bytes, codec: str, session: st
     except LinkError:
         pass
     link.close()
+
+
+def list_sessions(endpoint: AgentEndpoint, token: bytes, codec: str,
+                  timeout: float = LINK_TIMEOUT) -> list[dict[str, Any]]:
+    """The agent's live sessions (``RKSessionList``: each ``Session.summary``), oldest
+    first; LinkError when the agent cannot be reached or does not answer in time."""
+    link = Link.connect(endpoint.host, endpoint.port, token, codec, timeout=timeout)
+    try:
+        link.send(0, packet("RKSessions"))
+        deadline = time.monotonic() + timeout
+        while True:
+            channel, reply = link.recv(max(deadline - time.monotonic(), 0.01))
+            if channel == 0 and packet_name(reply) == "RKSessionList":
+                return [row for row in (reply.args[0] if reply.args else [])
+                        if isinstance(row, dict)]
+    finally:
+        link.close()
+
+
+def _resumable(endpoint: AgentEndpoint, token: bytes, codec: str,
+               prefix: str) -> dict[str, Any] | None:
+    """The detached session of ``open_session``'s ``resume``, the most recently active one
+    if several (a restart's session and one not yet ended); None if there is none."""
+    try:
+        rows = list_sessions(endpoint, token, codec)
+    except LinkError:
+        return None
+    mine = [row for row in rows if not row.get("attached") and isinstance(row.get("name"), str)
+            and (row["name"] == prefix or row["name"].startswith(prefix + "-"))]
+    return max(mine, key=lambda row: row.get("last_active") or 0, default=None)
 
 
 def _link(agent: AgentEndpoint, token: bytes, codec: str) -> str:

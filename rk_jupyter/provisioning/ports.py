@@ -59,6 +59,12 @@ def _free(port: int) -> bool:
     return True
 
 
+def claim(port: int) -> None:
+    """Count a port something of ours already listens on (an agent an earlier Jupyter
+    server started) as in use: no kernel is given it."""
+    LocalPortCache.instance().currently_used_ports.add(port)
+
+
 def release(port: int) -> None:
     """Give a port back once nothing of ours listens on it (idempotent)."""
     LocalPortCache.instance().return_port(port)

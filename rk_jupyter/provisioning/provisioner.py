@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Dict, Float, Int, TraitType, Unicode
+from traitlets import Bool, Dict, Float, Int, TraitType, Unicode
 
 from ..client.environment import BY_PROVISIONER
 from . import ports
@@ -34,7 +34,50 @@ def forget_failed_start(kernel_manager: Any, kernel_id: str) -> None:
     if isinstance(pending, dict):
         pending.pop(kernel_id, None)
 
-_TRAIT_TYPES: dict[type, type[TraitType]] = {str: Unicode, int: Int, float: Float, dict: Dict}
+def watch_shutdown_all(manager: Any) -> None:
+    """Mark ``manager`` (the MultiKernelManager) as stopping when its ``shutdown_all`` is
+    called — the Jupyter server stops (SIGTERM, SIGINT, /api/shutdown, JupyterHub) — so that
+    ``cleanup`` leaves persistent sessions running (``server_stopping``).  Why wrap it: a
+    kernel's cleanup is called the same way whether a user shut the kernel down or the
+    server is going, and jupyter_server's own flag (``ServerApp._stopping``) is not set on
+    /api/shutdown.  Idempotent; works for a sync or an async ``shutdown_all``."""
+    original = getattr(manager, "shutdown_all", None)
+    if original is None or getattr(original, "rk_watched", False):
+        return
+
+    def shutdown_all(*args: Any, **kwargs: Any) -> Any:
+        manager.rk_stopping = True
+        return original(*args, **kwargs)
+
+    shutdown_all.rk_watched = True  # type: ignore[attr-defined]
+    manager.shutdown_all = shutdown_all
+
+
+def server_stopping(manager: Any) -> bool:
+    """True once ``manager``'s ``shutdown_all`` was called (``watch_shutdown_all``)."""
+    return bool(getattr(manager, "rk_stopping", False))
+
+
+def no_interrupt_when_stopping(kernel_manager: Any) -> None:
+    """A persistent kernel's running cell goes on when the server stops: jupyter_client
+    interrupts a kernel before it shuts it down (``_async_shutdown_kernel``), which would
+    abort the cell the notebook is to find running when it comes back.  That interrupt is
+    skipped while the server stops; a user's interrupt and a user's shutdown are as ever."""
+    original = getattr(kernel_manager, "_async_interrupt_kernel", None)
+    if original is None or getattr(original, "rk_watched", False):
+        return
+
+    async def interrupt_kernel() -> None:
+        if server_stopping(getattr(kernel_manager, "parent", None)):
+            return
+        await original()
+
+    interrupt_kernel.rk_watched = True  # type: ignore[attr-defined]
+    kernel_manager._async_interrupt_kernel = interrupt_kernel
+
+
+_TRAIT_TYPES: dict[type, type[TraitType]] = {str: Unicode, int: Int, float: Float, dict: Dict,
+                                             bool: Bool}
 #: The kernelspec key that is not named like its provisioner trait (``transport`` holds the
 #: live Transport object).
 TRAIT_NAMES = {"transport": "transport_name"}
@@ -103,8 +146,12 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
             self._start = KernelStart(kernel_id, kernelspec, BY_PROVISIONER)
         argv = list(getattr(self.kernel_spec, "argv", None) or [])
         SPARES.prepare(argv)  # the kernel process imports while the agent side starts
+        if settings.persistent:
+            watch_shutdown_all(getattr(self.parent, "parent", None))
+            no_interrupt_when_stopping(self.parent)
         try:
-            environment = await self._start.start(settings)
+            environment = await self._start.start(
+                settings, notebook=str(kwargs.get("env", {}).get("JPY_SESSION_NAME", "")))
         except TransportError:
             self._start = None  # no kernel: KernelManager calls no cleanup
             forget_failed_start(self.parent, kernel_id)
@@ -166,12 +213,14 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
 
     async def cleanup(self, restart: bool = False) -> None:
         """Called by KernelManager once the kernel process is gone: ends the session (in case
-        the kernel died before it attached) and the agent."""
+        the kernel died before it attached) and the agent — but a persistent kernel's
+        session outlives a stopping Jupyter server (``server_stopping``)."""
         await super().cleanup(restart)
         if self._kernel_cmd is not None and not restart:
             SPARES.ended(self._kernel_cmd)
             self._kernel_cmd = None
         if self._start is not None:
-            await self._start.stop(restart)
+            await self._start.stop(restart, detach=server_stopping(
+                getattr(self.parent, "parent", None)))
             if not restart:
                 self._start = None

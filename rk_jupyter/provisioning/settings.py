@@ -96,6 +96,14 @@ class LaunchSettings:
     reconnect_grace: float = _key(
         600.0, "seconds a kernel may be cut off from its agent (network down, SSH "
         "reconnecting) before the agent ends its engine; nothing is lost meanwhile")
+    persistent: bool = _key(
+        False, "the engine outlives the Jupyter server: when the server stops or dies, the "
+        "session goes on (definitions, a running cell and its output, the last 10 MB kept) "
+        "and the same notebook re-attaches to it when it starts this kernelspec again; "
+        "'rk-jupyter sessions NAME' lists and ends such sessions", flag="--persistent")
+    persist_for: float = _key(
+        86400.0, "seconds a persistent session waits for its notebook to come back before "
+        "the agent ends its engine", flag="--persist-for", metavar="SECONDS")
     agent_start_timeout: float = _key(
         30.0, "seconds to wait for the agent's ready line (with ssh: including its upload)")
     host: str = _key("", "the remote host, a name or an ~/.ssh/config alias", ssh=True)
@@ -222,12 +230,12 @@ def default_of(f: Field) -> Any:
 
 _TYPES: dict[str, tuple[type, str]] = {
     "str": (str, "text"), "int": (int, "a whole number"), "float": (float, "a number"),
-    "dict[str, Any]": (dict, "a JSON object"),
+    "dict[str, Any]": (dict, "a JSON object"), "bool": (bool, "true or false"),
 }
 
 
 def value_type(f: Field) -> type:
-    """The Python type of a field's values (str, int, float or dict)."""
+    """The Python type of a field's values (str, int, float, bool or dict)."""
     return _TYPES[str(f.type)][0]
 
 
@@ -236,7 +244,7 @@ def _checked(f: Field, value: Any) -> Any:
     kind, described = _TYPES[str(f.type)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise SettingsError(f"{f.name} {value!r} in the kernelspec is not {described}",
                             f"give {f.name} as {described}, e.g. {default_of(f)!r}",
                             code="settings.type")
@@ -298,6 +306,10 @@ def parse_text(f: Field, text: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError("expected a JSON object")
         return value
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError("expected true or false")
+        return text.lower() in ("true", "1", "yes")
     if kind is int:
         return int(text)
     if kind is float:

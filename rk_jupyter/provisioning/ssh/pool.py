@@ -27,6 +27,7 @@ a kernel start that finds the ended agent replaces it the same way, under the sa
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 from ...link.connection import Link
 from ...link.frames import LinkError
+from ...logfiles import open_private
 from ..errors import TransportError
 from .backend import Connection, Forward, connect
 from .remote_agent import AgentSettings, RemoteAgent
@@ -50,6 +52,11 @@ BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between reconnect attempts, then BACKO
 BACKOFF_MAX = 5.0
 
 
+def _agent_log(options: ConnectOptions, target: SSHTarget) -> str:
+    return os.path.join(options.log_dir,
+                        f"rk-ssh-{target.user}@{target.hostname}-{target.port}.log")
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """Everything acquire needs besides the target."""
@@ -60,6 +67,51 @@ class ConnectOptions:
     keepalive: float = 15.0
     log_dir: str = "."
     reconnect_grace: float = 0.0  # seconds to re-establish a lost connection (0: do not)
+    # Only adopt a persistent agent an earlier server left (``rk-jupyter sessions``): never
+    # start one (TransportError code NO_AGENT when there is none).
+    adopt_only: bool = False
+
+
+#: acquire with ``adopt_only`` found no agent to adopt.
+NO_AGENT = "sessions.no-agent"
+
+
+class AgentState:
+    """Where a persistent agent listens and its token, in a 0600 file beside the launch logs
+    (Jupyter's private runtime directory), one per host and agent settings: how the next
+    Jupyter server's pool finds the agent this one let go (``_Slot.let_go``)."""
+
+    def __init__(self, target: SSHTarget, settings: AgentSettings, log_dir: str) -> None:
+        key = json.dumps([list(target.key), settings.python, settings.deploy])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.path = os.path.join(log_dir, f"rk-ssh-agent-{digest}.json")
+
+    def write(self, agent: RemoteAgent) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            with open_private(self.path, "a") as file:
+                json.dump({"pid": agent.pid, "port": agent.port,
+                           "token": agent.token.decode()}, file)
+        except OSError as exc:
+            log.warning("cannot record the persistent agent in %s: %s", self.path, exc)
+
+    def read(self) -> dict | None:
+        try:
+            with open(self.path) as file:
+                state = json.load(file)
+            return {"pid": int(state["pid"]), "port": int(state["port"]),
+                    "token": str(state["token"]).encode()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 @dataclass
@@ -81,6 +133,15 @@ class _Slot:
     def stop(self) -> None:
         self.forwarder.close()
         self.agent.stop()
+
+    def end(self) -> None:
+        """No kernel of this server uses the agent: stop it, or let a persistent one go on
+        (it keeps sessions for notebooks; it ends by itself once it keeps none)."""
+        if self.settings.persistent:
+            self.forwarder.close()
+            self.agent.let_go()
+        else:
+            self.stop()
 
 
 @dataclass
@@ -243,6 +304,15 @@ class ConnectionPool:
                 else:
                     self._replace_ended(shared)
                 slot = self._take_slot(shared, options.agent)
+                if slot is None and options.agent.persistent:
+                    slot = self._adopt_slot(shared.connection, options)
+                    if slot is not None:
+                        with self._lock:
+                            shared.slots.append(slot)
+                            slot.refs += 1
+                if slot is None and options.adopt_only:
+                    raise TransportError(f"no agent of these settings runs on {target}",
+                                         code=NO_AGENT)
                 if slot is None:
                     started = time.monotonic()
                     slot = self._start_slot(shared.connection, options)
@@ -320,6 +390,8 @@ class ConnectionPool:
                 continue
             slot.forwarder.redirect(("127.0.0.1", agent.port))
             slot.agent = agent
+            if slot.settings.persistent and shared.options is not None:
+                AgentState(shared.target, slot.settings, shared.options.log_dir).write(agent)
             log.info("agent pid %d on %s replaces the one that ended; kernels open their "
                      "sessions again on it", agent.pid, shared.target)
 
@@ -416,10 +488,8 @@ class ConnectionPool:
 
     def _start_slot(self, connection: Connection, options: ConnectOptions) -> _Slot:
         target = connection.target
-        log_path = os.path.join(options.log_dir,
-                                f"rk-ssh-{target.user}@{target.hostname}-{target.port}.log")
         agent = RemoteAgent(connection, options.agent, secrets.token_urlsafe(32).encode(),
-                            log_path)
+                            _agent_log(options, target))
         agent.start()
         try:
             forwarder = connection.forward(("127.0.0.1", agent.port), options.connect_timeout)
@@ -427,6 +497,37 @@ class ConnectionPool:
             agent.stop()
             raise TransportError(f"cannot listen on a local port for the forward: {exc}",
                                  code="ssh.forward-listen") from None
+        if options.agent.persistent:
+            AgentState(target, options.agent, options.log_dir).write(agent)
+        return _Slot(options.agent, agent, forwarder)
+
+    def _adopt_slot(self, connection: Connection, options: ConnectOptions) -> _Slot | None:
+        """The persistent agent an earlier Jupyter server left on the host (``AgentState``),
+        if it still runs and holds its token: a forward to it and a watcher of its pid.
+        None (and the stale record removed) when there is none."""
+        target = connection.target
+        state = AgentState(target, options.agent, options.log_dir)
+        found = state.read()
+        if found is None:
+            return None
+        try:
+            forwarder = connection.forward(("127.0.0.1", found["port"]),
+                                           options.connect_timeout)
+        except OSError:
+            return None
+        try:
+            Link.connect("127.0.0.1", forwarder.port, found["token"], "none",
+                         timeout=options.connect_timeout).close()
+            agent = RemoteAgent(connection, options.agent, found["token"],
+                                _agent_log(options, target))
+            agent.adopt(connection, {"pid": found["pid"], "port": found["port"]})
+        except (LinkError, TransportError) as exc:
+            log.info("the persistent agent recorded in %s is gone (%s)", state.path, exc)
+            forwarder.close()
+            state.remove()
+            return None
+        log.info("adopted persistent agent pid %d on %s (left by an earlier Jupyter server)",
+                 found["pid"], target)
         return _Slot(options.agent, agent, forwarder)
 
     def _release(self, shared: _Shared, slot: _Slot | None, keep: bool = False) -> None:
@@ -456,7 +557,7 @@ class ConnectionPool:
             if close and self._shared.get(shared.target.key) is shared:
                 del self._shared[shared.target.key]
         for slot in idle:
-            slot.stop()
+            slot.end()
         if close:
             shared.unpublish()
         if close and shared.connection is not None:
@@ -477,7 +578,7 @@ class ConnectionPool:
             shared.closed.set()
             shared.unpublish()
             for slot in shared.slots:
-                slot.stop()
+                slot.end()
             if shared.connection is not None:
                 shared.connection.close()
 

@@ -25,7 +25,7 @@ from typing import Any
 import paramiko
 
 from ... import __version__
-from ...link.launcher import READY_PREFIX, STOP_LINE
+from ...link.launcher import ORPHAN_LINGER, READY_PREFIX, STOP_LINE
 from ...logfiles import open_private, rotate_if_large
 from ..diagnosis import PY_PROBE, check_probe, python_missing, python_too_old
 from ..errors import TransportError
@@ -62,6 +62,10 @@ class AgentSettings:
     # The engines the agent prepares at start (its --warm): the first kernel's, which does not
     # make another kernel's agent a different one (not compared).
     warm: tuple[str, ...] = field(default=(), compare=False)
+    # A persistent kernelspec's agent outlives the Jupyter server while it keeps sessions
+    # for notebooks: the pool lets it go instead of stopping it, and the next server's pool
+    # adopts it (``pool.AgentState``).
+    persistent: bool = False
 
 
 def check_login(connection: Connection, timeout: float) -> str:
@@ -185,7 +189,8 @@ class RemoteAgent:
         ``start_timeout``.  Raises TransportError with the agent's last words."""
         deadline = time.monotonic() + self.settings.start_timeout
         app = agent_zipapp()
-        args = [*AGENT_ARGS, *(arg for name in self.settings.warm for arg in ("--warm", name))]
+        args = [*AGENT_ARGS, *(arg for name in self.settings.warm for arg in ("--warm", name)),
+                *(("--orphan-linger", str(ORPHAN_LINGER)) if self.settings.persistent else ())]
         command = launch_command(self.settings.python, self.settings.deploy, app, args)
         for attempt in range(2):
             run = self._launch(command)
@@ -218,12 +223,13 @@ class RemoteAgent:
         run = self._run
         return bool(run and run.ready and not run.ended.is_set() and self.connection.alive())
 
-    def adopt(self, connection: Connection) -> None:
+    def adopt(self, connection: Connection, ready: dict[str, Any] | None = None) -> None:
         """Take over the (still running) agent through a new ``connection``, the old one
-        having been lost with the lifeline; a watcher command on the new connection ends
-        when the agent does, so that ``alive`` keeps telling the truth.  Raises
+        having been lost with the lifeline (``ready``: its ready line's pid and port, for an
+        agent an earlier Jupyter server started); a watcher command on the new connection
+        ends when the agent does, so that ``alive`` keeps telling the truth.  Raises
         TransportError when the command cannot be started."""
-        ready = self.ready
+        ready = ready or self.ready
         pid = int(ready["pid"])
         watch = f"while kill -0 {pid} 2>/dev/null; do sleep {WATCH_INTERVAL}; done"
         channel = connection.exec("sh -c " + shlex.quote(watch), self.settings.command_timeout)
@@ -252,6 +258,17 @@ class RemoteAgent:
             return (f"the agent (pid {pid}) on {self.connection.target} {how}. Its log "
                     f"there: ~/{LOG_DIR}/agent-{pid}.log; its last lines:\n{run.tail()}")
         return ""
+
+    def let_go(self) -> None:
+        """Leave the agent running without us (a persistent agent): its lifeline ends
+        without a stop line, and the agent ends by itself once it keeps no session.  The
+        channel itself goes with the connection: closing it here would wait for its reader,
+        whose pipe the OpenSSH master holds open while the remote command runs."""
+        if self._run is not None:
+            try:
+                self._run.channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
 
     def stop(self) -> None:
         """Ask the agent to stop (a ``stop`` line on its lifeline, or SIGTERM for an adopted

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
-from ...link.launcher import READY_PREFIX, TOKEN_ENV
+from jupyter_core.paths import jupyter_runtime_dir
+
+from ... import logfiles
+from ...link.launcher import ORPHAN_LINGER, READY_PREFIX, TOKEN_ENV
 from ...logfiles import open_private
 from ...safepath import module_argv
 from .. import ports
@@ -55,7 +61,7 @@ class SharedAgent:
     """
 
     def __init__(self, python: str, engine: str, timeout: float, log_path: str,
-                 token: bytes) -> None:
+                 token: bytes, state_path: str = "") -> None:
         self.python = python
         self.log_path = log_path
         self.token = token
@@ -71,6 +77,12 @@ class SharedAgent:
         # code mean the same on either transport.
         cmd = module_argv(python, "rk_jupyter.agent", "--exit-on-stdin-eof",
                           "--port", str(self.port), "--warm", engine, "--log-file", log_path)
+        # A persistent kernelspec's agent outlives this Jupyter server while it keeps a
+        # session for a notebook (its lifeline's end is then not the end), and says in
+        # ``state_path`` where the next server finds it (``AdoptedAgent``).
+        self.state_path = state_path
+        if state_path:
+            cmd += ["--keep-sessions-on-stdin-eof", "--orphan-linger", str(ORPHAN_LINGER)]
         try:
             with open_private(log_path, "ab") as stderr:
                 self.process = subprocess.Popen(
@@ -94,9 +106,26 @@ class SharedAgent:
                 f"Its log {log_path} ends with:\n{tail(log_path)}",
                 code="agent.start-failed")
         self.pid = int(ready["pid"])
+        if state_path:
+            try:
+                os.unlink(state_path)  # an earlier agent's (open_private appends)
+            except OSError:
+                pass
+            with open_private(state_path, "a") as state:  # 0600: it holds the token
+                json.dump({"pid": self.pid, "port": self.port, "token": token.decode()}, state)
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def detach(self) -> None:
+        """Let a persistent agent go on without this server: its lifeline closes, and it
+        ends by itself once it keeps no session (``--orphan-linger`` later)."""
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
     def end(self) -> None:
         """SIGTERM to its group (it ends its engines), SIGKILL after 5 s; its port back to
@@ -128,6 +157,92 @@ class SharedAgent:
         ports.release(self.port)
 
 
+class AdoptedAgent:
+    """A persistent kernelspec's agent that an earlier Jupyter server started and left
+    running (``SharedAgent.detach``), found through its state file: its sessions wait for
+    their notebooks.  Not our child: alive while its pid runs the agent; ended by signal."""
+
+    process = None
+
+    def __init__(self, pid: int, port: int, token: bytes, state_path: str,
+                 log_path: str) -> None:
+        self.pid, self.port, self.token = pid, port, token
+        self.state_path = state_path
+        self.log_path = log_path
+        self.leases = 0
+        self.linger: threading.Timer | None = None
+        ports.claim(port)
+
+    @classmethod
+    def find(cls, state_path: str, log_path: str) -> AdoptedAgent | None:
+        """The agent ``state_path`` describes if it still runs and listens; else None (and
+        a stale file is removed)."""
+        try:
+            with open(state_path) as file:
+                state = json.load(file)
+            pid, port, token = int(state["pid"]), int(state["port"]), str(state["token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not _runs_agent(pid) or not _listens(port):
+            try:
+                os.unlink(state_path)
+            except OSError:
+                pass
+            return None
+        return cls(pid, port, token.encode(), state_path, log_path)
+
+    def alive(self) -> bool:
+        return _runs_agent(self.pid)
+
+    def detach(self) -> None:
+        """Nothing holds it: it ends by itself once it keeps no session."""
+
+    def end(self) -> None:
+        """SIGTERM to its group (it ends its engines), SIGKILL after 5 s."""
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.pid, sig)
+            except OSError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    return
+                time.sleep(0.05)
+
+
+def _runs_agent(pid: int) -> bool:
+    """``pid`` is a live rk_jupyter agent of this user (not a zombie, not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            cmdline = file.read()
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            state = file.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"rk_jupyter.agent" in cmdline and state != b"Z"
+
+
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def agent_key(settings: LaunchSettings) -> str:
+    """Which local agent a kernel of ``settings`` shares: one per distinct settings."""
+    return json.dumps(settings.as_dict(), sort_keys=True, default=str)
+
+
+def state_path_of(key: str) -> str:
+    """Where a persistent kernelspec's agent says where it listens (in Jupyter's private
+    runtime directory, 0600: the file holds its token)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(logfiles.private_dir(jupyter_runtime_dir()), f"rk-agent-{digest}.json")
+
+
 def _ready(stream: Any) -> dict[str, Any] | Exception:
     try:
         return read_ready_line(stream)
@@ -149,28 +264,34 @@ class LocalAgents:
         self._lock = threading.Lock()
         self._agents: dict[str, SharedAgent] = {}
 
-    def lease(self, settings: LaunchSettings, log_path: str, token: bytes) -> SharedAgent:
+    def lease(self, settings: LaunchSettings, log_path: str,
+              token: bytes) -> SharedAgent | AdoptedAgent:
         """The kernelspec's running agent, or a new one (with ``token``, logging to
         ``log_path``); TransportError when it cannot start."""
-        key = json.dumps(settings.as_dict(), sort_keys=True, default=str)
+        key = agent_key(settings)
         with self._lock:
             agent = self._agents.get(key)
             if agent is not None and not agent.alive():
                 self._drop(key, agent)
                 agent = None
+            state_path = state_path_of(key) if settings.persistent else ""
+            if agent is None and state_path:
+                agent = AdoptedAgent.find(state_path, log_path)
             if agent is None:
                 agent = SharedAgent(settings.python or sys.executable, settings.engine,
-                                    settings.agent_start_timeout, log_path, token)
-                self._agents[key] = agent
+                                    settings.agent_start_timeout, log_path, token, state_path)
+            self._agents[key] = agent
             if agent.linger is not None:
                 agent.linger.cancel()
                 agent.linger = None
             agent.leases += 1
             return agent
 
-    def release(self, agent: SharedAgent, restart: bool) -> None:
+    def release(self, agent: SharedAgent | AdoptedAgent, restart: bool) -> None:
         """A kernel is done with ``agent``: the last one ends it, at once or, when it is
-        restarting, ``RESTART_LINGER`` s later unless a launch leases it meanwhile."""
+        restarting, ``RESTART_LINGER`` s later unless a launch leases it meanwhile.  A
+        persistent kernelspec's agent is let go instead (``detach``): it may keep sessions
+        for notebooks (the kernel's own was ended, or left running, before this)."""
         with self._lock:
             agent.leases -= 1
             if agent.leases > 0:
@@ -181,15 +302,21 @@ class LocalAgents:
                 agent.linger.start()
                 return
             self._forget(agent)
-        agent.end()
+        if agent.state_path:
+            agent.detach()
+        else:
+            agent.end()
 
-    def _expire(self, agent: SharedAgent) -> None:
+    def _expire(self, agent: SharedAgent | AdoptedAgent) -> None:
         with self._lock:
             if agent.leases > 0 or agent.linger is None:
                 return
             agent.linger = None
             self._forget(agent)
-        agent.end()
+        if agent.state_path:
+            agent.detach()
+        else:
+            agent.end()
 
     def _forget(self, agent: SharedAgent) -> None:
         for key, known in list(self._agents.items()):
@@ -216,7 +343,7 @@ class LocalTransport(Transport):
         self.settings = settings
         self.log_path = log_path
         self.agents = agents or AGENTS
-        self.agent: SharedAgent | None = None
+        self.agent: SharedAgent | AdoptedAgent | None = None
 
     @property
     def port(self) -> int | None:
@@ -240,7 +367,7 @@ class LocalTransport(Transport):
 
     def death_reason(self) -> str:
         agent = self.agent
-        code = agent.process.poll() if agent else None
+        code = agent.process.poll() if agent and agent.process else None
         log_path = agent.log_path if agent else self.log_path
         return f"the local agent exited (status {code}); its log ends with:\n{tail(log_path)}"
 

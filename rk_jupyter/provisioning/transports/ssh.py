@@ -23,6 +23,24 @@ from .base import AgentEndpoint, Transport, TransportError
 NOTICE = 3.0
 
 
+def connect_options(s: LaunchSettings, log_dir: str, adopt_only: bool = False) -> ConnectOptions:
+    """The pool's options for a kernelspec's settings (``adopt_only``: see ConnectOptions)."""
+    return ConnectOptions(
+        agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
+                            start_timeout=s.agent_start_timeout,
+                            command_timeout=s.command_timeout,
+                            # engines in Slurm jobs are not forked on the login node
+                            warm=() if s.slurm else (s.engine,),
+                            persistent=s.persistent),
+        host_key_policy=s.host_key_policy,
+        connect_timeout=s.connect_timeout,
+        keepalive=s.keepalive,
+        log_dir=log_dir,
+        reconnect_grace=s.reconnect_grace,
+        adopt_only=adopt_only,
+    )
+
+
 class SSHTransport(Transport):
     """Leases the shared connection's agent for one kernel launch (from ``pool``: the
     process's shared POOL unless the caller, like the doctor, brings its own)."""
@@ -37,20 +55,8 @@ class SSHTransport(Transport):
         self.lease: Lease | None = None
 
     async def start(self, kernel_id: str, token: bytes) -> AgentEndpoint:
-        s = self.settings
-        target = await asyncio.to_thread(backend.resolve, s)
-        options = ConnectOptions(
-            agent=AgentSettings(python=s.remote_python, deploy=s.agent_deploy,
-                                start_timeout=s.agent_start_timeout,
-                                command_timeout=s.command_timeout,
-                                # engines in Slurm jobs are not forked on the login node
-                                warm=() if s.slurm else (s.engine,)),
-            host_key_policy=s.host_key_policy,
-            connect_timeout=s.connect_timeout,
-            keepalive=s.keepalive,
-            log_dir=self.log_dir,
-            reconnect_grace=s.reconnect_grace,
-        )
+        target = await asyncio.to_thread(backend.resolve, self.settings)
+        options = connect_options(self.settings, self.log_dir)
         self.lease = lease = await asyncio.to_thread(self.pool.acquire, target, options)
         agent = lease.agent
         return AgentEndpoint(
