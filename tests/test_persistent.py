@@ -208,6 +208,12 @@ def test_a_persistent_kernel_outlives_a_stopped_server_and_its_running_cell_goes
     rows = listed(root, "keep")
     assert len(rows) == 1 and "work.ipynb" in rows[0] and "detached" in rows[0], rows
     assert "running" in rows[0], rows  # the cell is still going
+    # Where the next server finds the agent: a file only the user reads; the token in no log.
+    [state] = (root / "runtime").glob("rk-agent-*.json")
+    assert state.stat().st_mode & 0o777 == 0o600
+    token = json.loads(state.read_text())["token"]
+    for log in [*(root / "runtime").glob("*.log*"), first.log]:
+        assert token not in log.read_text(errors="replace"), log
 
     with jupyter_server(root, "second") as second:
         kernel = second.open_notebook("work.ipynb", "rk-keep")
