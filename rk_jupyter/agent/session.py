@@ -25,6 +25,7 @@ from ..link.packets import (
     INTERNAL_ERROR,
     UNSUPPORTED_ERROR,
     error_packet,
+    line_number,
     packet,
     packet_name,
 )
@@ -177,7 +178,7 @@ class Session:
                             "agent keeps (%d packets, %d MB): the oldest is forgotten",
                             self.name, MAX_UNACKED, MAX_UNACKED_BYTES >> 20)
             if packet_name(pkt) == "InputNamePacket" and pkt.args:
-                self.line = _line_number(pkt.args[0]) or self.line
+                self.line = line_number(pkt.args[0]) or self.line
             self._held.append(pkt)
             if packet_name(pkt) not in _HELD:
                 self._flush_locked()
@@ -547,11 +548,3 @@ class Session:
             self.emit(packet("RKCompletions", self.engine.complete(arg)))
         elif name == "RKInspect":
             self.emit(packet("RKInspection", self.engine.inspect(arg)))
-
-
-def _line_number(name: Any) -> int | None:
-    """n of an "In[n]:= " name."""
-    if not isinstance(name, str) or "[" not in name:
-        return None
-    digits = name[name.index("[") + 1:].split("]", 1)[0]
-    return int(digits) if digits.isdigit() else None

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from ..errors import RKError
 from ..link.expr import Symbol
-from ..link.packets import ABORTED, error_code, packet, packet_name
+from ..link.packets import ABORTED, error_code, line_number, packet, packet_name
 from .agent import AGENT_GONE, ENGINE_ENDED, AgentClient, AgentError, LinkDown, SessionLost
 
 #: How often a waiting loop wakes up to check its deadline and that the agent is alive.
@@ -117,14 +117,6 @@ class Collected(Output):
     def text(self) -> str | None:
         """The text/plain form of the (last) result; None when there was none (Null)."""
         return self.results[-1].get("text/plain") if self.results else None
-
-
-def line_number(name: Any) -> int | None:
-    """n of an "In[n]:= " or "Out[n]= " name."""
-    if not isinstance(name, str) or "[" not in name:
-        return None
-    digits = name[name.index("[") + 1:].split("]", 1)[0]
-    return int(digits) if digits.isdigit() else None
 
 
 class Evaluator:

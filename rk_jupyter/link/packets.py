@@ -228,3 +228,11 @@ def _literal(value: Any) -> str:
     if isinstance(value, float) and value == value and abs(value) != float("inf"):
         return repr(value).replace("e", "*^")
     raise ValueError(f"not a control value: {value!r}")
+
+
+def line_number(name: Any) -> int | None:
+    """n of an "In[n]:= " or "Out[n]= " name (InputNamePacket, OutputNamePacket)."""
+    if not isinstance(name, str) or "[" not in name:
+        return None
+    digits = name[name.index("[") + 1:].split("]", 1)[0]
+    return int(digits) if digits.isdigit() else None
