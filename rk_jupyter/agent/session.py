@@ -174,9 +174,8 @@ class Session:
         one header, one flush and one wake-up of the kernel."""
         with self._bind_lock:
             if not self._outbox.record(pkt):
-                log.warning("session %s: more output is kept for the kernel than the "
-                            "agent keeps (%d packets, %d MB): the oldest is forgotten",
-                            self.name, MAX_UNACKED, MAX_UNACKED_BYTES >> 20)
+                log.warning("session %s: more output waits for the kernel than the agent "
+                            "keeps: the oldest is forgotten", self.name)
             if packet_name(pkt) == "InputNamePacket" and pkt.args:
                 self.line = line_number(pkt.args[0]) or self.line
             self._held.append(pkt)
