@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ...link.frames import LinkError
 from ...logfiles import open_private
 from ..errors import TransportError
 from .backend import Connection, Forward, connect
-from .remote_agent import AgentSettings, RemoteAgent
+from .remote_agent import STOP_GRACE, AgentSettings, RemoteAgent
 from .target import SSHTarget
 
 log = logging.getLogger("rk_jupyter.ssh")
@@ -50,6 +51,42 @@ RESTART_GRACE = 30.0
 WATCH_INTERVAL = 0.5  # seconds between checks of a shared connection (reconnect_grace > 0)
 BACKOFF = (0.5, 1.0, 2.0, 4.0)  # seconds between reconnect attempts, then BACKOFF_MAX
 BACKOFF_MAX = 5.0
+
+
+#: Link checks of an agent after a reconnect, and the seconds between them: the first link
+#: through a forward just pointed at a new connection can fail while its master settles.
+CHECK_ATTEMPTS = (0.0, 0.5, 1.0)
+
+
+def _check_agent(slot: _Slot, timeout: float) -> str | None:
+    """None when the slot's agent answers a link handshake through its forward (tried
+    ``CHECK_ATTEMPTS`` times), else the last failure."""
+    failure = ""
+    for delay in CHECK_ATTEMPTS:
+        time.sleep(delay)
+        try:
+            Link.connect("127.0.0.1", slot.forwarder.port, slot.agent.token, "none",
+                         timeout=timeout).close()
+            return None
+        except LinkError as exc:
+            failure = str(exc)
+    return failure
+
+
+def _end_agent(connection: Connection, pid: int, timeout: float) -> bool:
+    """End agent ``pid`` on the host if it still runs (SIGTERM: it ends its engines; its
+    process group killed after STOP_GRACE); False when it was not running."""
+    script = (f"kill -0 {pid} 2>/dev/null || exit 3; kill -TERM {pid}; i=0; "
+              f"while kill -0 {pid} 2>/dev/null && [ $i -lt {int(STOP_GRACE * 10)} ]; do "
+              "sleep 0.1; i=$((i+1)); done; "
+              f"G=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' '); "
+              f'[ -n "$G" ] && kill -KILL -- "-$G" 2>/dev/null; exit 0')
+    try:
+        status, _ = connection.run("sh -c " + shlex.quote(script), timeout + STOP_GRACE)
+    except TransportError as exc:
+        log.warning("cannot end agent pid %d: %s", pid, exc)
+        return False
+    return status == 0
 
 
 def _agent_log(options: ConnectOptions, target: SSHTarget) -> str:
@@ -450,17 +487,21 @@ class ConnectionPool:
             slots = list(shared.slots)
         for slot in slots:
             slot.forwarder.retarget(connection)
-            try:
-                Link.connect("127.0.0.1", slot.forwarder.port, slot.agent.token, "none",
-                             timeout=timeout).close()
-            except LinkError as exc:
+            failure = _check_agent(slot, timeout)
+            if failure is not None:
                 if not connection.alive():
                     return False
-                # Replaced below, once the connection is the shared one (_replace_ended).
+                # Replaced below, once the connection is the shared one (_replace_ended);
+                # one that still runs but does not answer is ended first: one agent per
+                # host connection (twenty kernels' engines twice over, otherwise).
+                ended = _end_agent(connection, slot.agent.pid, timeout)
                 slot.gone = (f"the SSH connection to {shared.target} was re-established, but "
-                             f"the agent (pid {slot.agent.pid}) was gone ({exc}; did the "
-                             "remote host restart, or did it end, with no session yet, when "
-                             "the connection dropped?)")
+                             f"the agent (pid {slot.agent.pid}) " + (
+                                 f"did not answer through it ({failure}) and was ended"
+                                 if ended else
+                                 f"was gone ({failure}; did the remote host restart, or did "
+                                 "it end, with no session yet, when the connection "
+                                 "dropped?)"))
                 log.warning("%s", slot.gone)
                 continue
             try:
