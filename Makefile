@@ -22,4 +22,4 @@ bench: install system-packages
 	$(PYTHON) benchmarks/run_all.py
 
 soak: install system-packages
-	$(PYTHON) tests/chaos.py --kernels 20 --minutes 10 --every 10
+	$(PYTHON) tests/chaos.py --kernels 20 --minutes 10 --every 10 --kernel-log INFO

@@ -112,6 +112,8 @@ for _path in (str(HERE.parent), str(HERE)):
 
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
+from rk_jupyter.client.environment import LOG_LEVEL_ENV  # noqa: E402
+
 from kernel_helpers import children_of, cmdline, pid_alive  # noqa: E402
 from sshbed import ShapingProxy, SSHBed  # noqa: E402
 from test_ssh_reconnect import WORKER, add_spec  # noqa: E402
@@ -816,6 +818,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grace", type=float, default=60.0, help="kernelspec reconnect_grace")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--report", help="write every record as JSON here")
+    parser.add_argument("--kernel-log", default="", metavar="LEVEL",
+                        help="the kernels' rk_jupyter records at this level (INFO) on stderr")
     args = parser.parse_args(argv)
     args.faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     bad = [f for f in args.faults if f not in FAULT_TYPES]
@@ -832,12 +836,15 @@ def run(argv: list[str] | None = None, bed: SSHBed | None = None) -> Result:
     """Run the chaos test on ``bed`` (a started SSHBed; one of our own when None)."""
     options = parse_args(argv)
     saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR",
-                                            "JUPYTER_DATA_DIR", "SSH_AUTH_SOCK")}
+                                            "JUPYTER_DATA_DIR", "SSH_AUTH_SOCK",
+                                            LOG_LEVEL_ENV)}
     root = tempfile.mkdtemp(prefix="rkj-chaos-")
     os.environ.update({"JUPYTER_PATH": f"{root}/share/jupyter",
                        "JUPYTER_RUNTIME_DIR": f"{root}/runtime",
                        "JUPYTER_DATA_DIR": f"{root}/data"})
     os.environ.pop("SSH_AUTH_SOCK", None)  # only the keys the kernelspec names
+    if options.kernel_log:  # the kernels' reconnects and reopened sessions, on our stderr
+        os.environ[LOG_LEVEL_ENV] = options.kernel_log
     own = bed is None
     result: Result | None = None
     try:

@@ -32,6 +32,11 @@ BY_PROVISIONER, BY_KERNEL = "provisioner", "kernel"
 START_ERROR = "RK_START_ERROR"
 NOT_LAUNCHED = "kernel.not-launched"
 
+#: A logging level (INFO, DEBUG) for the kernel process's rk_jupyter records on its stderr
+#: (Jupyter's terminal): its link's reconnects, reopened sessions and their causes.  Set by
+#: the user, not the launch (``kernel/__main__``).
+LOG_LEVEL_ENV = "RK_KERNEL_LOG_LEVEL"
+
 #: Each field's variable.  ``token`` is popped on read.
 VARIABLES = {
     "host": "RK_AGENT_HOST",

@@ -13,7 +13,7 @@ import sys
 
 from ipykernel.kernelapp import IPKernelApp
 
-from ..client.environment import KERNELSPEC_FLAG, VARIABLES
+from ..client.environment import KERNELSPEC_FLAG, LOG_LEVEL_ENV, VARIABLES
 from .kernel import RKernel
 
 
@@ -39,6 +39,14 @@ def connection_file(argv: list[str]) -> str:
 
 
 def main() -> None:
+    level = os.environ.get(LOG_LEVEL_ENV, "").upper()
+    if level:
+        import logging
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s kernel[%(process)d] %(message)s"))
+        logging.getLogger("rk_jupyter").addHandler(handler)
+        logging.getLogger("rk_jupyter").setLevel(level)
     spec_dir = take_option(sys.argv, KERNELSPEC_FLAG)
     launched = None
     if spec_dir and VARIABLES["port"] not in os.environ:
