@@ -454,10 +454,14 @@ class AgentClient:
                 break
             with self._send_lock:
                 self._down_at = self._outbox.sent
+            log.info("%s; reconnecting", reason)
+            started = time.monotonic()
             lost = self._reconnect(reason)
             if lost is not None:
+                log.warning("the session is lost: %s", lost)
                 reason = lost
                 break
+            log.info("attached again after %.1f s", time.monotonic() - started)
         self.down = reason or "the link was closed"
         self._packets.put(LinkDown(self.down))
 
@@ -549,6 +553,7 @@ class AgentClient:
         if self._replacing is None:
             self._replacing = gone
         ep = self.endpoint
+        log.info("the agent lacks session %s (%s): opening it again", ep.session, gone.cause)
         link.send(0, packet("RKOpenSession", {
             "channel": SESSION_CHANNEL, "keep": self.keep, "kernel": self.kernel_id,
             "engine": ep.engine, "options": ep.engine_options, "session": ep.session}))

@@ -43,7 +43,9 @@ def main() -> None:
     if level:
         import logging
 
-        handler = logging.StreamHandler()
+        # A copy of the process's stderr made now: ipykernel soon sends what is written to
+        # fd 2 to the notebook instead.
+        handler = logging.StreamHandler(os.fdopen(os.dup(2), "w", buffering=1))
         handler.setFormatter(logging.Formatter("%(asctime)s kernel[%(process)d] %(message)s"))
         logging.getLogger("rk_jupyter").addHandler(handler)
         logging.getLogger("rk_jupyter").setLevel(level)
