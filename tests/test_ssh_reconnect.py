@@ -9,6 +9,7 @@ connect_timeout and reconnect_grace so that each fault plays out in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -360,3 +361,29 @@ def test_an_agent_gone_meanwhile_is_replaced(sshbed: SSHBed, sshbed_proxy, tmp_p
     finally:
         POOL.release(lease)
     assert sshbed.wait_established(0) == 0
+
+
+def test_a_reconnect_ends_an_agent_that_runs_but_does_not_answer(sshbed: SSHBed,
+                                                                  tmp_path) -> None:
+    """After a reconnect the pool checks each agent through its forward; one that still
+    runs but does not answer (here: SIGSTOPped) is ended before a new one takes its place,
+    so that the host never holds two agents (and twice the engines) for one connection."""
+    target = resolve_target(sshbed.host, port=sshbed.port, user=sshbed.user,
+                            identity_file=sshbed.key_file, known_hosts=sshbed.known_hosts)
+    options = ConnectOptions(agent=AgentSettings(python=sshbed.remote_python, start_timeout=30),
+                             log_dir=str(tmp_path), reconnect_grace=30.0, connect_timeout=1.0)
+    lease = POOL.acquire(target, options)
+    try:
+        old = lease.agent.pid
+        os.kill(old, signal.SIGSTOP)  # the bed's "remote" processes are ours
+        # What the watcher does once a new connection is up (here: the same one).
+        assert POOL._take_over(lease.shared, lease.shared.connection)
+        assert wait_gone([old], 15) == [], "the agent that did not answer is still there"
+        # Replaced (by the pool's watcher, once the old one's channel has ended).
+        assert wait_for(lambda: lease.agent.pid != old and lease.agent.alive(), 15)
+        assert "did not answer" in lease.slot.last_end, lease.slot.last_end
+        assert [pid for pid, _ in sshbed.remote_processes(AGENT)] == [lease.agent.pid]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+        POOL.release(lease)

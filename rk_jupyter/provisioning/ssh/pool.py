@@ -75,14 +75,15 @@ def _check_agent(slot: _Slot, timeout: float) -> str | None:
 
 def _end_agent(connection: Connection, pid: int, timeout: float) -> bool:
     """End agent ``pid`` on the host if it still runs (SIGTERM: it ends its engines; its
-    process group killed after STOP_GRACE); False when it was not running."""
-    script = (f"kill -0 {pid} 2>/dev/null || exit 3; kill -TERM {pid}; i=0; "
+    process group killed after STOP_GRACE); False when no agent runs with that pid."""
+    script = (f"ps -o args= -p {pid} 2>/dev/null | grep -Eq 'agent[.]pyz|rk_jupyter[.]agent' "
+              f"|| exit 3; kill -TERM {pid}; i=0; "
               f"while kill -0 {pid} 2>/dev/null && [ $i -lt {int(STOP_GRACE * 10)} ]; do "
               "sleep 0.1; i=$((i+1)); done; "
               f"G=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' '); "
-              f'[ -n "$G" ] && kill -KILL -- "-$G" 2>/dev/null; exit 0')
+              f'kill -KILL "-${{G:-{pid}}}" 2>/dev/null || kill -KILL {pid} 2>/dev/null; exit 0')
     try:
-        status, _ = connection.run("sh -c " + shlex.quote(script), timeout + STOP_GRACE)
+        status, _ = connection.run("sh -c " + shlex.quote(script), timeout + 2 * STOP_GRACE)
     except TransportError as exc:
         log.warning("cannot end agent pid %d: %s", pid, exc)
         return False
