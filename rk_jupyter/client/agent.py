@@ -6,6 +6,7 @@ agent, or a port forwarded through SSH) and a token; this module only speaks the
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
@@ -44,6 +45,10 @@ ENGINE_ENDED = "engine.ended"  # the engine ended serving a request (the session
 #: session can answer when the old one never got it.
 _EVALUATIONS = frozenset({"EnterTextPacket", "EvaluatePacket"})
 _REQUESTS = _EVALUATIONS | {"RKComplete", "RKInspect", "RKEngineState"}
+#: The packets that end an evaluation (as in ``client.evaluate``), by its packet name.
+_ENDS = {"EnterTextPacket": {"InputNamePacket", "RKError", "RKEngineDied"},
+         "EvaluatePacket": {"ReturnPacket", "RKError", "RKEngineDied"}}
+_ANY_END = frozenset().union(*_ENDS.values())
 
 
 class AgentError(RKError):
@@ -136,6 +141,9 @@ class AgentClient:
         self.keep = 0.0
         self.reconnecting_since: float | None = None
         self._outbox = Outbox()  # what we sent and received, counted; under _send_lock
+        # Evaluations sent and not yet ended, oldest first: (their count, packet name); a
+        # session opened again answers each the old one took with RKEngineDied.
+        self._unanswered: collections.deque[tuple[int, str]] = collections.deque()
         self._ack_due = False  # the agent has not been told about what we received lately
         self._send_lock = threading.Lock()
         self._closing = False
@@ -263,7 +271,7 @@ class AgentClient:
         if self.down:
             raise SessionLost(self.down)
         with self._send_lock:
-            self._outbox.record(pkt)
+            self._record(pkt)
             link = self.link
             if link is None:
                 raise AgentError("not connected", code=NOT_CONNECTED)
@@ -276,6 +284,20 @@ class AgentClient:
             except LinkError as exc:
                 if self.grace <= 0:
                     raise SessionLost(f"the link to the agent is down: {exc}") from None
+
+    def _record(self, pkt: Any) -> None:
+        """Count and keep ``pkt`` (under the send lock); an evaluation is also unanswered
+        until its end comes (``_answered``)."""
+        self._outbox.record(pkt)
+        name = packet_name(pkt)
+        if name in _EVALUATIONS:
+            self._unanswered.append((self._outbox.sent, name))
+
+    def _answered(self, name: str) -> None:
+        """A packet that may end the oldest unanswered evaluation came (reader thread)."""
+        with self._send_lock:
+            if self._unanswered and name in _ENDS[self._unanswered[0][1]]:
+                self._unanswered.popleft()
 
     def acknowledge(self) -> None:
         """Tell the agent now what arrived (rather than with the next request or heartbeat):
@@ -482,6 +504,8 @@ class AgentClient:
                     self._outbox.take(expr)
             else:
                 self._outbox.take(expr)  # counted: this reader thread alone writes the count
+                if name in _ANY_END:
+                    self._answered(name)
                 self._packets.put(expr)
                 # Acknowledged with the next request or heartbeat, not here: this thread's
                 # send would compete with the shell thread taking the packet just queued.
@@ -604,10 +628,13 @@ class AgentClient:
                  f"({gone.cause if gone else 'it ended'})")
         with self._send_lock:
             pending = [] if opening else self._outbox.pending()
-            for count, pkt in pending:
-                if count <= self._down_at and packet_name(pkt) in _EVALUATIONS:
+            # Every evaluation the old session may have taken and not answered, also one it
+            # acknowledged on an attach before it ended (those are no longer pending).
+            for count, _ in ([] if opening else self._unanswered):
+                if count <= self._down_at:
                     self._packets.put(packet(
                         "RKEngineDied", f"{cause}: this evaluation was lost with it", False))
+            self._unanswered.clear()
             if opening and ready is not None:
                 self._packets.put(ready)
             elif not opening:
@@ -619,7 +646,7 @@ class AgentClient:
                 self._outbox.take(ready)  # the new session's first packet
             for count, pkt in pending:
                 if count > self._down_at and packet_name(pkt) in _REQUESTS:
-                    self._outbox.record(pkt)
+                    self._record(pkt)
                     link.send(SESSION_CHANNEL, pkt)
             self.link = link
 
