@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from ...link.connection import Link
 from ...link.frames import LinkError
-from ...logfiles import open_private
+from .. import agent_state
 from ..errors import TransportError
 from .backend import Connection, Forward, connect
 from .remote_agent import STOP_GRACE, AgentSettings, RemoteAgent
@@ -126,30 +126,15 @@ class AgentState:
 
     def write(self, agent: RemoteAgent) -> None:
         try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        try:
-            with open_private(self.path, "a") as file:
-                json.dump({"pid": agent.pid, "port": agent.port,
-                           "token": agent.token.decode()}, file)
+            agent_state.write(self.path, agent.pid, agent.port, agent.token)
         except OSError as exc:
             log.warning("cannot record the persistent agent in %s: %s", self.path, exc)
 
     def read(self) -> dict | None:
-        try:
-            with open(self.path) as file:
-                state = json.load(file)
-            return {"pid": int(state["pid"]), "port": int(state["port"]),
-                    "token": str(state["token"]).encode()}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return agent_state.read(self.path)
 
     def remove(self) -> None:
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        agent_state.remove(self.path)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ... import logfiles
 from ...link.launcher import ORPHAN_LINGER, READY_PREFIX, TOKEN_ENV
 from ...logfiles import open_private
 from ...safepath import module_argv
-from .. import ports
+from .. import agent_state, ports
 from ..diagnosis import python_cannot_run
 from ..settings import LaunchSettings
 from .base import AgentEndpoint, Transport, TransportError
@@ -107,12 +107,7 @@ class SharedAgent:
                 code="agent.start-failed")
         self.pid = int(ready["pid"])
         if state_path:
-            try:
-                os.unlink(state_path)  # an earlier agent's (open_private appends)
-            except OSError:
-                pass
-            with open_private(state_path, "a") as state:  # 0600: it holds the token
-                json.dump({"pid": self.pid, "port": self.port, "token": token.decode()}, state)
+            agent_state.write(state_path, self.pid, self.port, token)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -177,19 +172,13 @@ class AdoptedAgent:
     def find(cls, state_path: str, log_path: str) -> AdoptedAgent | None:
         """The agent ``state_path`` describes if it still runs and listens; else None (and
         a stale file is removed)."""
-        try:
-            with open(state_path) as file:
-                state = json.load(file)
-            pid, port, token = int(state["pid"]), int(state["port"]), str(state["token"])
-        except (OSError, ValueError, KeyError, TypeError):
+        state = agent_state.read(state_path)
+        if state is None:
             return None
-        if not _runs_agent(pid) or not _listens(port):
-            try:
-                os.unlink(state_path)
-            except OSError:
-                pass
+        if not _runs_agent(state["pid"]) or not _listens(state["port"]):
+            agent_state.remove(state_path)
             return None
-        return cls(pid, port, token.encode(), state_path, log_path)
+        return cls(state["pid"], state["port"], state["token"], state_path, log_path)
 
     def alive(self) -> bool:
         return _runs_agent(self.pid)
