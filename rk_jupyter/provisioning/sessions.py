@@ -43,7 +43,8 @@ class RunningAgent:
 def running_agent(settings: LaunchSettings) -> Iterator[RunningAgent | None]:
     """The kernelspec's agent while the block runs, if one runs (None: no agent, so no
     session).  Over ssh: a connection of its own and a forward to the agent an earlier
-    server let go (the pool's ``adopt_only``), let go again at the end."""
+    server let go (the pool's ``adopt_only``), let go again at the end; TransportError
+    (the connection's own, naming cause and fix) when the host cannot be reached."""
     if settings.transport == "local":
         agent = AdoptedAgent.find(state_path_of(agent_key(settings)), "")
         yield None if agent is None else RunningAgent(
