@@ -505,6 +505,36 @@ def test_agent_listens_on_loopback_only(agent) -> None:
     assert bad.returncode != 0 and "loopback only" in bad.stderr
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "stop line"])
+def test_agent_exits_cleanly_while_its_lifeline_is_open(how: str) -> None:
+    """An agent ended by SIGTERM (or a ``stop`` line; the token came on stdin too) while its
+    stdin stays open exits with status 0: its stdin watcher, blocked in a read, once held
+    the buffered reader's lock and the interpreter's exit aborted ("Fatal Python error:
+    _enter_buffered_busy", status -6)."""
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rk_jupyter.agent", "--exit-on-stdin-eof", "--token-stdin",
+         "--log-stderr"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(TOKEN + b"\n")
+        proc.stdin.flush()
+        info = json.loads(proc.stdout.readline().decode().split(" ", 1)[1])
+        _still_serves(info["port"])  # the token line was read whole, and only it
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            proc.stdin.write(b"stop\n")
+            proc.stdin.flush()
+        status = proc.wait(20)
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert status == 0 and "Fatal Python error" not in err, (status, err[-2000:])
+
+
 def test_agent_refuses_missing_token() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RK_AGENT_TOKEN"}
     bad = subprocess.run([sys.executable, "-m", "rk_jupyter.agent"], env=env,

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from .. import __version__
 from ..link.compression import available_codecs
@@ -45,7 +46,7 @@ def read_token(args: argparse.Namespace) -> bytes:
             token = f.read().strip()
         os.unlink(args.token_file)
     elif args.token_stdin:
-        token = sys.stdin.buffer.readline().strip()
+        token = next(_stdin_lines(), b"").strip()
     else:
         token = os.environ.pop(TOKEN_ENV, "").encode()
     if len(token) < 16:
@@ -149,10 +150,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stdin_lines() -> Iterator[bytes]:
+    """stdin's lines, read from fd 0 itself, a byte at a time up to each newline (a line
+    is a token or ``stop``: short).
+
+    Why not ``sys.stdin``: the watcher is a daemon thread blocked in a read when the agent
+    exits, and inside the buffered reader it holds the reader's lock, which the interpreter's
+    finalization then cannot take ("Fatal Python error: _enter_buffered_busy", an abort).  A
+    byte at a time also leaves nothing read ahead: the token's reader takes its line only."""
+    line = bytearray()
+    while True:
+        byte = os.read(0, 1)
+        if not byte:
+            if line:
+                yield bytes(line)
+            return
+        line += byte
+        if byte == b"\n":
+            yield bytes(line)
+            line.clear()
+
+
 def _watch_stdin(stop: threading.Event, lost: threading.Event) -> None:
     """Set ``stop`` on a stop line, ``lost`` when stdin ends without one."""
     try:
-        for line in sys.stdin.buffer:
+        for line in _stdin_lines():
             if line.strip() == STOP_LINE:
                 log.info("stop requested by the launcher")
                 stop.set()
