@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 
 from jupyter_client.connect import LocalPortCache
 from jupyter_client.manager import KernelManager
@@ -59,3 +61,41 @@ def test_the_local_agent_listens_on_a_cached_port_beside_its_kernels(rk_local: s
     finally:
         km.shutdown_kernel(now=True)
     assert agent_port not in cached() and not kernel_ports & cached()
+
+
+def _connects(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_launch_returns_once_the_kernel_listens_and_so_does_a_restart(rk_local: str) -> None:
+    """jupyter_client's start_kernel and restart_kernel return with the kernel process bound
+    to all five of its ports, so that a client's first connects succeed (a refused ZeroMQ
+    connect is retried only 100 ms later).  Checked at once, with no retry."""
+    km = KernelManager(kernel_name=rk_local)
+    km.start_kernel()
+    try:
+        kernel_ports = [km.shell_port, km.iopub_port, km.stdin_port, km.hb_port,
+                        km.control_port]
+        assert [port for port in kernel_ports if not _connects(port)] == []
+        km.restart_kernel(now=False)
+        assert [port for port in kernel_ports if not _connects(port)] == []
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def test_wait_listening_ends_on_all_listening_a_gone_process_or_the_timeout() -> None:
+    with socket.socket() as bound, socket.socket() as unbound:
+        bound.bind(("127.0.0.1", 0))
+        bound.listen()
+        unbound.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
+        up, down = bound.getsockname()[1], unbound.getsockname()[1]
+        assert asyncio.run(ports.wait_listening("127.0.0.1", [up, 0], lambda: True))
+        started = time.monotonic()
+        assert not asyncio.run(ports.wait_listening("", [up, down], lambda: False, 10))
+        assert time.monotonic() - started < 1  # a gone process: no waiting
+        assert not asyncio.run(ports.wait_listening("0.0.0.0", [up, down], lambda: True, 0.3))
+        assert 0.3 <= time.monotonic() - started < 3

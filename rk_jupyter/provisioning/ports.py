@@ -13,8 +13,11 @@ range are taken only by whoever binds them; the cache keeps ours from each other
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
+import time
+from collections.abc import Callable
 
 from jupyter_client.connect import LocalPortCache
 
@@ -68,3 +71,41 @@ def claim(port: int) -> None:
 def release(port: int) -> None:
     """Give a port back once nothing of ours listens on it (idempotent)."""
     LocalPortCache.instance().return_port(port)
+
+
+#: Longest a launch waits for its kernel process to listen (``wait_listening``): past it the
+#: launch returns anyway and the client's own reconnects take over, as without the wait.
+LISTEN_WAIT = 2.0
+_LISTEN_POLL = 0.005
+
+
+async def wait_listening(ip: str, kernel_ports: list[int], running: Callable[[], bool],
+                         timeout: float = LISTEN_WAIT) -> bool:
+    """Wait until something listens on every one of ``kernel_ports`` (a TCP connect succeeds,
+    closed at once), ``running()`` turns False, or ``timeout`` passes; True when all listen.
+
+    Why: a client (JupyterLab's server, ``wait_for_ready``) connects its ZeroMQ sockets as
+    soon as the launch returns; a connect refused because the kernel has not bound yet is
+    retried by ZeroMQ only after its reconnect interval (100 ms, growing), which then costs a
+    second kernel or a restart a fifth of its start.  Connects that find the port bound
+    succeed at once.
+    """
+    host = HOST if ip in ("", "0.0.0.0", "*") else ip
+    waiting = [port for port in kernel_ports if port]
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if not running() or time.monotonic() > deadline:
+            return False
+        still = []
+        for port in waiting:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                   _LISTEN_POLL * 20)
+            except (OSError, asyncio.TimeoutError):
+                still.append(port)
+                continue
+            writer.close()
+        waiting = still
+        if waiting:
+            await asyncio.sleep(_LISTEN_POLL)
+    return True

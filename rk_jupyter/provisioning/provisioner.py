@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
@@ -18,6 +19,13 @@ from .kernel_start import KernelStart
 from .prestart import SPARES
 from .settings import LaunchSettings, default_of, key_of, settings_fields, value_type
 from .transports import Transport
+
+#: How long one ``poll`` waits for a kernel process asked to shut down, and how often it
+#: looks meanwhile.  KernelManager looks every 0.1 s and sleeps between looks; a watch that
+#: covers its sleep too sees the end within EXIT_POLL (the kernel exits ~0.05-0.15 s after
+#: its shutdown reply).  Its own deadlines (SIGTERM, SIGKILL) run around the call unchanged.
+EXIT_WATCH = 0.5
+EXIT_POLL = 0.005
 
 
 def forget_failed_start(kernel_manager: Any, kernel_id: str) -> None:
@@ -111,6 +119,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
 
     _start: KernelStart | None = None
     _kernel_cmd: list[str] | None = None  # the kernel's command, while the kernel lives
+    _exit_asked = False  # a shutdown was requested of the running kernel process
 
     def __init__(self, **kwargs: Any) -> None:
         for key, trait in TRAIT_NAMES.items():
@@ -190,16 +199,50 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
             info = self.connection_info
         SPARES.launched(cmd, new_kernel=self._kernel_cmd is None)
         self._kernel_cmd = cmd
+        self._exit_asked = False
+        launched = time.monotonic() - started
+        listening = await self._wait_listening()
         if self._start is not None:
-            self._start.step("kernel process pid %s launched in %.2f s%s", self.pid,
-                             time.monotonic() - started,
-                             "" if process is None else " (prestarted)")
+            self._start.step("kernel process pid %s launched in %.2f s%s; %s after %.2f s",
+                             self.pid, launched, "" if process is None else " (prestarted)",
+                             "listening" if listening else "not listening yet",
+                             time.monotonic() - started)
         return info
+
+    async def _wait_listening(self) -> bool:
+        """Return once the kernel process has bound its ZeroMQ ports (``ports.wait_listening``,
+        bounded), so that the client's first connects succeed instead of waiting out
+        ZeroMQ's reconnect interval; False when it did not (yet), or the kernel is not on
+        TCP."""
+        info = self.connection_info
+        if info.get("transport", "tcp") != "tcp" or self.process is None:
+            return False
+        process = self.process
+        return await ports.wait_listening(
+            str(info.get("ip", "")),
+            [int(info.get(name) or 0) for name in
+             ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")],
+            lambda: process.poll() is None)
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Called by KernelManager once it has sent the kernel a shutdown request: from now
+        on ``poll`` waits briefly for the process's exit (``EXIT_WATCH``)."""
+        self._exit_asked = True
+        await super().shutdown_requested(restart)
 
     async def poll(self) -> int | None:
         """As LocalProvisioner's, but a dead agent also counts as a dead kernel: the kernel
-        process is ended so that Jupyter's restarter and status see it."""
+        process is ended so that Jupyter's restarter and status see it.  After a shutdown
+        request it waits up to ``EXIT_WATCH`` for the process to end, so that the caller's
+        polling loop sees the end when it happens."""
         status = await super().poll()
+        if status is None and self._exit_asked:
+            # jupyter_client looks every 0.1 s for the end of a kernel it asked to shut down
+            # (``_async_wait``), which otherwise adds up to 0.1 s to every restart.
+            deadline = time.monotonic() + EXIT_WATCH
+            while status is None and time.monotonic() < deadline:
+                await asyncio.sleep(EXIT_POLL)
+                status = await super().poll()
         transport = self.transport
         if status is None and transport is not None and not transport.alive():
             reason = transport.death_reason()
