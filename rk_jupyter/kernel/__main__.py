@@ -11,10 +11,7 @@ kernel application.
 import os
 import sys
 
-from ipykernel.kernelapp import IPKernelApp
-
 from ..client.environment import KERNELSPEC_FLAG, LOG_LEVEL_ENV, VARIABLES
-from .kernel import RKernel
 
 
 def take_option(argv: list[str], option: str) -> str:
@@ -55,7 +52,14 @@ def main() -> None:
         from ..provisioning.selflaunch import SelfLaunch  # no provisioner launched us
 
         launched = SelfLaunch.begin(spec_dir, connection_file(sys.argv))
-        RKernel.engine_launch = launched
+        launched.loaded()
+    # Imported only now (half a second: ipykernel, IPython), while a self-launch's thread
+    # connects and starts the agent side.
+    from ipykernel.kernelapp import IPKernelApp
+
+    from .kernel import RKernel
+
+    RKernel.engine_launch = launched
     try:
         IPKernelApp.launch_instance(kernel_class=RKernel)
     finally:

@@ -32,10 +32,13 @@ from ..errors import RKError
 from .errors import SettingsError
 from .kernel_start import KernelStart
 from .settings import LaunchSettings
+from .transports import transport_class
 
 #: How long ``stop`` may take (the agent side ends in seconds; a dead SSH connection must not
 #: hold the kernel process's exit).
 STOP_TIMEOUT = 30.0
+#: Longest the kernel's imports wait for the launch's own (``loaded``): a bound, not a cost.
+LOAD_WAIT = 2.0
 
 
 class SelfLaunch:
@@ -55,6 +58,8 @@ class SelfLaunch:
         self._thread = threading.Thread(target=self._launch, name="rk-self-launch",
                                         daemon=True)
         self._launched = False
+        #: Set once the launch has imported what it runs (or failed before): see ``loaded``.
+        self._loaded = threading.Event()
 
     @classmethod
     def begin(cls, spec_dir: str, connection_file: str = "") -> SelfLaunch:
@@ -63,6 +68,13 @@ class SelfLaunch:
         launch = cls(spec_dir, connection_file)
         launch._thread.start()
         return launch
+
+    def loaded(self, timeout: float = LOAD_WAIT) -> None:
+        """Block until the launch has imported its transport (at most ``timeout``).  Why:
+        the kernel's own imports (ipykernel, IPython: half a second of CPU) run best while the
+        launch waits on SSH and the engine, not while it imports too: both hold the GIL, and
+        every such import delays the launch, the longest part of the start."""
+        self._loaded.wait(timeout)
 
     def wait(self) -> None:
         """Block until the launch has put what the kernel needs into the environment: the
@@ -76,9 +88,12 @@ class SelfLaunch:
         try:
             try:
                 settings = settings_of(self.spec_dir)
+                transport_class(settings)
             except SettingsError as exc:
                 start.failed(exc)
                 raise
+            finally:
+                self._loaded.set()
             environment = asyncio.run(start.start(settings))
         except RKError as exc:  # in the launch log already (KernelStart)
             os.environ[START_ERROR] = json.dumps(exc.as_dict())

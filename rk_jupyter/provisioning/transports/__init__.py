@@ -8,7 +8,8 @@ from typing import Any
 from ..settings import LaunchSettings
 from .base import AgentEndpoint, Transport, TransportError
 
-__all__ = ["AgentEndpoint", "Transport", "TransportError", "create_transport"]
+__all__ = ["AgentEndpoint", "Transport", "TransportError", "create_transport",
+           "transport_class"]
 
 
 def create_transport(settings: LaunchSettings | Mapping[str, Any], log_path: str,
@@ -19,10 +20,19 @@ def create_transport(settings: LaunchSettings | Mapping[str, Any], log_path: str
     """
     if not isinstance(settings, LaunchSettings):
         settings = LaunchSettings.from_config(settings)
+    kind = transport_class(settings)
     if settings.transport == "ssh":
-        from .ssh import SSHTransport  # paramiko is imported only when needed
+        return kind(settings, log_path, pool=pool)  # type: ignore[call-arg]
+    return kind(settings, log_path)
 
-        return SSHTransport(settings, log_path, pool=pool)
+
+def transport_class(settings: LaunchSettings) -> type[Transport]:
+    """The class of ``settings.transport``, its modules imported now: only the transport a
+    launch uses is loaded (the ssh one brings paramiko and the OpenSSH backend along)."""
+    if settings.transport == "ssh":
+        from .ssh import SSHTransport
+
+        return SSHTransport
     from .local import LocalTransport
 
-    return LocalTransport(settings, log_path)
+    return LocalTransport
