@@ -60,10 +60,10 @@ unproven one is listed and makes the run fail):
   result, checked to be a worker on the remote); proof: the pid is gone.
 - ``agent-kill``: SIGKILL of the agent (every ``--token-stdin`` process of the user on the
   remote: there should be one); proof: the pid is gone.
-- ``ssh-kill``: the SSH connection killed, alternately by SIGKILL of the ``sshd: USER@notty``
-  (or ``sshd: USER``) processes serving it and by ``ss -K`` on the remote's established
+- ``ssh-kill``: the SSH connection killed, alternately by SIGKILL of the sshd processes that
+  hold its socket (``ss -p`` on the remote) and by ``ss -K`` on the remote's established
   port-22 sockets; proof: the connection's 4-tuple is no longer established on the remote
-  (and a killed pid is gone).
+  (and every killed pid is gone).
 - ``cut``: the ShapingProxy in front of sshd forwards nothing for ``--cut`` s (no FIN, no
   RST); proof: its byte counters did not move during the cut while bytes were offered (queued
   in its sockets, seen by ``ss``), and after the restore they move again.
@@ -136,10 +136,6 @@ PER_KERNEL = frozenset({"engine-kill", "stop"})
 #: moment to notice a dead process); later, its error is not the fault's.
 SLACK = 3.0
 AGENT = r"--token-stdin"
-#: The user's side of an sshd session: "sshd: USER@notty" once a command runs, "sshd: USER"
-#: while the connection only forwards (sshd's "[priv]" half runs as root and is not listed).
-SSHD_SESSION = r"^sshd: "
-SESSION_WAIT = 5.0  # seconds an ssh-kill waits for every connection's sshd session process
 PROOF_TIMEOUT = 10.0  # every proof waits at most this long for its effect
 PICK_WAIT = 20.0  # how long an engine fault waits for a kernel whose engine is known
 SUMMARY_RE = re.compile(
@@ -510,6 +506,20 @@ def established(bed: SSHBed) -> set[str]:
     return {" ".join(line.split()[2:4]) for line in res.stdout.splitlines() if line.strip()}
 
 
+def socket_owners(bed: SSHBed) -> dict[str, list[int]]:
+    """The remote's established port-22 connections ('local peer', as ``established``) and
+    the pids that hold each one's socket (its sshd processes)."""
+    res = bed.run_in_namespace(["ss", "-Htnp", "state", "established",
+                                f"( sport = :{bed.port} )"])
+    owners: dict[str, list[int]] = {}
+    for line in res.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            owners[" ".join(fields[2:4])] = [int(pid) for pid in
+                                             re.findall(r"pid=(\d+)", line)]
+    return owners
+
+
 def local_table(exclude: set[int], runtime_dir: str) -> dict[int, str]:
     """This side's processes of the run: our descendants (minus the bed's sshd and its
     sessions) and any process whose environment names this run's runtime directory."""
@@ -663,29 +673,22 @@ class Injector:
         variant = ("sshd", "ss -K")[self._ssh_variant % 2]
         self._ssh_variant += 1
         killed: list[int] = []
-        sessions: list[tuple[int, str]] = []
         if variant == "sshd":
-            # A connection being (re-)established has no session process of the user yet (its
-            # sshd is still authenticating it) and would survive the kill: wait until every
-            # established connection has one, else kill by the socket.
-            now: list[set[str]] = [before]
-
-            def found() -> bool:
-                sessions[:] = self.bed.remote_processes(SSHD_SESSION)
-                now[0] = established(self.bed)
-                return bool(sessions) and len(sessions) >= len(now[0])
-
-            if await asyncio.to_thread(wait_until, found, SESSION_WAIT, 0.2):
-                before = now[0]
+            # The processes that hold each established connection's socket (``ss -p``): the
+            # sshd of a connection whatever its state (a session's monitor and child, or one
+            # still authenticating a reconnect).  Counting session processes instead once
+            # missed a connection whose sshd was between the two.
+            owners = await asyncio.to_thread(socket_owners, self.bed)
+            killed = sorted({pid for pids in owners.values() for pid in pids})
+            if killed:
+                before = set(owners)
+                for pid in killed:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                fault.target = f"SIGKILL sshd pid {','.join(map(str, killed))}"
             else:
                 variant = "ss -K"
-        if variant == "sshd":
-            killed = [pid for pid, _ in sessions]
-            for pid in killed:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            fault.target = f"SIGKILL sshd session pid {','.join(map(str, killed)) or '-'}"
-        else:
+        if variant == "ss -K":
             res = await asyncio.to_thread(self.bed.run_in_namespace, [
                 "ss", "-K", "-tn", "state", "established", f"( sport = :{self.bed.port} )"])
             failed = f" (ss: {res.stderr.strip()})" if res.returncode else ""
