@@ -508,15 +508,18 @@ def established(bed: SSHBed) -> set[str]:
 
 def socket_owners(bed: SSHBed) -> dict[str, list[int]]:
     """The remote's established port-22 connections ('local peer', as ``established``) and
-    the pids that hold each one's socket (its sshd processes)."""
+    the pids that hold each one's socket (its sshd processes), but for a connection the
+    bed's sshd listener still holds."""
     res = bed.run_in_namespace(["ss", "-Htnp", "state", "established",
                                 f"( sport = :{bed.port} )"])
     owners: dict[str, list[int]] = {}
     for line in res.stdout.splitlines():
         fields = line.split()
-        if len(fields) >= 4:
-            owners[" ".join(fields[2:4])] = [int(pid) for pid in
-                                             re.findall(r"pid=(\d+)", line)]
+        pids = [int(pid) for pid in re.findall(r"pid=(\d+)", line)]
+        # The listener holds a connection it has just accepted until its child takes it:
+        # such a connection is left alone (killing the listener would end the bed).
+        if len(fields) >= 4 and pids and bed.sshd_pid not in pids:
+            owners[" ".join(fields[2:4])] = pids
     return owners
 
 
