@@ -21,7 +21,14 @@ from ..link.connection import Link
 from ..link.frames import FrameError, LinkError, LinkTimeout
 from ..link.launcher import ENGINE_START_WAIT, LINK_TIMEOUT
 from ..link.outbox import ACK, Outbox
-from ..link.packets import NO_SESSION_ERROR, error_code, packet, packet_name
+from ..link.packets import (
+    END_OF,
+    ENDS_ANY_REQUEST,
+    NO_SESSION_ERROR,
+    error_code,
+    packet,
+    packet_name,
+)
 
 log = logging.getLogger("rk_jupyter")
 
@@ -43,12 +50,9 @@ ENGINE_ENDED = "engine.ended"  # the engine ended serving a request (the session
 
 #: Requests that an agent answers with the end of an evaluation; and every request that a new
 #: session can answer when the old one never got it.
-_EVALUATIONS = frozenset({"EnterTextPacket", "EvaluatePacket"})
+_EVALUATIONS = frozenset(END_OF)
 _REQUESTS = _EVALUATIONS | {"RKComplete", "RKInspect", "RKEngineState"}
-#: The packets that end an evaluation (as in ``client.evaluate``), by its packet name.
-_ENDS = {"EnterTextPacket": {"InputNamePacket", "RKError", "RKEngineDied"},
-         "EvaluatePacket": {"ReturnPacket", "RKError", "RKEngineDied"}}
-_ANY_END = frozenset().union(*_ENDS.values())
+_ANY_END = frozenset(END_OF.values()) | ENDS_ANY_REQUEST
 
 
 class AgentError(RKError):
@@ -296,7 +300,8 @@ class AgentClient:
     def _answered(self, name: str) -> None:
         """A packet that may end the oldest unanswered evaluation came (reader thread)."""
         with self._send_lock:
-            if self._unanswered and name in _ENDS[self._unanswered[0][1]]:
+            if self._unanswered and (name == END_OF[self._unanswered[0][1]]
+                                     or name in ENDS_ANY_REQUEST):
                 self._unanswered.popleft()
 
     def acknowledge(self) -> None:

@@ -27,7 +27,15 @@ from typing import Any, Protocol
 
 from ..errors import RKError
 from ..link.expr import Symbol
-from ..link.packets import ABORTED, error_code, line_number, packet, packet_name
+from ..link.packets import (
+    ABORTED,
+    END_OF,
+    ENDS_ANY_REQUEST,
+    error_code,
+    line_number,
+    packet,
+    packet_name,
+)
 from .agent import AGENT_GONE, ENGINE_ENDED, AgentClient, AgentError, LinkDown, SessionLost
 
 #: How often a waiting loop wakes up to check its deadline and that the agent is alive.
@@ -38,9 +46,6 @@ SYNTAX = "evaluation.syntax"
 ABORTED_CODE = "evaluation.aborted"
 TIMEOUT = "evaluation.timeout"
 INTERRUPT_TIMEOUT = "evaluation.interrupt-timeout"
-
-_END = {"EnterTextPacket": "InputNamePacket", "EvaluatePacket": "ReturnPacket"}
-
 
 class EvaluationError(RKError):
     """The evaluation failed but the session goes on: a syntax error (``SYNTAX``: the cause is
@@ -146,7 +151,7 @@ class Evaluator:
         (evaluation packet names, oldest first): their output, which the attach sent again,
         is shown by the next ``run`` before its own, under a line that says so, and the
         earlier kernel's cells keep their order (the engine serves requests in turn)."""
-        ends = [_END[name] for name in owed if name in _END]
+        ends = [END_OF[name] for name in owed if name in END_OF]
         self._owed.extend(ends)
         self._adopted += len(ends)
         if ends:
@@ -168,7 +173,7 @@ class Evaluator:
             self.client.send(packet("EnterTextPacket", code))
         except AgentError:
             return False
-        self._owed.append(_END["EnterTextPacket"])
+        self._owed.append(END_OF["EnterTextPacket"])
         return True
 
     def settle(self, timeout: float) -> bool:
@@ -189,7 +194,7 @@ class Evaluator:
             self._owed.clear()  # nothing more comes; the next request reports why
         elif name == "RKEngineRestarted":
             self.client.engine_restarted(pkt.args[0] if pkt.args else {})
-        elif name in (self._owed[0], "RKError", "RKEngineDied"):
+        elif name == self._owed[0] or name in ENDS_ANY_REQUEST:
             self._owed.popleft()
 
     def run(
@@ -216,7 +221,7 @@ class Evaluator:
         """
         kind = "EvaluatePacket" if expression else "EnterTextPacket"
         self.client.send(packet(kind, code))
-        self._owed.append(_END[kind])
+        self._owed.append(END_OF[kind])
         shown: dict[str, None] = {}  # temporary displays shown now, in order
         try:
             if self._adopted:

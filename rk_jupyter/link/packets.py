@@ -183,6 +183,12 @@ UNSUPPORTED_ERROR = "engine.unsupported"  # e.g. EvaluatePacket on an engine wit
 ENGINE_STOPPED_ERROR = "engine.stopped"  # its process is stopped (SIGSTOP): nothing answers
 INTERNAL_ERROR = "agent.internal"  # a bug in the agent met a request: it is answered anyway
 
+#: The packet that ends an evaluation, by the evaluation's packet: EnterTextPacket's ends with
+#: the next line's InputNamePacket, EvaluatePacket's with its ReturnPacket.  Any request also
+#: ends with one of ``ENDS_ANY_REQUEST`` (refused, or its engine gone).
+END_OF = {"EnterTextPacket": "InputNamePacket", "EvaluatePacket": "ReturnPacket"}
+ENDS_ANY_REQUEST = frozenset({"RKError", "RKEngineDied"})
+
 
 def packet(name: str, *args: Any) -> Function:
     """Build the packet or control message ``name[args...]``."""

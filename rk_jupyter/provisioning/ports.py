@@ -73,6 +73,8 @@ def release(port: int) -> None:
     LocalPortCache.instance().return_port(port)
 
 
+#: The kernel's ZeroMQ ports, as KernelManager and the connection file name them.
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 #: Longest a launch waits for its kernel process to listen (``wait_listening``): past it the
 #: launch returns anyway and the client's own reconnects take over, as without the wait.
 LISTEN_WAIT = 2.0
@@ -96,16 +98,17 @@ async def wait_listening(ip: str, kernel_ports: list[int], running: Callable[[],
     while waiting:
         if not running() or time.monotonic() > deadline:
             return False
-        still = []
-        for port in waiting:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                   _LISTEN_POLL * 20)
-            except (OSError, asyncio.TimeoutError):
-                still.append(port)
-                continue
-            writer.close()
-        waiting = still
+        # On loopback a connect is accepted or refused at once: no need to leave the loop.
+        waiting = [port for port in waiting if not listens(port, host, _LISTEN_POLL * 20)]
         if waiting:
             await asyncio.sleep(_LISTEN_POLL)
+    return True
+
+
+def listens(port: int, host: str = HOST, timeout: float = 2.0) -> bool:
+    """True when a TCP connect to ``host:port`` succeeds (closed at once)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
     return True

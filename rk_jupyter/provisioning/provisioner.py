@@ -176,7 +176,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         km = self.parent
         if km is None or self.ports_cached or getattr(km, "transport", "tcp") != "tcp":
             return
-        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+        for name in ports.KERNEL_PORTS:
             if not getattr(km, name):
                 setattr(km, name, ports.reserve())
         self.ports_cached = True
@@ -220,8 +220,7 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
         process = self.process
         return await ports.wait_listening(
             str(info.get("ip", "")),
-            [int(info.get(name) or 0) for name in
-             ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")],
+            [int(info.get(name) or 0) for name in ports.KERNEL_PORTS],
             lambda: process.poll() is None)
 
     async def shutdown_requested(self, restart: bool = False) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -175,7 +174,7 @@ class AdoptedAgent:
         state = agent_state.read(state_path)
         if state is None:
             return None
-        if not _runs_agent(state["pid"]) or not _listens(state["port"]):
+        if not _runs_agent(state["pid"]) or not ports.listens(state["port"]):
             agent_state.remove(state_path)
             return None
         return cls(state["pid"], state["port"], state["token"], state_path, log_path)
@@ -210,14 +209,6 @@ def _runs_agent(pid: int) -> bool:
     except OSError:
         return False
     return b"rk_jupyter.agent" in cmdline and state != b"Z"
-
-
-def _listens(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2.0).close()
-    except OSError:
-        return False
-    return True
 
 
 def agent_key(settings: LaunchSettings) -> str:
