@@ -56,6 +56,17 @@ def test_result_and_execution_count_follow_the_engine_line(kernel) -> None:
     assert second.results()[0]["execution_count"] == second.reply["execution_count"]
 
 
+def test_kernel_info_offers_no_debugger(kernel) -> None:
+    """JupyterLab offers its debugger to a kernel whose kernel_info claims one; this kernel has
+    none (ipykernel claimed it because debugpy is installed)."""
+    _, kc = kernel
+    info = shell_reply(kc, kc.kernel_info())["content"]
+    assert info["status"] == "ok"
+    assert "debugger" not in info["supported_features"]
+    assert info["language_info"]["name"] == "wolfram-language"
+    assert info["banner"].startswith("Mathics3") and info["protocol_version"]
+
+
 def test_print_arrives_before_the_result(kernel) -> None:
     _, kc = kernel
     run = execute(kc, 'Print["early"]; Pause[1.5]; 42')

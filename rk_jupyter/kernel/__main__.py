@@ -57,7 +57,7 @@ def main() -> None:
     # connects and starts the agent side.
     from ipykernel.kernelapp import IPKernelApp
 
-    from .kernel import RKernel
+    from .kernel import RKernel, exit_when_due
 
     RKernel.engine_launch = launched
     try:
@@ -65,6 +65,7 @@ def main() -> None:
     finally:
         if launched is not None:
             launched.stop()
+    exit_when_due()
 
 
 main()
