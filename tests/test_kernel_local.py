@@ -22,6 +22,7 @@ from rk_jupyter import kernelspec
 from rk_jupyter.client import Endpoint
 from rk_jupyter.client.environment import KernelEnvironment
 from rk_jupyter.kernel import magics
+from rk_jupyter.provisioning.settings import LaunchSettings
 from rk_jupyter.provisioning.transports import TransportError
 
 from kernel_helpers import (
@@ -231,6 +232,38 @@ def test_restart_gives_a_fresh_engine_from_the_same_agent(jupyter_env: str) -> N
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_restart_opens_the_next_session_while_the_old_kernel_exits(jupyter_env: str) -> None:
+    """A restart's next launch (agent side, session, engine) begins as soon as the shutdown
+    is requested, not after the old kernel process has gone: the launch log says so, and
+    the restarted kernel works and leaves no engine behind."""
+    km, kc = start_new_kernel(kernel_name=_own_kernelspec(jupyter_env, "overlapped"),
+                              startup_timeout=90)
+    try:
+        old = _engine_pid(kc)
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=90)
+        assert execute(kc, "1+1").results()[0]["data"]["text/plain"] == "2"
+        assert wait_gone([old]) == []
+        log = Path(jupyter_runtime_dir(), f"rk-{km.kernel_id}.log").read_text()
+        steps = [line.split("] ", 1)[1] for line in log.splitlines() if "] " in line]
+        launches = [i for i, step in enumerate(steps) if step.startswith("launch of kernel")]
+        [cleanup] = [i for i, step in enumerate(steps) if step.startswith("cleanup done")]
+        assert len(launches) == 2 and launches[1] < cleanup, log
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def test_only_a_mathics_engine_outside_slurm_overlaps_a_restart() -> None:
+    """A WolframKernel holds a licence seat until it ends, and a Slurm job step passes to the
+    next engine only once the old session has ended: their restarts do not overlap."""
+    assert LaunchSettings.from_config({"engine": "mathics"}).restart_overlaps()
+    assert not LaunchSettings.from_config({"engine": "wolfram"}).restart_overlaps()
+    assert not LaunchSettings.from_config(
+        {"engine": "mathics", "transport": "ssh", "host": "hpc1",
+         "slurm": "--time=10"}).restart_overlaps()
 
 
 def test_agent_death_is_seen_by_the_manager(jupyter_env: str) -> None:

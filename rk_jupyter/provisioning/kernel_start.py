@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from jupyter_core.paths import jupyter_runtime_dir
 
@@ -124,6 +124,15 @@ class _LogObserver(LaunchObserver):
         self.launch.secret(value)
 
 
+class _Opened(NamedTuple):
+    """A launch's agent side, ready for its kernel process: its transport, its session (what
+    ``close_session`` takes) and the kernel process's environment."""
+
+    transport: Transport
+    session: tuple[AgentEndpoint, bytes, str, str]
+    environment: KernelEnvironment
+
+
 class KernelStart:
     """The launches of one kernel (a restart is a new launch of the same kernel).
 
@@ -142,6 +151,8 @@ class KernelStart:
         self._session: tuple[AgentEndpoint, bytes, str, str] | None = None
         self._launched = False  # a launch succeeded: the next is a restart
         self.persistent = False  # the running launch's session outlives the Jupyter server
+        self._next: asyncio.Task[_Opened] | None = None  # a restart's launch, begun early
+        self._notebook = ""  # the notebook of the first launch (its restarts' too)
 
     async def start(self, settings: LaunchSettings, notebook: str = "") -> KernelEnvironment:
         """Start the agent (or lease a shared one) and open the kernel's session, which the
@@ -156,6 +167,27 @@ class KernelStart:
         Raises TransportError naming the cause and the fix (with a ``code``), in the words
         JupyterLab shows when a start fails; the log then says so too and is closed.
         """
+        task, self._next = self._next, None
+        if not self._launched:
+            self._notebook = notebook
+        opened = await (task if task is not None else self._launch(settings, notebook))
+        self._launched = True
+        self.transport = opened.transport
+        self._session = opened.session
+        return opened.environment
+
+    def open_next(self, settings: LaunchSettings) -> None:
+        """Called when a restart's shutdown has been requested: begin the next launch (the
+        agent side, the new session) now, while the old kernel process exits, for ``start``
+        to take; a restart then waits for the slower of the two, not for their sum (where
+        ``settings.restart_overlaps``).  A launch begun so and never taken is ended by
+        ``stop``."""
+        if self._next is None and self._launched and settings.restart_overlaps():
+            self._next = asyncio.ensure_future(self._launch(settings, self._notebook))
+
+    async def _launch(self, settings: LaunchSettings, notebook: str) -> _Opened:
+        """start's work, which leaves the running launch (``transport``, the session that
+        ``stop`` ends) as it is."""
         launch = self._log()
         log_path = os.path.join(os.path.dirname(launch.path), f"rk-{self.kernel_id}-agent.log")
         token = secrets.token_urlsafe(32).encode()
@@ -189,7 +221,7 @@ class KernelStart:
         return self.log
 
     async def _open(self, settings: LaunchSettings, log_path: str, token: bytes,
-                    launch: LaunchLog, notebook: str) -> KernelEnvironment:
+                    launch: LaunchLog, notebook: str) -> _Opened:
         """start's steps: the launch path, then the kernel's environment."""
         session = f"{self.kernel_id}-{secrets.token_hex(4)}"
         label: dict[str, Any] | None = None
@@ -206,13 +238,10 @@ class KernelStart:
                                       _LogObserver(launch), session=session,
                                       keep=settings.persist_for if settings.persistent
                                       else ATTACH_WAIT, label=label, resume=resume)
-        self._launched = True
         session = launched.endpoint.session
         launched.client.close(end_session=False)  # the kernel process attaches to it
-        self.transport = launched.transport
         agent = launched.agent
-        self._session = (agent, launched.token, settings.compression, session)
-        return KernelEnvironment(
+        environment = KernelEnvironment(
             endpoint=Endpoint(agent.host, agent.port, launched.token,
                               transport=launched.transport.name, description=agent.description,
                               codec=settings.compression, engine=settings.engine,
@@ -226,6 +255,21 @@ class KernelStart:
             launch_log=launch.path,
             launched_by=self.launched_by,
         )
+        return _Opened(launched.transport, (agent, launched.token, settings.compression, session),
+                       environment)
+
+    async def _drop_next(self) -> None:
+        """End a launch ``open_next`` began that no ``start`` took (the restart failed)."""
+        task, self._next = self._next, None
+        if task is None:
+            return
+        try:
+            opened = await task
+        except TransportError:
+            return
+        if opened.transport.alive():
+            await asyncio.to_thread(close_session, *opened.session, False)
+        await opened.transport.stop()
 
     def step(self, message: str, *args: Any, level: int = logging.INFO) -> None:
         """A line in the launch log (none once the kernel is gone)."""
@@ -239,6 +283,8 @@ class KernelStart:
         ``detach`` (a persistent kernel whose Jupyter server stops): the session is left to
         wait for its notebook; the transport leaves a persistent agent running anyway."""
         started = time.monotonic()
+        if not restart:
+            await self._drop_next()
         if self._session is not None:
             session, self._session = self._session, None
             if detach and self.persistent:

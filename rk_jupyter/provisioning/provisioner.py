@@ -225,8 +225,12 @@ class RemoteKernelProvisioner(_SettingsProvisioner):
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         """Called by KernelManager once it has sent the kernel a shutdown request: from now
-        on ``poll`` waits briefly for the process's exit (``EXIT_WATCH``)."""
+        on ``poll`` waits briefly for the process's exit (``EXIT_WATCH``).  For a restart,
+        the next launch's agent side begins now (``KernelStart.open_next``), while this
+        kernel process exits; ``pre_launch`` then takes it."""
         self._exit_asked = True
+        if restart and self._start is not None:
+            self._start.open_next(self.launch_settings())
         await super().shutdown_requested(restart)
 
     async def poll(self) -> int | None:

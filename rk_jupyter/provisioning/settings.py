@@ -202,6 +202,14 @@ class LaunchSettings:
             options["slurm"] = self.slurm
         return options
 
+    def restart_overlaps(self) -> bool:
+        """Whether a restart may open the next session before the old one has ended
+        (``KernelStart.open_next``): yes for a Mathics3 engine; not for a WolframKernel (a
+        licence seat each: the next could be refused while the old one still holds its
+        seat) nor in a Slurm job (its job step passes to the next engine only once the old
+        session has ended)."""
+        return self.engine == "mathics" and not self.slurm
+
     def as_dict(self) -> dict[str, Any]:
         """Every key with its value, as plain JSON-able data."""
         return asdict(self)

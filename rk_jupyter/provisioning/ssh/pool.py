@@ -562,6 +562,10 @@ class ConnectionPool:
             shared.refs -= 1
             if slot is not None:
                 slot.refs -= 1
+            # Kept for the restart's next launch only if nothing uses it now: that launch may
+            # have leased it already (``KernelStart.open_next``), and a keep set after it
+            # came would hold the agent and the connection restart_grace past the last end.
+            keep = keep and shared.refs <= 0
             if keep:
                 shared.keep_until = time.monotonic() + self.restart_grace
         if keep:
