@@ -140,13 +140,18 @@ def works_as_a_kernel(started: Started, transport: str) -> dict[str, str]:
 
 
 def shut_down(started: Started, check: Callable[[], None] = lambda: None) -> None:
-    """A clean shutdown_request: the reply comes, ``check`` (nothing left) holds once it
-    has, and the process ends by itself (EXIT_AFTER_SHUTDOWN)."""
+    """A clean shutdown_request: the reply comes, and its IOPub copy, ``check`` (nothing
+    left) holds once they have, and the process ends by itself (EXIT_AFTER_SHUTDOWN)."""
     msg_id = started.kc.shutdown()
     reply = started.kc.get_control_msg(timeout=60)
     while reply["parent_header"].get("msg_id") != msg_id:  # an interrupt's reply, say
         reply = started.kc.get_control_msg(timeout=60)
     assert reply["msg_type"] == "shutdown_reply" and reply["content"]["status"] == "ok"
+    while True:  # its copy on IOPub, for the other clients, leaves before the process ends
+        copy = started.kc.get_iopub_msg(timeout=10)
+        if copy["parent_header"].get("msg_id") == msg_id and \
+                copy["msg_type"] == "shutdown_reply":
+            break
     check()
     took = time.monotonic()
     status = started.proc.wait(EXIT_AFTER_SHUTDOWN)
