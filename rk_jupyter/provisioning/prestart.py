@@ -1,4 +1,5 @@
-"""Kernel processes started before their launch: spares, two per kernel command.
+"""Kernel processes started before their launch: spares, ``SPARES_PER_COMMAND`` per kernel
+command.
 
 Why: after the engine (a fork of the agent's warm template) the kernel process's own start —
 Python importing ipykernel and IPython, half a second — is what a second kernel or a restart
@@ -93,9 +94,9 @@ class Spares:
 
     def prepare(self, argv: list[str]) -> None:
         """A launch of the kernelspec ``argv`` (its ``{connection_file}`` not filled in yet)
-        has begun: start its spares now (those missing), so that they import while the agent
-        and the engine start (a first kernel's launch).  ``unused`` ends them again if the
-        launch fails."""
+        has begun: start its spares now (one, the others after it, ``_top_up``), so that they
+        import while the agent and the engine start (a first kernel's launch).  ``unused``
+        ends them again if the launch fails."""
         self._ensure(argv)
 
     def unused(self, argv: list[str]) -> None:
@@ -122,7 +123,7 @@ class Spares:
         self._ensure(cmd)
 
     def _ensure(self, cmd: list[str]) -> None:
-        """Start spares for ``cmd``'s prefix up to ``SPARES_PER_COMMAND`` (``_top_up``)."""
+        """Start the spares ``cmd``'s prefix lacks (``_top_up``)."""
         split = self._split(cmd)
         if split is not None:
             self._top_up(split[0], wanted_only=False)
