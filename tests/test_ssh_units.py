@@ -397,3 +397,23 @@ def test_encrypted_key_files_are_told_by_their_format(tmp_path: Path) -> None:
     assert notes == [f"{tmp_path / 'locked'} is passphrase-protected (load it into ssh-agent: "
                      f"ssh-add {tmp_path / 'locked'})"]
     assert _load_key(str(tmp_path / "plain"), []) is not None
+
+
+@pytest.mark.parametrize("said", [
+    "bastion says no\nkex_exchange_identification: Connection closed by remote host\n"
+    "Connection closed by UNKNOWN port 65535",
+    "bastion says no\nbanner exchange: Connection to UNKNOWN port 65535: Broken pipe",
+])
+def test_a_proxy_that_ended_is_named_whichever_way_ssh_says_it(said: str) -> None:
+    """ssh says a ProxyCommand ended as it read the banner or as it wrote its own, by timing
+    (the second wording failed CI once as ``ssh.failed``)."""
+    from rk_jupyter.provisioning.ssh.openssh_errors import diagnose
+
+    target = SSHTarget(alias="broken-proxy", hostname="10.0.0.2", port=22, user="u",
+                       identity_files=(), identities_only=False, known_hosts_files=(),
+                       global_known_hosts_files=(), backend="openssh",
+                       via="ProxyCommand sh -c 'exit 1'")
+    error = diagnose(said, target, 10.0)
+    assert error.code == "ssh.proxy-failed"
+    assert "ProxyCommand" in str(error) and "bastion says no" in str(error)
+    assert "ssh -v broken-proxy" in str(error)

@@ -181,7 +181,11 @@ _RULES = (
     _Rule(re.compile(r"connect to host (?P<host>\S+) port (?P<port>\d+): (?P<why>.+)"),
           "ssh.unreachable", _unreachable),
     _Rule(re.compile(r"Connection timed out during banner exchange"), "ssh.handshake", _banner),
+    # ssh's words for a proxy that ended: as it read the server's banner, or as it wrote its
+    # own ("banner exchange: Connection to UNKNOWN port 65535: Broken pipe"), whichever came
+    # first; UNKNOWN is how ssh names the far end of a ProxyCommand.
     _Rule(re.compile(r"kex_exchange_identification|Connection closed by UNKNOWN|"
+                     r"Connection to UNKNOWN port \d+: Broken pipe|"
                      r"ssh_exchange_identification"), "ssh.proxy-failed", _proxy),
 )
 
