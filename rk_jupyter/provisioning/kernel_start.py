@@ -267,9 +267,7 @@ class KernelStart:
             opened = await task
         except TransportError:
             return
-        if opened.transport.alive():
-            await asyncio.to_thread(close_session, *opened.session, False)
-        await opened.transport.stop()
+        await _end_launch(opened.transport, opened.session)
 
     def step(self, message: str, *args: Any, level: int = logging.INFO) -> None:
         """A line in the launch log (none once the kernel is gone)."""
@@ -285,16 +283,13 @@ class KernelStart:
         started = time.monotonic()
         if not restart:
             await self._drop_next()
-        if self._session is not None:
-            session, self._session = self._session, None
-            if detach and self.persistent:
-                self.step("the Jupyter server stops: persistent session %s is left running "
-                          "for its notebook", session[3])
-            elif self.transport is not None and self.transport.alive():
-                await asyncio.to_thread(close_session, *session, restart)
-        if self.transport is not None:
-            transport, self.transport = self.transport, None
-            await transport.stop(restart)
+        session, self._session = self._session, None
+        transport, self.transport = self.transport, None
+        if session is not None and detach and self.persistent:
+            self.step("the Jupyter server stops: persistent session %s is left running "
+                      "for its notebook", session[3])
+            session = None
+        await _end_launch(transport, session, restart)
         launch = self.log
         if launch is not None:
             launch.step("cleanup done in %.2f s%s", time.monotonic() - started,
@@ -302,3 +297,13 @@ class KernelStart:
             if not restart:
                 self.log = None
                 launch.close()
+
+
+async def _end_launch(transport: Transport | None,
+                      session: tuple[AgentEndpoint, bytes, str, str] | None,
+                      restart: bool = False) -> None:
+    """End a launch's session (if its agent is still there) and then its transport."""
+    if session is not None and transport is not None and transport.alive():
+        await asyncio.to_thread(close_session, *session, restart)
+    if transport is not None:
+        await transport.stop(restart)
