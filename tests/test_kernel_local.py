@@ -68,6 +68,48 @@ def test_kernel_info_offers_no_debugger(kernel) -> None:
     assert info["banner"].startswith("Mathics3") and info["protocol_version"]
 
 
+def test_a_flush_waits_for_the_iopub_thread_only_when_text_waits() -> None:
+    """ipykernel flushes sys.stdout and sys.stderr before every reply; the kernel's streams
+    (``KernelStream``) skip the IOPub thread's round trips when nothing was written, and
+    still hand written text to the socket before the flush returns."""
+    import zmq
+    from ipykernel.iostream import IOPubThread
+    from jupyter_client.session import Session
+
+    from rk_jupyter.kernel.streams import KernelStream
+
+    context = zmq.Context()
+    push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    thread = IOPubThread(push)
+    thread.start()
+    scheduled: list[Any] = []
+    schedule = thread.schedule
+    thread.schedule = lambda f: (scheduled.append(f), schedule(f))[1]
+    session = Session(key=b"k")
+    stream = KernelStream(session, thread, "stdout", watchfd=False)
+    try:
+        stream.flush()
+        assert scheduled == []  # nothing written: no hand-off, no wait
+        stream.write("written before the reply\n")
+        stream.flush()
+        assert scheduled  # written: handed to the IOPub thread, which sends it
+        assert pull.poll(5000), "the written text was never sent"
+        _, msg = session.recv(pull)
+        assert msg["content"] == {"name": "stdout", "text": "written before the reply\n"}
+        scheduled.clear()
+        stream.flush()
+        assert scheduled == []
+    finally:
+        stream.close()
+        thread.stop()
+        thread.close()
+        for socket in (pull, push):
+            socket.close(linger=0)
+        context.term()
+
+
 def test_print_arrives_before_the_result(kernel) -> None:
     _, kc = kernel
     run = execute(kc, 'Print["early"]; Pause[1.5]; 42')

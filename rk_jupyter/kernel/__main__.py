@@ -58,10 +58,13 @@ def main() -> None:
     from ipykernel.kernelapp import IPKernelApp
 
     from .kernel import RKernel, exit_when_due
+    from .streams import KernelStream
 
     RKernel.engine_launch = launched
     try:
-        IPKernelApp.launch_instance(kernel_class=RKernel)
+        IPKernelApp.launch_instance(
+            kernel_class=RKernel,
+            outstream_class=f"{KernelStream.__module__}.{KernelStream.__qualname__}")
     finally:
         if launched is not None:
             launched.stop()

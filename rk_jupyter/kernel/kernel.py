@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
+from traitlets import Float
 
 from .. import __version__
 from ..client import AgentClient, AgentError, EvaluationError, Evaluator, SessionLost
@@ -186,6 +187,10 @@ class RKernel(Kernel):
     banner = "Wolfram Language through rk_jupyter"
     #: Set by the entry point when this process launches its own engine (no provisioner).
     engine_launch: OwnLaunch | None = None
+    # ipykernel sleeps 0.5 ms before each execute_reply, for text printed to sys.stdout that
+    # once reached clients late; this kernel's output goes out as IOPub messages, in order
+    # with the status that ends the cell, so the sleep only delayed every cell.
+    _execute_sleep = Float(0.0)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
