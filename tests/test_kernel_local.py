@@ -57,13 +57,15 @@ def test_result_and_execution_count_follow_the_engine_line(kernel) -> None:
     assert second.results()[0]["execution_count"] == second.reply["execution_count"]
 
 
-def test_kernel_info_offers_no_debugger(kernel) -> None:
+def test_kernel_info_offers_no_debugger_and_no_subshells(kernel) -> None:
     """JupyterLab offers its debugger to a kernel whose kernel_info claims one; this kernel has
-    none (ipykernel claimed it because debugpy is installed)."""
+    none (ipykernel claimed it because debugpy is installed).  Nor does it serve subshells
+    (``kernel.app``: one request at a time, on the main thread), so it claims none."""
     _, kc = kernel
     info = shell_reply(kc, kc.kernel_info())["content"]
     assert info["status"] == "ok"
     assert "debugger" not in info["supported_features"]
+    assert "kernel subshells" not in info["supported_features"]
     assert info["language_info"]["name"] == "wolfram-language"
     assert info["banner"].startswith("Mathics3") and info["protocol_version"]
 

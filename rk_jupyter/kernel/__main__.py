@@ -55,16 +55,12 @@ def main() -> None:
         launched.loaded()
     # Imported only now (half a second: ipykernel, IPython), while a self-launch's thread
     # connects and starts the agent side.
-    from ipykernel.kernelapp import IPKernelApp
-
+    from .app import RKernelApp
     from .kernel import RKernel, exit_when_due
-    from .streams import KernelStream
 
     RKernel.engine_launch = launched
     try:
-        IPKernelApp.launch_instance(
-            kernel_class=RKernel,
-            outstream_class=f"{KernelStream.__module__}.{KernelStream.__qualname__}")
+        RKernelApp.launch_instance(kernel_class=RKernel)
     finally:
         if launched is not None:
             launched.stop()
