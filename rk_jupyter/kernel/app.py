@@ -32,6 +32,8 @@ class RKernelApp(IPKernelApp):
     def init_sockets(self) -> None:
         """Called once by ``initialize``: ipykernel's sockets, and the shell socket served by
         the main thread's loop (``init_kernel`` does so when there is no shell-channel
-        thread; the unstarted thread holds no socket)."""
+        thread).  The thread, made but not started, holds only an event loop: closed here."""
         super().init_sockets()
-        self.shell_channel_thread = None
+        unused, self.shell_channel_thread = self.shell_channel_thread, None
+        if unused is not None:
+            unused.io_loop.close()

@@ -1,7 +1,7 @@
 """The kernel process's sys.stdout and sys.stderr (ipykernel's ``OutStream``, flushed less).
 
 ipykernel flushes both streams before every execute_reply, and each flush hands two callbacks
-to the IOPub thread and waits for them: four thread hand-offs a cell, ~0.1 ms, for streams
+to the IOPub thread and waits for them: four thread hand-offs a cell, ~0.4 ms, for streams
 this kernel writes nothing to (an evaluation's output comes from the engine as messages).  A
 flush with nothing written since the last one returns at once; one with something written
 still waits, so that the text goes out before the reply as ipykernel promises.
