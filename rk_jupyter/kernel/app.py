@@ -32,8 +32,10 @@ class RKernelApp(IPKernelApp):
     def init_sockets(self) -> None:
         """Called once by ``initialize``: ipykernel's sockets, and the shell socket served by
         the main thread's loop (``init_kernel`` does so when there is no shell-channel
-        thread).  The thread, made but not started, holds only an event loop: closed here."""
+        thread).  The thread, made but not started, holds only an event loop: closed here.
+        (ipykernel 6 makes none.)"""
         super().init_sockets()
-        unused, self.shell_channel_thread = self.shell_channel_thread, None
+        unused = getattr(self, "shell_channel_thread", None)
+        self.shell_channel_thread = None
         if unused is not None:
             unused.io_loop.close()

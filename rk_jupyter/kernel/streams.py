@@ -13,10 +13,22 @@ from ipykernel.iostream import OutStream
 
 
 class KernelStream(OutStream):
-    """``OutStream`` whose flush returns at once when nothing waits to be sent."""
+    """``OutStream`` whose flush returns at once when nothing was written since the last one.
+
+    What was written is known from ``write`` itself (print, and the text ipykernel's fd
+    watchers capture, both go through it), not from OutStream's buffers, whose layout differs
+    between ipykernel versions."""
+
+    _written = False
+
+    def write(self, string: str) -> int | None:  # type: ignore[override]
+        self._written = True
+        return super().write(string)
 
     def flush(self) -> None:
         """Called by ipykernel before each reply and by code that printed: waits for the
-        IOPub thread only when text is buffered or a flush of it is pending."""
-        if self._buffers or self._flush_pending or self._subprocess_flush_pending:
+        IOPub thread only when text was written since the last flush (a write racing with
+        this flush sets the mark again, for the next one)."""
+        if self._written:
+            self._written = False
             super().flush()
